@@ -1,0 +1,115 @@
+// Checks shared by rdsToken() and dsqlToken(). Each error names the option and quotes the value.
+
+import { hasLoneSurrogate, show } from "./errors.ts";
+import { isRegion, type ParsedHostname } from "./hostname.ts";
+import { readEnv } from "./_env.ts";
+
+export function checkOptions(options: unknown, fn: string): Record<string, unknown> {
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError(`${fn}() expects an options object, got ${show(options)}`);
+  }
+  return options as Record<string, unknown>;
+}
+
+export function checkPort(value: unknown, option = "port"): number {
+  if (value === undefined) return 5432;
+  if (typeof value !== "number") {
+    throw new TypeError(`The "${option}" option must be a number, got ${show(value)}`);
+  }
+  if (!Number.isInteger(value) || value < 1 || value > 65535) {
+    throw new RangeError(
+      `The "${option}" option must be an integer from 1 to 65535, got ${show(value)}`,
+    );
+  }
+  return value;
+}
+
+export function checkExpiresIn(value: unknown, max: number): number {
+  if (value === undefined) return 900;
+  if (typeof value !== "number") {
+    throw new TypeError(`The "expiresIn" option must be a number of seconds, got ${show(value)}`);
+  }
+  if (!Number.isInteger(value) || value < 1 || value > max) {
+    throw new RangeError(
+      `The "expiresIn" option must be a whole number of seconds from 1 to ${max}, got ${
+        show(value)
+      }`,
+    );
+  }
+  return value;
+}
+
+export function checkSigningDate(value: unknown): Date {
+  if (value === undefined) return new Date();
+  if (!(value instanceof Date)) {
+    throw new TypeError(`The "signingDate" option must be a Date, got ${show(value)}`);
+  }
+  const t = value.getTime();
+  // SigV4 dates have four-digit years; toISOString() would give "+010000-…" past 9999.
+  if (isNaN(t) || t < 0 || t >= 253402300800000) {
+    throw new RangeError(
+      `The "signingDate" option must be a valid date from 1970 to 9999, got ${show(value)}`,
+    );
+  }
+  return value;
+}
+
+export function checkUsername(value: unknown, fallback?: string): string {
+  if (value === undefined && fallback !== undefined) return fallback;
+  if (value === undefined || value === null) {
+    throw new TypeError(`The "username" option is required: pass the database user name`);
+  }
+  if (typeof value !== "string") {
+    throw new TypeError(`The "username" option must be a string, got ${show(value)}`);
+  }
+  if (value === "") throw new TypeError(`The "username" option must not be empty`);
+  if (hasLoneSurrogate(value)) {
+    throw new TypeError(`The "username" option is not valid Unicode, got ${show(value)}`);
+  }
+  return value;
+}
+
+/**
+ * The signing region: the `region` option, else the one in the endpoint name, else `AWS_REGION`
+ * or `AWS_DEFAULT_REGION`. A `region` option that contradicts the endpoint name is an error: a
+ * token signed for the wrong region is always rejected, and only at connect time.
+ */
+export function resolveRegion(
+  value: unknown,
+  parsed: ParsedHostname | undefined,
+  hostOption: string,
+  host: string,
+): string {
+  if (value !== undefined) {
+    if (typeof value !== "string") {
+      throw new TypeError(`The "region" option must be a string, got ${show(value)}`);
+    }
+    if (!isRegion(value)) {
+      throw new RangeError(
+        `The "region" option is not an AWS region name (like "us-east-1"), got ${show(value)}`,
+      );
+    }
+    if (parsed && parsed.region !== value) {
+      throw new RangeError(
+        `The "region" option ${show(value)} contradicts the region ${show(parsed.region)} of ` +
+          `the "${hostOption}" ${show(host)}: omit "region" or fix it`,
+      );
+    }
+    return value;
+  }
+  if (parsed) return parsed.region;
+  for (const name of ["AWS_REGION", "AWS_DEFAULT_REGION"]) {
+    const env = readEnv(name);
+    if (env === undefined) continue;
+    if (!isRegion(env)) {
+      throw new RangeError(
+        `The environment variable ${name} is not an AWS region name, got ${show(env)}`,
+      );
+    }
+    return env;
+  }
+  throw new TypeError(
+    `No region: the "${hostOption}" ${show(host)} is not an AWS endpoint name, so no region ` +
+      `can be derived from it. Pass the "region" option (or set AWS_REGION)`,
+  );
+}

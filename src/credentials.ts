@@ -1,0 +1,235 @@
+// Credentials: a static object, an SDK-style provider function, or the environment. A provider's
+// result is cached per provider function and reused while it outlives the token being signed;
+// concurrent callers share one resolution. A token signed with temporary credentials dies with
+// them, so credentials that would expire first are refreshed before signing.
+
+import { CredentialsError, excerpt, hasLoneSurrogate, show } from "./errors.ts";
+import { EnvAccessError, readEnv } from "./_env.ts";
+import type { SigningCredentials } from "./sigv4.ts";
+
+/**
+ * AWS credentials, the shape of the AWS SDK v3's `AwsCredentialIdentity`.
+ *
+ * @example Static credentials
+ * ```ts
+ * import type { Credentials } from "@pg-iam/pg-iam";
+ *
+ * const credentials: Credentials = {
+ *   accessKeyId: "AKIAIOSFODNN7EXAMPLE",
+ *   secretAccessKey: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+ * };
+ * ```
+ */
+export interface Credentials {
+  /** The access key id, for example `AKIAIOSFODNN7EXAMPLE`. */
+  readonly accessKeyId: string;
+  /** The secret access key. Never logged, never part of an error message. */
+  readonly secretAccessKey: string;
+  /** The session token of temporary credentials. */
+  readonly sessionToken?: string;
+  /** When temporary credentials expire. */
+  readonly expiration?: Date;
+}
+
+/**
+ * A function returning credentials, the shape of the AWS SDK v3's credential providers, so
+ * `fromNodeProviderChain()`, `fromIni()`, `fromTemporaryCredentials()` and friends plug in as they
+ * are. pg-iam calls it with `{ forceRefresh: true }` when the credentials it returned last would
+ * expire before the token being signed.
+ *
+ * @example A provider reading credentials from your own secret store
+ * ```ts
+ * import type { CredentialsProvider } from "@pg-iam/pg-iam";
+ *
+ * const provider: CredentialsProvider = async () => {
+ *   const expiration = new Date(Date.now() + 3_600_000);
+ *   return { accessKeyId: "ASIAEXAMPLE", secretAccessKey: "…", sessionToken: "…", expiration };
+ * };
+ * ```
+ */
+export type CredentialsProvider = (
+  options?: { forceRefresh?: boolean },
+) => Credentials | Promise<Credentials>;
+
+/**
+ * The `credentials` option: credentials, or a provider of them. When omitted, pg-iam reads
+ * `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN` and `AWS_CREDENTIAL_EXPIRATION`
+ * from the environment.
+ *
+ * @example Passing an AWS SDK provider
+ * ```ts ignore
+ * import { fromNodeProviderChain } from "@aws-sdk/credential-providers";
+ * import { rdsToken } from "@pg-iam/pg-iam";
+ *
+ * const credentials = fromNodeProviderChain();
+ * const token = await rdsToken({
+ *   hostname: "db.abc123xyz.us-east-1.rds.amazonaws.com",
+ *   username: "app",
+ *   credentials,
+ * });
+ * ```
+ */
+export type CredentialsOption = Credentials | CredentialsProvider;
+
+const OPTION = `The "credentials" option`;
+
+function check(value: unknown, source: string): Credentials {
+  if (typeof value !== "object" || value === null) {
+    throw new CredentialsError("invalid", `${source} must be an object, got ${show(value)}`);
+  }
+  const c = value as Record<string, unknown>;
+  // Only the types of the key fields are ever described: their values may be secret.
+  for (const field of ["accessKeyId", "secretAccessKey"] as const) {
+    if (typeof c[field] !== "string" || c[field] === "") {
+      const got = typeof c[field] === "string" ? "an empty string" : show(typeof c[field]);
+      throw new CredentialsError(
+        "invalid",
+        `${source} must have a non-empty string ${field}, got ${got}`,
+      );
+    }
+  }
+  if (
+    c.sessionToken !== undefined && c.sessionToken !== null && typeof c.sessionToken !== "string"
+  ) {
+    throw new CredentialsError(
+      "invalid",
+      `${source} has a sessionToken that is not a string (${typeof c.sessionToken})`,
+    );
+  }
+  if (
+    c.expiration !== undefined && c.expiration !== null &&
+    !(c.expiration instanceof Date && !isNaN(c.expiration.getTime()))
+  ) {
+    throw new CredentialsError(
+      "invalid",
+      `${source} has an expiration that is not a valid Date, got ${show(c.expiration)}`,
+    );
+  }
+  for (const field of ["accessKeyId", "sessionToken"] as const) {
+    if (typeof c[field] === "string" && hasLoneSurrogate(c[field] as string)) {
+      throw new CredentialsError("invalid", `${source} has a ${field} that is not valid Unicode`);
+    }
+  }
+  return value as Credentials;
+}
+
+function lastsUntil(c: Credentials, until: number): boolean {
+  return c.expiration === undefined || c.expiration === null || c.expiration.getTime() > until;
+}
+
+function fromEnv(): Credentials {
+  let accessKeyId, secretAccessKey, sessionToken, expiration;
+  try {
+    accessKeyId = readEnv("AWS_ACCESS_KEY_ID");
+    secretAccessKey = readEnv("AWS_SECRET_ACCESS_KEY");
+    sessionToken = readEnv("AWS_SESSION_TOKEN");
+    expiration = readEnv("AWS_CREDENTIAL_EXPIRATION");
+  } catch (cause) {
+    if (!(cause instanceof EnvAccessError)) throw cause;
+    throw new CredentialsError(
+      "missing",
+      `No AWS credentials: the "credentials" option was not given and ${cause.message}`,
+      { cause },
+    );
+  }
+  if (accessKeyId === undefined && secretAccessKey === undefined) {
+    throw new CredentialsError(
+      "missing",
+      `No AWS credentials: the "credentials" option was not given and the environment has no ` +
+        `AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY. Pass "credentials" (an object, or a provider ` +
+        `such as fromNodeProviderChain() from @aws-sdk/credential-providers) or set them`,
+    );
+  }
+  if (accessKeyId === undefined || secretAccessKey === undefined) {
+    const [set, unset] = accessKeyId === undefined
+      ? ["AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID"]
+      : ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"];
+    throw new CredentialsError(
+      "missing",
+      `Incomplete AWS credentials in the environment: ${set} is set but ${unset} is not`,
+    );
+  }
+  let expires: Date | undefined;
+  if (expiration !== undefined) {
+    expires = new Date(expiration);
+    if (isNaN(expires.getTime())) {
+      throw new CredentialsError(
+        "invalid",
+        `The environment variable AWS_CREDENTIAL_EXPIRATION is not a date: ${show(expiration)}`,
+      );
+    }
+  }
+  return { accessKeyId, secretAccessKey, sessionToken, expiration: expires };
+}
+
+interface Cached {
+  value?: Credentials;
+  pending?: Promise<Credentials>;
+}
+
+// Keyed by the provider function itself, so each provider keeps its own cache and a provider
+// dropped by the application is garbage-collected with it.
+const providerCache = new WeakMap<CredentialsProvider, Cached>();
+
+function load(provider: CredentialsProvider, entry: Cached, forceRefresh: boolean) {
+  entry.pending ??= (async () => {
+    try {
+      let value: unknown;
+      try {
+        value = await provider(forceRefresh ? { forceRefresh: true } : undefined);
+      } catch (cause) {
+        const reason = cause instanceof Error ? `${cause.name}: ${cause.message}` : show(cause);
+        throw new CredentialsError(
+          "provider",
+          `The "credentials" provider failed: ${excerpt(reason)}`,
+          { cause },
+        );
+      }
+      return (entry.value = check(value, `The value returned by the "credentials" provider`));
+    } finally {
+      entry.pending = undefined;
+    }
+  })();
+  return entry.pending;
+}
+
+async function fromProvider(
+  provider: CredentialsProvider,
+  until: number,
+  forceRefresh: boolean,
+): Promise<Credentials> {
+  let entry = providerCache.get(provider);
+  if (entry === undefined) providerCache.set(provider, entry = {});
+  if (!forceRefresh && entry.value !== undefined && lastsUntil(entry.value, until)) {
+    return entry.value;
+  }
+  // A stale cached value means the provider's own cache may hold it too: ask it to refresh.
+  let value = await (entry.pending ?? load(provider, entry, forceRefresh || !!entry.value));
+  if (!lastsUntil(value, until) && !forceRefresh) value = await load(provider, entry, true);
+  return value;
+}
+
+/**
+ * Resolves the `credentials` option into keys valid at `signingDate`, preferring keys that outlive
+ * `until` (the token's expiry, in epoch milliseconds).
+ */
+export async function resolveCredentials(
+  option: CredentialsOption | undefined,
+  signingDate: Date,
+  until: number,
+  forceRefresh = false,
+): Promise<SigningCredentials> {
+  let creds: Credentials;
+  if (option === undefined || option === null) creds = fromEnv();
+  else if (typeof option === "function") creds = await fromProvider(option, until, forceRefresh);
+  else creds = check(option, OPTION);
+  if (creds.expiration && creds.expiration.getTime() <= signingDate.getTime()) {
+    throw new CredentialsError(
+      "expired",
+      `The AWS credentials (access key id ${show(creds.accessKeyId)}) expired at ` +
+        `${creds.expiration.toISOString()}, before the signing time ` +
+        `${signingDate.toISOString()}: refresh them or pass a provider that does`,
+    );
+  }
+  return creds;
+}

@@ -1,0 +1,132 @@
+import { type CredentialsOption, resolveCredentials } from "./credentials.ts";
+import { show } from "./errors.ts";
+import { checkHostname, dsqlEndpoint, isDsqlClusterId, parseHostname } from "./hostname.ts";
+import {
+  checkExpiresIn,
+  checkOptions,
+  checkSigningDate,
+  checkUsername,
+  resolveRegion,
+} from "./_options.ts";
+import { presign } from "./sigv4.ts";
+
+/** Options of {@linkcode dsqlToken}. */
+export interface DsqlTokenOptions {
+  /**
+   * The cluster endpoint, for example `abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws`, or a
+   * bare 26-character cluster id, expanded to `<id>.dsql.<region>.on.aws`.
+   */
+  hostname: string;
+  /** The database role. Default: `"admin"`. */
+  username?: string;
+  /**
+   * Whether to sign `DbConnectAdmin` (the `admin` role) rather than `DbConnect` (custom roles).
+   * Default: `username === "admin"`.
+   */
+  admin?: boolean;
+  /**
+   * The AWS region. Default: the region in the endpoint name, else `AWS_REGION` or
+   * `AWS_DEFAULT_REGION`. Required with a bare cluster id when neither variable is set.
+   */
+  region?: string;
+  /** Credentials or a provider of them. Default: the `AWS_*` environment variables. */
+  credentials?: CredentialsOption;
+  /** Token lifetime in seconds, 1 to 604800 (one week). Default: `900`. */
+  expiresIn?: number;
+  /** The signing time. Default: now. */
+  signingDate?: Date;
+}
+
+/**
+ * The longest lifetime of a DSQL token, in seconds: one week.
+ *
+ * @example
+ * ```ts
+ * import { DSQL_MAX_EXPIRES_IN } from "@pg-iam/pg-iam";
+ * console.log(DSQL_MAX_EXPIRES_IN); // 604800
+ * ```
+ */
+export const DSQL_MAX_EXPIRES_IN = 604800;
+
+/**
+ * Creates an Aurora DSQL authentication token. Byte-identical to `DsqlSigner`'s
+ * `getDbConnectAdminAuthToken()` (admin) or `getDbConnectAuthToken()` of `@aws-sdk/dsql-signer`.
+ *
+ * @param options The cluster, role and credentials.
+ * @returns The token: `host/?Action=DbConnectAdmin&X-Amz-…` (or `Action=DbConnect`).
+ * @throws {TypeError} If an option is missing or of the wrong type, or no region can be found.
+ * @throws {RangeError} If `expiresIn`, `signingDate` or `region` is out of range, the region
+ * contradicts the endpoint name, or `hostname` is neither an endpoint nor a cluster id.
+ * @throws {CredentialsError} If credentials are missing, malformed, expired, or their provider
+ * fails.
+ *
+ * @example A token for the admin role, from a cluster id
+ * ```ts
+ * import { dsqlToken } from "@pg-iam/pg-iam";
+ *
+ * const token = await dsqlToken({
+ *   hostname: "abcdefghijklmnopqrstuvwxyz",
+ *   region: "us-east-1",
+ *   credentials: { accessKeyId: "AKIDEXAMPLE", secretAccessKey: "wJalrXUtnFEMI/EXAMPLEKEY" },
+ * });
+ * console.log(token.startsWith("abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws/?Action=DbConnectAdmin&"));
+ * ```
+ *
+ * @example A token for a custom role
+ * ```ts
+ * import { dsqlToken } from "@pg-iam/pg-iam";
+ *
+ * const token = await dsqlToken({
+ *   hostname: "abcdefghijklmnopqrstuvwxyz.dsql.eu-west-1.on.aws",
+ *   username: "reporting",
+ *   credentials: { accessKeyId: "AKIDEXAMPLE", secretAccessKey: "wJalrXUtnFEMI/EXAMPLEKEY" },
+ * });
+ * console.log(token.includes("Action=DbConnect&"));
+ * ```
+ */
+export async function dsqlToken(options: DsqlTokenOptions): Promise<string> {
+  const o = checkOptions(options, "dsqlToken");
+  const host = checkHostname(o.hostname, "hostname");
+  const username = checkUsername(o.username, "admin");
+  if (o.admin !== undefined && typeof o.admin !== "boolean") {
+    throw new TypeError(`The "admin" option must be a boolean, got ${show(o.admin)}`);
+  }
+  const admin = o.admin ?? username === "admin";
+  const expiresIn = checkExpiresIn(o.expiresIn, DSQL_MAX_EXPIRES_IN);
+  const signingDate = checkSigningDate(o.signingDate);
+
+  let endpoint = host;
+  let region: string;
+  if (!host.includes(".")) {
+    if (!isDsqlClusterId(host)) {
+      throw new RangeError(
+        `The "hostname" option ${show(host)} is neither a DSQL endpoint nor a DSQL cluster id ` +
+          `(26 lowercase letters and digits)`,
+      );
+    }
+    region = resolveRegion(o.region, undefined, "hostname", host);
+    endpoint = dsqlEndpoint(host, region);
+  } else {
+    const parsed = parseHostname(host);
+    if (parsed?.service === "rds") {
+      throw new TypeError(
+        `The "hostname" option ${show(host)} is an RDS endpoint: use rdsToken()`,
+      );
+    }
+    region = resolveRegion(o.region, parsed, "hostname", host);
+  }
+  const credentials = await resolveCredentials(
+    o.credentials as CredentialsOption | undefined,
+    signingDate,
+    signingDate.getTime() + expiresIn * 1000,
+  );
+  return presign({
+    host: endpoint,
+    params: { Action: admin ? "DbConnectAdmin" : "DbConnect" },
+    service: "dsql",
+    region,
+    credentials,
+    signingDate,
+    expiresIn,
+  });
+}

@@ -1,0 +1,251 @@
+// Endpoint names of RDS, Aurora and Aurora DSQL, in every partition. No region allowlist: a region
+// is recognised by its shape, so regions launched tomorrow work today. Endpoint formats:
+// https://docs.aws.amazon.com/AmazonRDS/latest/AuroraUserGuide/Aurora.Overview.Endpoints.html
+// https://docs.aws.amazon.com/aurora-dsql/latest/userguide/SECTION_authentication-token.html
+
+import { show } from "./errors.ts";
+
+/** The AWS partition an endpoint lives in. */
+export type Partition =
+  | "aws"
+  | "aws-cn"
+  | "aws-us-gov"
+  | "aws-iso"
+  | "aws-iso-b"
+  | "aws-iso-e"
+  | "aws-iso-f"
+  | "aws-eusc";
+
+/**
+ * What an RDS endpoint points at: a DB instance, an Aurora cluster's writer (`cluster`), reader
+ * (`cluster-ro`) or custom endpoint, an RDS Proxy (or one of its endpoints), or an Aurora Limitless
+ * shard group.
+ */
+export type RdsEndpointKind =
+  | "instance"
+  | "cluster"
+  | "cluster-ro"
+  | "cluster-custom"
+  | "proxy"
+  | "limitless";
+
+/** An RDS or Aurora endpoint, parsed. */
+export interface ParsedRdsHostname {
+  /** Always `"rds"`. */
+  service: "rds";
+  /** The region in the name, for example `"us-east-1"`. */
+  region: string;
+  /** What the endpoint points at. */
+  kind: RdsEndpointKind;
+  /** The instance, cluster, proxy or shard group name (the first label, lowercased). */
+  identifier: string;
+  /** The partition whose DNS suffix the name ends in. */
+  partition: Partition;
+}
+
+/** An Aurora DSQL cluster endpoint, parsed. */
+export interface ParsedDsqlHostname {
+  /** Always `"dsql"`. */
+  service: "dsql";
+  /** The region in the name, for example `"us-east-1"`. */
+  region: string;
+  /** Always `"cluster"`. */
+  kind: "cluster";
+  /** The cluster id (the first label, lowercased). */
+  identifier: string;
+  /** The partition whose DNS suffix the name ends in. */
+  partition: Partition;
+}
+
+/** What {@linkcode parseHostname} derives from an AWS database endpoint. */
+export type ParsedHostname = ParsedRdsHostname | ParsedDsqlHostname;
+
+// DNS suffix (after the "rds" and region labels) → partition.
+const RDS_SUFFIXES: ReadonlyArray<readonly [string, Partition]> = [
+  ["amazonaws.com.cn", "aws-cn"],
+  ["amazonaws.com", "aws"],
+  ["amazonaws.eu", "aws-eusc"],
+  ["sc2s.sgov.gov", "aws-iso-b"],
+  ["csp.hci.ic.gov", "aws-iso-f"],
+  ["c2s.ic.gov", "aws-iso"],
+  ["cloud.adc-e.uk", "aws-iso-e"],
+];
+
+const DSQL_SUFFIXES: ReadonlyArray<readonly [string, Partition]> = [["on.aws", "aws"]];
+
+// Second-label prefixes, longest first so "cluster-ro-" wins over "cluster-".
+const RDS_KINDS: ReadonlyArray<readonly [string, RdsEndpointKind]> = [
+  ["cluster-custom-", "cluster-custom"],
+  ["cluster-ro-", "cluster-ro"],
+  ["cluster-", "cluster"],
+  ["proxy-", "proxy"],
+  ["shardgrp-", "limitless"],
+];
+
+const REGION = /^[a-z]{2,}(?:-[a-z]+)*-[a-z]+-\d+$/;
+const LABEL = /^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$/;
+const ALNUM = /^[a-z0-9]+$/;
+const DSQL_LABEL = /^dsql(?:-[a-z0-9]+)?$/;
+const IPV4 = /^\d{1,3}(?:\.\d{1,3}){3}$/;
+
+/** Whether `value` has the shape of an AWS region name (`us-east-1`, `us-gov-west-1`, …). */
+export function isRegion(value: string): boolean {
+  return REGION.test(value);
+}
+
+function partitionOf(suffix: Partition, region: string): Partition {
+  return suffix === "aws" && region.startsWith("us-gov-") ? "aws-us-gov" : suffix;
+}
+
+/**
+ * Derives service, region, endpoint kind, identifier and partition from an RDS, Aurora or Aurora
+ * DSQL endpoint name. Case-insensitive; a trailing dot is allowed.
+ *
+ * @param hostname An endpoint name such as `mydb.cluster-abc123.us-east-1.rds.amazonaws.com`.
+ * @returns The parsed endpoint, or `undefined` for IP addresses, custom DNS names (CNAMEs) and
+ * anything else that is not an AWS database endpoint.
+ * @throws {TypeError} If `hostname` is not a string.
+ *
+ * @example Parsing RDS and DSQL endpoints
+ * ```ts
+ * import { parseHostname } from "@pg-iam/pg-iam";
+ * import assert from "node:assert/strict";
+ *
+ * assert.deepEqual(parseHostname("orders.cluster-ro-c9akciq32.eu-west-1.rds.amazonaws.com"), {
+ *   service: "rds",
+ *   region: "eu-west-1",
+ *   kind: "cluster-ro",
+ *   identifier: "orders",
+ *   partition: "aws",
+ * });
+ * assert.equal(parseHostname("abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws")?.service, "dsql");
+ * assert.equal(parseHostname("db.example.com"), undefined);
+ * ```
+ */
+export function parseHostname(hostname: string): ParsedHostname | undefined {
+  if (typeof hostname !== "string") {
+    throw new TypeError(`parseHostname() expects a string hostname, got ${show(hostname)}`);
+  }
+  let name = hostname.toLowerCase();
+  if (name.endsWith(".")) name = name.slice(0, -1);
+  if (IPV4.test(name) || name.includes(":")) return undefined;
+  const labels = name.split(".");
+  if (!labels.every((l) => LABEL.test(l))) return undefined;
+  return parseRds(name, labels) ?? parseDsql(name, labels);
+}
+
+function matchSuffix(
+  name: string,
+  labels: string[],
+  suffixes: ReadonlyArray<readonly [string, Partition]>,
+): [string[], Partition] | undefined {
+  for (const [suffix, partition] of suffixes) {
+    if (name.endsWith("." + suffix)) {
+      return [labels.slice(0, labels.length - suffix.split(".").length), partition];
+    }
+  }
+  return undefined;
+}
+
+function parseRds(name: string, labels: string[]): ParsedRdsHostname | undefined {
+  const matched = matchSuffix(name, labels, RDS_SUFFIXES);
+  if (!matched) return undefined;
+  const [rest, suffixPartition] = matched;
+  // `<…>.<region>.rds.<suffix>`, or `<…>.rds.<region>.<suffix>` (China's older layout, and others).
+  const n = rest.length;
+  let region: string;
+  if (isRds(rest[n - 1]) && REGION.test(rest[n - 2])) region = rest[n - 2];
+  else if (isRds(rest[n - 2]) && REGION.test(rest[n - 1])) region = rest[n - 1];
+  else return undefined;
+  const head = rest.slice(0, n - 2);
+  // `<identifier>.<prefix><hash>`, or a proxy's endpoint: `<endpoint>.endpoint.proxy-<hash>`.
+  let kind: RdsEndpointKind = "instance";
+  let hash = head[head.length - 1] ?? "";
+  for (const [prefix, k] of RDS_KINDS) {
+    if (hash.startsWith(prefix)) {
+      kind = k;
+      hash = hash.slice(prefix.length);
+      break;
+    }
+  }
+  if (!ALNUM.test(hash)) return undefined;
+  const ids = head.slice(0, -1);
+  if (kind === "proxy" && ids.length === 2 && ids[1] === "endpoint") ids.pop();
+  if (ids.length !== 1) return undefined;
+  return {
+    service: "rds",
+    region,
+    kind,
+    identifier: ids[0],
+    partition: partitionOf(suffixPartition, region),
+  };
+}
+
+function isRds(label: string | undefined): boolean {
+  return label === "rds" || label === "rds-fips";
+}
+
+function parseDsql(name: string, labels: string[]): ParsedDsqlHostname | undefined {
+  const matched = matchSuffix(name, labels, DSQL_SUFFIXES);
+  if (!matched) return undefined;
+  const [rest, suffixPartition] = matched;
+  if (rest.length !== 3 || !DSQL_LABEL.test(rest[1]) || !REGION.test(rest[2])) return undefined;
+  return {
+    service: "dsql",
+    region: rest[2],
+    kind: "cluster",
+    identifier: rest[0],
+    partition: partitionOf(suffixPartition, rest[2]),
+  };
+}
+
+const DSQL_CLUSTER_ID = /^[a-z0-9]{26}$/;
+
+/** Whether `value` is a bare Aurora DSQL cluster id: 26 lowercase letters and digits. */
+export function isDsqlClusterId(value: string): boolean {
+  return DSQL_CLUSTER_ID.test(value);
+}
+
+/** The endpoint of a DSQL cluster: `<id>.dsql.<region>.on.aws`. */
+export function dsqlEndpoint(clusterId: string, region: string): string {
+  return `${clusterId}.dsql.${region}.on.aws`;
+}
+
+const HOST_CHARS = /^[A-Za-z0-9._-]+$/;
+const IPV6 = /^\[?[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\]?$/;
+
+/**
+ * Checks that `value` is a bare host name for the option `option` and returns it without a
+ * trailing dot. Rejects schemes, paths, ports, credentials, whitespace and non-ASCII names, each
+ * with a message that says what to pass instead.
+ */
+export function checkHostname(value: unknown, option: string): string {
+  if (value === undefined || value === null) {
+    throw new TypeError(`The "${option}" option is required: pass the database endpoint name`);
+  }
+  if (typeof value !== "string") {
+    throw new TypeError(`The "${option}" option must be a string, got ${show(value)}`);
+  }
+  if (value.trim() === "") {
+    throw new TypeError(`The "${option}" option must not be empty, got ${show(value)}`);
+  }
+  const fix = (what: string) =>
+    new TypeError(`The "${option}" option ${what}, got ${show(value)}: pass the bare host name`);
+  if (/\s/.test(value)) throw fix("must not contain whitespace");
+  if (value.includes("://")) throw fix("must not include a scheme");
+  if (value.includes("/")) throw fix("must not include a path");
+  if (/[@?#]/.test(value)) throw fix("is not a host name");
+  if (IPV6.test(value) && (value.match(/:/g)?.length ?? 0) >= 2) return value;
+  if (value.includes(":")) throw fix("must not include a port (use the port option)");
+  if (!HOST_CHARS.test(value)) {
+    throw new TypeError(
+      `The "${option}" option has characters a DNS name cannot have, got ${show(value)}` +
+        (/[^ -~]/.test(value) ? ": use the ASCII (punycode) form" : ""),
+    );
+  }
+  const name = value.endsWith(".") ? value.slice(0, -1) : value;
+  if (name.length > 253 || name.split(".").some((l) => l.length === 0 || l.length > 63)) {
+    throw fix("is not a valid DNS name (empty or over-long label)");
+  }
+  return name;
+}

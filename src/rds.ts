@@ -1,0 +1,119 @@
+import { type CredentialsOption, resolveCredentials } from "./credentials.ts";
+import { show } from "./errors.ts";
+import { checkHostname, parseHostname } from "./hostname.ts";
+import {
+  checkExpiresIn,
+  checkOptions,
+  checkPort,
+  checkSigningDate,
+  checkUsername,
+  resolveRegion,
+} from "./_options.ts";
+import { presign } from "./sigv4.ts";
+
+/** Options of {@linkcode rdsToken}. */
+export interface RdsTokenOptions {
+  /** The endpoint you connect to, for example `mydb.abc123xyz.us-east-1.rds.amazonaws.com`. */
+  hostname: string;
+  /** The port the token is signed for. Default: `5432`. */
+  port?: number;
+  /** The database user, granted `rds_iam`. */
+  username: string;
+  /**
+   * The AWS region. Default: the region in the endpoint name, else `AWS_REGION` or
+   * `AWS_DEFAULT_REGION`.
+   */
+  region?: string;
+  /** Credentials or a provider of them. Default: the `AWS_*` environment variables. */
+  credentials?: CredentialsOption;
+  /** Token lifetime in seconds, 1 to 900. Default: `900`. */
+  expiresIn?: number;
+  /** The signing time. Default: now. */
+  signingDate?: Date;
+  /**
+   * The endpoint name to sign for, when `hostname` is another name for it: a CNAME, an SSH or
+   * SSM tunnel, a local proxy. RDS checks the token against its own endpoint name.
+   */
+  signingHostname?: string;
+}
+
+/**
+ * The longest lifetime of an RDS token, in seconds: 15 minutes.
+ *
+ * @example
+ * ```ts
+ * import { RDS_MAX_EXPIRES_IN } from "@pg-iam/pg-iam";
+ * console.log(RDS_MAX_EXPIRES_IN); // 900
+ * ```
+ */
+export const RDS_MAX_EXPIRES_IN = 900;
+
+/**
+ * Creates an IAM authentication token for RDS or Aurora (PostgreSQL or MySQL): the password to
+ * connect with. Byte-identical to `Signer#getAuthToken()` of `@aws-sdk/rds-signer`.
+ *
+ * @param options The endpoint, user and credentials.
+ * @returns The token: `host:port/?Action=connect&DBUser=…&X-Amz-…`.
+ * @throws {TypeError} If an option is missing or of the wrong type, or no region can be found.
+ * @throws {RangeError} If `port`, `expiresIn`, `signingDate` or `region` is out of range, or the
+ * region contradicts the endpoint name.
+ * @throws {CredentialsError} If credentials are missing, malformed, expired, or their provider
+ * fails.
+ *
+ * @example Connecting with a fresh token
+ * ```ts
+ * import { rdsToken } from "@pg-iam/pg-iam";
+ *
+ * const token = await rdsToken({
+ *   hostname: "orders.cluster-c9akciq32.us-east-1.rds.amazonaws.com",
+ *   username: "app",
+ *   credentials: { accessKeyId: "AKIDEXAMPLE", secretAccessKey: "wJalrXUtnFEMI/EXAMPLEKEY" },
+ * });
+ * console.log(token.startsWith("orders.cluster-c9akciq32.us-east-1.rds.amazonaws.com:5432/?"));
+ * ```
+ *
+ * @example Connecting through a tunnel on localhost
+ * ```ts
+ * import { rdsToken } from "@pg-iam/pg-iam";
+ *
+ * const token = await rdsToken({
+ *   hostname: "127.0.0.1",
+ *   signingHostname: "orders.cluster-c9akciq32.us-east-1.rds.amazonaws.com",
+ *   username: "app",
+ *   credentials: { accessKeyId: "AKIDEXAMPLE", secretAccessKey: "wJalrXUtnFEMI/EXAMPLEKEY" },
+ * });
+ * ```
+ */
+export async function rdsToken(options: RdsTokenOptions): Promise<string> {
+  const o = checkOptions(options, "rdsToken");
+  const hostname = checkHostname(o.hostname, "hostname");
+  const signingHostname = o.signingHostname === undefined
+    ? hostname
+    : checkHostname(o.signingHostname, "signingHostname");
+  const hostOption = o.signingHostname === undefined ? "hostname" : "signingHostname";
+  const port = checkPort(o.port);
+  const username = checkUsername(o.username);
+  const expiresIn = checkExpiresIn(o.expiresIn, RDS_MAX_EXPIRES_IN);
+  const signingDate = checkSigningDate(o.signingDate);
+  const parsed = parseHostname(signingHostname);
+  if (parsed?.service === "dsql") {
+    throw new TypeError(
+      `The "${hostOption}" ${show(signingHostname)} is an Aurora DSQL endpoint: use dsqlToken()`,
+    );
+  }
+  const region = resolveRegion(o.region, parsed, hostOption, signingHostname);
+  const credentials = await resolveCredentials(
+    o.credentials as CredentialsOption | undefined,
+    signingDate,
+    signingDate.getTime() + expiresIn * 1000,
+  );
+  return presign({
+    host: `${signingHostname}:${port}`,
+    params: { Action: "connect", DBUser: username },
+    service: "rds-db",
+    region,
+    credentials,
+    signingDate,
+    expiresIn,
+  });
+}

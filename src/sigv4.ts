@@ -1,0 +1,140 @@
+// SigV4 query-string presigning of a `GET /` request whose only signed header is `host`: the shape
+// of every RDS and DSQL auth token. The stages are separate functions so each can be checked
+// against AWS's documented examples. Reference:
+// https://docs.aws.amazon.com/IAM/latest/UserGuide/create-signed-request.html
+
+import {
+  _onBackendChange,
+  type CryptoBackend,
+  getCryptoBackend,
+  type SigningKey,
+} from "./_crypto.ts";
+
+/** Access keys as the presigner uses them: already validated strings. */
+export interface SigningCredentials {
+  readonly accessKeyId: string;
+  readonly secretAccessKey: string;
+  readonly sessionToken?: string;
+}
+
+/** What to presign. */
+export interface PresignInput {
+  /** The `host` header value, which also starts the token: `host:port` for RDS, `host` for DSQL. */
+  host: string;
+  /** Service-specific query parameters, unencoded (for example `Action` and `DBUser`). */
+  params: Readonly<Record<string, string>>;
+  service: string;
+  region: string;
+  credentials: SigningCredentials;
+  signingDate: Date;
+  /** Lifetime in seconds. */
+  expiresIn: number;
+}
+
+export const ALGORITHM = "AWS4-HMAC-SHA256";
+// Hex SHA-256 of the empty body, as the AWS SDK signs a presigned GET.
+export const EMPTY_PAYLOAD_HASH =
+  "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+const RESERVED = /[!'()*]/g;
+const hexEscape = (c: string) => "%" + c.charCodeAt(0).toString(16).toUpperCase();
+
+/** RFC 3986 percent-encoding of a query component, as SigV4 requires. */
+export function escapeUri(value: string): string {
+  return encodeURIComponent(value).replace(RESERVED, hexEscape);
+}
+
+/** `{ longDate: "YYYYMMDDTHHMMSSZ", shortDate: "YYYYMMDD" }`; milliseconds are dropped. */
+export function formatDate(date: Date): { longDate: string; shortDate: string } {
+  const iso = date.toISOString(); // "2026-11-22T10:35:00.123Z"
+  const shortDate = iso.slice(0, 4) + iso.slice(5, 7) + iso.slice(8, 10);
+  const longDate = shortDate + "T" + iso.slice(11, 13) + iso.slice(14, 16) + iso.slice(17, 19) +
+    "Z";
+  return { longDate, shortDate };
+}
+
+/** The credential scope: `date/region/service/aws4_request`. */
+export function credentialScope(shortDate: string, region: string, service: string): string {
+  return `${shortDate}/${region}/${service}/aws4_request`;
+}
+
+/** The canonical request for a `GET /` whose only signed header is `host`. */
+export function canonicalRequest(canonicalQuery: string, host: string): string {
+  return `GET\n/\n${canonicalQuery}\nhost:${host}\n\nhost\n${EMPTY_PAYLOAD_HASH}`;
+}
+
+/** The string to sign, given the hex SHA-256 of the canonical request. */
+export function stringToSign(
+  longDate: string,
+  scope: string,
+  canonicalRequestHash: string,
+): string {
+  return `${ALGORITHM}\n${longDate}\n${scope}\n${canonicalRequestHash}`;
+}
+
+// Derived keys are valid for one (date, region, service) and are the costly part of signing (four
+// HMACs), so they are cached. The cache is keyed by access key id, never by the secret; the secret
+// is kept beside the key only to notice a different secret under the same id. Bounded, oldest out.
+const MAX_KEYS = 64;
+const keyCache = new Map<string, { secret: string; key: SigningKey }>();
+_onBackendChange(() => keyCache.clear());
+
+async function cachedSigningKey(
+  backend: CryptoBackend,
+  creds: SigningCredentials,
+  shortDate: string,
+  region: string,
+  service: string,
+): Promise<SigningKey> {
+  const id = `${creds.accessKeyId}\n${shortDate}\n${region}\n${service}`;
+  const hit = keyCache.get(id);
+  if (hit !== undefined && hit.secret === creds.secretAccessKey) return hit.key;
+  const key = await backend.signingKey(creds.secretAccessKey, shortDate, region, service);
+  keyCache.delete(id);
+  if (keyCache.size >= MAX_KEYS) keyCache.delete(keyCache.keys().next().value!);
+  keyCache.set(id, { secret: creds.secretAccessKey, key });
+  return key;
+}
+
+/**
+ * Presigns `GET https://{host}/?{params}` and returns it without the scheme: `{host}/?{query}`,
+ * the query sorted and encoded exactly as the AWS SDK formats it.
+ */
+export async function presign(input: PresignInput): Promise<string> {
+  const backend = getCryptoBackend();
+  const { credentials: creds, service, region } = input;
+  const { longDate, shortDate } = formatDate(input.signingDate);
+  const scope = credentialScope(shortDate, region, service);
+
+  const query: [string, string][] = [];
+  for (const name in input.params) query.push([escapeUri(name), escapeUri(input.params[name])]);
+  query.push(
+    ["X-Amz-Algorithm", ALGORITHM],
+    ["X-Amz-Credential", escapeUri(`${creds.accessKeyId}/${scope}`)],
+    ["X-Amz-Date", longDate],
+    ["X-Amz-Expires", String(input.expiresIn)],
+    ["X-Amz-SignedHeaders", "host"],
+  );
+  if (creds.sessionToken) query.push(["X-Amz-Security-Token", escapeUri(creds.sessionToken)]);
+  query.sort(byName);
+
+  const canonicalQuery = join(query);
+  const hash = await backend.sha256Hex(canonicalRequest(canonicalQuery, input.host));
+  const key = await cachedSigningKey(backend, creds, shortDate, region, service);
+  const signature = await backend.hmacHex(key, stringToSign(longDate, scope, hash));
+
+  query.push(["X-Amz-Signature", signature]);
+  query.sort(byName);
+  return `${input.host}/?${join(query)}`;
+}
+
+// Code-unit order, as Array#sort orders the SDK's query keys.
+const byName = (a: [string, string], b: [string, string]) => a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0;
+
+function join(query: [string, string][]): string {
+  let out = "";
+  for (let i = 0; i < query.length; i++) {
+    out += (i === 0 ? "" : "&") + query[i][0] + "=" + query[i][1];
+  }
+  return out;
+}
