@@ -75,13 +75,13 @@ const OPTION = `The "credentials" option`;
 
 function check(value: unknown, source: string): Credentials {
   if (typeof value !== "object" || value === null) {
-    throw new CredentialsError("invalid", `${source} must be an object, got ${show(value)}`);
+    throw new CredentialsError("invalid", `${source} must be an object, got ${typeName(value)}`);
   }
   const c = value as Record<string, unknown>;
   // Only the types of the key fields are ever described: their values may be secret.
   for (const field of ["accessKeyId", "secretAccessKey"] as const) {
     if (typeof c[field] !== "string" || c[field] === "") {
-      const got = typeof c[field] === "string" ? "an empty string" : show(typeof c[field]);
+      const got = c[field] === "" ? "an empty string" : typeName(c[field]);
       throw new CredentialsError(
         "invalid",
         `${source} must have a non-empty string ${field}, got ${got}`,
@@ -111,6 +111,11 @@ function check(value: unknown, source: string): Credentials {
     }
   }
   return value as Credentials;
+}
+
+// Describes a value by its type only: a credentials value may be a secret given in the wrong place.
+function typeName(value: unknown): string {
+  return value === undefined || value === null ? String(value) : `a ${typeof value}`;
 }
 
 function lastsUntil(c: Credentials, until: number): boolean {
@@ -172,25 +177,32 @@ interface Cached {
 const providerCache = new WeakMap<CredentialsProvider, Cached>();
 
 function load(provider: CredentialsProvider, entry: Cached, forceRefresh: boolean) {
-  entry.pending ??= (async () => {
-    try {
-      let value: unknown;
-      try {
-        value = await provider(forceRefresh ? { forceRefresh: true } : undefined);
-      } catch (cause) {
-        const reason = cause instanceof Error ? `${cause.name}: ${cause.message}` : show(cause);
-        throw new CredentialsError(
-          "provider",
-          `The "credentials" provider failed: ${excerpt(reason)}`,
-          { cause },
-        );
-      }
-      return (entry.value = check(value, `The value returned by the "credentials" provider`));
-    } finally {
-      entry.pending = undefined;
-    }
-  })();
-  return entry.pending;
+  if (entry.pending) return entry.pending;
+  const pending: Promise<Credentials> = call(provider, forceRefresh).then((value) => {
+    entry.value = value;
+    return value;
+  }).finally(() => {
+    // Settled, successfully or not: the next caller asks the provider again if it must.
+    if (entry.pending === pending) entry.pending = undefined;
+  });
+  return entry.pending = pending;
+}
+
+async function call(provider: CredentialsProvider, forceRefresh: boolean): Promise<Credentials> {
+  let value: unknown;
+  try {
+    value = await provider(forceRefresh ? { forceRefresh: true } : undefined);
+  } catch (cause) {
+    const reason = cause instanceof Error ? `${cause.name}: ${cause.message}` : show(cause);
+    throw new CredentialsError(
+      "provider",
+      `The "credentials" provider failed: ${excerpt(reason)}`,
+      {
+        cause,
+      },
+    );
+  }
+  return check(value, `The value returned by the "credentials" provider`);
 }
 
 async function fromProvider(
@@ -204,9 +216,9 @@ async function fromProvider(
     return entry.value;
   }
   // A stale cached value means the provider's own cache may hold it too: ask it to refresh.
-  let value = await (entry.pending ?? load(provider, entry, forceRefresh || !!entry.value));
-  if (!lastsUntil(value, until) && !forceRefresh) value = await load(provider, entry, true);
-  return value;
+  const forced = forceRefresh || entry.value !== undefined;
+  const value = await load(provider, entry, forced);
+  return lastsUntil(value, until) || forced ? value : load(provider, entry, true);
 }
 
 /**

@@ -1,0 +1,201 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { type Credentials, CredentialsError, rdsToken } from "../mod.ts";
+import { withEnv } from "./_env.ts";
+
+const HOST = "mydb.c9akciq32.us-east-1.rds.amazonaws.com";
+const T0 = new Date("2026-06-01T12:00:00Z");
+const MIN = 60_000;
+const at = (minutes: number) => new Date(T0.getTime() + minutes * MIN);
+const keyOf = (token: string) => /X-Amz-Credential=([^%]+)%2F/.exec(token)![1];
+
+// A provider shaped like the AWS SDK's: records its calls and hands out numbered credentials.
+function provider(lifetimeMinutes: number | ((call: number) => number | undefined), delayMs = 0) {
+  const calls: Array<{ forceRefresh?: boolean } | undefined> = [];
+  const fn = async (options?: { forceRefresh?: boolean }): Promise<Credentials> => {
+    calls.push(options);
+    const n = calls.length;
+    if (delayMs) await new Promise((r) => setTimeout(r, delayMs));
+    const life = typeof lifetimeMinutes === "function" ? lifetimeMinutes(n) : lifetimeMinutes;
+    return {
+      accessKeyId: `ASIA${n}`,
+      secretAccessKey: `secret${n}`,
+      sessionToken: `token${n}`,
+      expiration: life === undefined ? undefined : at(life),
+    };
+  };
+  return { fn, calls };
+}
+
+const token = (credentials: unknown, signingDate = T0, expiresIn?: number) =>
+  rdsToken({
+    hostname: HOST,
+    username: "app",
+    credentials: credentials as Credentials,
+    signingDate,
+    expiresIn,
+  });
+
+test("a provider's credentials are reused while they outlive the token", async () => {
+  const p = provider(60);
+  for (let i = 0; i < 5; i++) assert.equal(keyOf(await token(p.fn, at(i))), "ASIA1");
+  assert.equal(p.calls.length, 1);
+  assert.equal(p.calls[0], undefined);
+});
+
+test("credentials without an expiration are resolved once", async () => {
+  const p = provider(() => undefined);
+  await token(p.fn, at(0));
+  await token(p.fn, at(600));
+  assert.equal(p.calls.length, 1);
+});
+
+test("concurrent callers share one in-flight resolution", async () => {
+  const p = provider(60, 20);
+  const tokens = await Promise.all(Array.from({ length: 10 }, () => token(p.fn)));
+  assert.equal(p.calls.length, 1);
+  assert.equal(new Set(tokens).size, 1);
+});
+
+test("credentials that would expire before the token does are refreshed first", async () => {
+  // The first answer expires in 10 minutes: a 15-minute token signed with it would die at 10.
+  const p = provider((n) => (n === 1 ? 10 : 60));
+  assert.equal(keyOf(await token(p.fn)), "ASIA2");
+  assert.deepEqual(p.calls, [undefined, { forceRefresh: true }]);
+});
+
+test("cached credentials are refreshed once the token would outlive them", async () => {
+  const p = provider((n) => n * 20); // ASIA1 expires at +20 min, ASIA2 at +40 min
+  assert.equal(keyOf(await token(p.fn, at(0))), "ASIA1");
+  assert.equal(keyOf(await token(p.fn, at(4))), "ASIA1"); // token ends at +19
+  assert.equal(keyOf(await token(p.fn, at(6))), "ASIA2"); // token would end at +21
+  assert.deepEqual(p.calls, [undefined, { forceRefresh: true }]);
+});
+
+test("a shorter token lifetime lets credentials be used closer to their expiry", async () => {
+  const p = provider(20);
+  assert.equal(keyOf(await token(p.fn, at(0))), "ASIA1");
+  assert.equal(keyOf(await token(p.fn, at(15), 60)), "ASIA1");
+  assert.equal(p.calls.length, 1);
+});
+
+test("still short-lived but valid credentials after a refresh are used", async () => {
+  const p = provider(5);
+  assert.equal(keyOf(await token(p.fn)), "ASIA2");
+  assert.equal(p.calls.length, 2);
+});
+
+test("a provider returning expired credentials, even after a refresh, is an error", async () => {
+  const p = provider(-1);
+  await assert.rejects(token(p.fn), (e: unknown) => {
+    assert.ok(e instanceof CredentialsError);
+    assert.equal(e.code, "expired");
+    assert.match(e.message, /access key id "ASIA2"\) expired at 2026-06-01T11:59:00.000Z/);
+    return true;
+  });
+  assert.deepEqual(p.calls, [undefined, { forceRefresh: true }]);
+});
+
+test("a failed resolution is not cached: the next call asks again", async () => {
+  let n = 0;
+  const fn = () => {
+    if (++n === 1) throw new Error("throttled");
+    return { accessKeyId: "AKID", secretAccessKey: "s" };
+  };
+  await assert.rejects(token(fn), { name: "CredentialsError", message: /throttled/ });
+  assert.equal(keyOf(await token(fn)), "AKID");
+  assert.equal(n, 2);
+});
+
+test("concurrent callers all see a provider's failure, which is then forgotten", async () => {
+  let n = 0;
+  const fn = async () => {
+    n++;
+    await new Promise((r) => setTimeout(r, 10));
+    throw new Error("IMDS unreachable");
+  };
+  const results = await Promise.allSettled([token(fn), token(fn), token(fn)]);
+  assert.ok(results.every((r) => r.status === "rejected" && r.reason instanceof CredentialsError));
+  assert.equal(n, 1);
+});
+
+test("synchronous providers work too", async () => {
+  const fn = () => ({ accessKeyId: "AKIDSYNC", secretAccessKey: "s" });
+  assert.equal(keyOf(await token(fn)), "AKIDSYNC");
+});
+
+const ENV_NONE = {
+  AWS_ACCESS_KEY_ID: undefined,
+  AWS_SECRET_ACCESS_KEY: undefined,
+  AWS_SESSION_TOKEN: undefined,
+  AWS_CREDENTIAL_EXPIRATION: undefined,
+};
+
+test("omitted credentials come from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN", async () => {
+  const explicit = await token({
+    accessKeyId: "AKIDENV",
+    secretAccessKey: "s/e+c",
+    sessionToken: "t/o+k=",
+  });
+  await withEnv(
+    {
+      ...ENV_NONE,
+      AWS_ACCESS_KEY_ID: "AKIDENV",
+      AWS_SECRET_ACCESS_KEY: "s/e+c",
+      AWS_SESSION_TOKEN: "t/o+k=",
+    },
+    async () => assert.equal(await token(undefined), explicit),
+  );
+});
+
+test("missing env credentials: the error says where it looked and what to do", async () => {
+  await withEnv(ENV_NONE, async () => {
+    await assert.rejects(token(undefined), (e: unknown) => {
+      assert.ok(e instanceof CredentialsError);
+      assert.equal(e.code, "missing");
+      assert.match(
+        e.message,
+        /"credentials" option was not given and the environment has no AWS_ACCESS_KEY_ID \/ AWS_SECRET_ACCESS_KEY/,
+      );
+      return true;
+    });
+  });
+});
+
+test("half-set env credentials name the missing variable", async () => {
+  await withEnv({ ...ENV_NONE, AWS_ACCESS_KEY_ID: "AKID" }, async () => {
+    await assert.rejects(token(undefined), {
+      name: "CredentialsError",
+      message: /AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not/,
+    });
+  });
+});
+
+test("env credentials past AWS_CREDENTIAL_EXPIRATION are an error, not a dead token", async () => {
+  await withEnv(
+    {
+      ...ENV_NONE,
+      AWS_ACCESS_KEY_ID: "AKID",
+      AWS_SECRET_ACCESS_KEY: "topsecret",
+      AWS_CREDENTIAL_EXPIRATION: "2026-06-01T11:00:00Z",
+    },
+    async () => {
+      await assert.rejects(token(undefined), (e: unknown) => {
+        assert.ok(e instanceof CredentialsError && e.code === "expired");
+        assert.ok(!e.message.includes("topsecret"));
+        return true;
+      });
+      assert.equal(keyOf(await token(undefined, at(-61))), "AKID");
+    },
+  );
+});
+
+test("static credentials that expired are an error", async () => {
+  await assert.rejects(
+    token({ accessKeyId: "AKID", secretAccessKey: "s", expiration: at(0) }),
+    {
+      name: "CredentialsError",
+      message: /expired at 2026-06-01T12:00:00.000Z, before the signing time/,
+    },
+  );
+});
