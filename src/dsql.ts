@@ -1,6 +1,6 @@
 import { type CredentialsOption, resolveCredentials } from "./credentials.ts";
 import { show } from "./errors.ts";
-import { checkHostname, dsqlEndpoint, isDsqlClusterId, parseHostname } from "./hostname.ts";
+import { checkEndpoint, dsqlEndpoint, isDsqlClusterId } from "./hostname.ts";
 import {
   checkExpiresIn,
   checkOptions,
@@ -86,7 +86,7 @@ export const DSQL_MAX_EXPIRES_IN = 604800;
  */
 export async function dsqlToken(options: DsqlTokenOptions): Promise<string> {
   const o = checkOptions(options, "dsqlToken");
-  const host = checkHostname(o.hostname, "hostname");
+  const { name: host, parsed } = checkEndpoint(o.hostname, "hostname");
   const username = checkUsername(o.username, "admin");
   if (o.admin !== undefined && typeof o.admin !== "boolean") {
     throw new TypeError(`The "admin" option must be a boolean, got ${show(o.admin)}`);
@@ -107,7 +107,6 @@ export async function dsqlToken(options: DsqlTokenOptions): Promise<string> {
     region = resolveRegion(o.region, undefined, "hostname", host);
     endpoint = dsqlEndpoint(host, region);
   } else {
-    const parsed = parseHostname(host);
     if (parsed?.service === "rds") {
       throw new TypeError(
         `The "hostname" option ${show(host)} is an RDS endpoint: use rdsToken()`,

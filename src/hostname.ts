@@ -249,3 +249,24 @@ export function checkHostname(value: unknown, option: string): string {
   }
   return name;
 }
+
+/** A checked endpoint name and what {@linkcode parseHostname} makes of it. */
+export interface Endpoint {
+  readonly name: string;
+  readonly parsed: ParsedHostname | undefined;
+}
+
+// Applications sign for the same few endpoints over and over: check and parse each name once.
+const MAX_ENDPOINTS = 64;
+const endpoints = new Map<string, Endpoint>();
+
+/** {@linkcode checkHostname} and {@linkcode parseHostname}, memoized per name. */
+export function checkEndpoint(value: unknown, option: string): Endpoint {
+  const hit = typeof value === "string" ? endpoints.get(value) : undefined;
+  if (hit !== undefined) return hit;
+  const name = checkHostname(value, option);
+  const endpoint: Endpoint = Object.freeze({ name, parsed: parseHostname(name) });
+  if (endpoints.size >= MAX_ENDPOINTS) endpoints.delete(endpoints.keys().next().value!);
+  endpoints.set(value as string, endpoint);
+  return endpoint;
+}

@@ -1,6 +1,6 @@
 import { type CredentialsOption, resolveCredentials } from "./credentials.ts";
 import { show } from "./errors.ts";
-import { checkHostname, parseHostname } from "./hostname.ts";
+import { checkEndpoint } from "./hostname.ts";
 import {
   checkExpiresIn,
   checkOptions,
@@ -86,16 +86,15 @@ export const RDS_MAX_EXPIRES_IN = 900;
  */
 export async function rdsToken(options: RdsTokenOptions): Promise<string> {
   const o = checkOptions(options, "rdsToken");
-  const hostname = checkHostname(o.hostname, "hostname");
-  const signingHostname = o.signingHostname === undefined
-    ? hostname
-    : checkHostname(o.signingHostname, "signingHostname");
+  const hostname = checkEndpoint(o.hostname, "hostname");
   const hostOption = o.signingHostname === undefined ? "hostname" : "signingHostname";
+  const { name: signingHostname, parsed } = o.signingHostname === undefined
+    ? hostname
+    : checkEndpoint(o.signingHostname, hostOption);
   const port = checkPort(o.port);
   const username = checkUsername(o.username);
   const expiresIn = checkExpiresIn(o.expiresIn, RDS_MAX_EXPIRES_IN);
   const signingDate = checkSigningDate(o.signingDate);
-  const parsed = parseHostname(signingHostname);
   if (parsed?.service === "dsql") {
     throw new TypeError(
       `The "${hostOption}" ${show(signingHostname)} is an Aurora DSQL endpoint: use dsqlToken()`,

@@ -46,12 +46,19 @@ export function escapeUri(value: string): string {
 
 /** `{ longDate: "YYYYMMDDTHHMMSSZ", shortDate: "YYYYMMDD" }`; milliseconds are dropped. */
 export function formatDate(date: Date): { longDate: string; shortDate: string } {
-  const iso = date.toISOString(); // "2026-11-22T10:35:00.123Z"
-  const shortDate = iso.slice(0, 4) + iso.slice(5, 7) + iso.slice(8, 10);
-  const longDate = shortDate + "T" + iso.slice(11, 13) + iso.slice(14, 16) + iso.slice(17, 19) +
-    "Z";
-  return { longDate, shortDate };
+  // Tokens signed in the same second share their dates: format each second once.
+  const second = Math.floor(date.getTime() / 1000);
+  if (second !== lastSecond) {
+    const iso = date.toISOString(); // "2026-11-22T10:35:00.123Z"
+    const shortDate = iso.slice(0, 4) + iso.slice(5, 7) + iso.slice(8, 10);
+    const longDate = `${shortDate}T${iso.slice(11, 13)}${iso.slice(14, 16)}${iso.slice(17, 19)}Z`;
+    lastDates = { longDate, shortDate };
+    lastSecond = second;
+  }
+  return lastDates;
 }
+let lastSecond = NaN;
+let lastDates = { longDate: "", shortDate: "" };
 
 /** The credential scope: `date/region/service/aws4_request`. */
 export function credentialScope(shortDate: string, region: string, service: string): string {
@@ -106,35 +113,33 @@ export async function presign(input: PresignInput): Promise<string> {
   const { longDate, shortDate } = formatDate(input.signingDate);
   const scope = credentialScope(shortDate, region, service);
 
-  const query: [string, string][] = [];
-  for (const name in input.params) query.push([escapeUri(name), escapeUri(input.params[name])]);
-  query.push(
-    ["X-Amz-Algorithm", ALGORITHM],
-    ["X-Amz-Credential", escapeUri(`${creds.accessKeyId}/${scope}`)],
-    ["X-Amz-Date", longDate],
-    ["X-Amz-Expires", String(input.expiresIn)],
-    ["X-Amz-SignedHeaders", "host"],
-  );
-  if (creds.sessionToken) query.push(["X-Amz-Security-Token", escapeUri(creds.sessionToken)]);
-  query.sort(byName);
+  // The query, sorted by name: the service's own parameters (their names sort before "X-Amz-"),
+  // then the X-Amz-* ones, in their fixed order. The canonical query is the same without the
+  // signature, which sorts between Security-Token and SignedHeaders.
+  let query = "";
+  for (const name of Object.keys(input.params).sort()) {
+    if (name >= "X-Amz-") throw new RangeError(`Query parameter ${name} must sort before X-Amz-*`);
+    query += `${escapeUri(name)}=${escapeUri(input.params[name])}&`;
+  }
+  query += `X-Amz-Algorithm=${ALGORITHM}&X-Amz-Credential=${
+    escapeUri(`${creds.accessKeyId}/${scope}`)
+  }&X-Amz-Date=${longDate}&X-Amz-Expires=${input.expiresIn}`;
+  if (creds.sessionToken) query += `&X-Amz-Security-Token=${escapeToken(creds.sessionToken)}`;
+  const signedHeaders = "&X-Amz-SignedHeaders=host";
 
-  const canonicalQuery = join(query);
-  const hash = await backend.sha256Hex(canonicalRequest(canonicalQuery, input.host));
+  const hash = await backend.sha256Hex(canonicalRequest(query + signedHeaders, input.host));
   const key = await cachedSigningKey(backend, creds, shortDate, region, service);
   const signature = await backend.hmacHex(key, stringToSign(longDate, scope, hash));
-
-  query.push(["X-Amz-Signature", signature]);
-  query.sort(byName);
-  return `${input.host}/?${join(query)}`;
+  return `${input.host}/?${query}&X-Amz-Signature=${signature}${signedHeaders}`;
 }
 
-// Code-unit order, as Array#sort orders the SDK's query keys.
-const byName = (a: [string, string], b: [string, string]) => a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0;
-
-function join(query: [string, string][]): string {
-  let out = "";
-  for (let i = 0; i < query.length; i++) {
-    out += (i === 0 ? "" : "&") + query[i][0] + "=" + query[i][1];
+// Session tokens are long (about a kilobyte) and the same for hours: encode each once.
+let lastToken = "";
+let lastEscapedToken = "";
+function escapeToken(token: string): string {
+  if (token !== lastToken) {
+    lastEscapedToken = escapeUri(token);
+    lastToken = token;
   }
-  return out;
+  return lastEscapedToken;
 }
