@@ -1,0 +1,197 @@
+// `npm test`: static checks, then the suite (tests/*.test.ts) on Node, Deno and Bun.
+// Each step prints one line; the very last line is "N passed, N failed".
+// Env: RUNTIMES=node,deno,bun (subset)  TEST_FILTER=<regex on test names>  VERBOSE=1 (stream all
+// output)  STEP_TIMEOUT=<seconds per step, default 900>.
+import { spawn } from "node:child_process";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+
+process.chdir(fileURLToPath(new URL("..", import.meta.url)));
+const env = process.env;
+const VERBOSE = env.VERBOSE === "1";
+const FILTER = env.TEST_FILTER ?? "";
+const RUNTIMES = (env.RUNTIMES ?? "node,deno,bun").split(",").map((s) => s.trim()).filter(Boolean);
+const TIMEOUT_MS = Number(env.STEP_TIMEOUT ?? 900) * 1000;
+const childEnv = process.stdout.isTTY ? env : { ...env, NO_COLOR: "1" };
+const bin = (name) => `node_modules/.bin/${name}`;
+const totals = { passed: 0, failed: 0 };
+
+let current; // the running child, killed with its group if we are interrupted
+for (const signal of ["SIGINT", "SIGTERM"]) {
+  process.on(signal, () => {
+    killGroup(current);
+    process.exit(130);
+  });
+}
+
+function killGroup(child) {
+  try {
+    process.kill(-child.pid, "SIGKILL");
+  } catch { /* already gone */ }
+}
+
+/** Runs a command in its own process group; resolves { code, output, seconds }. */
+function run(cmd, args) {
+  const started = Date.now();
+  return new Promise((resolve) => {
+    let output = "";
+    let code;
+    const child = current = spawn(cmd, args, {
+      env: childEnv,
+      detached: true, // own process group, so leftovers can be killed and print nothing later
+      stdio: ["ignore", VERBOSE ? "inherit" : "pipe", VERBOSE ? "inherit" : "pipe"],
+    });
+    for (const stream of [child.stdout, child.stderr]) {
+      stream?.setEncoding("utf8").on("data", (text) => output += text);
+    }
+    const timer = setTimeout(() => {
+      output += `\n[_run] timed out after ${TIMEOUT_MS / 1000}s\n`;
+      killGroup(child);
+    }, TIMEOUT_MS);
+    child.on("error", (err) => {
+      output += `[_run] cannot start ${cmd}: ${err.message} (run \`npm ci\` first?)\n`;
+      code = -1;
+    });
+    // On exit, kill what the child left behind, so its pipes close and nothing prints later.
+    child.on("exit", (exitCode, signal) => {
+      code = exitCode ?? signal;
+      killGroup(child);
+    });
+    child.on("close", () => {
+      clearTimeout(timer);
+      const seconds = ((Date.now() - started) / 1000).toFixed(1);
+      resolve({ code: code ?? -1, output, seconds });
+    });
+  });
+}
+
+function report(ok, line, output) {
+  console.log(`${ok ? "ok  " : "FAIL"} ${line}`);
+  if (!ok && output?.trim()) console.log(output.replace(/^/gm, "  | ").trimEnd());
+}
+
+// ---- static checks: one test each ----
+const denoJson = JSON.parse(readFileSync("deno.json", "utf8"));
+const exportsMap = denoJson.exports ?? "./mod.ts";
+const entryPoints = typeof exportsMap === "string" ? [exportsMap] : Object.values(exportsMap);
+const hasTs = (dir) =>
+  existsSync(dir) && readdirSync(dir, { recursive: true }).some((f) => /\.m?ts$/.test(f));
+const checkPaths = ["mod.ts", "src/", "tests/", "bench/"].filter((p) => p === "mod.ts" || hasTs(p));
+
+const checks = [
+  ["deno lint", ["lint"]],
+  ["deno fmt --check", ["fmt", "--check"]],
+  [`deno check ${checkPaths.join(" ")}`, ["check", ...checkPaths]],
+  [`deno doc --lint ${entryPoints.join(" ")}`, ["doc", "--lint", ...entryPoints]],
+  // Every @example in the published modules type-checks and runs.
+  ["deno test --doc (the documentation examples)", ["test", "--doc", "-A", "mod.ts", "src/"]],
+];
+for (const [name, args] of checks) {
+  const r = await run(bin("deno"), args);
+  const ok = r.code === 0;
+  totals[ok ? "passed" : "failed"]++;
+  report(ok, `${name} (${r.seconds}s)`, r.output);
+}
+
+// ---- the suite on each runtime, read back from its JUnit XML ----
+const files = readdirSync("tests").filter((f) => f.endsWith(".test.ts")).sort()
+  .map((f) => `./tests/${f}`);
+const xmlPath = (rt) => `.tmp/junit-${rt}.xml`;
+const commands = {
+  node: () => [bin("tsx"), [
+    "--test",
+    "--test-reporter=spec",
+    "--test-reporter-destination=stdout",
+    "--test-reporter=junit",
+    `--test-reporter-destination=${xmlPath("node")}`,
+    ...(FILTER ? [`--test-name-pattern=${FILTER}`] : []),
+    ...files,
+  ]],
+  deno: () => [bin("deno"), [
+    "test",
+    "-A",
+    `--junit-path=${xmlPath("deno")}`,
+    ...(FILTER ? ["--filter", `/${FILTER}/`] : []),
+    ...files,
+  ]],
+  bun: () => [bin("bun"), [
+    "test",
+    "--reporter=junit",
+    `--reporter-outfile=${xmlPath("bun")}`,
+    ...(FILTER ? ["-t", FILTER] : []),
+    ...files,
+  ]],
+};
+
+const ATTRS = String.raw`((?:\s+[\w:.-]+\s*=\s*"[^"]*")*)\s*`; // values may hold a raw ">"
+const ENTITIES = { lt: "<", gt: ">", quot: '"', apos: "'", amp: "&" };
+const decode = (s) =>
+  s.replace(
+    /&(#x[0-9a-f]+|#\d+|\w+);/gi,
+    (m, e) => e[0] === "#" ? String.fromCodePoint(Number("0" + e.slice(1))) : ENTITIES[e] ?? m,
+  );
+// Node's reporter escapes names twice (`&amp;quot;`), so decode twice: this is only for display.
+const attr = (attrs, name) =>
+  decode(decode(new RegExp(String.raw`\s${name}\s*=\s*"([^"]*)"`).exec(attrs)?.[1] ?? ""));
+
+/** Every <testcase> in the file (tests are flat, so each one is a test). */
+function parseJunit(path) {
+  if (!existsSync(path)) return [];
+  const xml = readFileSync(path, "utf8");
+  const re = new RegExp(String.raw`<testcase${ATTRS}(?:/>|>([\s\S]*?)</testcase>)`, "g");
+  return [...xml.matchAll(re)].map(([, attrs, body = ""]) => {
+    const failure = new RegExp(String.raw`<(?:failure|error)${ATTRS}`).exec(body);
+    const message = failure ? attr(failure[1], "message") || "failed" : "";
+    return {
+      name: attr(attrs, "name"),
+      failed: !!failure,
+      skipped: /<skipped\b/.test(body),
+      message,
+    };
+  });
+}
+
+const counted = {};
+if (!existsSync(".tmp")) mkdirSync(".tmp");
+for (const rt of RUNTIMES) {
+  if (!commands[rt]) {
+    totals.failed++;
+    report(false, `${rt}: unknown runtime (RUNTIMES takes node, deno, bun)`);
+    continue;
+  }
+  rmSync(xmlPath(rt), { force: true }); // never read a stale report
+  const [cmd, args] = commands[rt]();
+  const r = await run(cmd, args);
+  const cases = parseJunit(xmlPath(rt));
+  const failures = cases.filter((c) => c.failed);
+  const skipped = cases.filter((c) => c.skipped && !c.failed).length;
+  const passed = cases.length - failures.length - skipped;
+  const problems = failures.map((c) =>
+    `${c.name}: ${c.message.trim().replace(/\s*\n\s*/g, " | ")}`
+  );
+  if (r.code !== 0 && failures.length === 0) {
+    problems.push(`crashed: exit ${r.code}, no failing test`);
+  }
+  if (passed + failures.length === 0) problems.push("ran no tests");
+  if (problems.length === failures.length) counted[rt] = cases.length;
+  const failed = failures.length + (problems.length > failures.length ? 1 : 0);
+  totals.passed += passed;
+  totals.failed += failed;
+  report(
+    failed === 0,
+    `${rt}: ${passed} passed, ${failed} failed, ${skipped} skipped (${r.seconds}s)`,
+    failed ? r.output : "",
+  );
+  for (const p of problems) {
+    console.log(`     x ${rt}: ${p.length > 400 ? p.slice(0, 400) + "…" : p}`);
+  }
+}
+
+// Flat top-level tests mean every runtime counts the same tests; a mismatch means the rule broke.
+if (!FILTER && new Set(Object.values(counted)).size > 1) {
+  totals.failed++;
+  report(false, `test counts differ across runtimes: ${JSON.stringify(counted)} (nested tests?)`);
+}
+
+console.log(`${totals.passed} passed, ${totals.failed} failed`);
+process.exitCode = totals.failed ? 1 : 0;

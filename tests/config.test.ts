@@ -1,0 +1,77 @@
+// Keeps the package manifests in step: deno.json and jsr.json (JSR), package.json (npm, which
+// ships the compiled dist/ that tsconfig.build.json emits from the same sources).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+
+// deno-lint-ignore no-explicit-any
+type Json = any;
+const readJson = (name: string): Json =>
+  JSON.parse(readFileSync(new URL(`../${name}`, import.meta.url), "utf8"));
+
+const deno = readJson("deno.json");
+const jsr = readJson("jsr.json");
+const pkg = readJson("package.json");
+const tsBuild = readJson("tsconfig.build.json");
+
+/** Subpath → source file, whether "exports" is a bare string or a map. */
+const denoExports = (): Record<string, string> =>
+  typeof deno.exports === "string" ? { ".": deno.exports } : deno.exports;
+
+/** `./mod.ts` → `./dist/mod` (the npm build keeps the source tree under dist/). */
+const distBase = (source: string): string => {
+  assert.match(source, /^\.\/.+\.ts$/, `deno.json export ${source} should be a ./*.ts file`);
+  return `./dist/${source.slice(2, -3)}`;
+};
+
+for (const key of ["name", "version", "license", "exports", "publish"]) {
+  test(`deno.json and jsr.json agree on "${key}"`, () => {
+    assert.notEqual(deno[key], undefined, `deno.json has no "${key}"`);
+    assert.deepEqual(jsr[key], deno[key]);
+  });
+}
+
+for (const key of ["version", "license"]) {
+  test(`package.json and deno.json agree on "${key}"`, () => {
+    assert.equal(pkg[key], deno[key]);
+  });
+}
+
+test("package.json exports the same subpaths as deno.json, from dist/", () => {
+  const expected = Object.fromEntries(
+    Object.entries(denoExports()).map(([subpath, source]) => {
+      const base = distBase(source);
+      return [subpath, { types: `${base}.d.ts`, default: `${base}.js` }];
+    }),
+  );
+  assert.deepEqual(pkg.exports, expected);
+});
+
+test('package.json "main" and "types" match its "." export', () => {
+  assert.equal(pkg.main, pkg.exports["."].default);
+  assert.equal(pkg.types, pkg.exports["."].types);
+});
+
+test("tsconfig.build.json compiles every deno.json export into dist/", () => {
+  const { rootDir, outDir } = tsBuild.compilerOptions;
+  assert.equal(rootDir, ".");
+  assert.equal(outDir, "dist");
+  const include: string[] = tsBuild.include;
+  for (const source of Object.values(denoExports())) {
+    const file = source.slice(2);
+    const covered = include.some((pattern) =>
+      pattern === file ||
+      (pattern.endsWith("/**/*.ts") && file.startsWith(pattern.slice(0, -"**/*.ts".length)))
+    );
+    assert.ok(covered, `${file} is not in tsconfig.build.json "include" (${include.join(", ")})`);
+  }
+});
+
+test('package.json "files" ships dist/ and the same extra files as the JSR package', () => {
+  const notCode = (f: string) => !f.endsWith(".ts") && !f.endsWith("/");
+  assert.ok(pkg.files.includes("dist/"), 'package.json "files" lacks "dist/"');
+  assert.deepEqual(
+    pkg.files.filter(notCode).sort(),
+    deno.publish.include.filter(notCode).sort(),
+  );
+});
