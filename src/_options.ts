@@ -2,7 +2,7 @@
 
 import { hasLoneSurrogate, show } from "./errors.ts";
 import { isRegion, type ParsedHostname } from "./hostname.ts";
-import { readEnv } from "./_env.ts";
+import { EnvAccessError, readEnv } from "./_env.ts";
 
 export function checkOptions(options: unknown, fn: string): Record<string, unknown> {
   if (typeof options !== "object" || options === null) {
@@ -99,7 +99,17 @@ export function resolveRegion(
   }
   if (parsed) return parsed.region;
   for (const name of ["AWS_REGION", "AWS_DEFAULT_REGION"]) {
-    const env = readEnv(name);
+    let env;
+    try {
+      env = readEnv(name);
+    } catch (cause) {
+      if (!(cause instanceof EnvAccessError)) throw cause;
+      throw new TypeError(
+        `No region: the "${hostOption}" ${show(host)} is not an AWS endpoint name, so pass the ` +
+          `"region" option. ${cause.message}`,
+        { cause },
+      );
+    }
     if (env === undefined) continue;
     if (!isRegion(env)) {
       throw new RangeError(

@@ -133,7 +133,8 @@ function fromEnv(): Credentials {
     if (!(cause instanceof EnvAccessError)) throw cause;
     throw new CredentialsError(
       "missing",
-      `No AWS credentials: the "credentials" option was not given and ${cause.message}`,
+      `No AWS credentials: the "credentials" option was not given, and the environment could ` +
+        `not be read. ${cause.message}`,
       { cause },
     );
   }

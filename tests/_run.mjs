@@ -83,6 +83,8 @@ const checks = [
   ["deno fmt --check", ["fmt", "--check"]],
   [`deno check ${checkPaths.join(" ")}`, ["check", ...checkPaths]],
   [`deno doc --lint ${entryPoints.join(" ")}`, ["doc", "--lint", ...entryPoints]],
+  // What JSR would check on publish, "no slow types" included (works offline).
+  ["deno publish --dry-run", ["publish", "--dry-run", "--allow-dirty"]],
   // Every @example in the published modules type-checks and runs.
   ["deno test --doc (the documentation examples)", ["test", "--doc", "-A", "mod.ts", "src/"]],
 ];
