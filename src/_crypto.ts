@@ -1,10 +1,7 @@
-// SHA-256 and HMAC-SHA-256 backends for the presigner.
-//
-// WebCrypto exists on every runtime we target (workerd included) and is the baseline. It is
-// asynchronous and, on Node 20, about 50 µs per HMAC: slower than the AWS SDK's pure-JS hash. Where
-// the runtime offers node:crypto through `process.getBuiltinModule` (Node >= 20.16, Deno 2, Bun,
-// workerd with nodejs_compat) we use it instead: a synchronous HMAC costs about 2 µs there. It is
-// looked up at run time, never imported statically, so bundles for edge runtimes stay clean.
+// SHA-256 and HMAC-SHA-256 backends for the presigner: node:crypto, plain JavaScript and
+// WebCrypto. All three must give identical output; tests compare them on every runtime. node:crypto
+// is looked up at run time through `process.getBuiltinModule`, never imported statically, so
+// bundles for edge runtimes stay clean.
 
 /** An opaque, ready-to-use signing key produced by a backend. */
 export type SigningKey = unknown;
@@ -25,6 +22,8 @@ export interface CryptoBackend {
   /** Hex HMAC-SHA-256 of a UTF-8 string under a key from {@linkcode CryptoBackend.signingKey}. */
   hmacHex(key: SigningKey, data: string): string | Promise<string>;
 }
+
+import * as sha256 from "./_sha256.ts";
 
 const encoder = new TextEncoder();
 
@@ -62,6 +61,21 @@ export const webCryptoBackend: CryptoBackend = {
   async hmacHex(key, data) {
     return toHex(await crypto.subtle.sign("HMAC", key as CryptoKey, encoder.encode(data)));
   },
+};
+
+/** The plain-JavaScript backend: synchronous, nothing to load, available everywhere. */
+export const jsBackend: CryptoBackend = {
+  name: "js",
+  sha256Hex: sha256.sha256Hex,
+  signingKey(secret, date, region, service) {
+    const k = (key: Uint8Array, data: string) => sha256.hmac(sha256.hmacKey(key), data);
+    const kSigning = k(
+      k(k(k(encoder.encode("AWS4" + secret), date), region), service),
+      "aws4_request",
+    );
+    return sha256.hmacKey(kSigning);
+  },
+  hmacHex: (key, data) => sha256.hmacHex(key as sha256.HmacKey, data),
 };
 
 // The slice of node:crypto we use, typed here so the core needs no @types/node.
@@ -102,19 +116,48 @@ function makeNodeBackend(c: NodeCrypto): CryptoBackend {
   };
 }
 
-const nodeCrypto = loadNodeCrypto();
+let nodeBackend: CryptoBackend | undefined | null = null;
 
-/** The node:crypto backend, or `undefined` where the runtime has no `process.getBuiltinModule`. */
-export const nodeCryptoBackend: CryptoBackend | undefined = nodeCrypto
-  ? makeNodeBackend(nodeCrypto)
-  : undefined;
+/**
+ * The node:crypto backend, loaded on first call, or `undefined` where the runtime has no
+ * `process.getBuiltinModule` (Node >= 20.16, Deno 2, Bun, workerd with nodejs_compat have it).
+ */
+export function nodeCryptoBackend(): CryptoBackend | undefined {
+  if (nodeBackend === null) {
+    const c = loadNodeCrypto();
+    nodeBackend = c ? makeNodeBackend(c) : undefined;
+  }
+  return nodeBackend;
+}
 
-const automatic: CryptoBackend = nodeCryptoBackend ?? webCryptoBackend;
+// Node has node:crypto loaded already, and its HMAC is the fastest there is (~2 µs). Deno and Bun
+// pay for it in cold start (Deno ~35 ms: even reading `process` starts its Node layer; Bun ~8 ms),
+// so they get the plain-JS backend, which is never more than a few µs a token behind. Edge
+// runtimes get node:crypto where nodejs_compat provides it, else plain JS. WebCrypto, at ~50 µs
+// an asynchronous call, is kept as an independent implementation the others are tested against.
+function automaticBackend(): CryptoBackend {
+  const g = globalThis as { Deno?: unknown; Bun?: unknown };
+  if (g.Deno !== undefined || g.Bun !== undefined) return jsBackend;
+  return nodeCryptoBackend() ?? jsBackend;
+}
+
+const automatic: CryptoBackend = automaticBackend();
 let active: CryptoBackend = automatic;
 
 /** The backend the presigner uses now. */
 export function getCryptoBackend(): CryptoBackend {
   return active;
+}
+
+/** The backend chosen for this runtime when none is forced. */
+export function automaticCryptoBackend(): CryptoBackend {
+  return automatic;
+}
+
+/** Every backend available on this runtime, for tests and benchmarks to compare. */
+export function allCryptoBackends(): CryptoBackend[] {
+  const node = nodeCryptoBackend();
+  return [jsBackend, webCryptoBackend, ...(node ? [node] : [])];
 }
 
 /**

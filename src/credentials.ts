@@ -226,16 +226,20 @@ async function fromProvider(
  * Resolves the `credentials` option into keys valid at `signingDate`, preferring keys that outlive
  * `until` (the token's expiry, in epoch milliseconds).
  */
-export async function resolveCredentials(
+export function resolveCredentials(
   option: CredentialsOption | undefined,
   signingDate: Date,
   until: number,
   forceRefresh = false,
-): Promise<SigningCredentials> {
-  let creds: Credentials;
-  if (option === undefined || option === null) creds = fromEnv();
-  else if (typeof option === "function") creds = await fromProvider(option, until, forceRefresh);
-  else creds = check(option, OPTION);
+): SigningCredentials | Promise<SigningCredentials> {
+  // Synchronous unless a provider is involved: static and env credentials cost no await.
+  if (typeof option === "function") {
+    return fromProvider(option, until, forceRefresh).then((c) => unexpired(c, signingDate));
+  }
+  return unexpired(option == null ? fromEnv() : check(option, OPTION), signingDate);
+}
+
+function unexpired(creds: Credentials, signingDate: Date): Credentials {
   if (creds.expiration && creds.expiration.getTime() <= signingDate.getTime()) {
     throw new CredentialsError(
       "expired",

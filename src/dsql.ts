@@ -114,11 +114,12 @@ export async function dsqlToken(options: DsqlTokenOptions): Promise<string> {
     }
     region = resolveRegion(o.region, parsed, "hostname", host);
   }
-  const credentials = await resolveCredentials(
+  const resolved = resolveCredentials(
     o.credentials as CredentialsOption | undefined,
     signingDate,
     signingDate.getTime() + expiresIn * 1000,
   );
+  const credentials = resolved instanceof Promise ? await resolved : resolved;
   return presign({
     host: endpoint,
     params: { Action: admin ? "DbConnectAdmin" : "DbConnect" },

@@ -212,6 +212,8 @@ export function dsqlEndpoint(clusterId: string, region: string): string {
 }
 
 const HOST_CHARS = /^[A-Za-z0-9._-]+$/;
+// The common case in one test: dot-separated labels of 1 to 63 characters, maybe a trailing dot.
+const PLAIN_NAME = /^[A-Za-z0-9_-]{1,63}(?:\.[A-Za-z0-9_-]{1,63})*\.?$/;
 const IPV6 = /^\[?[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\]?$/;
 
 /**
@@ -220,6 +222,9 @@ const IPV6 = /^\[?[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\]?$/;
  * with a message that says what to pass instead.
  */
 export function checkHostname(value: unknown, option: string): string {
+  if (typeof value === "string" && value.length <= 253 && PLAIN_NAME.test(value)) {
+    return value.endsWith(".") ? value.slice(0, -1) : value;
+  }
   if (value === undefined || value === null) {
     throw new TypeError(`The "${option}" option is required: pass the database endpoint name`);
   }

@@ -101,11 +101,12 @@ export async function rdsToken(options: RdsTokenOptions): Promise<string> {
     );
   }
   const region = resolveRegion(o.region, parsed, hostOption, signingHostname);
-  const credentials = await resolveCredentials(
+  const resolved = resolveCredentials(
     o.credentials as CredentialsOption | undefined,
     signingDate,
     signingDate.getTime() + expiresIn * 1000,
   );
+  const credentials = resolved instanceof Promise ? await resolved : resolved;
   return presign({
     host: `${signingHostname}:${port}`,
     params: { Action: "connect", DBUser: username },

@@ -41,8 +41,9 @@ const hexEscape = (c: string) => "%" + c.charCodeAt(0).toString(16).toUpperCase(
 
 /** RFC 3986 percent-encoding of a query component, as SigV4 requires. */
 export function escapeUri(value: string): string {
-  return encodeURIComponent(value).replace(RESERVED, hexEscape);
+  return UNRESERVED.test(value) ? value : encodeURIComponent(value).replace(RESERVED, hexEscape);
 }
+const UNRESERVED = /^[A-Za-z0-9_.~-]*$/;
 
 /** `{ longDate: "YYYYMMDDTHHMMSSZ", shortDate: "YYYYMMDD" }`; milliseconds are dropped. */
 export function formatDate(date: Date): { longDate: string; shortDate: string } {
@@ -84,23 +85,36 @@ export function stringToSign(
 // is kept beside the key only to notice a different secret under the same id. Bounded, oldest out.
 const MAX_KEYS = 64;
 const keyCache = new Map<string, { secret: string; key: SigningKey }>();
-_onBackendChange(() => keyCache.clear());
+_onBackendChange(() => {
+  keyCache.clear();
+  last = undefined;
+});
 
-async function cachedSigningKey(
+// The last key used, checked first: most processes sign with one identity in one region.
+let last: { id: string; secret: string; key: SigningKey } | undefined;
+
+function cachedSigningKey(
   backend: CryptoBackend,
   creds: SigningCredentials,
   shortDate: string,
   region: string,
   service: string,
-): Promise<SigningKey> {
+): SigningKey | Promise<SigningKey> {
   const id = `${creds.accessKeyId}\n${shortDate}\n${region}\n${service}`;
+  if (last !== undefined && last.id === id && last.secret === creds.secretAccessKey) {
+    return last.key;
+  }
   const hit = keyCache.get(id);
-  if (hit !== undefined && hit.secret === creds.secretAccessKey) return hit.key;
-  const key = await backend.signingKey(creds.secretAccessKey, shortDate, region, service);
-  keyCache.delete(id);
-  if (keyCache.size >= MAX_KEYS) keyCache.delete(keyCache.keys().next().value!);
-  keyCache.set(id, { secret: creds.secretAccessKey, key });
-  return key;
+  if (hit !== undefined && hit.secret === creds.secretAccessKey) return (last = { id, ...hit }).key;
+  const store = (key: SigningKey) => {
+    keyCache.delete(id);
+    if (keyCache.size >= MAX_KEYS) keyCache.delete(keyCache.keys().next().value!);
+    keyCache.set(id, { secret: creds.secretAccessKey, key });
+    last = { id, secret: creds.secretAccessKey, key };
+    return key;
+  };
+  const key = backend.signingKey(creds.secretAccessKey, shortDate, region, service);
+  return key instanceof Promise ? key.then(store) : store(key);
 }
 
 /**
@@ -127,9 +141,14 @@ export async function presign(input: PresignInput): Promise<string> {
   if (creds.sessionToken) query += `&X-Amz-Security-Token=${escapeToken(creds.sessionToken)}`;
   const signedHeaders = "&X-Amz-SignedHeaders=host";
 
-  const hash = await backend.sha256Hex(canonicalRequest(query + signedHeaders, input.host));
-  const key = await cachedSigningKey(backend, creds, shortDate, region, service);
-  const signature = await backend.hmacHex(key, stringToSign(longDate, scope, hash));
+  // The synchronous backends' results are used as they are: an await costs a turn of the
+  // microtask queue, a sizeable share of a token that takes a few µs.
+  const h = backend.sha256Hex(canonicalRequest(query + signedHeaders, input.host));
+  const hash = typeof h === "string" ? h : await h;
+  const k = cachedSigningKey(backend, creds, shortDate, region, service);
+  const key = k instanceof Promise ? await k : k;
+  const sig = backend.hmacHex(key, stringToSign(longDate, scope, hash));
+  const signature = typeof sig === "string" ? sig : await sig;
   return `${input.host}/?${query}&X-Amz-Signature=${signature}${signedHeaders}`;
 }
 

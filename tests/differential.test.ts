@@ -7,6 +7,7 @@ import { test } from "node:test";
 import { dsqlToken, rdsToken } from "../mod.ts";
 import {
   type CryptoBackend,
+  jsBackend,
   nodeCryptoBackend,
   setCryptoBackend,
   webCryptoBackend,
@@ -235,8 +236,9 @@ test("differential: SDK signers with a pinned clock agree with SignatureV4.presi
 
 const BACKENDS: [string, CryptoBackend | undefined, boolean][] = [
   ["automatic", undefined, true],
+  ["js", jsBackend, true],
   ["webcrypto", webCryptoBackend, true],
-  ["node:crypto", nodeCryptoBackend, nodeCryptoBackend !== undefined],
+  ["node:crypto", nodeCryptoBackend(), nodeCryptoBackend() !== undefined],
 ];
 
 for (const [name, backend, available] of BACKENDS) {

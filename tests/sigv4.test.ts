@@ -2,11 +2,13 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { dsqlToken, rdsToken } from "../mod.ts";
 import {
+  allCryptoBackends,
+  automaticCryptoBackend,
   type CryptoBackend,
   getCryptoBackend,
+  jsBackend,
   nodeCryptoBackend,
   setCryptoBackend,
-  webCryptoBackend,
 } from "../src/_crypto.ts";
 import {
   canonicalRequest,
@@ -35,10 +37,7 @@ const DOC = {
   signature: "5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7",
 };
 
-const BACKENDS: CryptoBackend[] = [
-  webCryptoBackend,
-  ...(nodeCryptoBackend ? [nodeCryptoBackend] : []),
-];
+const BACKENDS: CryptoBackend[] = allCryptoBackends();
 
 for (const backend of BACKENDS) {
   test(`${backend.name}: hashes AWS's documented canonical request`, async () => {
@@ -53,11 +52,15 @@ for (const backend of BACKENDS) {
   });
 }
 
-test("the automatic backend is node:crypto where the runtime offers it", () => {
-  assert.equal(getCryptoBackend(), nodeCryptoBackend ?? webCryptoBackend);
-  // Deno, Node >= 20.16 and Bun all have process.getBuiltinModule: a silent fallback to the slow
-  // path would go unnoticed otherwise.
-  assert.ok(nodeCryptoBackend, "node:crypto backend unavailable on this runtime");
+test("all three backends are available on this runtime", () => {
+  assert.deepEqual(BACKENDS.map((b) => b.name), ["js", "webcrypto", "node:crypto"]);
+});
+
+test("the automatic backend is node:crypto on Node and plain JS on Deno and Bun", () => {
+  const g = globalThis as { Deno?: unknown; Bun?: unknown };
+  const expected = g.Deno !== undefined || g.Bun !== undefined ? jsBackend : nodeCryptoBackend();
+  assert.equal(automaticCryptoBackend(), expected);
+  assert.equal(getCryptoBackend(), expected);
 });
 
 const creds = {
