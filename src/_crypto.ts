@@ -3,6 +3,8 @@
 // is looked up at run time through `process.getBuiltinModule`, never imported statically, so
 // bundles for edge runtimes stay clean.
 
+import * as sha256 from "./_sha256.ts";
+
 /** An opaque, ready-to-use signing key produced by a backend. */
 export type SigningKey = unknown;
 
@@ -23,17 +25,8 @@ export interface CryptoBackend {
   hmacHex(key: SigningKey, data: string): string | Promise<string>;
 }
 
-import * as sha256 from "./_sha256.ts";
-
 const encoder = new TextEncoder();
-
-function toHex(bytes: ArrayBuffer): string {
-  const view = new Uint8Array(bytes);
-  let out = "";
-  for (let i = 0; i < view.length; i++) out += HEX[view[i]];
-  return out;
-}
-const HEX: string[] = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+const toHex = (bytes: ArrayBuffer) => sha256.toHex(new Uint8Array(bytes));
 
 async function subtleHmac(key: BufferSource, data: string): Promise<ArrayBuffer> {
   const k = await crypto.subtle.importKey("raw", key, { name: "HMAC", hash: "SHA-256" }, false, [

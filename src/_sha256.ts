@@ -170,6 +170,13 @@ function bytesOf(words: Uint32Array): Uint8Array {
 
 const HEX: string[] = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
 
+/** Lowercase hex of bytes. */
+export function toHex(bytes: Uint8Array): string {
+  let out = "";
+  for (let i = 0; i < bytes.length; i++) out += HEX[bytes[i]];
+  return out;
+}
+
 function hexOf(words: Uint32Array): string {
   let out = "";
   for (let i = 0; i < 8; i++) {
