@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { dsqlToken, rdsToken } from "../mod.ts";
 import {
+  bunBackend,
   type CryptoBackend,
   jsBackend,
   nodeCryptoBackend,
@@ -239,6 +240,7 @@ const BACKENDS: [string, CryptoBackend | undefined, boolean][] = [
   ["js", jsBackend, true],
   ["webcrypto", webCryptoBackend, true],
   ["node:crypto", nodeCryptoBackend(), nodeCryptoBackend() !== undefined],
+  ["bun", bunBackend, bunBackend !== undefined],
 ];
 
 for (const [name, backend, available] of BACKENDS) {

@@ -35,7 +35,7 @@ test("only src/_env.ts touches Deno.* (_crypto.ts only asks if it is there), and
     const code = text.replace(/^\s*(\/\/|\*|\/\*\*).*$/gm, "");
     // _crypto.ts may ask whether it runs on Deno (to leave node:crypto alone there), no more.
     const deno = path === "src/_crypto.ts"
-      ? code.replace(/g\.Deno !== undefined|Deno\?: unknown/g, "")
+      ? code.replace(/\.Deno !== undefined|Deno\?: unknown/g, "")
       : code;
     if (path !== "src/_env.ts") assert.doesNotMatch(deno, /\bDeno\b/, `${path} uses Deno`);
     if (path !== "src/_env.ts" && path !== "src/_crypto.ts") {

@@ -1,0 +1,2 @@
+// Cold-start baseline: starts the runtime and prints one line, nothing else.
+console.log("ok");
