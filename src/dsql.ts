@@ -1,4 +1,4 @@
-import { type CredentialsOption, resolveCredentials } from "./credentials.ts";
+import type { CredentialsOption } from "./credentials.ts";
 import { show } from "./errors.ts";
 import { checkEndpoint, dsqlEndpoint, isDsqlClusterId } from "./hostname.ts";
 import {
@@ -8,7 +8,7 @@ import {
   checkUsername,
   resolveRegion,
 } from "./_options.ts";
-import { presign } from "./sigv4.ts";
+import { signToken } from "./_token.ts";
 
 /** Options of {@linkcode dsqlToken}. */
 export interface DsqlTokenOptions {
@@ -84,6 +84,8 @@ export const DSQL_MAX_EXPIRES_IN = 604800;
  * console.log(token.includes("Action=DbConnect&"));
  * ```
  */
+// Async although nothing is awaited here: a bad option must reject, never throw synchronously.
+// deno-lint-ignore require-await
 export async function dsqlToken(options: DsqlTokenOptions): Promise<string> {
   const o = checkOptions(options, "dsqlToken");
   const { name: host, parsed } = checkEndpoint(o.hostname, "hostname");
@@ -114,18 +116,11 @@ export async function dsqlToken(options: DsqlTokenOptions): Promise<string> {
     }
     region = resolveRegion(o.region, parsed, "hostname", host);
   }
-  const resolved = resolveCredentials(
-    o.credentials as CredentialsOption | undefined,
-    signingDate,
-    signingDate.getTime() + expiresIn * 1000,
-  );
-  const credentials = resolved instanceof Promise ? await resolved : resolved;
-  return presign({
+  return signToken(o.credentials, {
     host: endpoint,
     params: { Action: admin ? "DbConnectAdmin" : "DbConnect" },
     service: "dsql",
     region,
-    credentials,
     signingDate,
     expiresIn,
   });

@@ -1,4 +1,4 @@
-import { type CredentialsOption, resolveCredentials } from "./credentials.ts";
+import type { CredentialsOption } from "./credentials.ts";
 import { show } from "./errors.ts";
 import { checkEndpoint } from "./hostname.ts";
 import {
@@ -9,7 +9,7 @@ import {
   checkUsername,
   resolveRegion,
 } from "./_options.ts";
-import { presign } from "./sigv4.ts";
+import { signToken } from "./_token.ts";
 
 /** Options of {@linkcode rdsToken}. */
 export interface RdsTokenOptions {
@@ -84,6 +84,8 @@ export const RDS_MAX_EXPIRES_IN = 900;
  * });
  * ```
  */
+// Async although nothing is awaited here: a bad option must reject, never throw synchronously.
+// deno-lint-ignore require-await
 export async function rdsToken(options: RdsTokenOptions): Promise<string> {
   const o = checkOptions(options, "rdsToken");
   const hostname = checkEndpoint(o.hostname, "hostname");
@@ -101,18 +103,11 @@ export async function rdsToken(options: RdsTokenOptions): Promise<string> {
     );
   }
   const region = resolveRegion(o.region, parsed, hostOption, signingHostname);
-  const resolved = resolveCredentials(
-    o.credentials as CredentialsOption | undefined,
-    signingDate,
-    signingDate.getTime() + expiresIn * 1000,
-  );
-  const credentials = resolved instanceof Promise ? await resolved : resolved;
-  return presign({
+  return signToken(o.credentials, {
     host: `${signingHostname}:${port}`,
     params: { Action: "connect", DBUser: username },
     service: "rds-db",
     region,
-    credentials,
     signingDate,
     expiresIn,
   });
