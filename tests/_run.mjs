@@ -78,18 +78,21 @@ const hasTs = (dir) =>
   existsSync(dir) && readdirSync(dir, { recursive: true }).some((f) => /\.m?ts$/.test(f));
 const checkPaths = ["mod.ts", "src/", "tests/", "bench/"].filter((p) => p === "mod.ts" || hasTs(p));
 
+const deno = bin("deno");
 const checks = [
-  ["deno lint", ["lint"]],
-  ["deno fmt --check", ["fmt", "--check"]],
-  [`deno check ${checkPaths.join(" ")}`, ["check", ...checkPaths]],
-  [`deno doc --lint ${entryPoints.join(" ")}`, ["doc", "--lint", ...entryPoints]],
+  ["deno lint", deno, ["lint"]],
+  ["deno fmt --check", deno, ["fmt", "--check"]],
+  [`deno check ${checkPaths.join(" ")}`, deno, ["check", ...checkPaths]],
+  [`deno doc --lint ${entryPoints.join(" ")}`, deno, ["doc", "--lint", ...entryPoints]],
   // What JSR would check on publish, "no slow types" included (works offline).
-  ["deno publish --dry-run", ["publish", "--dry-run", "--allow-dirty"]],
+  ["deno publish --dry-run", deno, ["publish", "--dry-run", "--allow-dirty"]],
   // Every @example in the published modules type-checks and runs.
-  ["deno test --doc (the documentation examples)", ["test", "--doc", "-A", "mod.ts", "src/"]],
+  ["deno test --doc (the documentation examples)", deno, ["test", "--doc", "-A", "mod.ts", "src/"]],
+  // What npm users get: mod.ts and src/ compiled by tsc, declarations included.
+  ["npm run build (tsc to dist/)", "npm", ["run", "--silent", "build"]],
 ];
-for (const [name, args] of checks) {
-  const r = await run(bin("deno"), args);
+for (const [name, cmd, args] of checks) {
+  const r = await run(cmd, args);
   const ok = r.code === 0;
   totals[ok ? "passed" : "failed"]++;
   report(ok, `${name} (${r.seconds}s)`, r.output);

@@ -359,3 +359,15 @@ test("a malformed AWS_REGION is an error naming the variable", async () => {
     });
   });
 });
+
+test("bad options reject the returned promise; nothing throws synchronously", async () => {
+  let promise: Promise<string> | undefined;
+  assert.doesNotThrow(() => {
+    promise = rdsToken({ hostname: "", username: "" });
+  });
+  await assert.rejects(promise!, TypeError);
+  assert.doesNotThrow(() => {
+    promise = dsqlToken(null as never);
+  });
+  await assert.rejects(promise!, TypeError);
+});
