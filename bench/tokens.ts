@@ -39,50 +39,31 @@ interface Case {
 
 const credentials = { ...CREDENTIALS };
 
+const pgIamRds = (i: number) =>
+  rdsToken({
+    hostname: RDS_HOST,
+    port: RDS_PORT,
+    username: username(i),
+    region: REGION,
+    credentials,
+  });
+
+// pg-iam with the runtime's automatic backend, then with each other backend forced.
+const rdsVariants: Case[] = ([
+  ["", undefined],
+  [" webcrypto", webCryptoBackend],
+  [" node:crypto", nodeCryptoBackend()],
+  [" js", jsBackend],
+] as const).map(([suffix, backend]) => ({
+  name: `rds pg-iam${suffix}`,
+  group: "rds",
+  lib: suffix ? `pg-iam (${suffix.trim()})` as Case["lib"] : "pg-iam",
+  backend,
+  call: pgIamRds,
+}));
+
 const cases: Case[] = [
-  {
-    name: "rds pg-iam",
-    group: "rds",
-    lib: "pg-iam",
-    call: (i) =>
-      rdsToken({
-        hostname: RDS_HOST,
-        port: RDS_PORT,
-        username: username(i),
-        region: REGION,
-        credentials,
-      }),
-  },
-  {
-    name: "rds pg-iam webcrypto",
-    group: "rds",
-    lib: "pg-iam (webcrypto)",
-    backend: webCryptoBackend,
-    call: (i) =>
-      rdsToken({
-        hostname: RDS_HOST,
-        port: RDS_PORT,
-        username: username(i),
-        region: REGION,
-        credentials,
-      }),
-  },
-  ...([["node:crypto", nodeCryptoBackend()], ["js", jsBackend]] as const).map((
-    [name, backend],
-  ) => ({
-    name: `rds pg-iam ${name}`,
-    group: "rds" as const,
-    lib: `pg-iam (${name})` as const,
-    backend,
-    call: (i: number) =>
-      rdsToken({
-        hostname: RDS_HOST,
-        port: RDS_PORT,
-        username: username(i),
-        region: REGION,
-        credentials,
-      }),
-  })),
+  ...rdsVariants,
   {
     name: "rds sdk",
     group: "rds",

@@ -25,7 +25,6 @@ export interface PresignInput {
   params: Readonly<Record<string, string>>;
   service: string;
   region: string;
-  credentials: SigningCredentials;
   signingDate: Date;
   /** Lifetime in seconds. */
   expiresIn: number;
@@ -121,9 +120,9 @@ function cachedSigningKey(
  * Presigns `GET https://{host}/?{params}` and returns it without the scheme: `{host}/?{query}`,
  * the query sorted and encoded exactly as the AWS SDK formats it.
  */
-export async function presign(input: PresignInput): Promise<string> {
+export async function presign(input: PresignInput, creds: SigningCredentials): Promise<string> {
   const backend = getCryptoBackend();
-  const { credentials: creds, service, region } = input;
+  const { service, region } = input;
   const { longDate, shortDate } = formatDate(input.signingDate);
   const scope = credentialScope(shortDate, region, service);
 
