@@ -26,6 +26,18 @@ export interface CryptoBackend {
 }
 
 const encoder = new TextEncoder();
+
+// SigV4's key derivation: kSigning = HMAC(HMAC(HMAC(HMAC("AWS4" + secret, date), region), service),
+// "aws4_request"), for any synchronous HMAC that returns something it also accepts as a key.
+function deriveKey<K>(
+  hmac: (key: K, data: string) => K,
+  secretKey: K,
+  date: string,
+  region: string,
+  service: string,
+): K {
+  return [date, region, service, "aws4_request"].reduce(hmac, secretKey);
+}
 const toHex = (bytes: ArrayBuffer) => sha256.toHex(new Uint8Array(bytes));
 
 async function subtleHmac(key: BufferSource, data: string): Promise<ArrayBuffer> {
@@ -61,12 +73,9 @@ export const jsBackend: CryptoBackend = {
   name: "js",
   sha256Hex: sha256.sha256Hex,
   signingKey(secret, date, region, service) {
-    const k = (key: Uint8Array, data: string) => sha256.hmac(sha256.hmacKey(key), data);
-    const kSigning = k(
-      k(k(k(encoder.encode("AWS4" + secret), date), region), service),
-      "aws4_request",
-    );
-    return sha256.hmacKey(kSigning);
+    const hmac = (key: Uint8Array, data: string) => sha256.hmac(sha256.hmacKey(key), data);
+    const secretKey = encoder.encode("AWS4" + secret);
+    return sha256.hmacKey(deriveKey(hmac, secretKey, date, region, service));
   },
   hmacHex: (key, data) => sha256.hmacHex(key as sha256.HmacKey, data),
 };
@@ -101,9 +110,9 @@ function makeNodeBackend(c: NodeCrypto): CryptoBackend {
       ? (data) => oneShot("sha256", data, "hex")
       : (data) => c.createHash("sha256").update(data).digest("hex"),
     signingKey(secret, date, region, service) {
-      const k = hmac(hmac(hmac(hmac("AWS4" + secret, date), region), service), "aws4_request");
+      const k = deriveKey<unknown>(hmac, "AWS4" + secret, date, region, service);
       // A KeyObject skips re-importing the raw bytes on every HMAC.
-      return c.createSecretKey(k);
+      return c.createSecretKey(k as Uint8Array);
     },
     hmacHex: (key, data) => c.createHmac("sha256", key).update(data).digest("hex"),
   };
@@ -137,10 +146,7 @@ function makeBunBackend(Hasher: BunHasherClass): CryptoBackend {
     name: "bun",
     sha256Hex: (data) => new Hasher("sha256").update(data).digest("hex"),
     signingKey: (secret, date, region, service) =>
-      hmac(
-        hmac(hmac(hmac(encoder.encode("AWS4" + secret), date), region), service),
-        "aws4_request",
-      ),
+      deriveKey(hmac, encoder.encode("AWS4" + secret), date, region, service),
     hmacHex: (key, data) => new Hasher("sha256", key as Uint8Array).update(data).digest("hex"),
   };
 }
