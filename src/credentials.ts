@@ -177,6 +177,17 @@ interface Cached {
 // dropped by the application is garbage-collected with it.
 const providerCache = new WeakMap<CredentialsProvider, Cached>();
 
+/**
+ * Forgets a provider call still in flight, so the next resolution calls the provider again. For
+ * callers that gave up waiting (a connect bounded in time): one hung call must not hold every
+ * later connection hostage.
+ */
+export function abandonPending(option: CredentialsOption | undefined): void {
+  if (typeof option !== "function") return;
+  const entry = providerCache.get(option);
+  if (entry) entry.pending = undefined;
+}
+
 function load(provider: CredentialsProvider, entry: Cached, forceRefresh: boolean) {
   if (entry.pending) return entry.pending;
   const pending: Promise<Credentials> = call(provider, forceRefresh).then((value) => {

