@@ -17,9 +17,15 @@ import net from "node:net";
 import { Duplex } from "node:stream";
 import tls from "node:tls";
 
-const PROTOCOL_3 = 196608;
-const SSL_REQUEST = 80877103;
-const CANCEL_REQUEST = 80877102;
+import {
+  AUTH_CLEARTEXT,
+  AUTH_OK,
+  CANCEL_REQUEST,
+  errorFields,
+  passwordMessage,
+  PROTOCOL_3,
+  SSL_REQUEST,
+} from "./_pgwire.ts";
 
 /** Timings of one connection start, in milliseconds. */
 export interface ConnectTimings {
@@ -317,23 +323,19 @@ function authenticate(
         const body = buffer.subarray(5, length);
         if (type === 0x52 /* R */) {
           const method = body.readUInt32BE(0);
-          if (method === 0) {
+          if (method === AUTH_OK) {
             socket.pause();
             cleanup();
             return resolve({ ok: true, rest: buffer });
           }
-          if (method !== 3) {
+          if (method !== AUTH_CLEARTEXT) {
             cleanup();
             return reject(methodError(method));
           }
-          const password = Buffer.from(token + "\0");
-          const message = Buffer.alloc(5);
-          message[0] = 0x70; // p
-          message.writeUInt32BE(4 + password.length, 1);
-          socket.write(Buffer.concat([message, password]));
+          socket.write(passwordMessage(token));
         } else if (type === 0x45 /* E */) {
           cleanup();
-          return resolve({ ok: false, error: parseFields(body) });
+          return resolve({ ok: false, error: Object.fromEntries(errorFields(body)) });
         } else if (type !== 0x4e /* N: notices before auth are dropped */) {
           cleanup();
           return reject(new Error(`pg-iam: unexpected message "${String.fromCharCode(type)}"`));
@@ -361,18 +363,6 @@ function methodError(method: number): Error {
     ),
     { code: "AUTH_METHOD" },
   );
-}
-
-/** Parses the fields of an ErrorResponse or NoticeResponse body. */
-export function parseFields(body: Buffer): ServerError {
-  const fields: ServerError = {};
-  let i = 0;
-  while (i < body.length && body[i] !== 0) {
-    const end = body.indexOf(0, i + 1);
-    fields[String.fromCharCode(body[i])] = body.toString("utf8", i + 1, end);
-    i = end + 1;
-  }
-  return fields;
 }
 
 /** A server error other than an auth failure, shaped like postgres.js's PostgresError. */
