@@ -36,7 +36,6 @@ import {
 export type { ConnectTimings };
 export type { Credentials, CredentialsOption, CredentialsProvider } from "./credentials.ts";
 
-
 /** Reported by `onToken` each time a token is signed. Never contains the token. */
 export interface TokenEvent {
   /** `"rds"` or `"dsql"`. */

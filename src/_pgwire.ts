@@ -1,0 +1,209 @@
+// Just enough of the PostgreSQL v3 wire protocol for the gateway's login phase: framing of the
+// startup-phase packets (no type byte) and typed messages, the StartupMessage's parameters,
+// ErrorResponse, and the authentication exchange. After login the gateway relays bytes verbatim,
+// so nothing else is parsed. Reference: https://www.postgresql.org/docs/current/protocol-message-formats.html
+
+/** Protocol 3.0 in a StartupMessage. */
+export const PROTOCOL_3 = 196608;
+/** The codes a startup-phase packet can carry instead of a protocol version. */
+export const SSL_REQUEST = 80877103;
+export const GSSENC_REQUEST = 80877104;
+export const CANCEL_REQUEST = 80877102;
+
+/** The server's limit for a startup packet (MAX_STARTUP_PACKET_LENGTH). */
+export const MAX_STARTUP_LENGTH = 10_000;
+/** The server's limit for a PasswordMessage (PG_MAX_AUTH_TOKEN_LENGTH). */
+export const MAX_PASSWORD_LENGTH = 65_535;
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** A typed message: its type byte and body (the bytes after the length). */
+export interface Message {
+  type: number;
+  body: Uint8Array;
+  /** The whole message as received, type and length included, for relaying verbatim. */
+  raw: Uint8Array;
+}
+
+/** Thrown when the peer sends something that cannot be framed. */
+export class ProtocolError extends Error {
+  /** Creates a protocol error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "ProtocolError";
+  }
+}
+
+/**
+ * Accumulates received chunks and cuts whole packets out of them: TCP delivers messages split
+ * across chunks and several in one chunk.
+ */
+export class MessageReader {
+  #buf: Uint8Array = new Uint8Array(0);
+
+  /** Appends a received chunk. */
+  push(chunk: Uint8Array): void {
+    if (this.#buf.length === 0) {
+      this.#buf = chunk;
+      return;
+    }
+    const joined = new Uint8Array(this.#buf.length + chunk.length);
+    joined.set(this.#buf);
+    joined.set(chunk, this.#buf.length);
+    this.#buf = joined;
+  }
+
+  /** The next startup-phase packet (length + body), or `undefined` until one is complete. */
+  startup(): Uint8Array | undefined {
+    if (this.#buf.length < 4) return undefined;
+    const length = readInt32(this.#buf, 0);
+    if (length < 8 || length > MAX_STARTUP_LENGTH) {
+      throw new ProtocolError(`invalid startup packet length ${length}`);
+    }
+    return this.#take(length);
+  }
+
+  /** The next typed message, or `undefined` until one is complete. */
+  message(maxLength = 1 << 30): Message | undefined {
+    if (this.#buf.length < 5) return undefined;
+    const length = readInt32(this.#buf, 1);
+    if (length < 4 || length > maxLength) {
+      throw new ProtocolError(
+        `invalid length ${length} of a message of type ${typeName(this.#buf[0])}`,
+      );
+    }
+    const raw = this.#take(length + 1);
+    return raw && { type: raw[0], body: raw.subarray(5), raw };
+  }
+
+  /** Everything received but not yet taken, emptying the reader. */
+  rest(): Uint8Array {
+    const rest = this.#buf;
+    this.#buf = new Uint8Array(0);
+    return rest;
+  }
+
+  #take(length: number): Uint8Array | undefined {
+    if (this.#buf.length < length) return undefined;
+    const packet = this.#buf.subarray(0, length);
+    this.#buf = this.#buf.subarray(length);
+    return packet;
+  }
+}
+
+/** The code of a startup-phase packet: a protocol version or one of the request codes. */
+export function startupCode(packet: Uint8Array): number {
+  return readInt32(packet, 4);
+}
+
+/** The parameters of a StartupMessage (user, database, options, application_name, …). */
+export function startupParams(packet: Uint8Array): Map<string, string> {
+  const strings = decoder.decode(packet.subarray(8)).split("\0");
+  const params = new Map<string, string>();
+  // name\0value\0 … \0: the list ends with an empty name.
+  for (let i = 0; i + 1 < strings.length && strings[i] !== ""; i += 2) {
+    params.set(strings[i], strings[i + 1]);
+  }
+  return params;
+}
+
+/** A StartupMessage for protocol 3.0 with `params`. */
+export function startupMessage(params: ReadonlyMap<string, string>): Uint8Array {
+  let text = "";
+  for (const [name, value] of params) text += `${name}\0${value}\0`;
+  const body = encoder.encode(text + "\0");
+  const packet = new Uint8Array(8 + body.length);
+  writeInt32(packet, 0, packet.length);
+  writeInt32(packet, 4, PROTOCOL_3);
+  packet.set(body, 8);
+  return packet;
+}
+
+/** A typed message: type byte, length, body. */
+export function message(type: string, body: Uint8Array = new Uint8Array(0)): Uint8Array {
+  const out = new Uint8Array(5 + body.length);
+  out[0] = type.charCodeAt(0);
+  writeInt32(out, 1, 4 + body.length);
+  out.set(body, 5);
+  return out;
+}
+
+/** The fields of an ErrorResponse the gateway sends. */
+export interface ErrorFields {
+  /** `"FATAL"` or `"ERROR"`; sent as both S (localized) and V (never localized). */
+  severity: string;
+  /** The SQLSTATE, for example `"28P01"`. */
+  code: string;
+  message: string;
+  detail?: string;
+  hint?: string;
+}
+
+/** An ErrorResponse ('E'). */
+export function errorResponse(fields: ErrorFields): Uint8Array {
+  const parts: Array<[string, string | undefined]> = [
+    ["S", fields.severity],
+    ["V", fields.severity],
+    ["C", fields.code],
+    ["M", fields.message],
+    ["D", fields.detail],
+    ["H", fields.hint],
+  ];
+  let text = "";
+  for (const [tag, value] of parts) if (value !== undefined) text += `${tag}${value}\0`;
+  return message("E", encoder.encode(text + "\0"));
+}
+
+/** The fields of an ErrorResponse body, by tag letter. */
+export function errorFields(body: Uint8Array): Map<string, string> {
+  const fields = new Map<string, string>();
+  for (const field of decoder.decode(body).split("\0")) {
+    if (field !== "") fields.set(field[0], field.slice(1));
+  }
+  return fields;
+}
+
+/** Authentication request codes of an 'R' message. */
+export const AUTH_OK = 0;
+export const AUTH_CLEARTEXT = 3;
+export const AUTH_MD5 = 5;
+
+/** AuthenticationCleartextPassword: asks the client for its password (here, the token). */
+export function authCleartext(): Uint8Array {
+  const body = new Uint8Array(4);
+  writeInt32(body, 0, AUTH_CLEARTEXT);
+  return message("R", body);
+}
+
+/** The request code of an Authentication ('R') message body. */
+export function authCode(body: Uint8Array): number {
+  return body.length >= 4 ? readInt32(body, 0) : -1;
+}
+
+/** The password of a PasswordMessage ('p') body: a NUL-terminated string. */
+export function passwordOf(body: Uint8Array): string {
+  const end = body.indexOf(0);
+  return decoder.decode(end < 0 ? body : body.subarray(0, end));
+}
+
+/** A PasswordMessage ('p') carrying `password`. */
+export function passwordMessage(password: string): Uint8Array {
+  return message("p", encoder.encode(password + "\0"));
+}
+
+/** A printable name for a message type byte, for error messages. */
+export function typeName(type: number): string {
+  return type >= 0x20 && type < 0x7f ? `'${String.fromCharCode(type)}'` : `0x${type.toString(16)}`;
+}
+
+function readInt32(bytes: Uint8Array, at: number): number {
+  return ((bytes[at] << 24) | (bytes[at + 1] << 16) | (bytes[at + 2] << 8) | bytes[at + 3]) >>> 0;
+}
+
+function writeInt32(bytes: Uint8Array, at: number, value: number): void {
+  bytes[at] = value >>> 24;
+  bytes[at + 1] = value >>> 16;
+  bytes[at + 2] = value >>> 8;
+  bytes[at + 3] = value;
+}

@@ -1,0 +1,1043 @@
+/**
+ * A local IAM gateway: a PostgreSQL-protocol proxy that authenticates clients the way Amazon RDS
+ * IAM authentication and Aurora DSQL do — the password must be a valid, unexpired IAM token for
+ * the impersonated endpoint, user and region — then relays the connection to a real PostgreSQL.
+ * For tests, demos and local development: exercise token refresh, expiry and TLS without AWS.
+ *
+ * Runs on Deno, Node and Bun (it uses `node:net` and `node:tls`).
+ *
+ * @example An RDS look-alike in front of a local PostgreSQL
+ * ```ts ignore
+ * import { startGateway } from "@pg-iam/pg-iam/gateway";
+ *
+ * await using gateway = await startGateway({
+ *   endpoint: "db.cluster-abc123xyz.us-east-1.rds.amazonaws.com",
+ *   credentials: { accessKeyId: "AKIDEXAMPLE", secretAccessKey: "wJalrXUtnFEMI/EXAMPLEKEY" },
+ *   upstream: { host: "127.0.0.1", port: 5432 },
+ *   tls: false,
+ * });
+ * console.log(`connect to ${gateway.host}:${gateway.port} with an IAM token as the password`);
+ * ```
+ *
+ * @module
+ */
+
+import net from "node:net";
+import tls from "node:tls";
+import { show } from "./errors.ts";
+import { checkHostname, isRegion, parseHostname } from "./hostname.ts";
+import { checkPort } from "./_options.ts";
+import {
+  AUTH_CLEARTEXT,
+  AUTH_MD5,
+  AUTH_OK,
+  authCleartext,
+  authCode,
+  CANCEL_REQUEST,
+  errorResponse,
+  GSSENC_REQUEST,
+  MAX_PASSWORD_LENGTH,
+  MessageReader,
+  passwordMessage,
+  passwordOf,
+  PROTOCOL_3,
+  SSL_REQUEST,
+  startupCode,
+  startupMessage,
+  startupParams,
+  typeName,
+} from "./_pgwire.ts";
+import { type VerifySecret, verifyToken } from "./_verify.ts";
+
+/**
+ * An access key the gateway accepts tokens from.
+ *
+ * @example
+ * ```ts
+ * import type { GatewayCredentials } from "@pg-iam/pg-iam/gateway";
+ *
+ * const key: GatewayCredentials = { accessKeyId: "AKIDEXAMPLE", secretAccessKey: "secret" };
+ * ```
+ */
+export interface GatewayCredentials {
+  /** The access key id named in tokens' `X-Amz-Credential`. */
+  accessKeyId: string;
+  /** The secret tokens are signed with. */
+  secretAccessKey: string;
+  /**
+   * The session token of temporary credentials. When set, tokens must carry exactly this one;
+   * when not, tokens must carry none.
+   */
+  sessionToken?: string;
+}
+
+/**
+ * The real PostgreSQL server the gateway relays accepted connections to, over plain TCP.
+ *
+ * @example
+ * ```ts
+ * import type { GatewayUpstream } from "@pg-iam/pg-iam/gateway";
+ *
+ * const upstream: GatewayUpstream = { host: "127.0.0.1", port: 5432, user: "postgres" };
+ * ```
+ */
+export interface GatewayUpstream {
+  /** Host name or IP address. */
+  host: string;
+  /** Port. */
+  port: number;
+  /** The user to log in upstream as, instead of the client's startup user. */
+  user?: string;
+  /** The upstream password, for `password` (cleartext) or `md5` upstream auth; trust needs none. */
+  password?: string;
+  /** The database to connect to upstream, instead of the client's. */
+  database?: string;
+}
+
+/**
+ * Options of {@linkcode startGateway}.
+ *
+ * @example
+ * ```ts
+ * import type { GatewayOptions } from "@pg-iam/pg-iam/gateway";
+ *
+ * const options: GatewayOptions = {
+ *   endpoint: "abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws",
+ *   credentials: [{ accessKeyId: "AKIDEXAMPLE", secretAccessKey: "secret" }],
+ *   upstream: { host: "127.0.0.1", port: 5432, user: "postgres" },
+ *   tls: false,
+ * };
+ * ```
+ */
+export interface GatewayOptions {
+  /**
+   * The endpoint name the gateway impersonates: tokens must be signed for it. For example
+   * `db.cluster-abc123xyz.us-east-1.rds.amazonaws.com`, or a DSQL endpoint
+   * `<cluster id>.dsql.us-east-1.on.aws`.
+   */
+  endpoint: string;
+  /** The port signed into RDS tokens (not the port the gateway listens on). Default: `5432`. */
+  port?: number;
+  /** Which service's tokens to accept. Default: the one of the `endpoint` name. */
+  service?: "rds" | "dsql";
+  /** The region tokens must be signed for. Default: the one in the `endpoint` name. */
+  region?: string;
+  /** The access keys whose tokens are accepted. */
+  credentials: GatewayCredentials | readonly GatewayCredentials[];
+  /** Where accepted connections are relayed to. */
+  upstream: GatewayUpstream;
+  /** Where to listen. Default: `127.0.0.1`, an ephemeral port. */
+  listen?: { host?: string; port?: number };
+  /**
+   * The server certificate and key (PEM). With TLS, clients must negotiate it, as RDS with
+   * `rds.force_ssl` and DSQL require; `false` refuses TLS (SSLRequest is answered `N`).
+   */
+  tls: { cert: string; key: string } | false;
+  /** The initial offset of the gateway's clock from the system clock, in ms. Default: `0`. */
+  clockOffsetMs?: number;
+  /**
+   * Called for every login, accepted or rejected, right after the token is checked. Exceptions it
+   * throws are ignored.
+   */
+  onLogin?: (login: GatewayLogin) => void;
+}
+
+/**
+ * Why the gateway rejected a login:
+ * - `"malformed"`: the password is not a token (or the startup packet names no user);
+ * - `"algorithm"`: `X-Amz-Algorithm` is not `AWS4-HMAC-SHA256`;
+ * - `"unknown-access-key"`: the token's access key id is not among `credentials`;
+ * - `"session-token"`: the token's session token is not the key's (or one of them has none);
+ * - `"scope"`: the credential scope's date, region or service is wrong;
+ * - `"host"`, `"port"`: the token is signed for another endpoint name or port;
+ * - `"user"`: an RDS token's `DBUser` is not the startup user;
+ * - `"action"`: not `connect` (RDS), or not `DbConnectAdmin` for DSQL's `admin` and `DbConnect`
+ *   for other roles;
+ * - `"expires-range"`: `X-Amz-Expires` is not 1 to 900 (RDS) or 604800 (DSQL) seconds;
+ * - `"not-yet-valid"`: signed more than five minutes ahead of the gateway's clock;
+ * - `"expired"`: past `X-Amz-Date` + `X-Amz-Expires` by the gateway's clock;
+ * - `"signature"`: the signature does not match (wrong secret, or the token was altered);
+ * - `"no-tls"`: TLS is configured but the client did not negotiate it;
+ * - `"no-password"`: the client sent no password, or closed instead of sending one.
+ *
+ * @example
+ * ```ts
+ * import type { GatewayRejectReason } from "@pg-iam/pg-iam/gateway";
+ *
+ * const reason: GatewayRejectReason = "expired";
+ * ```
+ */
+// Spelled out rather than built from _verify.ts's RejectReason, which is internal; reject() takes
+// verifyToken()'s reasons as GatewayRejectReason, so the compiler checks this list covers them.
+export type GatewayRejectReason =
+  | "malformed"
+  | "algorithm"
+  | "unknown-access-key"
+  | "session-token"
+  | "scope"
+  | "host"
+  | "port"
+  | "user"
+  | "action"
+  | "expires-range"
+  | "not-yet-valid"
+  | "expired"
+  | "signature"
+  | "no-tls"
+  | "no-password";
+
+/**
+ * One login attempt, as recorded in {@linkcode GatewayStats} and passed to `onLogin`. A login is
+ * accepted when its token is; what the upstream server does afterwards is not part of it.
+ *
+ * @example
+ * ```ts
+ * import type { GatewayLogin } from "@pg-iam/pg-iam/gateway";
+ *
+ * const describe = (l: GatewayLogin) =>
+ *   l.accepted ? `${l.user}: token ${l.tokenAgeMs} ms old` : `${l.user}: ${l.reason}`;
+ * ```
+ */
+export interface GatewayLogin {
+  /** Whether the token was accepted. */
+  accepted: boolean;
+  /** Why not, when rejected. */
+  reason?: GatewayRejectReason;
+  /** What exactly was wrong, when rejected; never contains the token or a secret. */
+  detail?: string;
+  /** The startup user. */
+  user: string;
+  /** The startup database (the user name when none was sent). */
+  database: string;
+  /** When the gateway decided, by its clock. */
+  at: Date;
+  /** The token's access key id, when accepted. */
+  accessKeyId?: string;
+  /** The token's `Action`, when accepted. */
+  action?: string;
+  /** The token's `X-Amz-Date`, when accepted. */
+  signedAt?: Date;
+  /** The gateway's clock minus `X-Amz-Date`, in ms, when accepted. */
+  tokenAgeMs?: number;
+  /** Whether the client connection was TLS. */
+  tls: boolean;
+}
+
+/**
+ * Counters of a running gateway.
+ *
+ * @example
+ * ```ts
+ * import type { GatewayStats } from "@pg-iam/pg-iam/gateway";
+ *
+ * const summary = (s: GatewayStats) => `${s.accepted} accepted, ${s.rejected} rejected`;
+ * ```
+ */
+export interface GatewayStats {
+  /** Logins whose token was accepted. */
+  accepted: number;
+  /** Logins rejected. */
+  rejected: number;
+  /** Rejected logins by reason. */
+  rejections: Partial<Record<GatewayRejectReason, number>>;
+  /** Every login, in order. */
+  logins: GatewayLogin[];
+  /** Cancel requests relayed upstream. */
+  cancels: number;
+}
+
+/**
+ * A running gateway, from {@linkcode startGateway}.
+ *
+ * @example Expiring tokens by moving the gateway's clock
+ * ```ts ignore
+ * gateway.clockOffsetMs = 16 * 60_000; // tokens signed now are expired for the gateway
+ * ```
+ */
+export interface Gateway extends AsyncDisposable {
+  /** The address it listens on. */
+  readonly host: string;
+  /** The port it listens on. */
+  readonly port: number;
+  /** The endpoint name it impersonates. */
+  readonly endpoint: string;
+  /** Whose tokens it accepts. */
+  readonly service: "rds" | "dsql";
+  /** The region tokens must be signed for. */
+  readonly region: string;
+  /** Login and cancel counters. */
+  readonly stats: GatewayStats;
+  /** The offset of the gateway's clock from the system clock, in ms; settable. */
+  clockOffsetMs: number;
+  /** The gateway's clock: `Date.now() + clockOffsetMs`. */
+  now(): number;
+  /** How many client connections are being relayed now. */
+  connections(): number;
+  /** Drops every relayed connection, as a server restart would; returns how many. */
+  disconnectAll(): number;
+  /** Stops listening and drops every connection. */
+  close(): Promise<void>;
+}
+
+/**
+ * Starts a gateway that accepts IAM tokens for `options.endpoint` and relays authenticated
+ * connections to `options.upstream`.
+ *
+ * @param options What to impersonate, which keys to accept, where to relay, TLS.
+ * @returns The running gateway, once it listens.
+ * @throws {TypeError} If an option is missing or of the wrong type.
+ * @throws {RangeError} If an option is out of range, or the region or service contradicts the
+ * endpoint name.
+ *
+ * @example A DSQL look-alike, connected to with a pg-iam token
+ * ```ts ignore
+ * import { dsqlToken } from "@pg-iam/pg-iam";
+ * import { startGateway } from "@pg-iam/pg-iam/gateway";
+ * import postgres from "postgres";
+ *
+ * const credentials = { accessKeyId: "AKIDEXAMPLE", secretAccessKey: "wJalrXUtnFEMI/EXAMPLEKEY" };
+ * const endpoint = "abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws";
+ * await using gateway = await startGateway({
+ *   endpoint,
+ *   credentials,
+ *   upstream: { host: "127.0.0.1", port: 5432, user: "postgres" },
+ *   tls: false,
+ * });
+ * const sql = postgres({
+ *   host: gateway.host,
+ *   port: gateway.port,
+ *   user: "admin",
+ *   password: () => dsqlToken({ hostname: endpoint, credentials }),
+ * });
+ * await sql`select 1`;
+ * await sql.end();
+ * ```
+ */
+export async function startGateway(options: GatewayOptions): Promise<Gateway> {
+  const config = checkGatewayOptions(options);
+  const gateway = new GatewayServer(config);
+  await gateway.listen();
+  return gateway;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Options
+
+interface Config {
+  endpoint: string;
+  port: number;
+  service: "rds" | "dsql";
+  region: string;
+  keys: Map<string, VerifySecret>;
+  upstream: GatewayUpstream;
+  listenHost: string;
+  listenPort: number;
+  secureContext: tls.SecureContext | undefined;
+  clockOffsetMs: number;
+  onLogin: ((login: GatewayLogin) => void) | undefined;
+}
+
+function checkGatewayOptions(options: unknown): Config {
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError(`startGateway() expects an options object, got ${show(options)}`);
+  }
+  const o = options as Record<string, unknown>;
+  const endpoint = checkHostname(o.endpoint, "endpoint");
+  const parsed = parseHostname(endpoint);
+
+  let service = parsed?.service;
+  if (o.service !== undefined) {
+    if (o.service !== "rds" && o.service !== "dsql") {
+      throw new TypeError(`The "service" option must be "rds" or "dsql", got ${show(o.service)}`);
+    }
+    if (parsed && parsed.service !== o.service) {
+      throw new RangeError(
+        `The "service" option ${show(o.service)} contradicts the "endpoint" ${show(endpoint)}, ` +
+          `an ${parsed.service.toUpperCase()} endpoint`,
+      );
+    }
+    service = o.service;
+  }
+  if (service === undefined) {
+    throw new TypeError(
+      `The "service" option is required: the "endpoint" ${show(endpoint)} is not an AWS ` +
+        `database endpoint name, so pass "rds" or "dsql"`,
+    );
+  }
+
+  let region = parsed?.region;
+  if (o.region !== undefined) {
+    if (typeof o.region !== "string" || !isRegion(o.region)) {
+      throw new RangeError(
+        `The "region" option is not an AWS region name (like "us-east-1"), got ${show(o.region)}`,
+      );
+    }
+    if (parsed && parsed.region !== o.region) {
+      throw new RangeError(
+        `The "region" option ${show(o.region)} contradicts the region ${show(parsed.region)} of ` +
+          `the "endpoint" ${show(endpoint)}`,
+      );
+    }
+    region = o.region;
+  }
+  if (region === undefined) {
+    throw new TypeError(
+      `The "region" option is required: the "endpoint" ${show(endpoint)} is not an AWS ` +
+        `database endpoint name, so no region can be derived from it`,
+    );
+  }
+
+  const listen = o.listen ?? {};
+  if (typeof listen !== "object" || listen === null) {
+    throw new TypeError(`The "listen" option must be an object, got ${show(listen)}`);
+  }
+  const { host: listenHost = "127.0.0.1", port: listenPort = 0 } = listen as Record<
+    string,
+    unknown
+  >;
+  if (typeof listenHost !== "string" || listenHost === "") {
+    throw new TypeError(
+      `The "listen.host" option must be a host or address, got ${show(listenHost)}`,
+    );
+  }
+  if (listenPort !== 0) checkPort(listenPort, "listen.port");
+
+  const clockOffsetMs = o.clockOffsetMs ?? 0;
+  checkOffset(clockOffsetMs, "clockOffsetMs");
+  if (o.onLogin !== undefined && typeof o.onLogin !== "function") {
+    throw new TypeError(`The "onLogin" option must be a function, got ${show(o.onLogin)}`);
+  }
+
+  return {
+    endpoint,
+    port: checkPort(o.port),
+    service,
+    region,
+    keys: checkCredentials(o.credentials),
+    upstream: checkUpstream(o.upstream),
+    listenHost,
+    listenPort: listenPort as number,
+    secureContext: checkTls(o.tls),
+    clockOffsetMs: clockOffsetMs as number,
+    onLogin: o.onLogin as Config["onLogin"],
+  };
+}
+
+function checkOffset(value: unknown, option: string): asserts value is number {
+  if (typeof value !== "number" || !Number.isFinite(value)) {
+    throw new TypeError(`The "${option}" option must be a finite number of ms, got ${show(value)}`);
+  }
+}
+
+// Secrets are described by their type only: an error message must never quote one.
+const kind = (value: unknown) =>
+  typeof value === "string" ? (value === "" ? "an empty string" : "a string") : show(value);
+
+function checkCredentials(value: unknown): Map<string, VerifySecret> {
+  if (value === undefined || value === null) {
+    throw new TypeError(`The "credentials" option is required: pass the access keys to accept`);
+  }
+  const list = Array.isArray(value) ? value : [value];
+  if (list.length === 0) throw new TypeError(`The "credentials" option must not be an empty array`);
+  const keys = new Map<string, VerifySecret>();
+  list.forEach((c: unknown, i) => {
+    const name = Array.isArray(value) ? `credentials[${i}]` : "credentials";
+    if (typeof c !== "object" || c === null) {
+      throw new TypeError(`The "${name}" option must be an object, got ${show(c)}`);
+    }
+    const { accessKeyId, secretAccessKey, sessionToken } = c as Record<string, unknown>;
+    if (typeof accessKeyId !== "string" || !/^[A-Za-z0-9_-]+$/.test(accessKeyId)) {
+      throw new TypeError(
+        `The "${name}.accessKeyId" option must be an access key id (letters and digits), got ${
+          show(accessKeyId)
+        }`,
+      );
+    }
+    if (typeof secretAccessKey !== "string" || secretAccessKey === "") {
+      throw new TypeError(
+        `The "${name}.secretAccessKey" option must be a non-empty string, got ${
+          kind(secretAccessKey)
+        }`,
+      );
+    }
+    if (sessionToken !== undefined && (typeof sessionToken !== "string" || sessionToken === "")) {
+      throw new TypeError(
+        `The "${name}.sessionToken" option must be a non-empty string or absent, got ${
+          kind(sessionToken)
+        }`,
+      );
+    }
+    if (keys.has(accessKeyId)) {
+      throw new TypeError(`The "${name}.accessKeyId" ${show(accessKeyId)} is listed twice`);
+    }
+    keys.set(accessKeyId, { secretAccessKey, sessionToken });
+  });
+  return keys;
+}
+
+function checkUpstream(value: unknown): GatewayUpstream {
+  if (typeof value !== "object" || value === null) {
+    throw new TypeError(
+      `The "upstream" option must be an object { host, port }, got ${show(value)}`,
+    );
+  }
+  const u = value as Record<string, unknown>;
+  const host = checkHostname(u.host, "upstream.host");
+  if (u.port === undefined) throw new TypeError(`The "upstream.port" option is required`);
+  const port = checkPort(u.port, "upstream.port");
+  for (const field of ["user", "database"] as const) {
+    if (u[field] !== undefined && (typeof u[field] !== "string" || u[field] === "")) {
+      throw new TypeError(
+        `The "upstream.${field}" option must be a non-empty string, got ${show(u[field])}`,
+      );
+    }
+  }
+  if (u.password !== undefined && typeof u.password !== "string") {
+    throw new TypeError(`The "upstream.password" option must be a string, got ${kind(u.password)}`);
+  }
+  return {
+    host,
+    port,
+    user: u.user as string | undefined,
+    password: u.password as string | undefined,
+    database: u.database as string | undefined,
+  };
+}
+
+const PEM = (label: RegExp) => new RegExp(`-----BEGIN ${label.source}-----[\\s\\S]+-----END `);
+
+function checkTls(value: unknown): tls.SecureContext | undefined {
+  if (value === false) return undefined;
+  if (value === undefined) {
+    throw new TypeError(
+      `The "tls" option is required: pass { cert, key } (PEM), or false for no TLS at all`,
+    );
+  }
+  if (typeof value !== "object" || value === null) {
+    throw new TypeError(`The "tls" option must be { cert, key } or false, got ${show(value)}`);
+  }
+  const { cert, key } = value as Record<string, unknown>;
+  if (typeof cert !== "string" || !PEM(/CERTIFICATE/).test(cert)) {
+    throw new TypeError(`The "tls.cert" option must be a PEM certificate, got ${kind(cert)}`);
+  }
+  if (typeof key !== "string" || !PEM(/(?:[A-Z]+ )?PRIVATE KEY/).test(key)) {
+    throw new TypeError(`The "tls.key" option must be a PEM private key, got ${kind(key)}`);
+  }
+  try {
+    return tls.createSecureContext({ cert, key });
+  } catch (cause) {
+    // The TLS library's own words (no key material in them), e.g. a key that does not match.
+    throw new TypeError(
+      `The "tls" option's cert and key cannot be used: ${(cause as Error).message}`,
+      { cause },
+    );
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server
+
+// A relayed connection: the client socket (TLS or not) and the upstream one.
+interface Relay {
+  client: net.Socket;
+  upstream: net.Socket;
+}
+
+class GatewayServer implements Gateway {
+  readonly endpoint: string;
+  readonly service: "rds" | "dsql";
+  readonly region: string;
+  readonly stats: GatewayStats = {
+    accepted: 0,
+    rejected: 0,
+    rejections: {},
+    logins: [],
+    cancels: 0,
+  };
+  readonly config: Config;
+  #clockOffsetMs: number;
+  readonly #server: net.Server;
+  // Every socket the gateway holds, so close() can drop connections still logging in.
+  readonly #sockets = new Set<net.Socket>();
+  readonly #relays = new Set<Relay>();
+  #address: { host: string; port: number } = { host: "", port: 0 };
+
+  constructor(config: Config) {
+    this.config = config;
+    this.endpoint = config.endpoint;
+    this.service = config.service;
+    this.region = config.region;
+    this.#clockOffsetMs = config.clockOffsetMs;
+    this.#server = net.createServer((socket) => {
+      this.track(socket);
+      handleClient(this, socket).catch(() => socket.destroy());
+    });
+  }
+
+  get host(): string {
+    return this.#address.host;
+  }
+
+  get port(): number {
+    return this.#address.port;
+  }
+
+  listen(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.#server.once("error", reject);
+      this.#server.listen(this.config.listenPort, this.config.listenHost, () => {
+        this.#server.off("error", reject);
+        // A listening server's later errors (none expected) must not crash the process.
+        this.#server.on("error", () => {});
+        const address = this.#server.address() as net.AddressInfo;
+        this.#address = { host: address.address, port: address.port };
+        resolve();
+      });
+    });
+  }
+
+  get clockOffsetMs(): number {
+    return this.#clockOffsetMs;
+  }
+
+  // Checked when set: a NaN clock would make every token "expired" with no hint why.
+  set clockOffsetMs(value: number) {
+    checkOffset(value, "clockOffsetMs");
+    this.#clockOffsetMs = value;
+  }
+
+  now(): number {
+    return Date.now() + this.#clockOffsetMs;
+  }
+
+  connections(): number {
+    return this.#relays.size;
+  }
+
+  disconnectAll(): number {
+    const count = this.#relays.size;
+    for (const { client, upstream } of this.#relays) {
+      client.destroy();
+      upstream.destroy();
+    }
+    this.#relays.clear();
+    return count;
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      this.#server.close(() => resolve());
+      this.disconnectAll();
+      for (const socket of this.#sockets) socket.destroy();
+      this.#sockets.clear();
+    });
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  /** Remembers a socket until it closes, with an error handler: a reset must not crash us. */
+  track(socket: net.Socket): void {
+    this.#sockets.add(socket);
+    socket.on("error", () => {});
+    socket.once("close", () => this.#sockets.delete(socket));
+  }
+
+  addRelay(relay: Relay): void {
+    this.#relays.add(relay);
+  }
+
+  removeRelay(relay: Relay): void {
+    this.#relays.delete(relay);
+  }
+
+  record(login: GatewayLogin): void {
+    const s = this.stats;
+    if (login.accepted) s.accepted++;
+    else {
+      s.rejected++;
+      s.rejections[login.reason!] = (s.rejections[login.reason!] ?? 0) + 1;
+    }
+    s.logins.push(login);
+    try {
+      this.config.onLogin?.(login);
+    } catch {
+      // Documented: the callback's exceptions are ignored; a test's broken callback must not
+      // take the gateway down.
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// One client connection
+
+// PostgreSQL's authentication_timeout: a connection that does not log in within it is dropped.
+const LOGIN_TIMEOUT_MS = 60_000;
+
+/**
+ * Reads whole packets from a socket as they complete. Each wait resolves on data, end or error,
+ * so a peer that vanishes mid-handshake ends the wait with `undefined`, never a hang or a throw.
+ */
+class Inbox {
+  readonly reader: MessageReader = new MessageReader();
+  readonly socket: net.Socket;
+  #ended = false;
+  #wake: (() => void) | undefined;
+  readonly #onData = (chunk: Uint8Array) => {
+    this.reader.push(chunk);
+    this.#notify();
+  };
+  readonly #onEnd = () => {
+    this.#ended = true;
+    this.#notify();
+  };
+
+  constructor(socket: net.Socket) {
+    this.socket = socket;
+    socket.on("data", this.#onData);
+    socket.on("end", this.#onEnd);
+    socket.on("close", this.#onEnd);
+    socket.on("error", this.#onEnd);
+  }
+
+  /** Waits until `take` returns something, or the socket ends (then `undefined`). */
+  async next<T>(take: () => T | undefined): Promise<T | undefined> {
+    for (;;) {
+      const value = take();
+      if (value !== undefined) return value;
+      if (this.#ended) return undefined;
+      await new Promise<void>((resolve) => (this.#wake = resolve));
+    }
+  }
+
+  /** Stops listening: the socket's data goes elsewhere from now on. Keeps an error handler. */
+  detach(): void {
+    this.socket.off("data", this.#onData);
+    this.socket.off("end", this.#onEnd);
+    this.socket.off("close", this.#onEnd);
+    this.socket.off("error", this.#onEnd);
+  }
+
+  #notify(): void {
+    const wake = this.#wake;
+    this.#wake = undefined;
+    wake?.();
+  }
+}
+
+interface Session {
+  gateway: GatewayServer;
+  /** The TCP socket, under the TLS one if any: it carries the login timeout. */
+  raw: net.Socket;
+  inbox: Inbox;
+  tls: boolean;
+  user: string;
+  database: string;
+}
+
+async function handleClient(gateway: GatewayServer, raw: net.Socket): Promise<void> {
+  raw.setNoDelay(true);
+  raw.setTimeout(LOGIN_TIMEOUT_MS, () => raw.destroy());
+  let inbox = new Inbox(raw);
+  let secure = false;
+  for (;;) {
+    const packet = await inbox.next(() => inbox.reader.startup());
+    if (packet === undefined) return void raw.destroy();
+    const code = startupCode(packet);
+    if (code === SSL_REQUEST && gateway.config.secureContext && !secure) {
+      // Bytes after the SSLRequest would be a client ignoring our answer: refuse, as the server.
+      if (inbox.reader.rest().length > 0) return void raw.destroy();
+      inbox.detach();
+      raw.write("S");
+      const socket = new tls.TLSSocket(raw, {
+        isServer: true,
+        secureContext: gateway.config.secureContext,
+      });
+      gateway.track(socket);
+      inbox = new Inbox(socket);
+      secure = true;
+    } else if (code === SSL_REQUEST || code === GSSENC_REQUEST) {
+      inbox.socket.write("N");
+    } else if (code === CANCEL_REQUEST) {
+      return forwardCancel(gateway, inbox.socket, packet);
+    } else if (code === PROTOCOL_3) {
+      const params = startupParams(packet);
+      return login(gateway, raw, inbox, secure, params);
+    } else {
+      return fail(
+        inbox.socket,
+        "FATAL",
+        "0A000",
+        `unsupported frontend protocol ${code >>> 16}.${code & 0xffff}`,
+      );
+    }
+  }
+}
+
+// Sends an ErrorResponse and closes once it is written.
+function fail(
+  socket: net.Socket,
+  severity: string,
+  code: string,
+  message: string,
+  extra: { detail?: string; hint?: string } = {},
+): void {
+  if (socket.destroyed) return;
+  socket.end(errorResponse({ severity, code, message, ...extra }), () => socket.destroy());
+}
+
+async function login(
+  gateway: GatewayServer,
+  raw: net.Socket,
+  inbox: Inbox,
+  secure: boolean,
+  params: Map<string, string>,
+): Promise<void> {
+  const socket = inbox.socket;
+  const user = params.get("user") ?? "";
+  const database = params.get("database") || user;
+  const session: Session = { gateway, raw, inbox, tls: secure, user, database };
+  if (user === "") {
+    reject(session, "malformed", "the startup packet names no user");
+    return fail(socket, "FATAL", "28000", "no PostgreSQL user name specified in startup packet");
+  }
+  if (gateway.config.secureContext && !secure) {
+    reject(session, "no-tls", "the client did not request TLS");
+    return fail(
+      socket,
+      "FATAL",
+      "28000",
+      `no pg_hba.conf entry for host "${socket.remoteAddress}", user "${user}", database "${database}", no encryption`,
+      { hint: "This server requires TLS: connect with sslmode=require or stricter." },
+    );
+  }
+
+  socket.write(authCleartext());
+  const reply = await inbox.next(() => inbox.reader.message(MAX_PASSWORD_LENGTH));
+  if (reply === undefined || reply.type !== "p".charCodeAt(0)) {
+    // psql closes here when it has no password yet, then asks for one and reconnects.
+    reject(
+      session,
+      "no-password",
+      reply
+        ? `expected a password, got a ${typeName(reply.type)} message`
+        : "the client closed instead of sending a password",
+    );
+    return reply
+      ? fail(socket, "FATAL", "08P01", "expected password response")
+      : void socket.destroy();
+  }
+  const password = passwordOf(reply.body);
+  if (password === "") {
+    reject(session, "no-password", "the password is empty");
+    return fail(socket, "FATAL", "28P01", `PAM authentication failed for user "${user}"`);
+  }
+
+  const now = gateway.now();
+  const c = gateway.config;
+  const result = verifyToken(password, {
+    hostname: c.endpoint,
+    port: c.port,
+    service: c.service,
+    region: c.region,
+    user,
+    now,
+    credentials: c.keys,
+  });
+  if (!result.ok) {
+    reject(session, result.reason, result.detail);
+    // The server says no more than this, whatever the reason: the detail is for the operator.
+    return fail(socket, "FATAL", "28P01", `PAM authentication failed for user "${user}"`);
+  }
+  gateway.record({
+    accepted: true,
+    user,
+    database,
+    at: new Date(now),
+    accessKeyId: result.accessKeyId,
+    action: result.action,
+    signedAt: result.signedAt,
+    tokenAgeMs: result.ageMs,
+    tls: secure,
+  });
+  await connectUpstream(session, params);
+}
+
+function reject(session: Session, reason: GatewayRejectReason, detail: string): void {
+  const { gateway, user, database, tls } = session;
+  gateway.record({
+    accepted: false,
+    reason,
+    detail,
+    user,
+    database,
+    at: new Date(gateway.now()),
+    tls,
+  });
+}
+
+// Opens a TCP connection; resolves with the socket or the connection error.
+function connect(host: string, port: number): Promise<net.Socket | Error> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host, port });
+    const onError = (error: Error) => {
+      socket.destroy();
+      resolve(error);
+    };
+    socket.once("error", onError);
+    socket.once("connect", () => {
+      socket.off("error", onError);
+      resolve(socket);
+    });
+  });
+}
+
+async function connectUpstream(session: Session, params: Map<string, string>): Promise<void> {
+  const { gateway, inbox } = session;
+  const client = inbox.socket;
+  const { host, port, user, database, password } = gateway.config.upstream;
+  const target = `${host.includes(":") ? `[${host}]` : host}:${port}`;
+  const upstream = await connect(host, port);
+  if (upstream instanceof Error) {
+    return fail(
+      client,
+      "FATAL",
+      "08006",
+      `the gateway cannot reach the upstream server at ${target}: ${upstream.message}`,
+    );
+  }
+  gateway.track(upstream);
+  upstream.setNoDelay(true);
+  if (client.destroyed) return void upstream.destroy();
+
+  const sent = new Map(params);
+  if (user !== undefined) sent.set("user", user);
+  if (database !== undefined) sent.set("database", database);
+  upstream.write(startupMessage(sent));
+  const upInbox = new Inbox(upstream);
+  const upstreamUser = sent.get("user")!;
+
+  for (;;) {
+    const m = await upInbox.next(() => upInbox.reader.message());
+    if (m === undefined) {
+      upstream.destroy();
+      return fail(
+        client,
+        "FATAL",
+        "08006",
+        `the upstream server at ${target} closed the connection during login`,
+      );
+    }
+    const type = String.fromCharCode(m.type);
+    if (type === "E") {
+      // The upstream's own refusal (no such database, …): the client sees it as is.
+      upstream.destroy();
+      if (!client.destroyed) client.end(m.raw, () => client.destroy());
+      return;
+    }
+    if (type === "N") {
+      client.write(m.raw);
+      continue;
+    }
+    const code = type === "R" ? authCode(m.body) : -1;
+    if (code === AUTH_OK) {
+      upInbox.detach();
+      inbox.detach();
+      return relay(session, upstream, [m.raw, upInbox.reader.rest()], inbox.reader.rest());
+    }
+    const reply = code === AUTH_CLEARTEXT
+      ? password
+      : code === AUTH_MD5 && password !== undefined && m.body.length >= 8
+      ? await md5Password(password, upstreamUser, m.body.subarray(4, 8))
+      : undefined;
+    if (reply === undefined) {
+      upstream.destroy();
+      const what = type === "R"
+        ? `authentication method ${AUTH_NAMES[code] ?? code}`
+        : `a ${typeName(m.type)} message`;
+      return fail(
+        client,
+        "FATAL",
+        "28000",
+        `the gateway cannot log in to the upstream server at ${target}: it asks for ${what}`,
+        {
+          hint: code === AUTH_CLEARTEXT || code === AUTH_MD5
+            ? `Set the gateway's "upstream.password" option.`
+            : `Configure the upstream server for trust, password or md5 authentication of user "${upstreamUser}".`,
+        },
+      );
+    }
+    upstream.write(passwordMessage(reply));
+  }
+}
+
+const AUTH_NAMES: Record<number, string> = {
+  2: "Kerberos V5",
+  3: "password",
+  5: "md5",
+  7: "GSSAPI",
+  9: "SSPI",
+  10: "SASL (SCRAM)",
+};
+
+// md5 auth: "md5" + md5hex(md5hex(password + user) + salt). node:crypto is loaded only here, for
+// the rare md5 upstream.
+async function md5Password(password: string, user: string, salt: Uint8Array): Promise<string> {
+  const { createHash } = await import("node:crypto");
+  const inner = createHash("md5").update(password + user).digest("hex");
+  return "md5" + createHash("md5").update(inner).update(salt).digest("hex");
+}
+
+// Relays bytes verbatim both ways from now on: the upstream's AuthenticationOk and whatever came
+// with it to the client, anything the client pipelined to the upstream.
+function relay(
+  { gateway, raw, inbox: { socket: client } }: Session,
+  upstream: net.Socket,
+  toClient: Uint8Array[],
+  toUpstream: Uint8Array,
+): void {
+  const pair: Relay = { client, upstream };
+  raw.setTimeout(0); // logged in: from now on idle connections are fine
+  gateway.addRelay(pair);
+  let closed = false;
+  const closeBoth = () => {
+    if (closed) return;
+    closed = true;
+    gateway.removeRelay(pair);
+    // Whatever is still queued is delivered before the other side closes.
+    for (const socket of [client, upstream]) {
+      if (!socket.destroyed) socket.end(() => socket.destroy());
+    }
+  };
+  const pipe = (from: net.Socket, to: net.Socket) => {
+    from.on("data", (chunk: Uint8Array) => {
+      if (!to.write(chunk)) from.pause();
+    });
+    to.on("drain", () => from.resume());
+    from.once("end", closeBoth);
+    from.once("close", closeBoth);
+  };
+  pipe(client, upstream);
+  pipe(upstream, client);
+  for (const chunk of toClient) if (chunk.length) client.write(chunk);
+  if (toUpstream.length) upstream.write(toUpstream);
+  if (client.destroyed || upstream.destroyed) closeBoth();
+}
+
+// A CancelRequest goes to the upstream as is: the client's cancel key is the upstream's, since
+// BackendKeyData was relayed verbatim. The server answers nothing; it just closes.
+async function forwardCancel(
+  gateway: GatewayServer,
+  client: net.Socket,
+  packet: Uint8Array,
+): Promise<void> {
+  const { host, port } = gateway.config.upstream;
+  const upstream = await connect(host, port);
+  if (!(upstream instanceof Error)) {
+    gateway.track(upstream);
+    gateway.stats.cancels++;
+    upstream.end(packet);
+  }
+  client.end(() => client.destroy());
+}

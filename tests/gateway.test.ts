@@ -1,0 +1,1020 @@
+// The local IAM gateway: token verification (every reject reason, against tokens from pg-iam and
+// from the AWS SDK signers), then the gateway itself, end to end with postgres.js as the client
+// and a real PostgreSQL as the upstream. Flat tests only, so every runtime counts the same.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import net from "node:net";
+import postgres from "postgres";
+import { Signer } from "@aws-sdk/rds-signer";
+import { DsqlSigner } from "@aws-sdk/dsql-signer";
+import { dsqlToken, rdsToken } from "../mod.ts";
+import { presign } from "../src/sigv4.ts";
+import { type VerifyExpectation, type VerifyResult, verifyToken } from "../src/_verify.ts";
+import { type Gateway, type GatewayOptions, startGateway } from "../src/gateway.ts";
+import {
+  authCode,
+  errorFields,
+  GSSENC_REQUEST,
+  type Message,
+  MessageReader,
+  passwordMessage,
+  startupMessage,
+} from "../src/_pgwire.ts";
+import { withPinnedClock } from "./_oracle.ts";
+import { upstreamPostgres } from "./_postgres.ts";
+import { ca, cert, key } from "./fixtures/tls.ts";
+
+const RDS_HOST = "db.cluster-abc123xyz.us-east-1.rds.amazonaws.com";
+const DSQL_HOST = "abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws";
+const KEY = { accessKeyId: "AKIDGATEWAYTEST", secretAccessKey: "gw/Secret+Key=0123456789" };
+const TEMP_KEY = {
+  accessKeyId: "ASIAGATEWAYTEMP",
+  secretAccessKey: "temp/Secret+Key=abcdef",
+  sessionToken: "FwoGZXIvYXdzE+session/token=value//more",
+};
+const SIGNED_AT = new Date("2026-01-01T12:00:00Z");
+const NOW = SIGNED_AT.getTime() + 1000;
+
+const keys = (...list: Array<typeof KEY | typeof TEMP_KEY>) =>
+  new Map(list.map((k) => [k.accessKeyId, k]));
+
+function rdsExpect(overrides: Partial<VerifyExpectation> = {}): VerifyExpectation {
+  return {
+    hostname: RDS_HOST,
+    port: 5432,
+    service: "rds",
+    region: "us-east-1",
+    user: "app",
+    now: NOW,
+    credentials: keys(KEY, TEMP_KEY),
+    ...overrides,
+  };
+}
+
+function dsqlExpect(overrides: Partial<VerifyExpectation> = {}): VerifyExpectation {
+  return { ...rdsExpect(), hostname: DSQL_HOST, service: "dsql", user: "admin", ...overrides };
+}
+
+const rds = (o: Partial<Parameters<typeof rdsToken>[0]> = {}) =>
+  rdsToken({ hostname: RDS_HOST, username: "app", credentials: KEY, signingDate: SIGNED_AT, ...o });
+const dsql = (o: Partial<Parameters<typeof dsqlToken>[0]> = {}) =>
+  dsqlToken({ hostname: DSQL_HOST, credentials: KEY, signingDate: SIGNED_AT, ...o });
+
+function assertRejected(result: VerifyResult, reason: string): void {
+  assert.equal(result.ok, false, `expected a rejection (${reason}), got an acceptance`);
+  if (!result.ok) assert.equal(result.reason, reason, result.detail);
+}
+
+// Every reject case asserts the unchanged token is accepted first: the negative control.
+async function rejects(
+  make: () => Promise<string>,
+  expect: VerifyExpectation,
+  variant: (token: string) => { token?: string; expect?: Partial<VerifyExpectation> },
+  reason: string,
+): Promise<void> {
+  const token = await make();
+  assert.equal(verifyToken(token, expect).ok, true, "the unchanged token must be accepted");
+  const v = variant(token);
+  const result = verifyToken(v.token ?? token, { ...expect, ...v.expect });
+  assertRejected(result, reason);
+  if (!result.ok) assertNoSecrets(result.detail, v.token ?? token);
+}
+
+// A detail names what is wrong, never the token, its signature, a secret or a session token.
+function assertNoSecrets(detail: string, token: string): void {
+  const signature = /X-Amz-Signature=([0-9a-f]+)/.exec(token)?.[1] ?? "no signature";
+  for (const secret of [token, signature, KEY.secretAccessKey, TEMP_KEY.secretAccessKey]) {
+    assert.ok(!detail.includes(secret), `detail leaks a secret: ${detail}`);
+  }
+  for (const s of [TEMP_KEY.sessionToken, encodeURIComponent(TEMP_KEY.sessionToken)]) {
+    assert.ok(!detail.includes(s), `detail leaks a session token: ${detail}`);
+  }
+}
+
+const replaceParam = (token: string, name: string, value: string) =>
+  token.replace(new RegExp(`([?&]${name}=)[^&]*`), `$1${value}`);
+
+// ---------------------------------------------------------------------------------------------
+// verifyToken
+
+test("verifyToken accepts an RDS token and reports its key, action and times", async () => {
+  const result = verifyToken(await rds(), rdsExpect());
+  assert.deepEqual(result, {
+    ok: true,
+    accessKeyId: KEY.accessKeyId,
+    action: "connect",
+    signedAt: SIGNED_AT,
+    expiresAt: new Date(SIGNED_AT.getTime() + 900_000),
+    ageMs: 1000,
+  });
+});
+
+test("verifyToken accepts DSQL DbConnectAdmin and DbConnect tokens for the matching roles", async () => {
+  const admin = await dsql();
+  const role = await dsql({ username: "reporting" });
+  assert.equal(verifyToken(admin, dsqlExpect()).ok, true);
+  assert.equal(verifyToken(role, dsqlExpect({ user: "reporting" })).ok, true);
+  // Negative controls: each token for the other kind of role.
+  assertRejected(verifyToken(admin, dsqlExpect({ user: "reporting" })), "action");
+  assertRejected(verifyToken(role, dsqlExpect()), "action");
+  // An explicit `admin` overrides the user name.
+  assert.equal(verifyToken(admin, dsqlExpect({ user: "boss", admin: true })).ok, true);
+});
+
+test("verifyToken compares host names case-insensitively", async () => {
+  const token = await rds({ hostname: RDS_HOST.toUpperCase() });
+  assert.equal(verifyToken(token, rdsExpect()).ok, true);
+  assertRejected(verifyToken(token, rdsExpect({ hostname: "other." + RDS_HOST })), "host");
+});
+
+test("verifyToken accepts tokens of @aws-sdk/rds-signer and rejects them under a wrong secret", async () => {
+  const signer = new Signer({
+    hostname: RDS_HOST,
+    port: 5432,
+    username: "app",
+    region: "us-east-1",
+    credentials: TEMP_KEY,
+  });
+  const token = await withPinnedClock(SIGNED_AT, () => signer.getAuthToken());
+  assert.equal(verifyToken(token, rdsExpect()).ok, true);
+  const wrongSecret = new Map([[TEMP_KEY.accessKeyId, { ...TEMP_KEY, secretAccessKey: "x" }]]);
+  assertRejected(verifyToken(token, rdsExpect({ credentials: wrongSecret })), "signature");
+});
+
+test("verifyToken accepts tokens of @aws-sdk/dsql-signer (admin and role) and rejects altered ones", async () => {
+  const signer = new DsqlSigner({
+    hostname: DSQL_HOST,
+    region: "us-east-1",
+    credentials: KEY,
+    expiresIn: 3600,
+  });
+  const admin = await withPinnedClock(SIGNED_AT, () => signer.getDbConnectAdminAuthToken());
+  const role = await withPinnedClock(SIGNED_AT, () => signer.getDbConnectAuthToken());
+  assert.equal(verifyToken(admin, dsqlExpect()).ok, true);
+  assert.equal(verifyToken(role, dsqlExpect({ user: "reporting" })).ok, true);
+  const longer = replaceParam(admin, "X-Amz-Expires", "7200");
+  assertRejected(verifyToken(longer, dsqlExpect()), "signature");
+});
+
+test("verifyToken rejects: malformed", async () => {
+  await rejects(rds, rdsExpect(), () => ({ token: "hunter2" }), "malformed");
+  await rejects(
+    rds,
+    rdsExpect(),
+    (t) => ({ token: t.replace(/&X-Amz-Date=[^&]*/, "") }),
+    "malformed",
+  );
+  await rejects(rds, rdsExpect(), (t) => ({ token: t + "&DBUser=app" }), "malformed");
+  await rejects(
+    rds,
+    rdsExpect(),
+    (t) => ({ token: replaceParam(t, "X-Amz-Date", "2026") }),
+    "malformed",
+  );
+  await rejects(
+    rds,
+    rdsExpect(),
+    (t) => ({ token: t.replace("DBUser=", "DB%ZZUser=") }),
+    "malformed",
+  );
+});
+
+test("verifyToken rejects: algorithm", async () => {
+  await rejects(
+    rds,
+    rdsExpect(),
+    (t) => ({ token: replaceParam(t, "X-Amz-Algorithm", "AWS4-HMAC-SHA1") }),
+    "algorithm",
+  );
+});
+
+test("verifyToken rejects: unknown-access-key", async () => {
+  await rejects(
+    rds,
+    rdsExpect(),
+    () => ({ expect: { credentials: keys(TEMP_KEY) } }),
+    "unknown-access-key",
+  );
+});
+
+test("verifyToken rejects: session-token, when either side lacks one or they differ", async () => {
+  const temp = () => rds({ credentials: TEMP_KEY });
+  // The key is configured with a session token; the token has none.
+  const noSession = new Map([[KEY.accessKeyId, { ...KEY, sessionToken: "expected" }]]);
+  await rejects(rds, rdsExpect(), () => ({ expect: { credentials: noSession } }), "session-token");
+  // The token has one; the key is configured without.
+  const plain = new Map([[TEMP_KEY.accessKeyId, { secretAccessKey: TEMP_KEY.secretAccessKey }]]);
+  await rejects(temp, rdsExpect(), () => ({ expect: { credentials: plain } }), "session-token");
+  // Both have one, different.
+  const other = new Map([[TEMP_KEY.accessKeyId, { ...TEMP_KEY, sessionToken: "another" }]]);
+  await rejects(temp, rdsExpect(), () => ({ expect: { credentials: other } }), "session-token");
+});
+
+test("verifyToken rejects: scope (region, service, date)", async () => {
+  await rejects(rds, rdsExpect(), () => ({ expect: { region: "eu-west-1" } }), "scope");
+  // A token for the DSQL host name signed for the service rds-db, not dsql (rdsToken refuses a
+  // DSQL endpoint, so it is signed by hand).
+  const rdsDb = await presign({
+    host: DSQL_HOST,
+    params: { Action: "DbConnectAdmin" },
+    service: "rds-db",
+    region: "us-east-1",
+    signingDate: SIGNED_AT,
+    expiresIn: 900,
+  }, KEY);
+  assert.equal(verifyToken(await dsql(), dsqlExpect()).ok, true);
+  assertRejected(verifyToken(rdsDb, dsqlExpect()), "scope");
+  await rejects(
+    rds,
+    rdsExpect(),
+    (t) => ({ token: t.replace("%2F20260101%2F", "%2F20260102%2F") }),
+    "scope",
+  );
+});
+
+test("verifyToken rejects: host and port", async () => {
+  await rejects(
+    rds,
+    rdsExpect(),
+    () => ({ expect: { hostname: "db.cluster-other.us-east-1.rds.amazonaws.com" } }),
+    "host",
+  );
+  await rejects(rds, rdsExpect(), () => ({ expect: { port: 5433 } }), "port");
+  await rejects(
+    dsql,
+    dsqlExpect(),
+    () => ({ expect: { hostname: "zyxwvutsrqponmlkjihgfedcba.dsql.us-east-1.on.aws" } }),
+    "host",
+  );
+});
+
+test("verifyToken rejects: user (RDS DBUser is not the startup user)", async () => {
+  await rejects(rds, rdsExpect(), () => ({ expect: { user: "App" } }), "user");
+});
+
+test("verifyToken rejects: action", async () => {
+  const notConnect = () =>
+    presign({
+      host: `${RDS_HOST}:5432`,
+      params: { Action: "DbConnect", DBUser: "app" },
+      service: "rds-db",
+      region: "us-east-1",
+      signingDate: SIGNED_AT,
+      expiresIn: 900,
+    }, KEY);
+  assert.equal(verifyToken(await rds(), rdsExpect()).ok, true);
+  assertRejected(verifyToken(await notConnect(), rdsExpect()), "action");
+  await rejects(dsql, dsqlExpect(), () => ({ expect: { user: "reporting" } }), "action");
+});
+
+test("verifyToken rejects: expires-range (RDS over 900 s, DSQL over a week)", async () => {
+  const sign = (service: string, host: string, params: Record<string, string>, expiresIn: number) =>
+    presign({ host, params, service, region: "us-east-1", signingDate: SIGNED_AT, expiresIn }, KEY);
+  const rdsParams = { Action: "connect", DBUser: "app" };
+  assert.equal(
+    verifyToken(await sign("rds-db", `${RDS_HOST}:5432`, rdsParams, 900), rdsExpect()).ok,
+    true,
+  );
+  assertRejected(
+    verifyToken(await sign("rds-db", `${RDS_HOST}:5432`, rdsParams, 901), rdsExpect()),
+    "expires-range",
+  );
+  const admin = { Action: "DbConnectAdmin" };
+  assert.equal(verifyToken(await sign("dsql", DSQL_HOST, admin, 604800), dsqlExpect()).ok, true);
+  assertRejected(
+    verifyToken(await sign("dsql", DSQL_HOST, admin, 604801), dsqlExpect()),
+    "expires-range",
+  );
+  await rejects(
+    rds,
+    rdsExpect(),
+    (t) => ({ token: replaceParam(t, "X-Amz-Expires", "0") }),
+    "expires-range",
+  );
+  await rejects(
+    rds,
+    rdsExpect(),
+    (t) => ({ token: replaceParam(t, "X-Amz-Expires", "9e2") }),
+    "expires-range",
+  );
+});
+
+test("verifyToken rejects: not-yet-valid beyond the clock skew, and expired", async () => {
+  const skew = 300_000;
+  const t = SIGNED_AT.getTime();
+  await rejects(rds, rdsExpect(), () => ({ expect: { now: t - skew - 1 } }), "not-yet-valid");
+  assert.equal(verifyToken(await rds(), rdsExpect({ now: t - skew })).ok, true);
+  await rejects(rds, rdsExpect(), () => ({ expect: { now: t + 900_001 } }), "expired");
+  assert.equal(verifyToken(await rds(), rdsExpect({ now: t + 900_000 })).ok, true);
+  await rejects(
+    rds,
+    rdsExpect(),
+    () => ({ expect: { now: t - 2000, maxSkewMs: 1000 } }),
+    "not-yet-valid",
+  );
+});
+
+test("verifyToken rejects: signature (wrong secret, altered user, altered session token)", async () => {
+  const wrong = new Map([[KEY.accessKeyId, { secretAccessKey: "not the secret" }]]);
+  await rejects(rds, rdsExpect(), () => ({ expect: { credentials: wrong } }), "signature");
+  await rejects(
+    rds,
+    rdsExpect(),
+    (t) => ({ token: replaceParam(t, "DBUser", "root"), expect: { user: "root" } }),
+    "signature",
+  );
+  await rejects(
+    rds,
+    rdsExpect(),
+    (t) => ({ token: t.replace(/X-Amz-Signature=./, "X-Amz-Signature=0") }),
+    "signature",
+  );
+});
+
+// ---------------------------------------------------------------------------------------------
+// The gateway
+
+interface Harness {
+  gateway: Gateway;
+  upstream: { host: string; port: number; user: string };
+}
+
+async function gateway(options: Partial<GatewayOptions> = {}): Promise<Harness> {
+  const upstream = await upstreamPostgres();
+  const gw = await startGateway({
+    endpoint: RDS_HOST,
+    credentials: [KEY, TEMP_KEY],
+    upstream: { host: upstream.host, port: upstream.port, user: upstream.user },
+    tls: { cert, key },
+    ...options,
+  });
+  return { gateway: gw, upstream };
+}
+
+type Sql = ReturnType<typeof postgres>;
+
+// A postgres.js client of the gateway; `password` may be a fixed string or a token factory.
+function client(gw: Gateway, o: postgres.Options<Record<string, never>> = {}): Sql {
+  return postgres({
+    host: gw.host,
+    port: gw.port,
+    user: "app",
+    database: "postgres",
+    ssl: { ca, servername: RDS_HOST },
+    password: () => rdsToken({ hostname: RDS_HOST, username: "app", credentials: KEY }),
+    max: 1,
+    connect_timeout: 10,
+    onnotice: () => {},
+    ...o,
+  });
+}
+
+async function within<T>(h: Harness, sqls: Sql[], fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } finally {
+    await Promise.all(sqls.map((s) => s.end({ timeout: 1 })));
+    await h.gateway.close();
+  }
+}
+
+async function errorOf(promise: Promise<unknown>): Promise<{ code?: string; message: string }> {
+  try {
+    await promise;
+  } catch (error) {
+    return error as { code?: string; message: string };
+  }
+  throw new Error("expected the query to fail, but it succeeded");
+}
+
+test("gateway: relays queries over TLS verified against the test CA as the RDS endpoint", async () => {
+  const h = await gateway();
+  const sql = client(h.gateway);
+  const wrongName = client(h.gateway, { ssl: { ca, servername: "db.example.com" } });
+  const noCa = client(h.gateway, { ssl: { servername: RDS_HOST } });
+  await within(h, [sql, wrongName, noCa], async () => {
+    const [row] = await sql`select 1 as one, current_user as who,
+      (select ssl from pg_stat_ssl where pid = pg_backend_pid()) as upstream_ssl`;
+    assert.deepEqual({ ...row }, { one: 1, who: h.upstream.user, upstream_ssl: false });
+    assert.equal(h.gateway.connections(), 1);
+    // Negative controls: the certificate is checked, for the name and against the CA.
+    const e1 = await errorOf(wrongName`select 1`);
+    assert.match(e1.message, /altname|hostname|certificate/i);
+    const e2 = await errorOf(noCa`select 1`);
+    assert.match(e2.message, /certificate|self.signed|issuer/i);
+    assert.deepEqual(h.gateway.stats.logins.map((l) => [l.accepted, l.tls]), [[true, true]]);
+  });
+});
+
+test("gateway: megabytes relay intact both ways over TLS", async () => {
+  const h = await gateway();
+  const sql = client(h.gateway);
+  await within(h, [sql], async () => {
+    const rows = await sql`select i, repeat(chr(65 + i % 26), 1000) as s
+      from generate_series(1, 3000) as i`;
+    assert.equal(rows.length, 3000);
+    for (const { i, s } of rows) assert.equal(s, String.fromCharCode(65 + i % 26).repeat(1000));
+    const big = "pg-iam".repeat(500_000); // 3 MB up
+    const [{ n, md5 }] = await sql`select length(${big}) as n, md5(${big}) as md5`;
+    assert.equal(n, big.length);
+    const [{ expected }] = await sql`select md5(repeat('pg-iam', 500000)) as expected`;
+    assert.equal(md5, expected);
+  });
+});
+
+test("gateway: a bad token fails with 28P01 and the PAM message; the reason is recorded", async () => {
+  const h = await gateway();
+  const wrongKey = { ...KEY, secretAccessKey: "wrong" };
+  const bad = client(h.gateway, {
+    password: () => rdsToken({ hostname: RDS_HOST, username: "app", credentials: wrongKey }),
+  });
+  const good = client(h.gateway);
+  await within(h, [bad, good], async () => {
+    const error = await errorOf(bad`select 1`);
+    assert.equal(error.code, "28P01");
+    assert.equal(error.message, 'PAM authentication failed for user "app"');
+    assert.deepEqual((await good`select 1 as x`)[0], { x: 1 }); // negative control
+    const [rejected, accepted] = h.gateway.stats.logins;
+    assert.equal(rejected.accepted, false);
+    assert.equal(rejected.reason, "signature");
+    assert.equal(accepted.accepted, true);
+    assert.equal(accepted.accessKeyId, KEY.accessKeyId);
+    assert.equal(accepted.action, "connect");
+  });
+});
+
+test("gateway: with TLS configured, a plaintext client is refused (no-tls); without, it is served", async () => {
+  const h = await gateway();
+  const plain = client(h.gateway, { ssl: false });
+  const h2 = await gateway({ tls: false });
+  const plain2 = client(h2.gateway, { ssl: false });
+  const prefer = client(h2.gateway, { ssl: "prefer" });
+  try {
+    await within(h, [plain], async () => {
+      const error = await errorOf(plain`select 1`);
+      assert.equal(error.code, "28000");
+      assert.match(error.message, /^no pg_hba\.conf entry for host .*user "app".*no encryption$/);
+      assert.equal(h.gateway.stats.rejections["no-tls"], 1);
+    });
+    assert.deepEqual((await plain2`select 1 as x`)[0], { x: 1 });
+    // sslmode=prefer: the gateway answers the SSLRequest 'N' and the client goes on in plaintext.
+    assert.deepEqual((await prefer`select 2 as x`)[0], { x: 2 });
+    assert.deepEqual(h2.gateway.stats.logins.map((l) => [l.accepted, l.tls]), [[true, false], [
+      true,
+      false,
+    ]]);
+  } finally {
+    await Promise.all([plain2.end(), prefer.end()]);
+    await h2.gateway.close();
+  }
+});
+
+test("gateway: DSQL admin and custom roles, with the upstream user overridden", async () => {
+  const h = await gateway({ endpoint: DSQL_HOST });
+  const password = (username: string, admin?: boolean) => () =>
+    dsqlToken({ hostname: DSQL_HOST, username, admin, credentials: KEY });
+  const admin = client(h.gateway, {
+    user: "admin",
+    password: password("admin"),
+    ssl: { ca, servername: DSQL_HOST },
+  });
+  const role = client(h.gateway, {
+    user: "reporting",
+    password: password("reporting"),
+    ssl: { ca, servername: DSQL_HOST },
+  });
+  const wrongAction = client(h.gateway, {
+    user: "reporting",
+    password: password("reporting", true),
+    ssl: { ca, servername: DSQL_HOST },
+  });
+  await within(h, [admin, role, wrongAction], async () => {
+    assert.equal(h.gateway.service, "dsql");
+    assert.equal(h.gateway.region, "us-east-1");
+    assert.deepEqual((await admin`select current_user as u`)[0], { u: h.upstream.user });
+    assert.deepEqual((await role`select current_user as u`)[0], { u: h.upstream.user });
+    assert.equal((await errorOf(wrongAction`select 1`)).code, "28P01");
+    assert.deepEqual(h.gateway.stats.logins.map((l) => [l.user, l.action ?? l.reason]), [
+      ["admin", "DbConnectAdmin"],
+      ["reporting", "DbConnect"],
+      ["reporting", "action"],
+    ]);
+  });
+});
+
+test("gateway: the client's own user goes upstream unless upstream.user overrides it", async () => {
+  const h = await gateway();
+  const upstream = await upstreamPostgres();
+  const h2 = await gateway({ upstream: { host: upstream.host, port: upstream.port } });
+  const overridden = client(h.gateway);
+  const own = client(h2.gateway);
+  try {
+    await within(h, [overridden], async () => {
+      assert.deepEqual((await overridden`select current_user as u`)[0], { u: upstream.user });
+    });
+    assert.deepEqual((await own`select current_user as u`)[0], { u: "app" });
+  } finally {
+    await own.end();
+    await h2.gateway.close();
+  }
+});
+
+test("gateway: session-token keys need tokens carrying that session token", async () => {
+  const h = await gateway({ credentials: TEMP_KEY });
+  const temp = client(h.gateway, {
+    password: () => rdsToken({ hostname: RDS_HOST, username: "app", credentials: TEMP_KEY }),
+  });
+  const stripped = client(h.gateway, {
+    password: () =>
+      rdsToken({
+        hostname: RDS_HOST,
+        username: "app",
+        credentials: {
+          accessKeyId: TEMP_KEY.accessKeyId,
+          secretAccessKey: TEMP_KEY.secretAccessKey,
+        },
+      }),
+  });
+  await within(h, [temp, stripped], async () => {
+    assert.deepEqual((await temp`select 1 as x`)[0], { x: 1 });
+    assert.equal((await errorOf(stripped`select 1`)).code, "28P01");
+    assert.equal(h.gateway.stats.logins[1].reason, "session-token");
+  });
+});
+
+test("gateway: moving its clock past a token's lifetime expires the token", async () => {
+  const h = await gateway();
+  const token = await rdsToken({
+    hostname: RDS_HOST,
+    username: "app",
+    credentials: KEY,
+    expiresIn: 60,
+  });
+  const first = client(h.gateway, { password: token });
+  const second = client(h.gateway, { password: token });
+  await within(h, [first, second], async () => {
+    assert.deepEqual((await first`select 1 as x`)[0], { x: 1 }); // the same token, accepted before
+    h.gateway.clockOffsetMs = 61_000;
+    assert.ok(h.gateway.now() - Date.now() >= 61_000);
+    assert.equal((await errorOf(second`select 1`)).code, "28P01");
+    const [ok, expired] = h.gateway.stats.logins;
+    assert.equal(ok.accepted, true);
+    assert.ok(ok.tokenAgeMs! >= 0 && ok.tokenAgeMs! < 60_000);
+    assert.equal(expired.reason, "expired");
+    // And back: the offset is all that changed.
+    h.gateway.clockOffsetMs = 0;
+    const third = client(h.gateway, { password: token });
+    try {
+      assert.deepEqual((await third`select 3 as x`)[0], { x: 3 });
+    } finally {
+      await third.end();
+    }
+  });
+});
+
+test("gateway: clockOffsetMs option sets the initial clock; a future token is not yet valid", async () => {
+  const h = await gateway({ clockOffsetMs: -3_600_000 });
+  const sql = client(h.gateway);
+  await within(h, [sql], async () => {
+    assert.equal((await errorOf(sql`select 1`)).code, "28P01");
+    assert.equal(h.gateway.stats.logins[0].reason, "not-yet-valid");
+    h.gateway.clockOffsetMs = 0;
+    assert.deepEqual((await sql`select 1 as x`)[0], { x: 1 });
+  });
+});
+
+test("gateway: cancel requests reach the upstream (57014), counted in stats", async () => {
+  const h = await gateway();
+  const sql = client(h.gateway);
+  await within(h, [sql], async () => {
+    await sql`select 1`; // connected, so the cancel key is known
+    assert.deepEqual((await sql`select pg_sleep(0) as x`)[0], { x: "" }); // not cancelled
+    assert.equal(h.gateway.stats.cancels, 0);
+    const query = sql`select pg_sleep(10) -- to cancel`;
+    query.execute();
+    // A cancel reaching an idle backend is dropped: wait (through a second, watching client of
+    // the gateway) until the sleep is running.
+    const watcher = client(h.gateway);
+    try {
+      for (;;) {
+        const [{ n }] = await watcher`select count(*)::int as n from pg_stat_activity
+          where state = 'active' and query like 'select pg_sleep(10)%'`;
+        if (n > 0) break;
+      }
+    } finally {
+      await watcher.end();
+    }
+    query.cancel();
+    const error = await errorOf(query);
+    assert.equal(error.code, "57014");
+    assert.equal(h.gateway.stats.cancels, 1);
+    assert.equal(h.gateway.stats.logins.length, 2); // a cancel is not a login
+  });
+});
+
+test("gateway: disconnectAll drops every relayed connection; clients reconnect with fresh tokens", async () => {
+  const h = await gateway();
+  const sql = client(h.gateway, { max: 2 });
+  await within(h, [sql], async () => {
+    const a = await sql.reserve();
+    const b = await sql.reserve();
+    // Negative control: both connections are alive before.
+    const [{ pid: pidA }] = await a`select pg_backend_pid() as pid`;
+    const [{ pid: pidB }] = await b`select pg_backend_pid() as pid`;
+    a.release();
+    b.release();
+    assert.equal(h.gateway.connections(), 2);
+    assert.equal(h.gateway.disconnectAll(), 2);
+    assert.equal(h.gateway.connections(), 0);
+    // (Querying a dropped reserved connection crashes postgres.js, so the pool is used instead.)
+    // Give the pool a moment to see its sockets close, then it logs in again with a new token.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    let pid: number | undefined;
+    for (let i = 0; i < 5 && pid === undefined; i++) {
+      pid = await sql`select pg_backend_pid() as pid`.then(([row]) => row.pid, () => undefined);
+    }
+    assert.ok(pid !== undefined && pid !== pidA && pid !== pidB, "a new upstream session");
+    assert.equal(h.gateway.stats.accepted, 3);
+    assert.equal(h.gateway.connections(), 1);
+    assert.equal(h.gateway.disconnectAll(), 1);
+  });
+});
+
+test("gateway: an unreachable upstream is a FATAL 08006 naming it", async () => {
+  const closed = net.createServer();
+  await new Promise<void>((resolve) => closed.listen(0, "127.0.0.1", resolve));
+  const port = (closed.address() as net.AddressInfo).port;
+  await new Promise((resolve) => closed.close(resolve));
+  const h = await gateway({ upstream: { host: "127.0.0.1", port } });
+  const sql = client(h.gateway);
+  await within(h, [sql], async () => {
+    const error = await errorOf(sql`select 1`);
+    assert.equal(error.code, "08006");
+    assert.ok(error.message.includes(`127.0.0.1:${port}`), error.message);
+    assert.equal(h.gateway.stats.accepted, 1); // the token itself was fine
+  });
+});
+
+test("gateway: stats count accepted and rejected logins in order, and onLogin sees each", async () => {
+  const seen: string[] = [];
+  const h = await gateway({ onLogin: (l) => seen.push(l.accepted ? "ok" : l.reason!) });
+  const good = client(h.gateway);
+  const otherUser = client(h.gateway, { user: "admin" }); // a token for "app"
+  const junk = client(h.gateway, { password: "not a token" });
+  await within(h, [good, otherUser, junk], async () => {
+    assert.deepEqual({ ...h.gateway.stats }, {
+      accepted: 0,
+      rejected: 0,
+      rejections: {},
+      logins: [],
+      cancels: 0,
+    });
+    await good`select 1`;
+    await errorOf(otherUser`select 1`);
+    await errorOf(junk`select 1`);
+    const { stats } = h.gateway;
+    assert.equal(stats.accepted, 1);
+    assert.equal(stats.rejected, 2);
+    assert.deepEqual(stats.rejections, { user: 1, malformed: 1 });
+    assert.deepEqual(seen, ["ok", "user", "malformed"]);
+    assert.deepEqual(stats.logins.map((l) => [l.user, l.database]), [
+      ["app", "postgres"],
+      ["admin", "postgres"],
+      ["app", "postgres"],
+    ]);
+    for (const login of stats.logins) {
+      assert.ok(login.at instanceof Date);
+      if (!login.accepted) {
+        assert.ok(!login.detail!.includes("X-Amz-Signature"), login.detail ?? "");
+      }
+    }
+  });
+});
+
+// ---- raw protocol: split and pipelined bytes, resets, requests postgres.js never sends ----
+
+class RawClient {
+  readonly socket: net.Socket;
+  readonly reader: MessageReader = new MessageReader();
+  #closed = false;
+  #wake: (() => void) | undefined;
+
+  constructor(socket: net.Socket) {
+    this.socket = socket;
+    socket.on("data", (chunk: Uint8Array) => {
+      this.reader.push(chunk);
+      this.#wake?.();
+    });
+    socket.on("error", () => {});
+    socket.on("close", () => {
+      this.#closed = true;
+      this.#wake?.();
+    });
+  }
+
+  static connect(gw: Gateway): Promise<RawClient> {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect(gw.port, gw.host, () => resolve(new RawClient(socket)));
+      socket.once("error", reject);
+    });
+  }
+
+  /** The next message, or undefined when the connection closed. */
+  async message(): Promise<Message | undefined> {
+    for (;;) {
+      const m = this.reader.message();
+      if (m) return m;
+      if (this.#closed) return undefined;
+      await new Promise<void>((r) => (this.#wake = r));
+    }
+  }
+
+  /** The single byte answering an SSLRequest or GSSENCRequest. */
+  async byte(): Promise<string> {
+    for (;;) {
+      const rest = this.reader.rest();
+      if (rest.length) return String.fromCharCode(rest[0]);
+      if (this.#closed) return "";
+      await new Promise<void>((r) => (this.#wake = r));
+    }
+  }
+
+  async closed(): Promise<void> {
+    while (!this.#closed) await new Promise<void>((r) => (this.#wake = r));
+  }
+
+  /** Writes each chunk separately, waiting a turn of the event loop between them. */
+  async writeSplit(bytes: Uint8Array, size: number): Promise<void> {
+    for (let i = 0; i < bytes.length; i += size) {
+      this.socket.write(bytes.subarray(i, i + size));
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+  }
+}
+
+const startup = (user: string) =>
+  startupMessage(new Map([["user", user], ["database", "postgres"]]));
+const concat = (...parts: Uint8Array[]) => {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) out.set(p, (at += p.length) - p.length);
+  return out;
+};
+const query = (text: string) => {
+  const body = new TextEncoder().encode(text + "\0");
+  const m = new Uint8Array(5 + body.length);
+  m[0] = "Q".charCodeAt(0);
+  new DataView(m.buffer).setInt32(1, 4 + body.length);
+  m.set(body, 5);
+  return m;
+};
+
+// Reads messages until ReadyForQuery; returns their type letters.
+async function untilReady(c: RawClient): Promise<string> {
+  let types = "";
+  for (let m = await c.message(); m; m = await c.message()) {
+    types += String.fromCharCode(m.type);
+    if (m.type === "Z".charCodeAt(0)) break;
+  }
+  return types;
+}
+
+test("gateway: messages split into one-byte chunks, and a query pipelined with the password", async () => {
+  const h = await gateway({ tls: false });
+  const token = await rdsToken({ hostname: RDS_HOST, username: "app", credentials: KEY });
+  const split = await RawClient.connect(h.gateway);
+  const piped = await RawClient.connect(h.gateway);
+  try {
+    await split.writeSplit(startup("app"), 1);
+    const request = await split.message();
+    assert.equal(authCode(request!.body), 3); // AuthenticationCleartextPassword
+    await split.writeSplit(passwordMessage(token), 7);
+    const ok = await split.message();
+    assert.equal(String.fromCharCode(ok!.type), "R");
+    assert.equal(authCode(ok!.body), 0);
+    assert.match(await untilReady(split), /^[SK]*Z$/); // ParameterStatus…, BackendKeyData, Ready
+
+    // Everything in one write: startup, then (unprompted) password and a query.
+    piped.socket.write(concat(startup("app"), passwordMessage(token), query("select 41 + 1")));
+    assert.equal(authCode((await piped.message())!.body), 3);
+    assert.equal(authCode((await piped.message())!.body), 0);
+    assert.match(await untilReady(piped), /Z$/);
+    assert.equal(await untilReady(piped), "TDCZ"); // RowDescription, DataRow, Complete, Ready
+    assert.equal(h.gateway.stats.accepted, 2);
+  } finally {
+    split.socket.destroy();
+    piped.socket.destroy();
+    await h.gateway.close();
+  }
+});
+
+test("gateway: clients vanishing mid-handshake do not disturb it", async () => {
+  const h = await gateway();
+  const sql = client(h.gateway);
+  await within(h, [sql], async () => {
+    // Half a startup packet, then a reset.
+    const half = await RawClient.connect(h.gateway);
+    half.socket.write(startup("app").subarray(0, 5));
+    half.socket.resetAndDestroy?.() ?? half.socket.destroy();
+    // An SSLRequest, then gone before the TLS handshake.
+    const tlsGone = await RawClient.connect(h.gateway);
+    tlsGone.socket.write(new Uint8Array([0, 0, 0, 8, 4, 210, 22, 47]));
+    assert.equal(await tlsGone.byte(), "S");
+    tlsGone.socket.destroy();
+    // Garbage: an impossible length. The gateway just closes.
+    const garbage = await RawClient.connect(h.gateway);
+    garbage.socket.write(new Uint8Array([0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4]));
+    await garbage.closed();
+    // Negative control: the gateway still serves a login.
+    assert.deepEqual((await sql`select 1 as x`)[0], { x: 1 });
+    assert.equal(h.gateway.stats.accepted, 1);
+  });
+});
+
+test("gateway: a client that closes instead of sending a password is recorded as no-password", async () => {
+  const h = await gateway({ tls: false });
+  try {
+    const c = await RawClient.connect(h.gateway);
+    c.socket.write(startup("app"));
+    assert.equal(authCode((await c.message())!.body), 3);
+    c.socket.end();
+    await c.closed();
+    // The gateway records it once it sees the close; wait for that without a timing assumption.
+    while (h.gateway.stats.logins.length === 0) await new Promise((r) => setTimeout(r, 5));
+    assert.equal(h.gateway.stats.logins[0].reason, "no-password");
+    // Negative control: an empty password is no-password too, a wrong one is not.
+    const empty = await RawClient.connect(h.gateway);
+    empty.socket.write(concat(startup("app"), passwordMessage("")));
+    await empty.message();
+    const error = await empty.message();
+    assert.equal(errorFields(error!.body).get("C"), "28P01");
+    const wrong = await RawClient.connect(h.gateway);
+    wrong.socket.write(concat(startup("app"), passwordMessage("x")));
+    await wrong.message();
+    await wrong.message();
+    assert.deepEqual(h.gateway.stats.logins.map((l) => l.reason), [
+      "no-password",
+      "no-password",
+      "malformed",
+    ]);
+  } finally {
+    await h.gateway.close();
+  }
+});
+
+test("gateway: GSSENCRequest is declined with N, then a startup goes on as usual", async () => {
+  const h = await gateway({ tls: false });
+  try {
+    const c = await RawClient.connect(h.gateway);
+    const gss = new Uint8Array(8);
+    new DataView(gss.buffer).setInt32(0, 8);
+    new DataView(gss.buffer).setInt32(4, GSSENC_REQUEST);
+    c.socket.write(gss);
+    assert.equal(await c.byte(), "N");
+    c.socket.write(startup("app"));
+    assert.equal(authCode((await c.message())!.body), 3);
+    // Without TLS configured, an SSLRequest is declined too.
+    const s = await RawClient.connect(h.gateway);
+    s.socket.write(new Uint8Array([0, 0, 0, 8, 4, 210, 22, 47]));
+    assert.equal(await s.byte(), "N");
+    c.socket.destroy();
+    s.socket.destroy();
+  } finally {
+    await h.gateway.close();
+  }
+});
+
+test("gateway: close() stops listening and drops connections", async () => {
+  const h = await gateway();
+  const sql = client(h.gateway);
+  try {
+    await sql`select 1`;
+    const { host, port } = h.gateway;
+    assert.equal(h.gateway.connections(), 1);
+    await h.gateway.close();
+    assert.equal(h.gateway.connections(), 0);
+    const refused = await new Promise<string>((resolve) => {
+      const s = net.connect(port, host, () => {
+        s.destroy();
+        resolve("connected");
+      });
+      s.on("error", (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+    });
+    assert.equal(refused, "ECONNREFUSED");
+  } finally {
+    await sql.end({ timeout: 1 });
+  }
+});
+
+test("gateway: defaults come from the endpoint name; listen defaults to 127.0.0.1", async () => {
+  const h = await gateway();
+  await h.gateway.close();
+  assert.equal(h.gateway.endpoint, RDS_HOST);
+  assert.equal(h.gateway.service, "rds");
+  assert.equal(h.gateway.region, "us-east-1");
+  assert.equal(h.gateway.host, "127.0.0.1");
+  assert.ok(h.gateway.port > 0);
+  assert.equal(h.gateway.clockOffsetMs, 0);
+  const custom = await gateway({
+    endpoint: "db.internal.example",
+    service: "rds",
+    region: "eu-west-1",
+    port: 6543,
+  });
+  await within(custom, [], async () => {
+    assert.equal(custom.gateway.region, "eu-west-1");
+    const token = await rdsToken({
+      hostname: "db.internal.example",
+      port: 6543,
+      region: "eu-west-1",
+      username: "app",
+      credentials: KEY,
+    });
+    const sql = client(custom.gateway, { password: token, ssl: false });
+    const wrongPort = client(custom.gateway, {
+      password: () =>
+        rdsToken({
+          hostname: "db.internal.example",
+          region: "eu-west-1",
+          username: "app",
+          credentials: KEY,
+        }),
+      ssl: { ca, servername: "localhost" },
+    });
+    try {
+      assert.equal((await errorOf(sql`select 1`)).code, "28000"); // TLS is on
+      assert.equal((await errorOf(wrongPort`select 1`)).code, "28P01");
+      assert.equal(custom.gateway.stats.logins[1].reason, "port");
+    } finally {
+      await Promise.all([sql.end(), wrongPort.end()]);
+    }
+  });
+});
+
+test("startGateway: bad options are errors naming the option and the value, never a secret", async () => {
+  const upstream = { host: "127.0.0.1", port: 5432 };
+  const valid: GatewayOptions = { endpoint: RDS_HOST, credentials: KEY, upstream, tls: false };
+  const secret = "do-not-print-this-secret";
+  const cases: Array<[Record<string, unknown>, RegExp]> = [
+    [{ endpoint: undefined }, /"endpoint" option is required/],
+    [{ endpoint: "https://x.example" }, /"endpoint".*scheme/],
+    [{ endpoint: "db.example.com" }, /"service" option is required/],
+    [{ endpoint: "db.example.com", service: "rds" }, /"region" option is required/],
+    [{ service: "dsql" }, /"service" option "dsql" contradicts/],
+    [{ service: "mysql" }, /"service" option must be "rds" or "dsql", got "mysql"/],
+    [{ region: "eu-west-1" }, /"region" option "eu-west-1" contradicts/],
+    [{ region: "moon" }, /"region" option is not an AWS region name.*"moon"/],
+    [{ port: 0 }, /"port" option must be an integer from 1 to 65535, got 0/],
+    [{ credentials: undefined }, /"credentials" option is required/],
+    [{ credentials: [] }, /"credentials" option must not be an empty array/],
+    [
+      { credentials: [KEY, { accessKeyId: "A B", secretAccessKey: secret }] },
+      /"credentials\[1\]\.accessKeyId".*"A B"/,
+    ],
+    [
+      { credentials: { accessKeyId: "AKID", secretAccessKey: 42 } },
+      /"credentials\.secretAccessKey".*got 42/,
+    ],
+    [
+      { credentials: { accessKeyId: "AKID", secretAccessKey: secret, sessionToken: "" } },
+      /"credentials\.sessionToken"/,
+    ],
+    [{ credentials: [KEY, KEY] }, /listed twice/],
+    [{ upstream: undefined }, /"upstream" option must be an object/],
+    [{ upstream: { host: "127.0.0.1" } }, /"upstream\.port" option is required/],
+    [{ upstream: { host: "127.0.0.1", port: 70000 } }, /"upstream\.port".*70000/],
+    [{ upstream: { host: "pg:5432", port: 5432 } }, /"upstream\.host".*port/],
+    [{ upstream: { ...upstream, user: 7 } }, /"upstream\.user".*7/],
+    [
+      { upstream: { ...upstream, password: { secret } } },
+      /"upstream\.password" option must be a string/,
+    ],
+    [{ tls: undefined }, /"tls" option is required/],
+    [{ tls: true }, /"tls" option must be \{ cert, key \} or false, got true/],
+    [{ tls: { cert: "nope", key } }, /"tls\.cert" option must be a PEM certificate, got a string/],
+    [{ tls: { cert, key: secret } }, /"tls\.key" option must be a PEM private key, got a string/],
+    [{ listen: { port: -1 } }, /"listen\.port".*-1/],
+    [{ listen: { host: 5 } }, /"listen\.host".*5/],
+    [{ clockOffsetMs: NaN }, /"clockOffsetMs" option must be a finite number.*NaN/],
+    [{ onLogin: "log" }, /"onLogin" option must be a function/],
+  ];
+  for (const [change, pattern] of cases) {
+    const error = await errorOf(startGateway({ ...valid, ...change } as GatewayOptions));
+    assert.ok(error instanceof TypeError || error instanceof RangeError, `${pattern}: ${error}`);
+    assert.match(error.message, pattern);
+    assert.ok(!error.message.includes(secret), error.message);
+    assert.ok(!error.message.includes(KEY.secretAccessKey), error.message);
+  }
+  assert.equal(
+    (await errorOf(startGateway(null as unknown as GatewayOptions))).constructor,
+    TypeError,
+  );
+  // Negative control: the valid options start a gateway (nothing connects to port 5432 here).
+  const gw = await startGateway(valid);
+  await gw.close();
+  // The clock offset is checked when set, too.
+  gw.clockOffsetMs = 5;
+  assert.equal(gw.clockOffsetMs, 5);
+  assert.throws(() => (gw.clockOffsetMs = NaN), /"clockOffsetMs" option must be a finite number/);
+  assert.equal(gw.clockOffsetMs, 5);
+});
