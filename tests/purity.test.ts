@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 
 const root = new URL("../", import.meta.url);
 const IMPORT =
@@ -48,4 +48,23 @@ test("the negative control: the scan does see a node: import", () => {
   const text = `import { x } from "node:crypto";\nexport { y } from "./y.ts";`;
   const specs = [...text.matchAll(IMPORT)].map((m) => m[1] ?? m[2] ?? m[3]);
   assert.deepEqual(specs, ["node:crypto", "./y.ts"]);
+});
+
+test("node: imports live only in the runtime-specific modules (gateway, postgres socket, PGlite, demo)", () => {
+  for (const entry of ["src/_verify.ts", "src/_pgwire.ts"]) {
+    assert.ok(graph(entry).size >= 1); // graph() fails on any node:, npm: or jsr: import
+  }
+  const allowed = new Set([
+    "src/gateway.ts",
+    "src/postgres.ts",
+    "src/_iam_socket.ts",
+    "src/_pglite.ts",
+    "src/demo.ts",
+  ]);
+  const users = readdirSync(new URL("src/", root)).map((f) => `src/${f}`).filter((path) =>
+    [...readFileSync(new URL(path, root), "utf8").matchAll(IMPORT)]
+      .some((m) => /^node:/.test(m[1] ?? m[2] ?? m[3]))
+  );
+  assert.ok(users.includes("src/gateway.ts")); // the scan sees them
+  for (const path of users) assert.ok(allowed.has(path), `${path} imports node:`);
 });
