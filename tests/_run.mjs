@@ -5,6 +5,7 @@
 import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { fileURLToPath } from "node:url";
+import { startPostgres } from "./_postgres_server.mjs";
 
 process.chdir(fileURLToPath(new URL("..", import.meta.url)));
 const env = process.env;
@@ -156,6 +157,30 @@ function parseJunit(path) {
   });
 }
 
+// ---- one PostgreSQL server for the whole run, passed to the suites as PGIAM_TEST_PG ----
+// (tests/_postgres_server.mjs; given PGIAM_TEST_PG, that server is used instead.) If it cannot
+// start, that is one failed step, and the suites still run: tests needing it fail, saying why.
+let postgresServer;
+if (env.PGIAM_TEST_PG) {
+  totals.passed++;
+  report(true, `PostgreSQL for the end-to-end tests: PGIAM_TEST_PG=${env.PGIAM_TEST_PG} (given)`);
+} else {
+  try {
+    postgresServer = await startPostgres();
+    process.on("exit", () => postgresServer.stop()); // also on SIGINT/SIGTERM (process.exit)
+    childEnv.PGIAM_TEST_PG = `${postgresServer.host}:${postgresServer.port}`;
+    totals.passed++;
+    report(
+      true,
+      `PostgreSQL for the end-to-end tests on ${childEnv.PGIAM_TEST_PG} ` +
+        `(${postgresServer.seconds.toFixed(1)}s)`,
+    );
+  } catch (err) {
+    totals.failed++;
+    report(false, "PostgreSQL for the end-to-end tests could not start", err.message);
+  }
+}
+
 const counted = {};
 if (!existsSync(".tmp")) mkdirSync(".tmp");
 for (const rt of RUNTIMES) {
@@ -198,5 +223,6 @@ if (!FILTER && new Set(Object.values(counted)).size > 1) {
   report(false, `test counts differ across runtimes: ${JSON.stringify(counted)} (nested tests?)`);
 }
 
+postgresServer?.stop(); // synchronous: nothing it does prints after the summary
 console.log(`${totals.passed} passed, ${totals.failed} failed`);
 process.exitCode = totals.failed ? 1 : 0;
