@@ -331,11 +331,13 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
 
   // postgres.js parses the URL, options and PG* variables; read its result back.
   const ref: { plan?: SocketPlan } = {};
-  const sql = postgres(fromUrl.url as string, {
+  const pgOpts = {
     ...pgOptions,
     ssl: false, // TLS is done by IamSocket, before postgres.js sees the connection
     socket: () => new IamSocket(ref.plan!),
-  } as PgOptions<T>) as unknown as IamSql<T>;
+  } as PgOptions<T>;
+  // Constructing a client opens nothing (its connections open on first use).
+  let sql = postgres(fromUrl.url as string, pgOpts) as unknown as IamSql<T>;
   const parsed = sql.options as unknown as {
     host: string[];
     port: number[];
@@ -379,15 +381,21 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
   }, connectTimeout);
 
   if (config.service === "dsql") {
-    const lifetime = (options as Record<string, unknown> | undefined)?.max_lifetime;
-    if (typeof lifetime === "number" && lifetime >= 3600) {
+    const lifetime = parsed.max_lifetime; // a function: postgres.js's default (30–60 minutes)
+    if (typeof lifetime !== "function" && !(typeof lifetime === "number" && lifetime < 3600)) {
       throw new RangeError(
         `The "max_lifetime" option must be below 3600 seconds for Aurora DSQL, which closes ` +
-          `connections at 60 minutes; got ${lifetime}`,
+          `connections at 60 minutes; got ${show(lifetime)}`,
       );
     }
     // Below DSQL's 60 minutes, jittered per pool slot so connections do not all recycle at once.
-    if (lifetime === undefined) parsed.max_lifetime = () => 60 * (45 + Math.random() * 10);
+    // postgres.js draws each slot's lifetime when it builds the client, so build it again.
+    if (typeof lifetime === "function") {
+      sql = postgres(fromUrl.url as string, {
+        ...pgOpts,
+        max_lifetime: dsqlLifetime as unknown as number,
+      }) as unknown as IamSql<T>;
+    }
   }
 
   const cfg = config;
@@ -592,6 +600,11 @@ function buildConfig(
     now: o.now ?? Date.now,
     onToken: o.onToken,
   };
+}
+
+/** Seconds: 45 to 55 minutes, below DSQL's 60-minute connection limit. */
+function dsqlLifetime(): number {
+  return 60 * (45 + Math.random() * 10);
 }
 
 /** Credentials (bounded in time), then a token; rejects with a clear error. */

@@ -526,3 +526,23 @@ test("the embedded PGlite upstream serves a pool through the gateway across toke
   assert.equal(g.stats.rejected, 0);
   assert.ok(g.stats.accepted >= 4);
 });
+
+test("DSQL pools recycle connections before DSQL's 60 minutes, jittered; RDS keeps postgres.js's default", () => {
+  const lifetimes = (sql: { options: unknown }) =>
+    (sql.options as { max_lifetime: unknown }).max_lifetime;
+  const dsql = iamPostgres({ host: DSQL, user: "admin", credentials: KEYS });
+  const lifetime = lifetimes(dsql);
+  assert.equal(typeof lifetime, "function");
+  const draws = Array.from({ length: 200 }, () => (lifetime as () => number)());
+  assert.ok(draws.every((s) => s >= 45 * 60 && s < 55 * 60), "45 to 55 minutes");
+  assert.ok(new Set(draws.map(Math.round)).size > 50, "jittered");
+  // An explicit lifetime below 60 minutes is kept; 60 minutes or more is refused (see bad options).
+  assert.equal(
+    lifetimes(iamPostgres({ host: DSQL, user: "admin", credentials: KEYS, max_lifetime: 600 })),
+    600,
+  );
+  // Negative control: RDS has no such limit; postgres.js's default (30–60 minutes) stays.
+  const rds = lifetimes(iamPostgres({ host: RDS, user: "app", credentials: KEYS }));
+  assert.equal(typeof rds, "function");
+  assert.notEqual(rds, lifetime);
+});
