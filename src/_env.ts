@@ -32,3 +32,8 @@ export function readEnv(name: string): string | undefined {
   }
   return value === "" ? undefined : value;
 }
+
+/** Whether this is Deno (which loads npm packages through `npm:` specifiers). */
+export function onDeno(): boolean {
+  return (globalThis as { Deno?: unknown }).Deno !== undefined;
+}

@@ -3,6 +3,7 @@
 import { hasLoneSurrogate, show } from "./errors.ts";
 import { isRegion, type ParsedHostname } from "./hostname.ts";
 import { EnvAccessError, readEnv } from "./_env.ts";
+import { profileRegion } from "./_chain.ts";
 
 export function checkOptions(options: unknown, fn: string): Record<string, unknown> {
   if (typeof options !== "object" || options === null) {
@@ -118,8 +119,48 @@ export function resolveRegion(
     }
     return env;
   }
-  throw new TypeError(
+  throw new NoRegionError(
     `No region: the "${hostOption}" ${show(host)} is not an AWS endpoint name, so no region ` +
-      `can be derived from it. Pass the "region" option (or set AWS_REGION)`,
+      `can be derived from it. Pass the "region" option (or set AWS_REGION, or a region in the ` +
+      `AWS config file's profile)`,
   );
+}
+
+/** No region from the option, the endpoint name or the environment: the profile may have one. */
+export class NoRegionError extends TypeError {}
+
+/**
+ * The region as {@linkcode resolveRegion} finds it, else the `region` of the AWS profile in the
+ * config file (through the SDK's loader, when installed), else the NoRegionError.
+ */
+export function resolveRegionOrProfile(
+  value: unknown,
+  parsed: ParsedHostname | undefined,
+  hostOption: string,
+  host: string,
+  profile: string | undefined,
+): string | Promise<string> {
+  try {
+    return resolveRegion(value, parsed, hostOption, host);
+  } catch (error) {
+    if (!(error instanceof NoRegionError)) throw error;
+    return profileRegion(profile).then((region) => {
+      if (region === undefined) throw error;
+      if (!isRegion(region)) {
+        throw new RangeError(
+          `The region of the AWS profile ${show(profile ?? "default")} is not an AWS region ` +
+            `name, got ${show(region)}`,
+        );
+      }
+      return region;
+    });
+  }
+}
+
+export function checkProfile(value: unknown): string | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== "string" || value === "" || hasLoneSurrogate(value)) {
+    throw new TypeError(`The "profile" option must be a non-empty string, got ${show(value)}`);
+  }
+  return value;
 }

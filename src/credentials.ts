@@ -6,6 +6,7 @@
 import { CredentialsError, excerpt, hasLoneSurrogate, show } from "./errors.ts";
 import { EnvAccessError, readEnv } from "./_env.ts";
 import type { SigningCredentials } from "./sigv4.ts";
+import { chainProvider } from "./_chain.ts";
 
 /**
  * AWS credentials, the shape of the AWS SDK v3's `AwsCredentialIdentity`.
@@ -122,7 +123,7 @@ function lastsUntil(c: Credentials, until: number): boolean {
   return c.expiration === undefined || c.expiration === null || c.expiration.getTime() > until;
 }
 
-function fromEnv(): Credentials {
+function fromEnv(): Credentials | undefined {
   let accessKeyId, secretAccessKey, sessionToken, expiration;
   try {
     accessKeyId = readEnv("AWS_ACCESS_KEY_ID");
@@ -138,14 +139,7 @@ function fromEnv(): Credentials {
       { cause },
     );
   }
-  if (accessKeyId === undefined && secretAccessKey === undefined) {
-    throw new CredentialsError(
-      "missing",
-      `No AWS credentials: the "credentials" option was not given and the environment has no ` +
-        `AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY. Pass "credentials" (an object, or a provider ` +
-        `such as fromNodeProviderChain() from @aws-sdk/credential-providers) or set them`,
-    );
-  }
+  if (accessKeyId === undefined && secretAccessKey === undefined) return undefined;
   if (accessKeyId === undefined || secretAccessKey === undefined) {
     const [set, unset] = accessKeyId === undefined
       ? ["AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID"]
@@ -205,6 +199,7 @@ async function call(provider: CredentialsProvider, forceRefresh: boolean): Promi
   try {
     value = await provider(forceRefresh ? { forceRefresh: true } : undefined);
   } catch (cause) {
+    if (cause instanceof CredentialsError) throw cause; // the chain's own, already explained
     const reason = cause instanceof Error ? `${cause.name}: ${cause.message}` : show(cause);
     throw new CredentialsError(
       "provider",
@@ -217,15 +212,29 @@ async function call(provider: CredentialsProvider, forceRefresh: boolean): Promi
   return check(value, `The value returned by the "credentials" provider`);
 }
 
+/** Credentials expiring this soon after a token would are replaced in the background. */
+const REFRESH_AHEAD_MS = 5 * 60_000;
+
 async function fromProvider(
   provider: CredentialsProvider,
   until: number,
   forceRefresh: boolean,
+  onRefreshError: ((error: Error) => void) | undefined,
 ): Promise<Credentials> {
   let entry = providerCache.get(provider);
   if (entry === undefined) providerCache.set(provider, entry = {});
-  if (!forceRefresh && entry.value !== undefined && lastsUntil(entry.value, until)) {
-    return entry.value;
+  const cached = entry.value;
+  if (!forceRefresh && cached !== undefined && lastsUntil(cached, until)) {
+    // Good for this token. If they expire soon after it, fetch the next ones now, in the
+    // background, so a later connect does not wait on STS or IMDS; until those arrive (or if that
+    // fails) the cached ones keep serving while they last.
+    if (
+      cached.expiration && !entry.pending &&
+      cached.expiration.getTime() - until < REFRESH_AHEAD_MS
+    ) {
+      load(provider, entry, true).catch((error: Error) => report(onRefreshError, error));
+    }
+    return cached;
   }
   // A stale cached value means the provider's own cache may hold it too: ask it to refresh.
   const forced = forceRefresh || entry.value !== undefined;
@@ -233,21 +242,59 @@ async function fromProvider(
   return lastsUntil(value, until) || forced ? value : load(provider, entry, true);
 }
 
+/** Where credentials come from when the `credentials` option is omitted, and refresh reports. */
+export interface CredentialsContext {
+  /** A profile of the AWS config files (default: `AWS_PROFILE`). Skips the environment's keys. */
+  profile?: string;
+  /** Told when refreshing credentials in the background fails (they keep serving meanwhile). */
+  onRefreshError?: (error: Error) => void;
+}
+
 /**
  * Resolves the `credentials` option into keys valid at `signingDate`, preferring keys that outlive
- * `until` (the token's expiry, in epoch milliseconds).
+ * `until` (the token's expiry, in epoch milliseconds). Omitted: the environment's keys, else (or
+ * with a profile) the standard AWS chain, loaded on first use.
  */
 export function resolveCredentials(
   option: CredentialsOption | undefined,
   signingDate: Date,
   until: number,
   forceRefresh = false,
+  context?: CredentialsContext,
 ): SigningCredentials | Promise<SigningCredentials> {
   // Synchronous unless a provider is involved: static and env credentials cost no await.
   if (typeof option === "function") {
-    return fromProvider(option, until, forceRefresh).then((c) => unexpired(c, signingDate));
+    return fromProvider(option, until, forceRefresh, context?.onRefreshError)
+      .then((c) => unexpired(c, signingDate));
   }
-  return unexpired(option == null ? fromEnv() : check(option, OPTION), signingDate);
+  if (option != null) return unexpired(check(option, OPTION), signingDate);
+  const profile = context?.profile ?? envProfile();
+  if (profile === undefined) {
+    const env = fromEnv();
+    if (env !== undefined) return unexpired(env, signingDate);
+  }
+  return chainProvider(profile)
+    .then((chain) => fromProvider(chain, until, forceRefresh, context?.onRefreshError))
+    .then((c) => unexpired(c, signingDate));
+}
+
+function envProfile(): string | undefined {
+  try {
+    return readEnv("AWS_PROFILE") || undefined;
+  } catch {
+    return undefined; // unreadable: fromEnv() explains the permission when it matters
+  }
+}
+
+function report(hook: ((error: Error) => void) | undefined, error: Error): void {
+  try {
+    if (hook) hook(error);
+    else {console.warn(
+        `pg-iam: refreshing AWS credentials failed (still using the current ones): ${error.message}`,
+      );}
+  } catch {
+    // A throwing hook must not turn into an unhandled rejection.
+  }
 }
 
 function unexpired(creds: Credentials, signingDate: Date): Credentials {

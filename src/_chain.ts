@@ -1,0 +1,104 @@
+// The standard AWS credential chain, loaded only when the environment has no credentials (or a
+// profile is asked for): profiles (static keys, role_arn + source_profile, credential_process,
+// SSO), web identity (EKS), ECS and EKS Pod Identity container endpoints, EC2 IMDSv2.
+//
+// We do not write these sources by hand: the AWS SDK's own chain
+// (@aws-sdk/credential-provider-node, what @aws-sdk/rds-signer uses) is well kept, follows every
+// new source and setting, and is an optional dependency, loaded with import() on first use. Its
+// name is computed, so bundlers for edge runtimes leave it out (there, credentials come from the
+// `credentials` option or the environment), and on Deno it is an `npm:` specifier, which Deno
+// resolves from node_modules or fetches on first use.
+
+import { CredentialsError, excerpt } from "./errors.ts";
+import type { CredentialsProvider } from "./credentials.ts";
+import { onDeno, readEnv } from "./_env.ts";
+
+/** The npm package providing the chain. */
+export const CHAIN_PACKAGE = "@aws-sdk/credential-provider-node";
+const CONFIG_PACKAGE = "@smithy/core/config"; // the SDK's config-file loader, installed with it
+
+const chains = new Map<string, CredentialsProvider>();
+
+function importOptional(name: string, version: string): Promise<Record<string, unknown>> {
+  const specifier = onDeno()
+    ? `npm:${name.replace(/^(@[^/]+\/[^/]+|[^/]+)/, `$1@${version}`)}`
+    : name;
+  return import(specifier);
+}
+
+/**
+ * The chain for `profile` (undefined: `AWS_PROFILE`, else the default chain), created once and
+ * reused, so the SDK's own caches of IMDS and STS answers are shared by every caller.
+ */
+export async function chainProvider(profile: string | undefined): Promise<CredentialsProvider> {
+  const key = profile ?? "";
+  const known = chains.get(key);
+  if (known) return known;
+  let mod: Record<string, unknown>;
+  try {
+    mod = await importOptional(CHAIN_PACKAGE, "^3");
+  } catch (cause) {
+    throw new CredentialsError(
+      "missing",
+      `No AWS credentials: the "credentials" option was not given, the environment has no ` +
+        `AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY${
+          profile ? ` (and the profile ${JSON.stringify(profile)} was asked for)` : ""
+        }, and the standard AWS credential chain (profiles, SSO, ECS, EKS, EC2) needs the ` +
+        `package ${CHAIN_PACKAGE}, which could not be loaded: npm install ${CHAIN_PACKAGE} ` +
+        `(Deno: deno add npm:${CHAIN_PACKAGE}). On edge runtimes pass "credentials" instead`,
+      { cause },
+    );
+  }
+  const defaultProvider = mod.defaultProvider as (init: { profile?: string }) => (
+    options?: { forceRefresh?: boolean },
+  ) => Promise<ReturnType<CredentialsProvider>>;
+  const sdk = defaultProvider(profile === undefined ? {} : { profile });
+  const provider: CredentialsProvider = async (options) => {
+    try {
+      return await sdk(options);
+    } catch (cause) {
+      const reason = cause instanceof Error ? cause.message : String(cause);
+      throw new CredentialsError(
+        "missing",
+        `No AWS credentials: the environment has none${
+          profile ? ` (profile ${JSON.stringify(profile)} asked for)` : ""
+        } and the standard AWS credential chain found none: ${excerpt(reason)}`,
+        { cause },
+      );
+    }
+  };
+  chains.set(key, provider);
+  return provider;
+}
+
+/**
+ * The `region` of `profile` (or `AWS_PROFILE`, else `default`) in the AWS config file, through the
+ * SDK's loader (so `AWS_CONFIG_FILE` is honoured); undefined when there is none, or no SDK.
+ */
+export async function profileRegion(profile: string | undefined): Promise<string | undefined> {
+  let mod: Record<string, unknown>;
+  try {
+    mod = await importOptional(CONFIG_PACKAGE, "^3");
+  } catch {
+    return undefined;
+  }
+  const load = mod.loadSharedConfigFiles as (
+    init?: { ignoreCache?: boolean },
+  ) => Promise<{ configFile: Record<string, Record<string, string | undefined>> }>;
+  const name = profile ?? readProfileEnv() ?? "default";
+  const { configFile } = await load({ ignoreCache: true });
+  return configFile[name]?.region;
+}
+
+function readProfileEnv(): string | undefined {
+  try {
+    return readEnv("AWS_PROFILE");
+  } catch {
+    return undefined; // no permission to read it: the default profile
+  }
+}
+
+/** Forgets the chains (tests change the environment between cases). */
+export function _resetChains(): void {
+  chains.clear();
+}
