@@ -9,6 +9,9 @@
 //             AWS_SESSION_TOKEN and AWS_REGION are set in the child's environment, so the SDK
 //             runs its default provider chain (fromNodeProviderChain -> fromEnv).
 //   explicit  a static credentials object and the region are passed in the call; no AWS_* vars.
+//   profile   no AWS_ACCESS_KEY_ID: AWS_PROFILE names a profile with static keys in a temporary
+//             shared credentials file, so pg-iam loads the standard chain
+//             (@aws-sdk/credential-provider-node) and the SDK runs its chain to fromIni.
 // Node and Bun run plain JavaScript, as npm users do: pg-iam.ts is bundled with esbuild (platform
 // node, ESM, not minified) into .tmp/bench/ first; the SDK is imported from node_modules as users
 // would. Deno runs the TypeScript as it is, as JSR users do. One untimed run of each variant fills on-disk caches (Deno's transpile
@@ -16,7 +19,7 @@
 // wall time and the median of per-pass differences to the bare start.
 
 import { spawnSync } from "node:child_process";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
@@ -60,6 +63,13 @@ function childEnv(mode) {
     DENO_NO_UPDATE_CHECK: "1",
   });
   if (mode === "env") Object.assign(env, credentialEnv(), { AWS_REGION: REGION });
+  if (mode === "profile") {
+    Object.assign(env, {
+      AWS_PROFILE: "bench",
+      AWS_CONFIG_FILE: join(TMP, "profile-config"),
+      AWS_SHARED_CREDENTIALS_FILE: join(TMP, "profile-credentials"),
+    });
+  }
   if (mode === "explicit") {
     Object.assign(env, {
       BENCH_REGION: REGION,
@@ -99,6 +109,8 @@ function variants(runtime, pgIamNodeFile) {
     { runtime, name: "rds-signer env", lib: "sdk", file: sdk, mode: "env" },
     { runtime, name: "pg-iam explicit", lib: "pg-iam", file: pgIam, mode: "explicit" },
     { runtime, name: "rds-signer explicit", lib: "sdk", file: sdk, mode: "explicit" },
+    { runtime, name: "pg-iam profile", lib: "pg-iam", file: pgIam, mode: "profile" },
+    { runtime, name: "rds-signer profile", lib: "sdk", file: sdk, mode: "profile" },
   ];
 }
 
@@ -130,6 +142,14 @@ function median(xs) {
  * wall time and median overhead over the bare start.
  */
 export async function coldStart({ runs = 15, runtimes = ["node", "deno", "bun"] } = {}) {
+  mkdirSync(TMP, { recursive: true });
+  writeFileSync(join(TMP, "profile-config"), `[profile bench]\nregion = ${REGION}\n`);
+  writeFileSync(
+    join(TMP, "profile-credentials"),
+    `[bench]\naws_access_key_id = ${CREDENTIALS.accessKeyId}\n` +
+      `aws_secret_access_key = ${CREDENTIALS.secretAccessKey}\n` +
+      `aws_session_token = ${CREDENTIALS.sessionToken}\n`,
+  );
   const pgIamNodeFile = runtimes.some((r) => r !== "deno") ? await bundleForNode() : undefined;
   const out = [];
   for (const runtime of runtimes) {
@@ -164,7 +184,7 @@ export function coldTable(results, versions = {}) {
   for (const runtime of runtimes) {
     const get = (name) => results.find((r) => r.runtime === runtime && r.name === name);
     const bare = get("bare").ms;
-    for (const mode of ["env", "explicit"]) {
+    for (const mode of ["env", "explicit", "profile"]) {
       const ours = get(`pg-iam ${mode}`);
       const sdk = get(`rds-signer ${mode}`);
       lines.push(
