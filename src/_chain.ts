@@ -19,6 +19,9 @@ const CONFIG_PACKAGE = "@smithy/core/config"; // the SDK's config-file loader, i
 
 const chains = new Map<string, CredentialsProvider>();
 
+/** The longest the chain may take to answer (the SDK's own timeouts and retries fit well within). */
+export const CHAIN_TIMEOUT_MS = 10_000;
+
 function importOptional(name: string, version: string): Promise<Record<string, unknown>> {
   const specifier = onDeno()
     ? `npm:${name.replace(/^(@[^/]+\/[^/]+|[^/]+)/, `$1@${version}`)}`
@@ -53,18 +56,35 @@ export async function chainProvider(profile: string | undefined): Promise<Creden
     options?: { forceRefresh?: boolean },
   ) => Promise<ReturnType<CredentialsProvider>>;
   const sdk = defaultProvider(profile === undefined ? {} : { profile });
+  const where = profile ? ` (profile ${JSON.stringify(profile)})` : "";
   const provider: CredentialsProvider = async (options) => {
+    // The SDK bounds most sources itself, but not all: its container-endpoint client only logs a
+    // warning when the endpoint never answers. A connect must not wait forever on that.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() =>
+        reject(
+          new CredentialsError(
+            "missing",
+            `The standard AWS credential chain${where} gave no answer within ` +
+              `${CHAIN_TIMEOUT_MS / 1000}s: a container credentials endpoint, instance metadata ` +
+              `or STS that does not respond?`,
+          ),
+        ), CHAIN_TIMEOUT_MS);
+    });
     try {
-      return await sdk(options);
+      return await Promise.race([sdk(options), timeout]);
     } catch (cause) {
+      if (cause instanceof CredentialsError) throw cause;
       const reason = cause instanceof Error ? cause.message : String(cause);
       throw new CredentialsError(
         "missing",
-        `No AWS credentials: the environment has none${
-          profile ? ` (profile ${JSON.stringify(profile)} asked for)` : ""
-        } and the standard AWS credential chain found none: ${excerpt(reason)}`,
+        `The standard AWS credential chain${where} found no credentials (none in the ` +
+          `environment either): ${excerpt(reason)}`,
         { cause },
       );
+    } finally {
+      clearTimeout(timer);
     }
   };
   chains.set(key, provider);
