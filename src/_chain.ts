@@ -37,18 +37,16 @@ export async function chainProvider(profile: string | undefined): Promise<Creden
   const key = profile ?? "";
   const known = chains.get(key);
   if (known) return known;
+  const where = profile ? ` (profile ${JSON.stringify(profile)})` : "";
   let mod: Record<string, unknown>;
   try {
     mod = await importOptional(CHAIN_PACKAGE, "^3");
   } catch (cause) {
     throw new CredentialsError(
       "missing",
-      `No AWS credentials: the "credentials" option was not given, the environment has no ` +
-        `AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY${
-          profile ? ` (and the profile ${JSON.stringify(profile)} was asked for)` : ""
-        }, and the standard AWS credential chain (profiles, SSO, ECS, EKS, EC2) needs the ` +
-        `package ${CHAIN_PACKAGE}, which could not be loaded: npm install ${CHAIN_PACKAGE} ` +
-        `(Deno: deno add npm:${CHAIN_PACKAGE}). On edge runtimes pass "credentials" instead`,
+      `No AWS credentials in the environment${where}, and the standard AWS credential chain ` +
+        `needs ${CHAIN_PACKAGE}: npm install ${CHAIN_PACKAGE} (Deno: deno add ` +
+        `npm:${CHAIN_PACKAGE}); on edge runtimes pass "credentials"`,
       { cause },
     );
   }
@@ -56,7 +54,6 @@ export async function chainProvider(profile: string | undefined): Promise<Creden
     options?: { forceRefresh?: boolean },
   ) => Promise<ReturnType<CredentialsProvider>>;
   const sdk = defaultProvider(profile === undefined ? {} : { profile });
-  const where = profile ? ` (profile ${JSON.stringify(profile)})` : "";
   const provider: CredentialsProvider = async (options) => {
     // The SDK bounds most sources itself, but not all: its container-endpoint client only logs a
     // warning when the endpoint never answers. A connect must not wait forever on that.
@@ -67,8 +64,7 @@ export async function chainProvider(profile: string | undefined): Promise<Creden
           new CredentialsError(
             "missing",
             `The standard AWS credential chain${where} gave no answer within ` +
-              `${CHAIN_TIMEOUT_MS / 1000}s: a container credentials endpoint, instance metadata ` +
-              `or STS that does not respond?`,
+              `${CHAIN_TIMEOUT_MS / 1000}s (an unresponsive container endpoint, IMDS or STS?)`,
           ),
         ), CHAIN_TIMEOUT_MS);
     });

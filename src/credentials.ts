@@ -289,9 +289,7 @@ function envProfile(): string | undefined {
 function report(hook: ((error: Error) => void) | undefined, error: Error): void {
   try {
     if (hook) hook(error);
-    else {console.warn(
-        `pg-iam: refreshing AWS credentials failed (still using the current ones): ${error.message}`,
-      );}
+    else console.warn(`pg-iam: credentials refresh failed, current ones kept: ${error.message}`);
   } catch {
     // A throwing hook must not turn into an unhandled rejection.
   }
