@@ -187,7 +187,7 @@ export async function startPostgres() {
     for (let attempt = 1;; attempt++) {
       port = await freePort();
       const options = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off ` +
-        "-c max_connections=200";
+        "-c max_connections=200 -c wal_level=logical"; // logical: postgres.js subscribe()
       try {
         pg(join(binDir, "pg_ctl"), [
           "-D",

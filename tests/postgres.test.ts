@@ -546,3 +546,33 @@ test("DSQL pools recycle connections before DSQL's 60 minutes, jittered; RDS kee
   assert.equal(typeof rds, "function");
   assert.notEqual(rds, lifetime);
 });
+
+test("subscribe (logical replication) connections get tokens too", async () => {
+  const g = await gateway();
+  const tokens: TokenEvent[] = [];
+  const table = `pgiam_sub_${Date.now()}`;
+  const sql = client(g, {
+    onToken: (e: TokenEvent) => tokens.push(e),
+    user: "postgres",
+    publications: `${table}_pub`,
+  });
+  try {
+    await sql.unsafe(`create table ${table} (id int primary key, note text)`);
+    await sql.unsafe(`create publication ${table}_pub for table ${table}`);
+    const seen = new Promise<string>((resolve) => {
+      void sql.subscribe(`insert:${table}`, (row) => resolve(row?.note));
+    });
+    await sleep(300);
+    await sql.unsafe(`insert into ${table} values (1, 'replicated')`);
+    const guard = sleep(10_000).then(() => "no row replicated within 10 s (hang guard)");
+    assert.equal(await Promise.race([seen, guard]), "replicated");
+  } finally {
+    await sql.unsafe(`drop publication if exists ${table}_pub`).catch(() => {});
+    await sql.unsafe(`drop table if exists ${table}`).catch(() => {});
+    await sql.end({ timeout: 1 });
+  }
+  // The replication connection logged in through the gateway with its own token.
+  assert.ok(g.stats.accepted >= 2, `${g.stats.accepted} logins`);
+  assert.equal(tokens.length, g.stats.accepted);
+  assert.equal(g.stats.rejected, 0);
+});
