@@ -564,8 +564,12 @@ test("subscribe (logical replication) connections get tokens too", async () => {
     });
     await sleep(300);
     await sql.unsafe(`insert into ${table} values (1, 'replicated')`);
-    const guard = sleep(10_000).then(() => "no row replicated within 10 s (hang guard)");
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const guard = new Promise<string>((resolve) => {
+      timer = setTimeout(resolve, 10_000, "no row replicated within 10 s (hang guard)");
+    });
     assert.equal(await Promise.race([seen, guard]), "replicated");
+    clearTimeout(timer);
   } finally {
     await sql.unsafe(`drop publication if exists ${table}_pub`).catch(() => {});
     await sql.unsafe(`drop table if exists ${table}`).catch(() => {});
