@@ -226,6 +226,24 @@ const URL_PARAMS: Record<string, keyof IamOptions | "dangerouslyDisableTls"> = {
   iam_profile: "profile",
 };
 
+// The options iamPostgres() takes for itself; everything else goes to postgres.js.
+const IAM_KEYS = new Set<string>(
+  [
+    "region",
+    "credentials",
+    "profile",
+    "onRefreshError",
+    "expiresIn",
+    "signingHostname",
+    "signingPort",
+    "service",
+    "admin",
+    "onToken",
+    "credentialsTimeout",
+    "now",
+  ] satisfies (keyof IamOptions)[],
+);
+
 interface Config {
   service: "rds" | "dsql";
   signingHostname: string;
@@ -306,25 +324,12 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
     throw new TypeError(`iamPostgres() expects an options object, got ${show(options)}`);
   }
   const fromUrl = url === undefined ? { url: undefined, iam: {}, ssl: undefined } : splitUrl(url);
-  const {
-    region,
-    credentials,
-    profile,
-    onRefreshError,
-    expiresIn,
-    signingHostname,
-    signingPort,
-    service,
-    admin,
-    onToken,
-    credentialsTimeout,
-    now,
-    dangerouslyDisableTls,
-    onConnect,
-    prewarm: prewarmCount,
-    ssl,
-    ...pgOptions
-  } = { ...fromUrl.iam, ...options } as IamPostgresOptions<T> & Record<string, unknown>;
+  const iam: Record<string, unknown> = {};
+  const rest: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries({ ...fromUrl.iam, ...options })) {
+    (IAM_KEYS.has(key) ? iam : rest)[key] = value;
+  }
+  const { dangerouslyDisableTls, onConnect, prewarm: prewarmCount, ssl, ...pgOptions } = rest;
   if ("password" in pgOptions || "pass" in pgOptions) {
     throw new TypeError(
       `The "password" option cannot be combined with IAM authentication: pg-iam signs a token ` +
@@ -381,23 +386,10 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
   const host = parsed.host[0];
   const port = parsed.port[0];
   const connectTimeout = parsed.connect_timeout || 30;
-  const config = buildConfig({
-    host,
-    port,
-    user: parsed.user,
-    region,
-    credentials,
-    profile,
-    onRefreshError,
-    expiresIn,
-    signingHostname,
-    signingPort,
-    service,
-    admin,
-    onToken,
-    credentialsTimeout,
-    now,
-  }, connectTimeout);
+  const config = buildConfig(
+    { ...iam as IamOptions, host, port, user: parsed.user },
+    connectTimeout,
+  );
 
   if (config.service === "dsql") {
     const lifetime = parsed.max_lifetime; // a function: postgres.js's default (30–60 minutes)
@@ -436,7 +428,7 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
   };
   if (prewarmCount !== undefined) {
     checkCount(prewarmCount, "prewarm");
-    void prewarm(sql, prewarmCount);
+    void prewarm(sql, prewarmCount as number);
   }
   return sql;
 }
