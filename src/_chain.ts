@@ -101,16 +101,17 @@ export async function profileRegion(profile: string | undefined): Promise<string
   const load = mod.loadSharedConfigFiles as (
     init?: { ignoreCache?: boolean },
   ) => Promise<{ configFile: Record<string, Record<string, string | undefined>> }>;
-  const name = profile ?? readProfileEnv() ?? "default";
+  const name = profile ?? envProfile() ?? "default";
   const { configFile } = await load({ ignoreCache: true });
   return configFile[name]?.region;
 }
 
-function readProfileEnv(): string | undefined {
+/** `AWS_PROFILE`, or undefined when unset or unreadable (no permission: the default profile). */
+export function envProfile(): string | undefined {
   try {
     return readEnv("AWS_PROFILE");
   } catch {
-    return undefined; // no permission to read it: the default profile
+    return undefined;
   }
 }
 

@@ -92,7 +92,7 @@ export class IamSocket extends Duplex {
     return this.#relaying && !this.destroyed ? "open" : this.destroyed ? "closed" : "opening";
   }
 
-  /** postgres.js asks for keep-alive; applied to the TCP socket once it exists. */
+  /** postgres.js asks for keep-alive here; #open() applies `keep_alive` to the TCP socket. */
   setKeepAlive(_enable?: boolean, _delay?: number): this {
     return this;
   }
@@ -166,7 +166,7 @@ export class IamSocket extends Duplex {
       totalMs: 0,
     };
     let attempts = 0;
-    let phase = "credentials";
+    let phase = "";
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
@@ -192,7 +192,6 @@ export class IamSocket extends Duplex {
         if (this.destroyed) return;
 
         phase = `connecting to ${plan.host}:${plan.port}`;
-        let t = performance.now();
         const socket = await within(this.#open(timings));
         this.#upstream = socket;
         if (this.destroyed) {
@@ -202,7 +201,7 @@ export class IamSocket extends Duplex {
 
         phase = "authenticating (the server's IAM check)";
         socket.write(startup);
-        t = performance.now();
+        const t = performance.now();
         const answer = await within(authenticate(socket, signed.token));
         timings.authMs += performance.now() - t;
         if (answer.ok) {

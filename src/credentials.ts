@@ -6,7 +6,7 @@
 import { CredentialsError, excerpt, hasLoneSurrogate, show } from "./errors.ts";
 import { EnvAccessError, readEnv } from "./_env.ts";
 import type { SigningCredentials } from "./sigv4.ts";
-import { chainProvider } from "./_chain.ts";
+import { chainProvider, envProfile } from "./_chain.ts";
 
 /**
  * AWS credentials, the shape of the AWS SDK v3's `AwsCredentialIdentity`.
@@ -276,14 +276,6 @@ export function resolveCredentials(
   return chainProvider(profile)
     .then((chain) => fromProvider(chain, until, forceRefresh, context?.onRefreshError))
     .then((c) => unexpired(c, signingDate));
-}
-
-function envProfile(): string | undefined {
-  try {
-    return readEnv("AWS_PROFILE") || undefined;
-  } catch {
-    return undefined; // unreadable: fromEnv() explains the permission when it matters
-  }
 }
 
 function report(hook: ((error: Error) => void) | undefined, error: Error): void {

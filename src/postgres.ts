@@ -409,21 +409,29 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
     }
   }
 
-  const cfg = config;
-  const tlsOptions = tlsFor(ssl ?? fromUrl.ssl, dangerouslyDisableTls ?? false, cfg);
+  const tlsOptions = tlsFor(ssl ?? fromUrl.ssl, dangerouslyDisableTls ?? false, config);
   // A bare DSQL cluster id connects to the endpoint it expands to.
-  const connectHost = cfg.service === "dsql" && isDsqlClusterId(host) ? cfg.signingHostname : host;
+  const connectHost = config.service === "dsql" && isDsqlClusterId(host)
+    ? config.signingHostname
+    : host;
   ref.plan = {
     host: connectHost,
     port,
     tls: tlsOptions,
     keepAlive: parsed.keep_alive ?? 0,
     connectTimeoutMs: connectTimeout * 1000,
-    token: (forceRefresh) => signFor(cfg, forceRefresh),
-    authError: (fields) => authError(fields, cfg),
+    token: (forceRefresh) => signFor(config, forceRefresh),
+    authError: (fields) => authError(fields, config),
     onConnect: (outcome: ConnectOutcome) => {
       if (!onConnect) return;
-      safely(() => onConnect({ ...outcome, host, port, user: cfg.user }));
+      safely(() =>
+        (onConnect as (e: ConnectEvent) => void)({
+          ...outcome,
+          host: connectHost,
+          port,
+          user: config.user,
+        })
+      );
     },
   };
   if (prewarmCount !== undefined) {
