@@ -1,0 +1,172 @@
+#!/usr/bin/env node
+/**
+ * The `pg-iam` command: IAM tokens for RDS, Aurora and Aurora DSQL from a shell, `psql` with a
+ * fresh token, a `doctor` that times every step of an IAM connect, and the local IAM-verifying
+ * gateway. Run it with `deno run -A jsr:@pg-iam/pg-iam/cli`, `npx pg-iam` or `bunx pg-iam`.
+ *
+ * Exit codes: 0 success, 1 a connect, authentication or credentials failure, 2 bad usage. Errors
+ * are one line on stderr (`--verbose` adds details); tokens and secrets never appear there.
+ *
+ * @example Shell
+ * ```sh
+ * PGPASSWORD=$(npx pg-iam token --hostname db.c9akciq32.us-east-1.rds.amazonaws.com --username app) \
+ *   psql "host=db.c9akciq32.us-east-1.rds.amazonaws.com user=app sslmode=verify-full"
+ * npx pg-iam doctor postgres://app@db.c9akciq32.us-east-1.rds.amazonaws.com/app
+ * ```
+ *
+ * @example From a program
+ * ```ts ignore
+ * import { main } from "@pg-iam/pg-iam/cli";
+ *
+ * const exitCode = await main(["token", "--hostname", "db.c9akciq32.us-east-1.rds.amazonaws.com", "--username", "app"]);
+ * ```
+ *
+ * @module
+ */
+
+import process from "node:process";
+import { realpathSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { type Command, helpText, parse, type Parsed, UsageError } from "./cli/_args.ts";
+
+/** The version of pg-iam this command belongs to. */
+export const VERSION = "0.1.0";
+
+interface CommandModule {
+  command: Command;
+  run(args: Parsed, out: (text: string) => void): Promise<number>;
+}
+
+// Each subcommand is loaded only when it runs, so `pg-iam token` starts without the rest.
+const COMMANDS: Record<string, { summary: string; load: () => Promise<CommandModule> }> = {
+  token: {
+    summary: "Print an IAM token (RDS, Aurora, Aurora DSQL) and nothing else",
+    load: () => import("./cli/token.ts"),
+  },
+  env: {
+    summary: "Print PG* shell exports with a fresh token, for eval",
+    load: () => import("./cli/env.ts").then((m) => ({ command: m.envCommand, run: m.runEnv })),
+  },
+  psql: {
+    summary: "Run psql with a fresh token and TLS verified",
+    load: () => import("./cli/env.ts").then((m) => ({ command: m.psqlCommand, run: m.runPsql })),
+  },
+  doctor: {
+    summary: "Connect for real and time every step; name the one that fails",
+    load: () => import("./cli/doctor.ts"),
+  },
+  gateway: {
+    summary: "Run the local IAM-verifying PostgreSQL gateway",
+    load: () => import("./cli/gateway.ts"),
+  },
+};
+
+function usage(): string {
+  const width = Math.max(...Object.keys(COMMANDS).map((n) => n.length)) + 2;
+  return [
+    `pg-iam ${VERSION}: IAM database authentication for PostgreSQL on AWS`,
+    "",
+    "Usage: pg-iam <command> [options]",
+    "",
+    "Commands:",
+    ...Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(width)}${c.summary}`),
+    "",
+    "Run pg-iam <command> --help for a command's options.",
+    "Exit codes: 0 success, 1 connect, authentication or credentials failure, 2 bad usage.",
+    "",
+  ].join("\n");
+}
+
+const write = (stream: NodeJS.WriteStream) => (text: string) => void stream.write(text);
+
+/**
+ * Runs the `pg-iam` command with `args` (what follows `pg-iam`), writing to stdout and stderr.
+ * Resolves to the exit code; never rejects. `pg-iam gateway` resolves when it is stopped.
+ *
+ * @param args The command line after the program name, for example `["token", "--help"]`.
+ * @returns 0 on success, 1 on a connect, authentication or credentials failure, 2 on bad usage.
+ *
+ * @example
+ * ```ts ignore
+ * import { main } from "@pg-iam/pg-iam/cli";
+ *
+ * Deno.exit(await main(Deno.args));
+ * ```
+ */
+export async function main(args: readonly string[]): Promise<number> {
+  const out = write(process.stdout);
+  const err = write(process.stderr);
+  const [name, ...rest] = args;
+  const verbose = rest.includes("--verbose");
+  if (name === undefined || name === "--help" || name === "-h" || name === "help") {
+    const topic = name === "help" ? rest[0] : undefined;
+    if (topic === undefined) {
+      out(usage());
+      return 0;
+    }
+    return main([topic, "--help"]);
+  }
+  if (name === "--version" || name === "-v" || name === "version") {
+    out(`${VERSION}\n`);
+    return 0;
+  }
+  const entry = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+  if (!entry) {
+    err(`pg-iam: unknown command ${JSON.stringify(name)} (see pg-iam --help)\n`);
+    return 2;
+  }
+  try {
+    const mod = await entry.load();
+    const parsed = parse(mod.command, rest);
+    if (parsed.values.help) {
+      out(helpText(mod.command));
+      return 0;
+    }
+    return await mod.run(parsed, out);
+  } catch (error) {
+    const usageError = error instanceof UsageError || error instanceof TypeError ||
+      error instanceof RangeError;
+    err(
+      `pg-iam ${name}: ${oneLine(error)}` + (usageError ? ` (see pg-iam ${name} --help)` : "") +
+        "\n",
+    );
+    if (verbose) err(details(error));
+    return usageError ? 2 : 1;
+  }
+}
+
+function oneLine(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  return message.replace(/\s*\n\s*/g, " ").trim();
+}
+
+/** The stack and the chain of causes, for --verbose. */
+function details(error: unknown): string {
+  const lines: string[] = [];
+  for (let e = error, depth = 0; e !== undefined && depth < 8; depth++) {
+    if (e instanceof Error) {
+      lines.push((depth ? "caused by: " : "") + (e.stack ?? `${e.name}: ${e.message}`));
+      e = e.cause;
+    } else {
+      lines.push(`caused by: ${String(e)}`);
+      break;
+    }
+  }
+  return lines.join("\n") + "\n";
+}
+
+function isEntryPoint(): boolean {
+  const meta = import.meta as ImportMeta & { main?: boolean };
+  if (typeof meta.main === "boolean") return meta.main; // Deno, Bun
+  try {
+    return realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
+}
+
+if (isEntryPoint()) {
+  const code = await main(process.argv.slice(2));
+  // Exit once stdout is flushed: sockets or timers left by a failed connect must not hold us.
+  process.stdout.write("", () => process.exit(code));
+}

@@ -1,0 +1,820 @@
+// pg-iam doctor: one real IAM connect, step by step, each step timed, and the failing step named
+// with its likely cause in plain words. Then a second connect, to show warm against cold.
+//
+// It drives the wire protocol itself rather than a driver, so that DNS, TCP, TLS, the server's
+// IAM check and the first query are timed apart (seed 004: the seconds were in the IAM check) and
+// a failure is pinned on one of them.
+
+import { Buffer } from "node:buffer";
+import { lookup, resolveCname } from "node:dns/promises";
+import { readFileSync } from "node:fs";
+import net from "node:net";
+import tls from "node:tls";
+import { type Credentials, resolveCredentials } from "../credentials.ts";
+import { CredentialsError } from "../errors.ts";
+import { envProfile } from "../_chain.ts";
+import { readEnv } from "../_env.ts";
+import { parseHostname } from "../hostname.ts";
+import { resolveRegionOrProfile } from "../_options.ts";
+import {
+  AUTH_CLEARTEXT,
+  AUTH_OK,
+  errorFields,
+  message,
+  MessageReader,
+  passwordMessage,
+  SSL_REQUEST,
+  startupMessage,
+} from "../_pgwire.ts";
+import { type Command, int, type Parsed, UsageError } from "./_args.ts";
+import { rdsCaBundle } from "./env.ts";
+import { resolveTarget, signFor, type Target, TARGET_FLAGS } from "./_target.ts";
+
+/** The `doctor` subcommand. */
+export const command: Command = {
+  name: "doctor",
+  summary: "Connect for real and time every step; name the one that fails.",
+  usage: "[URL] [options]",
+  description: `
+Performs a real IAM connect and prints each step with its time: the endpoint (service, region,
+kind), credentials (source, expiry), signing, DNS (and whether the name is a CNAME of an AWS
+endpoint: tokens must be signed for the endpoint's own name), TCP, TLS (certificate issuer and
+whether it verifies), authentication (the server's IAM check), the first query (select 1), and a
+second connect, warm. On failure it names the failing step and the likely cause, and exits 1.
+The token and secrets are never printed.`,
+  flags: {
+    ...TARGET_FLAGS,
+    json: { type: "boolean", help: "Print one JSON object for machines instead." },
+    timeout: {
+      type: "string",
+      arg: "SECONDS",
+      help: "How long each network step may take. Default: 10.",
+    },
+  },
+  positionals: 1,
+  examples: [
+    "pg-iam doctor postgres://app@db.cluster-c9akciq32.us-east-1.rds.amazonaws.com/orders",
+    "pg-iam doctor postgres://admin@abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws/postgres --json",
+    "pg-iam doctor postgres://app@127.0.0.1:15432/orders?iam_host=db.c9akciq32.us-east-1.rds.amazonaws.com&iam_port=5432",
+  ],
+};
+
+/** The steps of a connect, in order. */
+export type StepName =
+  | "endpoint"
+  | "credentials"
+  | "sign"
+  | "dns"
+  | "tcp"
+  | "tls"
+  | "auth"
+  | "query"
+  | "warm";
+
+/** One step's outcome. */
+export interface Step {
+  step: StepName;
+  ok: boolean;
+  ms: number;
+  /** What was found, in words. */
+  detail: string;
+  /** The same, for machines. */
+  data?: Record<string, unknown>;
+}
+
+/** What `--json` prints. */
+export interface Report {
+  ok: boolean;
+  target: Record<string, unknown>;
+  steps: Step[];
+  warnings: string[];
+  /** The failing step, its error, and the likely cause in plain words. */
+  failure?: { step: StepName; error: string; cause: string; code?: string };
+  /** Total time of the first (cold) and second (warm) connect, in ms. */
+  coldMs?: number;
+  warmMs?: number;
+  /** Per-step times of the warm connect. */
+  warm?: Record<string, number>;
+}
+
+/** A step that failed: its error and the likely cause. */
+class StepFailure extends Error {
+  constructor(
+    readonly step: StepName,
+    message: string,
+    readonly likely: string,
+    readonly code?: string,
+    readonly ms = 0,
+  ) {
+    super(message);
+  }
+}
+
+const ms = (t: number) => Math.round((performance.now() - t) * 10) / 10;
+
+/** Runs `pg-iam doctor`. */
+export async function run(args: Parsed, out: (text: string) => void): Promise<number> {
+  const target = resolveTarget(args.positionals[0], args.values, command.name);
+  const timeoutMs = (int(args.values, "timeout", 1, 3600, command.name) ?? 10) * 1000;
+  const json = args.values.json === true;
+  let ca: string | undefined;
+  if (target.sslrootcert !== undefined) {
+    try {
+      ca = readFileSync(target.sslrootcert, "utf8");
+    } catch (error) {
+      throw new UsageError(
+        `cannot read sslrootcert ${JSON.stringify(target.sslrootcert)}: ` +
+          (error as Error).message,
+        command.name,
+      );
+    }
+  } else if (target.service === "rds") ca = rdsCaBundle();
+
+  const report: Report = {
+    ok: false,
+    target: {
+      host: target.host,
+      port: target.port,
+      user: target.user,
+      database: target.database,
+      service: target.service,
+      signingHostname: target.signingHostname,
+      signingPort: target.signingPort,
+      sslmode: target.sslmode,
+    },
+    steps: [],
+    warnings: [],
+  };
+  const print = (line: string) => json || out(line + "\n");
+  const add = (step: Step) => {
+    report.steps.push(step);
+    print(`  ${step.ok ? "ok  " : "FAIL"}  ${step.step.padEnd(12)}${fmt(step.ms)}  ${step.detail}`);
+  };
+  const warn = (text: string) => {
+    report.warnings.push(text);
+    print(`  warn  ${text}`);
+  };
+  print(
+    `pg-iam doctor: ${target.user}@${target.host}:${target.port}/${target.database} ` +
+      `(${target.service.toUpperCase()}, sslmode ${target.sslmode})`,
+  );
+
+  try {
+    const region = await endpointStep(target, add, warn);
+    report.target.region = region;
+    const cold = await connect(target, region, ca, timeoutMs, add, warn);
+    report.coldMs = cold.total;
+    const warm = await connect(target, region, ca, timeoutMs, () => {}, () => {});
+    report.warmMs = warm.total;
+    report.warm = warm.times;
+    add({
+      step: "warm",
+      ok: true,
+      ms: warm.total,
+      detail: `a second connect: ` +
+        Object.entries(warm.times).map(([k, v]) => `${k} ${v}`).join(", ") + " ms",
+      data: warm.times,
+    });
+    report.ok = true;
+    const auth = cold.times.auth;
+    print(
+      `\nConnected: ${fmt(cold.total).trim()} cold, ${fmt(warm.total).trim()} warm. The ` +
+        `server's IAM check (auth) took ${fmt(auth).trim()}, ` +
+        `${Math.round((auth / cold.total) * 100)}% of the cold connect.`,
+    );
+  } catch (error) {
+    const f = error instanceof StepFailure ? error : new StepFailure(
+      "endpoint",
+      (error as Error).message,
+      "an unexpected error; run again with --verbose for details",
+    );
+    if (!report.steps.some((s) => s.step === f.step && !s.ok)) {
+      add({ step: f.step, ok: false, ms: f.ms, detail: f.message });
+    }
+    report.failure = { step: f.step, error: f.message, cause: f.likely, code: f.code };
+    print(`\nFailed at ${f.step}: ${f.likely}`);
+  }
+  if (json) out(JSON.stringify(report, null, 2) + "\n");
+  return report.ok ? 0 : 1;
+}
+
+function fmt(n: number): string {
+  return `${n < 10 ? n.toFixed(1) : Math.round(n)} ms`.padStart(9);
+}
+
+async function endpointStep(
+  target: Target,
+  add: (s: Step) => void,
+  warn: (w: string) => void,
+): Promise<string> {
+  const t = performance.now();
+  const parsed = target.parsed;
+  let region: string;
+  try {
+    region = await resolveRegionOrProfile(
+      target.region,
+      parsed,
+      "hostname",
+      target.signingHostname,
+      target.profile,
+    );
+  } catch (error) {
+    throw new StepFailure(
+      "endpoint",
+      (error as Error).message,
+      `no AWS region: ${target.signingHostname} is not an AWS endpoint name, so pass --region ` +
+        `(or iam_region=, AWS_REGION, or a profile with a region)`,
+    );
+  }
+  const what = parsed
+    ? `${parsed.service}, ${parsed.region}, ${parsed.kind} endpoint ${
+      JSON.stringify(parsed.identifier)
+    }` +
+      ` (${parsed.partition})`
+    : `${target.service}, region ${region} (${JSON.stringify(target.signingHostname)} is not an ` +
+      `AWS endpoint name)`;
+  const signing = target.signingHostname === target.host && target.signingPort === target.port
+    ? ""
+    : `; signing for ${target.signingHostname}:${target.signingPort}`;
+  add({
+    step: "endpoint",
+    ok: true,
+    ms: ms(t),
+    detail: what + signing,
+    data: {
+      service: target.service,
+      region,
+      kind: parsed?.kind,
+      identifier: parsed?.identifier,
+      partition: parsed?.partition,
+    },
+  });
+  if (parsed && region !== parsed.region) {
+    warn(
+      `the token is signed for region ${region}, but the endpoint is in ${parsed.region}: the ` +
+        `server will reject it`,
+    );
+  }
+  if (!parsed && !target.host.startsWith("127.") && target.host !== "localhost") {
+    warn(
+      `${target.signingHostname} is not an RDS or DSQL endpoint name: if it is a CNAME, tunnel ` +
+        `or proxy, sign for the endpoint's own name with --signing-hostname`,
+    );
+  }
+  return region;
+}
+
+interface Connected {
+  total: number;
+  times: Record<string, number>;
+}
+
+async function connect(
+  target: Target,
+  region: string,
+  ca: string | undefined,
+  timeoutMs: number,
+  add: (s: Step) => void,
+  warn: (w: string) => void,
+): Promise<Connected> {
+  const times: Record<string, number> = {};
+  const start = performance.now();
+  const timed = (step: StepName, t: number) => (times[step] = ms(t));
+
+  // Credentials.
+  let t = performance.now();
+  const expiresIn = target.expiresIn ?? 900;
+  let creds: Credentials;
+  try {
+    creds = await resolveCredentials(
+      undefined,
+      new Date(),
+      Date.now() + expiresIn * 1000,
+      false,
+      { profile: target.profile, onRefreshError: () => {} },
+    );
+  } catch (error) {
+    throw new StepFailure(
+      "credentials",
+      (error as Error).message,
+      error instanceof CredentialsError && error.code === "missing"
+        ? "no AWS credentials were found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, " +
+          "AWS_PROFILE (or --profile), or log in (aws sso login)"
+        : "the AWS credentials could not be loaded or have expired: refresh them",
+      (error as CredentialsError).code,
+      ms(t),
+    );
+  }
+  add({
+    step: "credentials",
+    ok: true,
+    ms: timed("credentials", t),
+    detail: describeCredentials(creds, target),
+    data: {
+      source: credentialSource(target),
+      accessKeyId: creds.accessKeyId,
+      temporary: creds.sessionToken !== undefined,
+      expiration: creds.expiration?.toISOString(),
+    },
+  });
+
+  // Sign.
+  t = performance.now();
+  const token = await signFor({ ...target, region }, creds);
+  const action = target.service === "rds"
+    ? "rds-db:connect"
+    : target.admin
+    ? "dsql:DbConnectAdmin"
+    : "dsql:DbConnect";
+  add({
+    step: "sign",
+    ok: true,
+    ms: timed("sign", t),
+    detail: `${action} token for ${target.user} at ${target.signingHostname}` +
+      (target.service === "rds" ? `:${target.signingPort}` : "") +
+      `, ${region}, valid ${expiresIn} s (${token.length} characters, not shown)`,
+    data: { action, region, expiresIn, length: token.length },
+  });
+
+  // DNS.
+  t = performance.now();
+  let addresses: string[];
+  let dnsDetail: string;
+  if (net.isIP(target.host)) {
+    addresses = [target.host];
+    dnsDetail = `${target.host} is an IP address: no lookup`;
+  } else {
+    try {
+      const found = await within(lookup(target.host, { all: true }), timeoutMs, "dns");
+      addresses = found.map((a) => a.address);
+    } catch (error) {
+      throw new StepFailure(
+        "dns",
+        `cannot resolve ${target.host}: ${(error as Error).message}`,
+        `the name does not resolve: check it for typos; a private endpoint resolves only inside ` +
+          `its VPC (or over a VPN, or through the VPC's resolver)`,
+        (error as { code?: string }).code,
+        ms(t),
+      );
+    }
+    dnsDetail = `${target.host} → ${addresses.join(", ")}`;
+    const cname = await cnameOf(target.host);
+    if (cname !== undefined) {
+      dnsDetail += ` (CNAME of ${cname})`;
+      const aws = parseHostname(cname);
+      if (aws && target.signingHostname === target.host) {
+        warn(
+          `${target.host} is a CNAME of the endpoint ${cname}: RDS and DSQL check the token ` +
+            `against their own name, so sign for it: --signing-hostname ${cname} ` +
+            `(iam_host=${cname})`,
+        );
+      }
+    }
+  }
+  add({ step: "dns", ok: true, ms: timed("dns", t), detail: dnsDetail, data: { addresses } });
+
+  // TCP.
+  t = performance.now();
+  let socket: net.Socket | undefined;
+  let lastError: Error | undefined;
+  for (const address of addresses) {
+    try {
+      socket = await within(tcpConnect(address, target.port), timeoutMs, "tcp");
+      break;
+    } catch (error) {
+      lastError = error as Error;
+    }
+  }
+  if (!socket) {
+    const code = (lastError as { code?: string }).code;
+    throw new StepFailure(
+      "tcp",
+      `cannot connect to ${addresses.join(" or ")} port ${target.port}: ${lastError!.message}`,
+      code === "ECONNREFUSED"
+        ? `nothing accepts connections on port ${target.port} there: check the port, and that ` +
+          `the database (or your tunnel) is running`
+        : code === "ETIMEDOUT"
+        ? `no answer within ${timeoutMs / 1000} s: a security group, network ACL or firewall ` +
+          `drops the traffic, or the database is not publicly accessible`
+        : `the network path to the database is broken (${code ?? "error"})`,
+      code,
+      ms(t),
+    );
+  }
+  add({
+    step: "tcp",
+    ok: true,
+    ms: timed("tcp", t),
+    detail: `connected to ${socket.remoteAddress}:${socket.remotePort}`,
+  });
+
+  let stream: net.Socket = socket;
+  try {
+    // TLS.
+    if (target.sslmode !== "disable") {
+      t = performance.now();
+      stream = await within(tlsStep(socket, target, ca, add, timed, t), timeoutMs, "tls");
+    } else {
+      warn("TLS is disabled (sslmode disable): the token travels in plaintext");
+    }
+
+    // Authentication.
+    t = performance.now();
+    const wire = new Wire(stream);
+    const auth = await within(authenticate(wire, target, token), timeoutMs, "auth").catch(
+      (error: Error & { code?: string }) => {
+        throw new StepFailure(
+          "auth",
+          error.message,
+          error instanceof StepFailure ? error.likely : authCause(error, target, region),
+          error.code,
+          ms(t),
+        );
+      },
+    );
+    add({
+      step: "auth",
+      ok: true,
+      ms: timed("auth", t),
+      detail: `accepted: the server's IAM check took ${auth.checkMs} ms, session start ` +
+        `${auth.sessionMs} ms`,
+      data: { checkMs: auth.checkMs, sessionMs: auth.sessionMs, server: auth.server },
+    });
+
+    // First query.
+    t = performance.now();
+    const value = await within(query(wire, "select 1"), timeoutMs, "query").catch((error) => {
+      throw new StepFailure(
+        "query",
+        (error as Error).message,
+        "logged in, but the first query failed",
+        (error as { code?: string }).code,
+        ms(t),
+      );
+    });
+    add({
+      step: "query",
+      ok: true,
+      ms: timed("query", t),
+      detail: `select 1 → ${value}` + (auth.server ? ` (PostgreSQL ${auth.server})` : ""),
+    });
+    stream.end(message("X"));
+  } finally {
+    stream.destroy();
+    socket.destroy();
+  }
+  return { total: ms(start), times };
+}
+
+function credentialSource(target: Target): string {
+  const profile = target.profile ?? envProfile();
+  if (profile === undefined && readEnv("AWS_ACCESS_KEY_ID") && readEnv("AWS_SECRET_ACCESS_KEY")) {
+    return "environment variables";
+  }
+  return `AWS SDK credential chain${profile ? ` (profile ${profile})` : ""}`;
+}
+
+function describeCredentials(creds: Credentials, target: Target): string {
+  const kind = creds.sessionToken ? "temporary" : "long-term";
+  const expiry = creds.expiration
+    ? `, expire ${creds.expiration.toISOString()} (in ${
+      Math.round((creds.expiration.getTime() - Date.now()) / 60_000)
+    } min)`
+    : "";
+  return `${credentialSource(target)}: ${kind} key ${creds.accessKeyId}${expiry}`;
+}
+
+/** The name `host` is a CNAME of, if it is one; DNS trouble here is not an error. */
+async function cnameOf(host: string): Promise<string | undefined> {
+  if (host === "localhost") return undefined;
+  try {
+    const names = await within(resolveCname(host), 2000, "dns");
+    return names[0];
+  } catch {
+    return undefined;
+  }
+}
+
+function tcpConnect(host: string, port: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host, port });
+    socket.once("connect", () => {
+      socket.off("error", reject);
+      socket.on("error", () => {}); // from here on, reported by the step reading the socket
+      socket.setNoDelay(true);
+      resolve(socket);
+    });
+    socket.once("error", (error) => {
+      socket.destroy();
+      reject(error);
+    });
+  });
+}
+
+async function tlsStep(
+  socket: net.Socket,
+  target: Target,
+  ca: string | undefined,
+  add: (s: Step) => void,
+  timed: (step: StepName, t: number) => number,
+  t: number,
+): Promise<net.Socket> {
+  const request = Buffer.alloc(8);
+  request.writeUInt32BE(8, 0);
+  request.writeUInt32BE(SSL_REQUEST, 4);
+  socket.write(request);
+  const reply = await new Promise<Buffer>((resolve, reject) => {
+    socket.once("data", resolve);
+    socket.once("error", reject);
+    socket.once("close", () => reject(new Error("the server closed the connection")));
+  }).catch((error) => {
+    throw new StepFailure(
+      "tls",
+      `no answer to the TLS request: ${(error as Error).message}`,
+      "the server closed the connection instead of answering: is this a PostgreSQL port?",
+      undefined,
+      ms(t),
+    );
+  });
+  if (reply.length !== 1 || reply[0] !== 0x53 /* S */) {
+    throw new StepFailure(
+      "tls",
+      reply[0] === 0x4e
+        ? "the server refused TLS (it answered the SSLRequest with N)"
+        : "the server's answer to the SSLRequest is not PostgreSQL's",
+      reply[0] === 0x4e
+        ? "the server does not offer TLS; pg-iam sends tokens only over TLS (for a local " +
+          "gateway without TLS: sslmode=disable with --dangerously-disable-tls)"
+        : "this port does not speak the PostgreSQL protocol",
+      undefined,
+      ms(t),
+    );
+  }
+  const name = target.signingHostname;
+  const secure = tls.connect({
+    socket,
+    ...(net.isIP(name) ? {} : { servername: name }),
+    ...(ca ? { ca } : {}),
+    rejectUnauthorized: false, // checked below, to report what is wrong with the certificate
+  });
+  await new Promise<void>((resolve, reject) => {
+    secure.once("secureConnect", resolve);
+    secure.once("error", reject);
+  }).catch((error) => {
+    throw new StepFailure(
+      "tls",
+      `the TLS handshake failed: ${(error as Error).message}`,
+      "the server and this client share no TLS version or cipher, or the connection broke",
+      (error as { code?: string }).code,
+      ms(t),
+    );
+  });
+  const cert = secure.getPeerCertificate();
+  const subject = cert?.subject?.CN ?? "?";
+  const issuer = [cert?.issuer?.CN, cert?.issuer?.O].filter(Boolean).join(", ") || "?";
+  const chainError = secure.authorized ? undefined : String(secure.authorizationError ?? "");
+  const nameError = cert && Object.keys(cert).length
+    ? tls.checkServerIdentity(name, cert)
+    : undefined;
+  const trust = ca === undefined
+    ? "the system's CAs"
+    : target.sslrootcert
+    ? target.sslrootcert
+    : "the RDS CA bundle";
+  const protocol = secure.getProtocol() ?? "TLS";
+  const data = { protocol, subject, issuer, verified: false, trust };
+  if (target.sslmode === "require") {
+    add({
+      step: "tls",
+      ok: true,
+      ms: timed("tls", t),
+      detail: `${protocol}, certificate ${subject} issued by ${issuer}, NOT verified ` +
+        `(sslmode require)`,
+      data,
+    });
+    return secure;
+  }
+  const fail = (what: string, likely: string, code?: string): never => {
+    secure.destroy();
+    throw new StepFailure(
+      "tls",
+      `${protocol}: the certificate (${subject}, issued by ${issuer}) ${what}`,
+      likely,
+      code,
+      ms(t),
+    );
+  };
+  if (chainError) {
+    fail(
+      `does not verify against ${trust}: ${chainError}`,
+      `the server's certificate is not signed by a CA you trust: for RDS and Aurora the RDS CA ` +
+        `bundle is used by default; for a gateway or proxy pass its CA with ` +
+        `sslrootcert=<file> (or --sslrootcert)`,
+      chainError,
+    );
+  }
+  if (nameError && target.sslmode === "verify-full") {
+    fail(
+      `is not for ${name}: ${nameError.message}`,
+      `the certificate does not name ${name}: connecting by IP, through a tunnel, proxy or ` +
+        `CNAME? pass the endpoint's name with --signing-hostname (iam_host=), which is also ` +
+        `the name the token is signed for`,
+      (nameError as { code?: string }).code,
+    );
+  }
+  add({
+    step: "tls",
+    ok: true,
+    ms: timed("tls", t),
+    detail: `${protocol}, certificate ${subject} issued by ${issuer}, verified against ${trust}` +
+      (target.sslmode === "verify-full" ? ` for ${name}` : " (name not checked: verify-ca)"),
+    data: { ...data, verified: true },
+  });
+  return secure;
+}
+
+/** Typed messages from a socket, one at a time. */
+class Wire {
+  #reader = new MessageReader();
+  #waiting: (() => void) | undefined;
+  #error: Error | undefined;
+
+  constructor(readonly socket: net.Socket) {
+    socket.on("data", (chunk: Buffer) => {
+      this.#reader.push(new Uint8Array(chunk));
+      this.#waiting?.();
+    });
+    const end = (error?: Error) => {
+      this.#error ??= error ?? Object.assign(
+        new Error("the server closed the connection"),
+        { code: "CONNECTION_CLOSED" },
+      );
+      this.#waiting?.();
+    };
+    socket.on("error", end);
+    socket.on("close", () => end());
+  }
+
+  async next(): Promise<{ type: string; body: Uint8Array }> {
+    for (;;) {
+      const m = this.#reader.message();
+      if (m) return { type: String.fromCharCode(m.type), body: m.body };
+      if (this.#error) throw this.#error;
+      await new Promise<void>((resolve) => (this.#waiting = resolve));
+      this.#waiting = undefined;
+    }
+  }
+}
+
+class ServerError extends Error {
+  constructor(readonly fields: Map<string, string>) {
+    super(
+      `${fields.get("S") ?? "ERROR"}: ${fields.get("M") ?? "server error"} ` +
+        `(${fields.get("C") ?? "?"})`,
+    );
+  }
+  get code(): string | undefined {
+    return this.fields.get("C");
+  }
+}
+
+const METHODS: Record<number, string> = {
+  5: "an MD5 password",
+  7: "GSSAPI",
+  9: "SSPI",
+  10: "a SCRAM-SHA-256 password",
+};
+
+async function authenticate(
+  wire: Wire,
+  target: Target,
+  token: string,
+): Promise<{ checkMs: number; sessionMs: number; server?: string }> {
+  wire.socket.write(
+    startupMessage(
+      new Map([
+        ["user", target.user],
+        ["database", target.database],
+        ["application_name", "pg-iam doctor"],
+      ]),
+    ),
+  );
+  let sent = performance.now();
+  let checkMs = 0;
+  let okAt = 0;
+  let server: string | undefined;
+  for (;;) {
+    const m = await wire.next();
+    if (m.type === "R") {
+      const code = new DataView(m.body.buffer, m.body.byteOffset).getUint32(0);
+      if (code === AUTH_CLEARTEXT) {
+        sent = performance.now();
+        wire.socket.write(passwordMessage(token));
+      } else if (code === AUTH_OK) {
+        okAt = performance.now();
+        checkMs = Math.round((okAt - sent) * 10) / 10;
+      } else {
+        throw new StepFailure(
+          "auth",
+          `the server asked for ${METHODS[code] ?? `auth method ${code}`}, not a token`,
+          `the user ${target.user} is not set up for IAM: on RDS and Aurora, GRANT rds_iam TO ` +
+            `${target.user}; and enable IAM database authentication on the instance or cluster`,
+          "AUTH_METHOD",
+        );
+      }
+    } else if (m.type === "E") {
+      throw new ServerError(errorFields(m.body));
+    } else if (m.type === "S") {
+      const [name, value] = new TextDecoder().decode(m.body).split("\0");
+      if (name === "server_version") server = value;
+    } else if (m.type === "Z") {
+      return { checkMs, sessionMs: Math.round((performance.now() - okAt) * 10) / 10, server };
+    }
+  }
+}
+
+async function query(wire: Wire, sql: string): Promise<string> {
+  wire.socket.write(message("Q", new TextEncoder().encode(sql + "\0")));
+  let value = "";
+  let error: ServerError | undefined;
+  for (;;) {
+    const m = await wire.next();
+    if (m.type === "D") {
+      const view = new DataView(m.body.buffer, m.body.byteOffset);
+      const length = view.getInt32(2);
+      value = length < 0 ? "null" : new TextDecoder().decode(m.body.subarray(6, 6 + length));
+    } else if (m.type === "E") error = new ServerError(errorFields(m.body));
+    else if (m.type === "Z") {
+      if (error) throw error;
+      return value;
+    }
+  }
+}
+
+/** The likely cause of a failed login, in plain words. */
+function authCause(
+  error: Error & { code?: string },
+  target: Target,
+  region: string,
+): string {
+  const code = error.code;
+  if (code === "3D000") return `the database ${target.database} does not exist`;
+  if (code === "28000" && /role .* does not exist/.test(error.message)) {
+    return `the database has no user ${target.user}: create it (and GRANT rds_iam TO it on RDS)`;
+  }
+  if (code === "28P01" || code === "28000") {
+    const causes: string[] = [];
+    const parsed = target.parsed;
+    if (parsed && parsed.region !== region) {
+      causes.push(`the token is signed for ${region}, but the endpoint is in ${parsed.region}`);
+    }
+    if (!parsed) {
+      causes.push(
+        `the token is signed for ${target.signingHostname}:${target.signingPort}, which is not ` +
+          `an endpoint name: behind a tunnel or CNAME, pass the endpoint's name and port with ` +
+          `--signing-hostname and --signing-port`,
+      );
+    }
+    if (target.service === "rds") {
+      causes.push(
+        `the IAM identity lacks rds-db:connect on ` +
+          `arn:aws:rds-db:${region}:<account>:dbuser:<DbiResourceId or cluster id>/${target.user}`,
+        `the user ${target.user} lacks GRANT rds_iam, or IAM authentication is off on the ` +
+          `instance or cluster`,
+      );
+    } else {
+      causes.push(
+        target.admin
+          ? `the IAM identity lacks dsql:DbConnectAdmin on the cluster`
+          : `the IAM identity lacks dsql:DbConnect, or the role ${target.user} is not mapped ` +
+            `to it (AWS IAM GRANT ${target.user} TO '<IAM role ARN>')`,
+      );
+    }
+    causes.push(
+      `the user name differs in case from the one signed (${target.user})`,
+      `this machine's clock is off by more than a few minutes`,
+    );
+    return `the server rejected the IAM token. Likely causes: ${causes.join("; ")}`;
+  }
+  if (error.message.includes("timed out")) {
+    return `the server's IAM check did not answer in time: the database may be overloaded ` +
+      `or IAM throttled; raise --timeout to see how long it takes`;
+  }
+  return `the server refused the login: ${error.message}`;
+}
+
+function within<T>(promise: Promise<T>, timeoutMs: number, step: StepName): Promise<T> {
+  let timer: ReturnType<typeof setTimeout>;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(
+          Object.assign(new Error(`${step} timed out after ${timeoutMs / 1000} s`), {
+            code: "ETIMEDOUT",
+          }),
+        ),
+      timeoutMs,
+    );
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
