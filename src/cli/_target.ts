@@ -179,7 +179,8 @@ export function resolveTarget(
   command: string,
 ): Target {
   const u: UrlParts = url === undefined ? { params: new URLSearchParams() } : readUrl(url, command);
-  const p = u.params;
+  // The last of a repeated parameter wins, as in libpq.
+  const p = { get: (name: string) => u.params.getAll(name).at(-1) ?? null };
   const flag = (name: string) => str(values, name);
 
   let host = flag("hostname") ?? u.host ?? readEnv("PGHOST");

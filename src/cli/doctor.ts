@@ -15,7 +15,7 @@ import { CredentialsError } from "../errors.ts";
 import { envProfile } from "../_chain.ts";
 import { readEnv } from "../_env.ts";
 import { parseHostname } from "../hostname.ts";
-import { resolveRegionOrProfile } from "../_options.ts";
+import { NoRegionError, resolveRegionOrProfile } from "../_options.ts";
 import {
   AUTH_CLEARTEXT,
   AUTH_OK,
@@ -222,8 +222,11 @@ async function endpointStep(
     throw new StepFailure(
       "endpoint",
       (error as Error).message,
-      `no AWS region: ${target.signingHostname} is not an AWS endpoint name, so pass --region ` +
-        `(or iam_region=, AWS_REGION, or a profile with a region)`,
+      error instanceof NoRegionError
+        ? `no AWS region: ${target.signingHostname} is not an AWS endpoint name, so pass ` +
+          `--region (or iam_region=, AWS_REGION, or a profile with a region)`
+        : `the region given (--region, iam_region) is not the endpoint's: a token signed for ` +
+          `another region is always rejected; drop it or correct it`,
     );
   }
   const what = parsed
@@ -555,7 +558,9 @@ async function tlsStep(
     socket,
     ...(net.isIP(name) ? {} : { servername: name }),
     ...(ca ? { ca } : {}),
-    rejectUnauthorized: false, // checked below, to report what is wrong with the certificate
+    // Both checked below, to report what exactly is wrong with the certificate.
+    rejectUnauthorized: false,
+    checkServerIdentity: () => undefined,
   });
   await new Promise<void>((resolve, reject) => {
     secure.once("secureConnect", resolve);
@@ -767,6 +772,12 @@ function authCause(
     const parsed = target.parsed;
     if (parsed && parsed.region !== region) {
       causes.push(`the token is signed for ${region}, but the endpoint is in ${parsed.region}`);
+    }
+    if (!parsed && target.region !== undefined) {
+      causes.push(
+        `the token is signed for region ${region} (as you asked with --region or iam_region): ` +
+          `is that the database's region?`,
+      );
     }
     if (!parsed) {
       causes.push(

@@ -1,0 +1,589 @@
+// The pg-iam command, run for real as a subprocess of the runtime running this file (Node through
+// tsx, Deno, Bun), against the gateway in front of Debian's PostgreSQL.
+import { after, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import process from "node:process";
+import { fileURLToPath } from "node:url";
+import postgres from "postgres";
+import { type Gateway, type GatewayOptions, startGateway } from "../src/gateway.ts";
+import { upstreamPostgres } from "./_postgres.ts";
+import { ca, cert, key } from "./fixtures/tls.ts";
+
+const RDS = "db.cluster-abc123xyz.us-east-1.rds.amazonaws.com";
+const KEYS = { accessKeyId: "AKIDPGIAMCLI", secretAccessKey: "pg-iam/cli/test/secret/0123456789" };
+const CLI = fileURLToPath(new URL("../src/cli.ts", import.meta.url));
+const TIMEOUT = { timeout: 120_000 };
+const MINUTE = 60_000;
+
+const dir = mkdtempSync(join(tmpdir(), "pg-iam-cli-test-"));
+const CA_FILE = join(dir, "ca.pem");
+writeFileSync(CA_FILE, ca);
+
+const gateways: Gateway[] = [];
+after(async () => {
+  await Promise.all(gateways.map((g) => g.close()));
+});
+
+/** A gateway impersonating the RDS endpoint, over Debian's PostgreSQL, with the test TLS cert. */
+async function gateway(extra: Partial<GatewayOptions> = {}): Promise<Gateway> {
+  const pg = await upstreamPostgres();
+  const g = await startGateway({
+    endpoint: RDS,
+    credentials: KEYS,
+    upstream: { host: pg.host, port: pg.port }, // the client's user goes upstream
+    tls: { cert, key },
+    ...extra,
+  });
+  gateways.push(g);
+  return g;
+}
+
+/** The connection URL of `g` for `user`: connect to 127.0.0.1, sign for the endpoint. */
+function urlOf(g: Gateway, user = "app", params = ""): string {
+  return `postgres://${user}@127.0.0.1:${g.port}/postgres?iam_host=${RDS}&iam_port=5432` +
+    `&sslrootcert=${CA_FILE}${params}`;
+}
+
+/** How this runtime runs a TypeScript file. */
+function runtime(): [string, string[]] {
+  const g = globalThis as { Deno?: { execPath(): string }; Bun?: unknown };
+  if (g.Deno) return [g.Deno.execPath(), ["run", "-A", "--quiet", CLI]];
+  if (g.Bun) return [process.execPath, [CLI]];
+  return [process.execPath, ["--import", "tsx", CLI]];
+}
+
+/** The environment of a child: ours without AWS_* and PG* variables, plus `env`. */
+function childEnv(env: Record<string, string>): Record<string, string> {
+  const base = Object.fromEntries(
+    Object.entries(process.env).filter(([k, v]) =>
+      v !== undefined && !/^(AWS_|PG)/.test(k) && k !== "NODE_OPTIONS"
+    ),
+  ) as Record<string, string>;
+  return {
+    ...base,
+    AWS_ACCESS_KEY_ID: KEYS.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: KEYS.secretAccessKey,
+    AWS_CONFIG_FILE: join(dir, "no-config"),
+    AWS_SHARED_CREDENTIALS_FILE: join(dir, "no-credentials"),
+    XDG_CACHE_HOME: join(dir, "cache"),
+    NO_COLOR: "1",
+    ...env,
+  };
+}
+
+interface Result {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `pg-iam …args` to completion. */
+function cli(args: string[], env: Record<string, string> = {}): Promise<Result> {
+  const [cmd, pre] = runtime();
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, [...pre, ...args], { env: childEnv(env) });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.setEncoding("utf8").on("data", (s: string) => (stdout += s));
+    child.stderr.setEncoding("utf8").on("data", (s: string) => (stderr += s));
+    child.on("error", reject);
+    child.on("close", (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+/** Logs in to `g` with `password` over verified TLS; resolves current_user or rejects. */
+async function login(g: Gateway, user: string, password: string): Promise<string> {
+  const sql = postgres({
+    host: g.host,
+    port: g.port,
+    user,
+    database: "postgres",
+    password,
+    ssl: { ca, servername: RDS },
+    max: 1,
+    onnotice: () => {},
+  });
+  try {
+    const [row] = await sql`select current_user as u`;
+    return row.u as string;
+  } finally {
+    await sql.end({ timeout: 0 });
+  }
+}
+
+interface DoctorReport {
+  ok: boolean;
+  steps: { step: string; ok: boolean; detail: string }[];
+  failure?: { step: string; error: string; cause: string };
+  coldMs?: number;
+  warmMs?: number;
+}
+
+async function doctor(args: string[], env: Record<string, string> = {}) {
+  const r = await cli(["doctor", ...args, "--json", "--timeout", "5"], env);
+  let report: DoctorReport;
+  try {
+    report = JSON.parse(r.stdout);
+  } catch {
+    throw new Error(`doctor printed no JSON (exit ${r.code}): ${r.stdout}\n${r.stderr}`);
+  }
+  return { ...r, report };
+}
+
+const STEPS = ["endpoint", "credentials", "sign", "dns", "tcp", "tls", "auth", "query", "warm"];
+
+test(
+  "pg-iam token prints one token that the gateway accepts; one signed with another secret is rejected",
+  TIMEOUT,
+  async () => {
+    const g = await gateway();
+    const r = await cli(["token", "--hostname", RDS, "--port", "5432", "--username", "app"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stderr, "");
+    assert.match(
+      r.stdout,
+      /^db\.cluster-abc123xyz\.us-east-1\.rds\.amazonaws\.com:5432\/\?Action=connect&DBUser=app&[^\n]*X-Amz-Signature=[0-9a-f]{64}[^\n]*\n$/,
+    );
+    assert.equal(await login(g, "app", r.stdout.trim()), "app");
+
+    const other = await cli(["token", "--hostname", RDS, "--username", "app"], {
+      AWS_SECRET_ACCESS_KEY: "another-secret",
+    });
+    assert.equal(other.code, 0, other.stderr);
+    await assert.rejects(login(g, "app", other.stdout.trim()), /PAM authentication failed/);
+    assert.equal(g.stats.rejections.signature, 1);
+  },
+);
+
+test(
+  "pg-iam token takes a connection URL, and signs DSQL for a bare cluster id with --region",
+  TIMEOUT,
+  async () => {
+    const fromUrl = await cli([
+      "token",
+      `postgres://app@127.0.0.1:6543/db?iam_host=${RDS}&iam_port=5432`,
+    ]);
+    assert.equal(fromUrl.code, 0, fromUrl.stderr);
+    assert.ok(fromUrl.stdout.startsWith(`${RDS}:5432/?Action=connect&DBUser=app&`));
+
+    const dsql = await cli([
+      "token",
+      "--hostname",
+      "abcdefghijklmnopqrstuvwxyz",
+      "--region",
+      "eu-west-1",
+      "--expires-in",
+      "3600",
+    ]);
+    assert.equal(dsql.code, 0, dsql.stderr);
+    assert.match(
+      dsql.stdout,
+      /^abcdefghijklmnopqrstuvwxyz\.dsql\.eu-west-1\.on\.aws\/\?Action=DbConnectAdmin&.*%2Feu-west-1%2Fdsql%2F.*X-Amz-Expires=3600&/,
+    );
+    const role = await cli([
+      "token",
+      "postgres://reader@abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws/postgres",
+    ]);
+    assert.match(role.stdout, /\?Action=DbConnect&/);
+  },
+);
+
+test(
+  "pg-iam exits 2 with one line on stderr for bad usage, and prints nothing on stdout",
+  TIMEOUT,
+  async () => {
+    const cases: [string[], RegExp][] = [
+      [["token", "--hostnme", RDS], /--hostnme/],
+      [["token", "--hostname", RDS], /no user: pass --username/],
+      [["token", "--hostname", RDS, "--username", "app", "--port", "http"], /--port .*"http"/],
+      [
+        ["token", "--hostname", RDS, "--username", "app", "--expires-in", "901"],
+        /--expires-in .*901/,
+      ],
+      [["token", "--hostname", "abcdefghijklmnopqrstuvwxyz"], /--region/],
+      [["token", "postgres://app:secret@db.example.com/x"], /password/],
+      [["doctor", "postgres://app@db.example.com/x?sslmode=prefer"], /prefer/],
+      [["doctor", "postgres://app@db.example.com/x?sslmode=disable"], /--dangerously-disable-tls/],
+      [["gateway", "--clock-offset", "soon"], /--clock-offset .*"soon"/],
+      [["frobnicate"], /unknown command "frobnicate"/],
+    ];
+    for (const [args, pattern] of cases) {
+      const r = await cli(args);
+      assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+      assert.equal(r.stdout, "", args.join(" "));
+      assert.match(r.stderr, pattern, args.join(" "));
+      assert.equal(r.stderr.trimEnd().split("\n").length, 1, r.stderr);
+    }
+  },
+);
+
+test(
+  "pg-iam --help and every subcommand's --help exit 0 and describe the command",
+  TIMEOUT,
+  async () => {
+    const top = await cli(["--help"]);
+    assert.equal(top.code, 0);
+    for (const name of ["token", "env", "psql", "doctor", "gateway"]) {
+      assert.match(top.stdout, new RegExp(`^  ${name} `, "m"));
+      const r = await cli([name, "--help"]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, new RegExp(`^Usage: pg-iam ${name} `));
+      assert.match(r.stdout, /Examples:/);
+    }
+    const version = await cli(["--version"]);
+    assert.match(version.stdout, /^\d+\.\d+\.\d+\n$/);
+  },
+);
+
+test(
+  "pg-iam doctor through the gateway shows every step, cold and warm, and never the token or secret",
+  TIMEOUT,
+  async () => {
+    const g = await gateway();
+    const { code, report, stdout, stderr } = await doctor([urlOf(g)]);
+    assert.equal(code, 0, stdout + stderr);
+    assert.equal(report.ok, true);
+    assert.deepEqual(report.steps.map((s) => s.step), STEPS);
+    assert.ok(report.steps.every((s) => s.ok));
+    const tls = report.steps.find((s) => s.step === "tls")!;
+    assert.match(tls.detail, /verified against .*ca\.pem for db\.cluster-abc123xyz/);
+    assert.ok(report.coldMs! > 0 && report.warmMs! > 0);
+    assert.equal(g.stats.accepted, 2); // the cold and the warm connect each signed and logged in
+    assert.ok(!stdout.includes(KEYS.secretAccessKey) && !stdout.includes("X-Amz-Signature"));
+
+    // The human form: one line per step.
+    const human = await cli(["doctor", urlOf(g)]);
+    assert.equal(human.code, 0, human.stderr);
+    for (const step of STEPS) assert.match(human.stdout, new RegExp(`^  ok +${step} `, "m"));
+    assert.match(human.stdout, /^Connected: .* cold, .* warm\. The server's IAM check/m);
+    assert.ok(!human.stdout.includes("X-Amz-Signature") && !human.stderr.includes("X-Amz"));
+  },
+);
+
+test(
+  "pg-iam doctor names the step a wrong region fails at: endpoint when the name says otherwise, else auth",
+  TIMEOUT,
+  async () => {
+    const g = await gateway();
+    // The endpoint name says us-east-1: pg-iam refuses to sign for another region.
+    const named = await doctor([urlOf(g, "app", "&iam_region=us-west-2")]);
+    assert.equal(named.code, 1);
+    assert.equal(named.report.failure?.step, "endpoint");
+    assert.match(named.report.failure!.error, /"us-west-2" contradicts the region "us-east-1"/);
+    assert.equal(g.stats.accepted + g.stats.rejected, 0);
+
+    // A name without a region in it (a private DNS name, here localhost): the server refuses.
+    const local = await gateway({ endpoint: "localhost", service: "rds", region: "us-east-1" });
+    const url =
+      `postgres://app@localhost:${local.port}/postgres?iam_port=5432&sslrootcert=${CA_FILE}`;
+    const wrong = await doctor([`${url}&iam_region=us-west-2`]);
+    assert.equal(wrong.code, 1);
+    assert.equal(wrong.report.failure?.step, "auth");
+    assert.match(wrong.report.failure!.cause, /signed for region us-west-2 \(as you asked/);
+    assert.deepEqual(wrong.report.steps.map((s) => s.ok), [
+      true,
+      true,
+      true,
+      true,
+      true,
+      true,
+      false,
+    ]);
+    assert.equal(local.stats.rejections.scope, 1);
+    // The control: the right region logs in.
+    const right = await doctor([`${url}&iam_region=us-east-1`]);
+    assert.equal(right.code, 0, JSON.stringify(right.report.failure));
+  },
+);
+
+test("pg-iam doctor names auth for a user the database does not have", TIMEOUT, async () => {
+  const g = await gateway();
+  const { code, report } = await doctor([urlOf(g, "nosuchuser")]);
+  assert.equal(code, 1);
+  assert.equal(report.failure?.step, "auth");
+  assert.match(report.failure!.error, /nosuchuser/);
+  assert.match(report.failure!.cause, /has no user nosuchuser/);
+  assert.equal(g.stats.accepted, 1); // the token was good: the database refused the role
+});
+
+test(
+  "pg-iam doctor names tls for an untrusted CA and for a certificate of another name",
+  TIMEOUT,
+  async () => {
+    const g = await gateway();
+    // No sslrootcert: RDS endpoints are checked against the RDS CA bundle, which did not sign ours.
+    const untrusted = await doctor([
+      `postgres://app@127.0.0.1:${g.port}/postgres?iam_host=${RDS}&iam_port=5432`,
+    ]);
+    assert.equal(untrusted.code, 1);
+    assert.equal(untrusted.report.failure?.step, "tls");
+    assert.match(untrusted.report.failure!.error, /does not verify against the RDS CA bundle/);
+    assert.match(untrusted.report.failure!.cause, /not signed by a CA you trust/);
+
+    // Trusted CA, but the certificate does not carry the name signed for.
+    const other = "db.cluster-zzz999zzz.us-east-1.rds.amazonaws.com";
+    const wrongName = await doctor([
+      `postgres://app@127.0.0.1:${g.port}/postgres?iam_host=${other}&sslrootcert=${CA_FILE}`,
+    ]);
+    assert.equal(wrongName.code, 1);
+    assert.equal(wrongName.report.failure?.step, "tls");
+    assert.match(wrongName.report.failure!.cause, /does not name db\.cluster-zzz999zzz/);
+    assert.equal(g.stats.accepted + g.stats.rejected, 0); // no token was ever sent
+
+    // The control: the same URL with the right CA and name passes TLS.
+    const ok = await doctor([urlOf(g)]);
+    assert.equal(ok.code, 0);
+  },
+);
+
+test("pg-iam doctor names tcp for a closed port", TIMEOUT, async () => {
+  const g = await gateway();
+  const port = g.port;
+  await g.close();
+  const { code, report } = await doctor([
+    `postgres://app@127.0.0.1:${port}/postgres?iam_host=${RDS}&sslrootcert=${CA_FILE}`,
+  ]);
+  assert.equal(code, 1);
+  assert.equal(report.failure?.step, "tcp");
+  assert.match(report.failure!.cause, /nothing accepts connections on port/);
+  assert.deepEqual(report.steps.map((s) => s.step), STEPS.slice(0, 5));
+});
+
+test("pg-iam doctor names credentials when there are none", TIMEOUT, async () => {
+  const g = await gateway();
+  const { code, report } = await doctor([urlOf(g)], {
+    AWS_ACCESS_KEY_ID: "",
+    AWS_SECRET_ACCESS_KEY: "",
+  });
+  assert.equal(code, 1);
+  assert.equal(report.failure?.step, "credentials");
+});
+
+test(
+  "eval of pg-iam env lets psql log in through the gateway with verified TLS, until the token expires",
+  TIMEOUT,
+  async () => {
+    const g = await gateway();
+    const r = await cli(["env", urlOf(g, "app")]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`^export PGHOST='${RDS.replaceAll(".", "\\.")}'$`, "m"));
+    assert.match(r.stdout, /^export PGHOSTADDR='127\.0\.0\.1'$/m);
+    assert.match(r.stdout, /^export PGSSLMODE='verify-full'$/m);
+    assert.match(r.stdout, new RegExp(`^export PGSSLROOTCERT='${CA_FILE}'$`, "m"));
+    const script = `${r.stdout}\npsql -X -tAc "select current_user"`;
+    const sh = (s: string) => run("sh", ["-c", s], childEnv({}));
+    const ok = await sh(script);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.equal(ok.stdout.trim(), "app");
+
+    // The control: 16 minutes later by the gateway's clock, the same exports no longer log in.
+    g.clockOffsetMs = 16 * MINUTE;
+    const expired = await sh(script);
+    assert.notEqual(expired.code, 0);
+    assert.match(expired.stderr, /PAM authentication failed/);
+    assert.equal(g.stats.rejections.expired, 1);
+  },
+);
+
+test(
+  "pg-iam env writes the RDS CA bundle to its cache for an RDS endpoint, and quotes for fish",
+  TIMEOUT,
+  async () => {
+    const r = await cli(["env", `postgres://app@${RDS}/orders`, "--shell", "fish"]);
+    assert.equal(r.code, 0, r.stderr);
+    const file = join(dir, "cache", "pg-iam", "rds-ca-bundle.pem");
+    assert.match(r.stdout, new RegExp(`^set -gx PGSSLROOTCERT '${file}'$`, "m"));
+    assert.match(r.stdout, /^set -gx PGDATABASE 'orders'$/m);
+    assert.ok(existsSync(file));
+  },
+);
+
+test(
+  "pg-iam psql runs psql with a fresh token and verified TLS; psql's exit code is its own",
+  TIMEOUT,
+  async () => {
+    const g = await gateway();
+    const r = await cli(["psql", urlOf(g, "app"), "--", "-X", "-tAc", "select current_user"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.trim(), "app");
+
+    const failed = await cli([
+      "psql",
+      urlOf(g, "nosuchuser"),
+      "--",
+      "-X",
+      "-c",
+      "select 1",
+    ]);
+    assert.equal(failed.code, 2); // psql's own exit code for a failed connection
+    assert.match(failed.stderr, /role "nosuchuser" does not exist/);
+  },
+);
+
+test(
+  "pg-iam psql hands psql the RDS CA bundle in a private temporary file, removed when psql exits",
+  TIMEOUT,
+  async () => {
+    // PSQL names the program to run: a script that reports what it was given.
+    const fake = join(dir, "fake-psql.sh");
+    writeFileSync(
+      fake,
+      `#!/bin/sh\necho "$PGSSLMODE $PGSSLROOTCERT $(stat -c %a "$PGSSLROOTCERT") $(stat -c %a "$(dirname "$PGSSLROOTCERT")") $*"\n` +
+        `grep -c "BEGIN CERTIFICATE" "$PGSSLROOTCERT"\nexit 7\n`,
+      { mode: 0o755 },
+    );
+    const r = await cli(["psql", `postgres://app@${RDS}/orders`, "--", "-c", "select 1"], {
+      PSQL: fake,
+    });
+    assert.equal(r.code, 7, r.stderr); // psql's exit code, passed through
+    const [line, count] = r.stdout.trim().split("\n");
+    const [mode, file, fileMode, dirMode, ...rest] = line.split(" ");
+    assert.equal(mode, "verify-full");
+    assert.equal(fileMode, "600");
+    assert.equal(dirMode, "700");
+    assert.deepEqual(rest, ["-c", "select", "1"]);
+    assert.ok(Number(count) > 10, `${count} certificates in the RDS bundle`);
+    assert.equal(existsSync(file), false);
+
+    // The control: without PSQL on a machine where it is missing, the error says what to install.
+    const missing = await cli(["psql", `postgres://app@${RDS}/orders`], {
+      PSQL: join(dir, "nope"),
+    });
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /not found: install the PostgreSQL client/);
+  },
+);
+
+/** Runs a program to completion. */
+function run(cmd: string, args: string[], env: Record<string, string>): Promise<Result> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { env });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.setEncoding("utf8").on("data", (s: string) => (stdout += s));
+    child.stderr.setEncoding("utf8").on("data", (s: string) => (stderr += s));
+    child.on("error", reject);
+    child.on("close", (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+/** Starts `pg-iam gateway …args --json`; resolves its ready line and a stop() that awaits exit. */
+async function gatewayCommand(args: string[], env: Record<string, string> = {}) {
+  const [cmd, pre] = runtime();
+  const child = spawn(cmd, [...pre, "gateway", "--json", ...args], { env: childEnv(env) });
+  let stderr = "";
+  child.stderr.setEncoding("utf8").on("data", (s: string) => (stderr += s));
+  const lines: string[] = [];
+  let buffer = "";
+  const ready = await new Promise<Record<string, unknown>>((resolve, reject) => {
+    child.stdout.setEncoding("utf8").on("data", (s: string) => {
+      buffer += s;
+      for (let i; (i = buffer.indexOf("\n")) >= 0;) {
+        const line = buffer.slice(0, i);
+        buffer = buffer.slice(i + 1);
+        lines.push(line);
+        const event = JSON.parse(line);
+        if (event.event === "ready") resolve(event);
+      }
+    });
+    child.on("close", (code) => reject(new Error(`gateway exited ${code}: ${stderr}`)));
+  });
+  const exited = new Promise<number | null>((resolve) => child.on("close", resolve));
+  return {
+    ready,
+    lines,
+    stderr: () => stderr,
+    async stop(): Promise<number | null> {
+      child.kill("SIGTERM");
+      return await exited;
+    },
+  };
+}
+
+test(
+  "pg-iam gateway over Debian's PostgreSQL: its generated CA verifies, its tokens log in, its clock offset expires them",
+  TIMEOUT,
+  async () => {
+    const pg = await upstreamPostgres();
+    const caOut = join(dir, "gateway-ca.pem");
+    const gw = await gatewayCommand([
+      "--listen",
+      "127.0.0.1:0",
+      "--upstream",
+      `postgres://${pg.host}:${pg.port}/postgres`,
+      "--endpoint",
+      RDS,
+      "--ca-out",
+      caOut,
+    ]);
+    try {
+      assert.equal(gw.ready.endpoint, RDS);
+      assert.equal(gw.ready.ca, caOut);
+      const url = String(gw.ready.url).replace("postgres://postgres@", "postgres://app@");
+      const ok = await doctor([url]);
+      assert.equal(ok.code, 0, JSON.stringify(ok.report.failure));
+      assert.match(
+        ok.report.steps.find((s) => s.step === "tls")!.detail,
+        /pg-iam local gateway CA/,
+      );
+
+      // Another secret is refused by the gateway process.
+      const wrong = await doctor([url], { AWS_SECRET_ACCESS_KEY: "another-secret" });
+      assert.equal(wrong.report.failure?.step, "auth");
+    } finally {
+      assert.equal(await gw.stop(), 0, gw.stderr());
+    }
+    const logins = gw.lines.map((l) => JSON.parse(l)).filter((e) => e.event === "login");
+    assert.deepEqual(logins.map((l) => l.accepted), [true, true, false]);
+    assert.equal(logins[2].reason, "signature");
+
+    // The control for the clock: the same client against a gateway 16 minutes ahead is refused.
+    const ahead = await gatewayCommand([
+      "--listen",
+      "127.0.0.1:0",
+      "--upstream",
+      `postgres://${pg.host}:${pg.port}/postgres`,
+      "--endpoint",
+      RDS,
+      "--ca-out",
+      caOut,
+      "--clock-offset",
+      "+16m",
+    ]);
+    try {
+      const url = String(ahead.ready.url).replace("postgres://postgres@", "postgres://app@");
+      const late = await doctor([url]);
+      assert.equal(late.report.failure?.step, "auth");
+    } finally {
+      await ahead.stop();
+    }
+    const late = ahead.lines.map((l) => JSON.parse(l)).filter((e) => e.event === "login");
+    assert.equal(late[0].reason, "expired");
+  },
+);
+
+test(
+  "pg-iam gateway without --upstream serves an embedded PGlite, reachable with the URL it prints",
+  TIMEOUT,
+  async () => {
+    const gw = await gatewayCommand([
+      "--listen",
+      "127.0.0.1:0",
+      "--ca-out",
+      join(dir, "lite-ca.pem"),
+    ]);
+    try {
+      assert.equal(gw.ready.upstream, "embedded PGlite");
+      assert.equal(gw.ready.endpoint, "localhost");
+      const { code, report } = await doctor([String(gw.ready.url)]);
+      assert.equal(code, 0, JSON.stringify(report.failure));
+      assert.match(report.steps.find((s) => s.step === "query")!.detail, /PGlite|PostgreSQL/);
+    } finally {
+      assert.equal(await gw.stop(), 0, gw.stderr());
+    }
+  },
+);
