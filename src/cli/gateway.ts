@@ -259,6 +259,9 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
   });
   await gateway.close();
   await pglite?.close();
+  const { accepted, rejected, rejections } = gateway.stats;
+  if (json) out(JSON.stringify({ event: "stopped", accepted, rejected, rejections }) + "\n");
+  else process.stderr.write(`stopped: ${accepted} logins accepted, ${rejected} rejected\n`);
   return 0;
 }
 
