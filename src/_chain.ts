@@ -11,7 +11,7 @@
 
 import { CredentialsError, excerpt } from "./errors.ts";
 import type { CredentialsProvider } from "./credentials.ts";
-import { onDeno, readEnv } from "./_env.ts";
+import { importOptional, readEnv } from "./_env.ts";
 
 /** The npm package providing the chain. */
 export const CHAIN_PACKAGE = "@aws-sdk/credential-provider-node";
@@ -21,13 +21,6 @@ const chains = new Map<string, CredentialsProvider>();
 
 /** The longest the chain may take to answer (the SDK's own timeouts and retries fit well within). */
 export const CHAIN_TIMEOUT_MS = 10_000;
-
-function importOptional(name: string, version: string): Promise<Record<string, unknown>> {
-  const specifier = onDeno()
-    ? `npm:${name.replace(/^(@[^/]+\/[^/]+|[^/]+)/, `$1@${version}`)}`
-    : name;
-  return import(specifier);
-}
 
 /**
  * The chain for `profile` (undefined: `AWS_PROFILE`, else the default chain), created once and

@@ -37,3 +37,15 @@ export function readEnv(name: string): string | undefined {
 export function onDeno(): boolean {
   return (globalThis as { Deno?: unknown }).Deno !== undefined;
 }
+
+/**
+ * Imports an optional npm package on first use. The specifier is computed, so bundlers for edge
+ * runtimes leave the package out; on Deno it is an `npm:` specifier with `version`, which Deno
+ * resolves from node_modules or fetches on first use.
+ */
+export function importOptional(name: string, version: string): Promise<Record<string, unknown>> {
+  const specifier = onDeno()
+    ? `npm:${name.replace(/^(@[^/]+\/[^/]+|[^/]+)/, `$1@${version}`)}`
+    : name;
+  return import(specifier);
+}

@@ -7,6 +7,8 @@
 // it, one protocol message batch at a time (an open transaction keeps the database to its
 // connection until it ends). It accepts any user name and password (no authentication).
 
+import { importOptional } from "./_env.ts";
+
 /** A running embedded server. */
 export interface PgliteServer {
   /** The address it listens on (127.0.0.1 unless asked otherwise). */
@@ -30,6 +32,19 @@ export interface PgliteOptions {
   maxConnections?: number;
 }
 
+// The parts of the two packages used here (they are loaded by computed name, so untyped).
+interface PgliteModule {
+  PGlite: { create(): Promise<{ close(): Promise<void> }> };
+}
+interface SocketModule {
+  PGLiteSocketServer: new (options: {
+    db: unknown;
+    host: string;
+    port: number;
+    maxConnections: number;
+  }) => { start(): Promise<void>; stop(): Promise<void>; getServerConn(): string };
+}
+
 const PACKAGES = ["@electric-sql/pglite", "@electric-sql/pglite-socket"];
 
 function missing(cause: unknown): Error {
@@ -47,13 +62,13 @@ export async function startPglite(options: PgliteOptions = {}): Promise<PgliteSe
   let modules;
   try {
     modules = await Promise.all([
-      import("@electric-sql/pglite"),
-      import("@electric-sql/pglite-socket"),
+      importOptional("@electric-sql/pglite", "^0.5"),
+      importOptional("@electric-sql/pglite-socket", "^0.2"),
     ]);
   } catch (cause) {
     throw missing(cause);
   }
-  const [{ PGlite }, { PGLiteSocketServer }] = modules;
+  const [{ PGlite }, { PGLiteSocketServer }] = modules as unknown as [PgliteModule, SocketModule];
   const db = await PGlite.create();
   const host = options.host ?? "127.0.0.1";
   const server = new PGLiteSocketServer({
