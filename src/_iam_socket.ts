@@ -20,11 +20,12 @@ import tls from "node:tls";
 import {
   AUTH_CLEARTEXT,
   AUTH_OK,
+  authMethodName,
   CANCEL_REQUEST,
   errorFields,
   passwordMessage,
   PROTOCOL_3,
-  SSL_REQUEST,
+  sslRequest,
 } from "./_pgwire.ts";
 
 /** Timings of one connection start, in milliseconds. */
@@ -244,10 +245,7 @@ export class IamSocket extends Duplex {
     if (!plan.tls) return socket;
 
     t = performance.now();
-    const request = Buffer.alloc(8);
-    request.writeUInt32BE(8, 0);
-    request.writeUInt32BE(SSL_REQUEST, 4);
-    socket.write(request);
+    socket.write(sslRequest());
     const reply = await once(socket, "data") as Buffer;
     // More than the one byte would be injected plaintext (CVE-2021-23214 class): refuse it.
     if (reply.length !== 1 || reply[0] !== 0x53) {
@@ -346,17 +344,10 @@ function authenticate(
   });
 }
 
-const METHODS: Record<number, string> = {
-  5: "an MD5 password",
-  7: "GSSAPI",
-  9: "SSPI",
-  10: "a SCRAM-SHA-256 password",
-};
-
 function methodError(method: number): Error {
   return Object.assign(
     new Error(
-      `pg-iam: the server asked for ${METHODS[method] ?? `auth method ${method}`}, not the ` +
+      `pg-iam: the server asked for ${authMethodName(method)}, not the ` +
         `cleartext password IAM authentication uses: this database user is not set up for IAM ` +
         `(on RDS and Aurora: GRANT rds_iam TO the user)`,
     ),

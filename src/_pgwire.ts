@@ -169,6 +169,25 @@ export const AUTH_OK = 0;
 export const AUTH_CLEARTEXT = 3;
 export const AUTH_MD5 = 5;
 
+/** The authentication methods a server may ask for instead of a cleartext password, by code. */
+export function authMethodName(code: number): string {
+  const names: Record<number, string> = {
+    5: "an MD5 password",
+    7: "GSSAPI",
+    9: "SSPI",
+    10: "a SCRAM-SHA-256 password",
+  };
+  return names[code] ?? `auth method ${code}`;
+}
+
+/** An SSLRequest: asks the server to start TLS (it answers one byte, S or N). */
+export function sslRequest(): Uint8Array {
+  const packet = new Uint8Array(8);
+  writeInt32(packet, 0, 8);
+  writeInt32(packet, 4, SSL_REQUEST);
+  return packet;
+}
+
 /** AuthenticationCleartextPassword: asks the client for its password (here, the token). */
 export function authCleartext(): Uint8Array {
   const body = new Uint8Array(4);

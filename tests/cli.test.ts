@@ -85,15 +85,7 @@ interface Result {
 /** Runs `pg-iam …args` to completion. */
 function cli(args: string[], env: Record<string, string> = {}): Promise<Result> {
   const [cmd, pre] = runtime();
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, [...pre, ...args], { env: childEnv(env) });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (s: string) => (stdout += s));
-    child.stderr.setEncoding("utf8").on("data", (s: string) => (stderr += s));
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code, stdout, stderr }));
-  });
+  return run(cmd, [...pre, ...args], childEnv(env));
 }
 
 /** Logs in to `g` with `password` over verified TLS; resolves current_user or rejects. */

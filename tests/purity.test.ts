@@ -52,8 +52,8 @@ test("the negative control: the scan does see a node: import", () => {
   assert.deepEqual(specs, ["node:crypto", "./y.ts"]);
 });
 
-test("node: imports live only in the runtime-specific modules (gateway, postgres socket, PGlite, demo)", () => {
-  for (const entry of ["src/_verify.ts", "src/_pgwire.ts"]) {
+test("node: imports live only in the runtime-specific modules (gateway, postgres socket, PGlite, demo, CLI)", () => {
+  for (const entry of ["src/_verify.ts", "src/_pgwire.ts", "src/cli/_cert.ts"]) {
     assert.ok(graph(entry).size >= 1); // graph() fails on any node:, npm: or jsr: import
   }
   const allowed = new Set([
@@ -62,8 +62,14 @@ test("node: imports live only in the runtime-specific modules (gateway, postgres
     "src/_iam_socket.ts",
     "src/_pglite.ts",
     "src/demo.ts",
+    "src/cli.ts",
+    "src/cli/_args.ts",
+    "src/cli/env.ts",
+    "src/cli/doctor.ts",
+    "src/cli/gateway.ts",
   ]);
-  const users = readdirSync(new URL("src/", root)).map((f) => `src/${f}`).filter((path) =>
+  const files = readdirSync(new URL("src/", root), { recursive: true }) as string[];
+  const users = files.filter((f) => f.endsWith(".ts")).map((f) => `src/${f}`).filter((path) =>
     [...readFileSync(new URL(path, root), "utf8").matchAll(IMPORT)]
       .some((m) => /^node:/.test(m[1] ?? m[2] ?? m[3]))
   );

@@ -19,11 +19,12 @@ import { NoRegionError, resolveRegionOrProfile } from "../_options.ts";
 import {
   AUTH_CLEARTEXT,
   AUTH_OK,
+  authMethodName,
   errorFields,
   message,
   MessageReader,
   passwordMessage,
-  SSL_REQUEST,
+  sslRequest,
   startupMessage,
 } from "../_pgwire.ts";
 import { type Command, int, type Parsed, UsageError } from "./_args.ts";
@@ -522,10 +523,7 @@ async function tlsStep(
   timed: (step: StepName, t: number) => number,
   t: number,
 ): Promise<net.Socket> {
-  const request = Buffer.alloc(8);
-  request.writeUInt32BE(8, 0);
-  request.writeUInt32BE(SSL_REQUEST, 4);
-  socket.write(request);
+  socket.write(sslRequest());
   const reply = await new Promise<Buffer>((resolve, reject) => {
     socket.once("data", resolve);
     socket.once("error", reject);
@@ -683,13 +681,6 @@ class ServerError extends Error {
   }
 }
 
-const METHODS: Record<number, string> = {
-  5: "an MD5 password",
-  7: "GSSAPI",
-  9: "SSPI",
-  10: "a SCRAM-SHA-256 password",
-};
-
 async function authenticate(
   wire: Wire,
   target: Target,
@@ -721,7 +712,7 @@ async function authenticate(
       } else {
         throw new StepFailure(
           "auth",
-          `the server asked for ${METHODS[code] ?? `auth method ${code}`}, not a token`,
+          `the server asked for ${authMethodName(code)}, not a token`,
           `the user ${target.user} is not set up for IAM: on RDS and Aurora, GRANT rds_iam TO ` +
             `${target.user}; and enable IAM database authentication on the instance or cluster`,
           "AUTH_METHOD",
