@@ -5,7 +5,7 @@
 // IAM check and the first query are timed apart (seed 004: the seconds were in the IAM check) and
 // a failure is pinned on one of them.
 
-import { Buffer } from "node:buffer";
+import type { Buffer } from "node:buffer";
 import { lookup, resolveCname } from "node:dns/promises";
 import { readFileSync } from "node:fs";
 import net from "node:net";
