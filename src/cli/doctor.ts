@@ -163,9 +163,9 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
   try {
     const region = await endpointStep(target, add, warn);
     report.target.region = region;
-    const cold = await connect(target, region, ca, timeoutMs, add, warn);
+    const cold = await connect(true, target, region, ca, timeoutMs, add, warn);
     report.coldMs = cold.total;
-    const warm = await connect(target, region, ca, timeoutMs, () => {}, () => {});
+    const warm = await connect(false, target, region, ca, timeoutMs, () => {}, () => {});
     report.warmMs = warm.total;
     report.warm = warm.times;
     add({
@@ -274,6 +274,7 @@ interface Connected {
 }
 
 async function connect(
+  cold: boolean,
   target: Target,
   region: string,
   ca: string | undefined,
@@ -324,7 +325,9 @@ async function connect(
 
   // Sign.
   t = performance.now();
-  const token = await signFor({ ...target, region }, creds);
+  const token = await signFor({ ...target, region }, creds).catch((error: Error) => {
+    throw new StepFailure("sign", error.message, "the token could not be signed", undefined, ms(t));
+  });
   const action = target.service === "rds"
     ? "rds-db:connect"
     : target.admin
@@ -362,6 +365,10 @@ async function connect(
       );
     }
     dnsDetail = `${target.host} → ${addresses.join(", ")}`;
+  }
+  const dnsMs = timed("dns", t);
+  // The CNAME check is advice, not part of a connect: untimed, and on the cold connect only.
+  if (cold && !net.isIP(target.host)) {
     const cname = await cnameOf(target.host);
     if (cname !== undefined) {
       dnsDetail += ` (CNAME of ${cname})`;
@@ -375,7 +382,7 @@ async function connect(
       }
     }
   }
-  add({ step: "dns", ok: true, ms: timed("dns", t), detail: dnsDetail, data: { addresses } });
+  add({ step: "dns", ok: true, ms: dnsMs, detail: dnsDetail, data: { addresses } });
 
   // TCP.
   t = performance.now();

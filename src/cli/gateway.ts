@@ -13,7 +13,7 @@ import {
   type GatewayUpstream,
   startGateway,
 } from "../gateway.ts";
-import { type Command, type Parsed, str, UsageError } from "./_args.ts";
+import { type Command, int, type Parsed, str, UsageError } from "./_args.ts";
 import { cacheDir } from "./env.ts";
 
 /** The `gateway` subcommand. */
@@ -119,10 +119,7 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
   if (!isRegion(region)) {
     throw usage(`--region is not an AWS region, got ${JSON.stringify(region)}`);
   }
-  const signingPortText = str(v, "signing-port");
-  if (signingPortText !== undefined && !/^\d+$/.test(signingPortText)) {
-    throw usage(`--signing-port must be a port, got ${JSON.stringify(signingPortText)}`);
-  }
+  const signingPortFlag = int(v, "signing-port", 1, 65535, command.name);
   const clockOffsetMs = duration(str(v, "clock-offset"));
   const credentials = loadCredentials(str(v, "credentials"), str(v, "profile"));
   const upstreamUrl = str(v, "upstream");
@@ -146,7 +143,7 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
     tlsOption = { cert: readPem(cert, "--tls-cert"), key: readPem(key!, "--tls-key") };
   } else if (!v["no-tls"]) {
     const { generateTls } = await import("./_cert.ts");
-    const names = [...new Set([endpoint, "localhost", "127.0.0.1", "::1"])];
+    const names = [endpoint, "localhost", "127.0.0.1", "::1"];
     if (!["0.0.0.0", "::"].includes(listenHost)) names.push(listenHost);
     const generated = await generateTls([...new Set(names)]);
     tlsOption = { cert: generated.cert + generated.ca, key: generated.key };
@@ -157,14 +154,10 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
 
   // RDS tokens name a port: by default the endpoint's 5432, or for a local name the port clients
   // connect to (a free one is picked now when --listen says 0).
-  if (listenPort === 0 && !parsed && signingPortText === undefined) {
+  if (listenPort === 0 && !parsed && signingPortFlag === undefined) {
     listenPort = await freePort(listenHost);
   }
-  const signedPort = signingPortText !== undefined
-    ? Number(signingPortText)
-    : parsed
-    ? 5432
-    : listenPort;
+  const signedPort = signingPortFlag ?? (parsed ? 5432 : listenPort);
 
   let pglite: { host: string; port: number; close(): Promise<void> } | undefined;
   if (upstream === undefined) {
@@ -291,12 +284,7 @@ function duration(text: string | undefined): number {
 }
 
 function parseUpstream(text: string): GatewayUpstream {
-  let url: URL;
-  try {
-    url = new URL(text);
-  } catch {
-    url = undefined!;
-  }
+  const url = URL.canParse(text) ? new URL(text) : undefined;
   if (!url || (url.protocol !== "postgres:" && url.protocol !== "postgresql:") || !url.hostname) {
     throw new UsageError(
       `--upstream must be postgres://user:password@host:port/database, got a malformed URL`,
