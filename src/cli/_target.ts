@@ -6,6 +6,13 @@ import type { Credentials } from "../credentials.ts";
 import { dsqlToken } from "../dsql.ts";
 import { rdsToken } from "../rds.ts";
 import { readEnv } from "../_env.ts";
+import {
+  type ConnectionTarget,
+  KNOWN_PARAMS,
+  parseTarget,
+  type SslMode,
+  type TlsSettings,
+} from "../connection/target.ts";
 import { dsqlEndpoint, isDsqlClusterId, type ParsedHostname, parseHostname } from "../hostname.ts";
 import { type Flag, int, type Parsed, str, UsageError } from "./_args.ts";
 
@@ -54,12 +61,13 @@ export const TARGET_FLAGS: Record<string, Flag> = {
     type: "string",
     arg: "MODE",
     help: "verify-full (default), verify-ca or require; disable only with " +
-      "--dangerously-disable-tls.",
+      "--dangerously-disable-tls. Default: the URL's, else PGSSLMODE.",
   },
   sslrootcert: {
     type: "string",
     arg: "FILE",
-    help: "CA certificates to trust. Default: the RDS CA bundle (RDS), the system's (DSQL).",
+    help: "CA certificates to trust (a file, or system). Default: the URL's, else " +
+      "PGSSLROOTCERT, else the RDS CA bundle (RDS), the system's (DSQL).",
   },
   "dangerously-disable-tls": {
     type: "boolean",
@@ -67,12 +75,11 @@ export const TARGET_FLAGS: Record<string, Flag> = {
   },
 };
 
-/** TLS modes the CLI accepts; allow and prefer can fall back to plaintext, so they are refused. */
-export type SslMode = "verify-full" | "verify-ca" | "require" | "disable";
+export type { SslMode };
 
 /** A resolved target. */
 export interface Target {
-  /** The host to connect to (a bare DSQL cluster id is expanded). */
+  /** The address to connect to: libpq's hostaddr if given, else the host (a bare DSQL cluster id expanded). */
   host: string;
   port: number;
   user: string;
@@ -89,87 +96,12 @@ export interface Target {
   expiresIn: number | undefined;
   profile: string | undefined;
   sslmode: SslMode;
+  /** A CA file, `system`, or undefined for pg-iam's default (RDS bundle, or the system's). */
   sslrootcert: string | undefined;
-}
-
-const URL_KEYS = new Set([
-  "iam_region",
-  "iam_host",
-  "iam_port",
-  "iam_expiration",
-  "iam_expires_in",
-  "iam_service",
-  "iam_admin",
-  "iam_profile",
-  "sslmode",
-  "ssl",
-  "sslrootcert",
-]);
-
-interface UrlParts {
-  host?: string;
-  port?: string;
-  user?: string;
-  database?: string;
-  params: URLSearchParams;
-}
-
-/** Reads a connection URL (or a bare host name) into its parts. */
-function readUrl(text: string, command: string): UrlParts {
-  if (!text.includes("://")) return { host: text, params: new URLSearchParams() };
-  let url: URL;
-  try {
-    url = new URL(text);
-  } catch {
-    throw new UsageError(
-      `the connection URL is not valid: expected postgres://user@host:port/database?…`,
-      command,
-    );
-  }
-  if (url.protocol !== "postgres:" && url.protocol !== "postgresql:") {
-    throw new UsageError(
-      `the connection URL must start with postgres:// or postgresql://, got ${url.protocol}//`,
-      command,
-    );
-  }
-  if (url.password) {
-    throw new UsageError(
-      `the connection URL has a password, which IAM authentication replaces with a token: ` +
-        `remove ":<password>"`,
-      command,
-    );
-  }
-  if (url.hostname.includes(",")) {
-    throw new UsageError(`the connection URL names several hosts: give one`, command);
-  }
-  for (const key of url.searchParams.keys()) {
-    if (!URL_KEYS.has(key)) {
-      throw new UsageError(
-        `unknown connection URL parameter ${JSON.stringify(key)} (pg-iam reads ` +
-          `${[...URL_KEYS].join(", ")})`,
-        command,
-      );
-    }
-  }
-  return {
-    host: url.hostname.replace(/^\[(.*)\]$/, "$1") || undefined,
-    port: url.port || undefined,
-    user: url.username ? decodeURIComponent(url.username) : undefined,
-    database: url.pathname.length > 1 ? decodeURIComponent(url.pathname.slice(1)) : undefined,
-    params: url.searchParams,
-  };
-}
-
-function portOf(value: string | undefined, what: string, command: string): number | undefined {
-  if (value === undefined) return undefined;
-  const n = /^\d+$/.test(value) ? Number(value) : NaN;
-  if (!(n >= 1 && n <= 65535)) {
-    throw new UsageError(
-      `${what} must be a port from 1 to 65535, got ${JSON.stringify(value)}`,
-      command,
-    );
-  }
-  return n;
+  /** Everything about TLS the target asks for (client certificates, CRL, versions, SNI). */
+  tls: TlsSettings;
+  /** Startup parameters for the server (application_name, options, …). */
+  serverParams: Record<string, string>;
 }
 
 /** Resolves the target of `command` from its positional URL and flags. */
@@ -178,31 +110,56 @@ export function resolveTarget(
   values: Parsed["values"],
   command: string,
 ): Target {
-  const u: UrlParts = url === undefined ? { params: new URLSearchParams() } : readUrl(url, command);
-  // The last of a repeated parameter wins, as in libpq.
-  const p = { get: (name: string) => u.params.getAll(name).at(-1) ?? null };
   const flag = (name: string) => str(values, name);
-
-  let host = flag("hostname") ?? u.host ?? readEnv("PGHOST");
-  if (host === undefined) {
-    throw new UsageError(`no host: pass a connection URL or --hostname`, command);
+  // A positional without a scheme or "=" is a host name, as `psql -h` takes one.
+  const bare = url !== undefined && !url.includes("://") && !/^\s*[A-Za-z_]+\s*=/.test(url);
+  let t: ConnectionTarget;
+  try {
+    t = parseTarget({
+      url: bare ? undefined : url,
+      explicit: {
+        host: flag("hostname") ?? (bare ? url : undefined),
+        port: int(values, "port", 1, 65535, command),
+        user: flag("username"),
+        database: flag("database"),
+        sslmode: flag("sslmode"),
+        sslrootcert: flag("sslrootcert"),
+      },
+      explicitName: (key) => `--${key === "host" ? "hostname" : key === "user" ? "username" : key}`,
+      dangerouslyDisableTls: values["dangerously-disable-tls"] === true,
+      optOutName: "--dangerously-disable-tls",
+    });
+  } catch (error) {
+    if (error instanceof TypeError || error instanceof RangeError) {
+      throw new UsageError(lower(error.message), command);
+    }
+    throw error;
   }
-  if (host.startsWith("/")) {
+  const unknown = Object.keys(t.extraParams);
+  if (unknown.length) {
     throw new UsageError(
-      `IAM authentication needs a TCP host, got the unix socket ${JSON.stringify(host)}`,
+      `unknown connection URL parameter ${JSON.stringify(unknown[0])} (pg-iam reads ` +
+        `${KNOWN_PARAMS.join(", ")})`,
       command,
     );
   }
-  const port = int(values, "port", 1, 65535, command) ??
-    portOf(u.port, "the URL's port", command) ??
-    portOf(readEnv("PGPORT"), "PGPORT", command) ?? 5432;
-  const region = flag("region") ?? p.get("iam_region") ?? undefined;
-  const signingHostname = flag("signing-hostname") ?? p.get("iam_host") ?? undefined;
-  const signingPort = int(values, "signing-port", 1, 65535, command) ??
-    portOf(p.get("iam_port") ?? undefined, "iam_port", command) ?? port;
+  const iam = t.iam;
+  let host = t.host ?? t.hostaddr;
+  if (host === undefined) {
+    throw new UsageError(`no host: pass a connection URL or --hostname`, command);
+  }
+  const port = t.port ?? 5432;
+  const region = flag("region") ?? iam.region;
+  // With libpq's hostaddr, the host is the name: what the token and the certificate are for.
+  const signingHostname = flag("signing-hostname") ?? iam.signingHostname ??
+    (t.hostaddr !== undefined && t.host !== undefined ? t.host : undefined);
+  const signingPort = int(values, "signing-port", 1, 65535, command) ?? iam.signingPort ?? port;
+  if (!(signingPort >= 1 && signingPort <= 65535)) {
+    throw new UsageError(`iam_port must be a port from 1 to 65535, got ${signingPort}`, command);
+  }
 
-  const service = p.get("iam_service");
-  if (service !== null && service !== "rds" && service !== "dsql") {
+  const service = iam.service;
+  if (service !== undefined && service !== "rds" && service !== "dsql") {
     throw new UsageError(
       `iam_service must be rds or dsql, got ${JSON.stringify(service)}`,
       command,
@@ -231,63 +188,33 @@ export function resolveTarget(
   }
   const signing = signingHostname ?? host;
 
-  const user = flag("username") ?? u.user ?? readEnv("PGUSER") ??
-    (dsql ? "admin" : undefined);
+  const user = t.user ?? (dsql ? "admin" : undefined);
   if (user === undefined) {
     throw new UsageError(`no user: pass --username (or put it in the URL)`, command);
   }
-  const adminParam = p.get("iam_admin");
-  const admin = values.admin === true || adminParam === "true" || adminParam === "1" ||
-    (adminParam === null && user === "admin");
+  const admin = values.admin === true || iam.admin === true ||
+    (iam.admin === undefined && user === "admin");
   if (admin && !dsql) {
     throw new UsageError(`--admin is for Aurora DSQL; this is an RDS endpoint`, command);
   }
 
   let expiresIn = int(values, "expires-in", 1, dsql ? 604800 : 900, command);
-  const expiresParam = p.get("iam_expires_in") ?? p.get("iam_expiration");
-  if (expiresIn === undefined && expiresParam !== null) {
-    expiresIn = /^\d+$/.test(expiresParam) ? Number(expiresParam) : NaN;
+  if (expiresIn === undefined && iam.expiresIn !== undefined) {
+    expiresIn = iam.expiresIn;
     if (!(expiresIn >= 1 && expiresIn <= (dsql ? 604800 : 900))) {
       throw new UsageError(
-        `iam_expires_in must be 1 to ${dsql ? 604800 : 900} seconds, got ` +
-          JSON.stringify(expiresParam),
+        `iam_expires_in must be 1 to ${dsql ? 604800 : 900} seconds, got ${expiresIn}`,
         command,
       );
     }
   }
-
-  const sslRaw = flag("sslmode") ?? p.get("sslmode") ?? p.get("ssl") ?? readEnv("PGSSLMODE") ??
-    "verify-full";
-  const sslmode = sslRaw === "true" ? "verify-full" : sslRaw === "false" ? "disable" : sslRaw;
-  if (sslmode === "allow" || sslmode === "prefer") {
-    throw new UsageError(
-      `sslmode ${sslmode} can fall back to plaintext, which would send the IAM token ` +
-        `unencrypted: use verify-full (the default)`,
-      command,
-    );
-  }
-  if (!["verify-full", "verify-ca", "require", "disable"].includes(sslmode)) {
-    throw new UsageError(
-      `sslmode must be verify-full, verify-ca, require or disable, got ${JSON.stringify(sslRaw)}`,
-      command,
-    );
-  }
-  if (sslmode === "disable" && values["dangerously-disable-tls"] !== true) {
-    throw new UsageError(
-      `sslmode disable would send the IAM token in plaintext: add --dangerously-disable-tls ` +
-        `if you mean it (a local gateway)`,
-      command,
-    );
-  }
-  let sslrootcert = flag("sslrootcert") ?? p.get("sslrootcert") ?? readEnv("PGSSLROOTCERT");
-  if (sslrootcert === "system") sslrootcert = undefined;
+  const rootcert = t.ssl.rootcert;
 
   return {
-    host,
+    host: t.hostaddr ?? host,
     port,
     user,
-    database: flag("database") ?? u.database ??
-      readEnv("PGDATABASE") ?? (dsql ? "postgres" : user),
+    database: t.database ?? (dsql ? "postgres" : user),
     service: dsql ? "dsql" : "rds",
     region,
     admin: dsql && admin,
@@ -295,10 +222,17 @@ export function resolveTarget(
     signingPort,
     parsed,
     expiresIn,
-    profile: flag("profile") ?? p.get("iam_profile") ?? undefined,
-    sslmode: sslmode as SslMode,
-    sslrootcert,
+    profile: flag("profile") ?? iam.profile,
+    sslmode: t.ssl.mode,
+    sslrootcert: rootcert === undefined || rootcert === "system" ? rootcert : rootcert.path,
+    tls: t.ssl,
+    serverParams: t.serverParams,
   };
+}
+
+/** Messages from the parser start a sentence; the CLI's continue one. */
+export function lower(message: string): string {
+  return message[0].toLowerCase() + message.slice(1);
 }
 
 /** Signs a token for `target` (credentials: given, else the environment, else the AWS chain). */

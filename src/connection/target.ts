@@ -102,6 +102,8 @@ export interface TargetInput {
   explicitName?: (key: string) => string;
   /** Allows `sslmode=disable` (tokens in plaintext). */
   dangerouslyDisableTls?: boolean;
+  /** How that opt-out is spelled where the caller comes from. Default: `dangerouslyDisableTls: true`. */
+  optOutName?: string;
 }
 
 type Setting = { value: string; source: string };
@@ -272,7 +274,11 @@ export function parseTarget(input: TargetInput = {}): ConnectionTarget {
     port: portOf(get("port")),
     user: get("user")?.value,
     database: get("dbname")?.value,
-    ssl: tlsSettings(get, input.dangerouslyDisableTls ?? false),
+    ssl: tlsSettings(
+      get,
+      input.dangerouslyDisableTls ?? false,
+      input.optOutName ?? "dangerouslyDisableTls: true",
+    ),
     iam: iamOptions(iam),
     connectTimeout: connectTimeoutOf(get("connect_timeout")),
     keepAlive: keepAliveOf(get("keepalives"), get("keepalives_idle")),
@@ -483,7 +489,11 @@ function checkAuthParams(get: (key: string) => Setting | undefined): void {
 
 const VERSIONS: TlsVersion[] = ["TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"];
 
-function tlsSettings(get: (key: string) => Setting | undefined, disable: boolean): TlsSettings {
+function tlsSettings(
+  get: (key: string) => Setting | undefined,
+  disable: boolean,
+  optOut: string,
+): TlsSettings {
   const modeSetting = get("sslmode");
   let raw = modeSetting?.value;
   if (raw === "true") raw = "verify-full"; // postgres.js's ssl=true verifies against the system
@@ -507,7 +517,7 @@ function tlsSettings(get: (key: string) => Setting | undefined, disable: boolean
     if (!disable) {
       throw new TypeError(
         `${cap(modeSetting!.source)} is "disable", which would send IAM tokens in plaintext: ` +
-          `opt in with dangerouslyDisableTls (a local gateway only), or remove it`,
+          `opt in with ${optOut} (a local gateway only), or remove it`,
       );
     }
     mode = "disable";
@@ -522,7 +532,7 @@ function tlsSettings(get: (key: string) => Setting | undefined, disable: boolean
   }
   if (disable && mode !== "disable") {
     throw new TypeError(
-      `dangerouslyDisableTls contradicts ${modeSetting!.source} ${show(raw)}: choose one`,
+      `${optOut} contradicts ${modeSetting!.source} ${show(raw)}: choose one`,
     );
   }
   if (rootcert === "system" && modeSetting && mode !== "verify-full" && mode !== "disable") {
