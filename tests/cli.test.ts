@@ -9,6 +9,12 @@ import { join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
 import postgres from "postgres";
+import { drizzle } from "drizzle-orm/postgres-js";
+import { sql as drizzleSql } from "drizzle-orm";
+import { Kysely, sql as kyselySql } from "kysely";
+import { PostgresJSDialect } from "kysely-postgres-js";
+import { iamPostgres } from "../src/postgres.ts";
+import { withEnv } from "./_env.ts";
 import { type Gateway, type GatewayOptions, startGateway } from "../src/gateway.ts";
 import { upstreamPostgres } from "./_postgres.ts";
 import { ca, cert, key } from "./fixtures/tls.ts";
@@ -580,6 +586,94 @@ test(
     } finally {
       assert.equal((await gw.stop()).event, "stopped", gw.stderr());
     }
+  },
+);
+
+test(
+  "the URL pg-iam gateway prints works unchanged: iamPostgres(), the README's DATABASE_URL recipes, token, env, psql, doctor",
+  TIMEOUT,
+  async () => {
+    const pg = await upstreamPostgres();
+    const caOut = join(dir, "printed-url-ca.pem");
+    const gw = await gatewayCommand([
+      "--listen",
+      "127.0.0.1:0",
+      "--upstream",
+      `postgres://${pg.host}:${pg.port}/postgres`,
+      "--ca-out",
+      caOut,
+    ]);
+    try {
+      const url = String(gw.ready.url);
+      assert.match(
+        url,
+        /^postgres:\/\/postgres@localhost:\d+\/postgres\?iam_region=us-east-1&sslrootcert=/,
+      );
+      const aws = {
+        AWS_ACCESS_KEY_ID: KEYS.accessKeyId,
+        AWS_SECRET_ACCESS_KEY: KEYS.secretAccessKey,
+      };
+      const unset = Object.fromEntries(
+        Object.keys(process.env).filter((k) => /^(PG|AWS_)/.test(k)).map((k) => [k, undefined]),
+      );
+      await withEnv({ ...unset, ...aws, DATABASE_URL: url }, async () => {
+        // iamPostgres() as the README shows it.
+        const sql = iamPostgres(process.env.DATABASE_URL, { max: 1, onnotice: () => {} });
+        try {
+          const [row] = await sql`select current_user as who`;
+          assert.equal(row.who, "postgres");
+        } finally {
+          await sql.end();
+        }
+        // The README's recipes, word for word.
+        const client = iamPostgres(process.env.DATABASE_URL, { onnotice: () => {} });
+        const rows = await drizzle(client).execute(drizzleSql`select 40 + 2 as answer`);
+        assert.deepEqual([...rows], [{ answer: 42 }]);
+        await client.end();
+        const db = new Kysely<Record<string, never>>({
+          dialect: new PostgresJSDialect({ postgres: iamPostgres(process.env.DATABASE_URL) }),
+        });
+        const { rows: k } = await kyselySql<{ answer: number }>`select 40 + 2 as answer`.execute(
+          db,
+        );
+        assert.deepEqual(k, [{ answer: 42 }]);
+        await db.destroy();
+
+        // The control: without its sslrootcert, the same URL fails TLS, and the error names the
+        // CA source in use and sslrootcert, not signingHostname.
+        const bare = iamPostgres(url.replace(/&sslrootcert=[^&]*/, ""), { max: 1 });
+        await assert.rejects(bare`select 1`, (e: Error) => {
+          assert.match(e.message, /RDS CA bundle/);
+          assert.match(e.message, /sslrootcert/);
+          assert.doesNotMatch(e.message, /signingHostname/);
+          return true;
+        });
+        await bare.end({ timeout: 0 });
+      });
+
+      // Every CLI command.
+      const token = await cli(["token", url]);
+      assert.equal(token.code, 0, token.stderr);
+      assert.match(token.stdout, /^localhost:\d+\/\?Action=connect&DBUser=postgres&/);
+      const doc = await doctor([url]);
+      assert.equal(doc.code, 0, JSON.stringify(doc.report.failure));
+      const env = await cli(["env", url]);
+      assert.equal(env.code, 0, env.stderr);
+      const viaEnv = await run(
+        "sh",
+        ["-c", `${env.stdout}\npsql -X -tAc "select 1"`],
+        childEnv({}),
+      );
+      assert.equal(viaEnv.code, 0, viaEnv.stderr);
+      assert.equal(viaEnv.stdout.trim(), "1");
+      const psql = await cli(["psql", url, "--", "-X", "-tAc", "select current_user"]);
+      assert.equal(psql.code, 0, psql.stderr);
+      assert.equal(psql.stdout.trim(), "postgres");
+    } finally {
+      assert.equal((await gw.stop()).event, "stopped", gw.stderr());
+    }
+    const logins = gw.lines.map((l) => JSON.parse(l)).filter((e) => e.event === "login");
+    assert.ok(logins.length >= 7 && logins.every((l) => l.accepted), JSON.stringify(logins));
   },
 );
 
