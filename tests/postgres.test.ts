@@ -17,6 +17,12 @@ import { startPglite } from "../src/_pglite.ts";
 import { upstreamPostgres } from "./_postgres.ts";
 import { ca, cert, key } from "./fixtures/tls.ts";
 import { withEnv } from "./_env.ts";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import process from "node:process";
+import { RDS_CA } from "../src/connection/tls.ts";
 
 const RDS = "db.cluster-abc123xyz.us-east-1.rds.amazonaws.com";
 const DSQL = "abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws";
@@ -579,4 +585,251 @@ test("subscribe (logical replication) connections get tokens too", async () => {
   assert.ok(g.stats.accepted >= 2, `${g.stats.accepted} logins`);
   assert.equal(tokens.length, g.stats.accepted);
   assert.equal(g.stats.rejected, 0);
+});
+
+// ---- connection strings and the libpq environment (one parser: src/connection/target.ts) ----
+
+const tmp = mkdtempSync(join(tmpdir(), "pg-iam-postgres-test-"));
+const CA_FILE = join(tmp, "gateway-ca.pem");
+writeFileSync(CA_FILE, ca);
+// A real CA that did not sign the gateway's certificate.
+const OTHER_CA_FILE = join(tmp, "other-ca.pem");
+writeFileSync(OTHER_CA_FILE, RDS_CA[0]);
+// No PG* variable of the machine running the tests may steer these.
+const NO_PG = Object.fromEntries(
+  Object.keys(process.env).filter((k) => /^PG/.test(k)).map((k) => [k, undefined]),
+);
+
+/** The startup parameters the server got, as PostgreSQL records them (source "client"). */
+async function clientSettings(sql: postgres.Sql): Promise<Record<string, string>> {
+  const rows = await sql`select name, setting from pg_settings where source = 'client'`;
+  return Object.fromEntries(rows.map((r) => [r.name as string, r.setting as string]));
+}
+
+test("a connection string's libpq parameters are honoured and none of them, nor iam_*, reaches the server; unknown ones are forwarded as postgres.js does", async () => {
+  const g = await gateway();
+  const params = new URLSearchParams({
+    sslmode: "verify-full",
+    sslrootcert: CA_FILE,
+    iam_host: RDS,
+    iam_port: "5432",
+    iam_region: "us-east-1",
+    iam_expiration: "60",
+    connect_timeout: "10",
+    keepalives: "1",
+    keepalives_idle: "30",
+    application_name: "libpq_app",
+    fallback_application_name: "unused",
+    options: "-c search_path=pg_catalog",
+    target_session_attrs: "read-write",
+    sslsni: "1",
+    ssl_min_protocol_version: "TLSv1.2",
+    channel_binding: "prefer",
+    gssencmode: "disable",
+    sslcompression: "0",
+    sslcertmode: "allow",
+    require_auth: "password",
+    load_balance_hosts: "disable",
+    statement_timeout: "4321", // neither libpq's nor pg-iam's: a server setting, forwarded
+  });
+  const url = `postgres://app@${g.host}:${g.port}/postgres?${params}`;
+  await withEnv(NO_PG, async () => {
+    const sql = iamPostgres(url, { credentials: KEYS, max: 1, onnotice: () => {} });
+    try {
+      const settings = await clientSettings(sql);
+      assert.deepEqual(settings, {
+        application_name: "libpq_app",
+        client_encoding: "UTF8",
+        search_path: "pg_catalog",
+        statement_timeout: "4321", // the control: forwarded parameters do show up here
+      });
+      const [{ ssl }] = await sql`select true as ssl`; // through verified TLS, see sslrootcert
+      assert.equal(ssl, true);
+    } finally {
+      await sql.end();
+    }
+  });
+  assert.equal(g.stats.accepted, 1);
+  // The control: postgres.js given the same URL forwards sslrootcert, and the server refuses it.
+  const token = await rdsToken({ hostname: RDS, username: "app", credentials: KEYS });
+  const plain = postgres(url.replace("sslmode=verify-full", "sslmode=require"), {
+    password: token,
+    onnotice: () => {},
+  });
+  try {
+    await assert.rejects(plain`select 1`, /unrecognized configuration parameter/);
+  } finally {
+    await plain.end({ timeout: 0 });
+  }
+});
+
+test("PGSSLROOTCERT, PGSSLMODE, PGAPPNAME and PGTZ are honoured; the connection string wins over them; a wrong CA fails TLS naming it, not signingHostname", async () => {
+  const g = await gateway();
+  const url = `postgres://app@${g.host}:${g.port}/postgres?iam_host=${RDS}&iam_port=5432`;
+  const opts = { credentials: KEYS, max: 1, onnotice: () => {} };
+  await withEnv(
+    { ...NO_PG, PGSSLROOTCERT: CA_FILE, PGAPPNAME: "from_env", PGTZ: "Asia/Tokyo" },
+    async () => {
+      const sql = iamPostgres(url, opts);
+      try {
+        const settings = await clientSettings(sql);
+        assert.equal(settings.application_name, "from_env");
+        assert.equal(settings.TimeZone, "Asia/Tokyo");
+      } finally {
+        await sql.end();
+      }
+    },
+  );
+  await withEnv({ ...NO_PG, PGSSLROOTCERT: OTHER_CA_FILE }, async () => {
+    // The control: the environment's CA did not sign the certificate.
+    const wrong = iamPostgres(url, opts);
+    await assert.rejects(wrong`select 1`, (e: Error) => {
+      assert.match(e.message, /other-ca\.pem/);
+      assert.match(e.message, /PGSSLROOTCERT/);
+      assert.doesNotMatch(e.message, /signingHostname/);
+      return true;
+    });
+    await wrong.end({ timeout: 0 });
+    // The connection string's sslrootcert wins over the environment's.
+    const sql = iamPostgres(`${url}&sslrootcert=${CA_FILE}`, opts);
+    try {
+      assert.equal((await sql`select 1 as x`)[0].x, 1);
+    } finally {
+      await sql.end();
+    }
+  });
+  // PGSSLMODE=require encrypts without checking the certificate (libpq's meaning)...
+  await withEnv({ ...NO_PG, PGSSLMODE: "require" }, async () => {
+    const sql = iamPostgres(url, opts);
+    try {
+      assert.equal((await sql`select 1 as x`)[0].x, 1);
+    } finally {
+      await sql.end();
+    }
+  });
+  // ...and the control: without it the default verify-full refuses the gateway's certificate.
+  await withEnv(NO_PG, async () => {
+    const strict = iamPostgres(url, opts);
+    await assert.rejects(strict`select 1`, /RDS CA bundle/);
+    await strict.end({ timeout: 0 });
+  });
+});
+
+test("hostaddr: the host names the endpoint (token and certificate), hostaddr is where to connect", async () => {
+  const g = await gateway();
+  const events: TokenEvent[] = [];
+  await withEnv(NO_PG, async () => {
+    const url = `postgres://app@${RDS}:${g.port}/postgres?hostaddr=127.0.0.1&iam_port=5432` +
+      `&sslrootcert=${CA_FILE}`;
+    const sql = iamPostgres(url, { credentials: KEYS, max: 1, onToken: (e) => events.push(e) });
+    try {
+      assert.equal((await sql`select current_user as u`)[0].u, "postgres");
+    } finally {
+      await sql.end();
+    }
+    assert.equal(events[0].signingHostname, RDS);
+    // The control: without hostaddr, the endpoint name itself is looked up, and does not resolve.
+    const noAddr = iamPostgres(url.replace("hostaddr=127.0.0.1&", ""), { credentials: KEYS });
+    await assert.rejects(noAddr`select 1`, /ENOTFOUND|EAI_AGAIN|not known|resolve|lookup/i);
+    await noAddr.end({ timeout: 0 });
+  });
+});
+
+test("after login postgres.js owns the socket: a server kill mid-query reaches the query and the pool recovers; slow readers and big writes keep their backpressure", async () => {
+  const g = await gateway();
+  const sql = client(g, { max: 1 });
+  const admin = client(g, { max: 1 });
+  try {
+    const [{ pid }] = await sql`select pg_backend_pid() as pid`;
+    // Its error is taken as soon as it comes (it may come before the kill's own answer).
+    const running = sql`select pg_sleep(10)`.execute().then(() => undefined, (e: Error) => e);
+    for (;;) {
+      const [{ n }] = await admin`select count(*)::int as n from pg_stat_activity
+        where pid = ${pid} and state = 'active'`;
+      if (n > 0) break;
+    }
+    await admin`select pg_terminate_backend(${pid})`;
+    const error = await running as Error & { code?: string };
+    assert.match(String(error?.code), /57P01|CONNECTION_CLOSED/);
+    // postgres.js 3.4.9 hands the server's FATAL to the next query (plain postgres.js does the
+    // same, measured); the one after gets a new connection, with a new token.
+    let next: number | undefined;
+    for (let attempt = 1; next === undefined; attempt++) {
+      try {
+        next = (await sql`select pg_backend_pid() as pid`)[0].pid as number;
+      } catch (e) {
+        assert.ok(attempt < 2, String(e));
+        assert.equal((e as { code?: string }).code, "57P01");
+      }
+    }
+    assert.notEqual(next, pid);
+
+    // A slow reader: postgres.js pauses the socket while the cursor's callback works.
+    let rows = 0;
+    await sql`select repeat('x', 1000) as x from generate_series(1, 5000)`.cursor(
+      500,
+      async (batch) => {
+        rows += batch.length;
+        await sleep(5);
+      },
+    );
+    assert.equal(rows, 5000);
+    // A big write: 8 MB through COPY, with the socket's own drain events.
+    await sql`create temporary table big (x text)`;
+    const line = "y".repeat(1023) + "\n";
+    const writable = await sql`copy big from stdin`.writable();
+    await new Promise<void>((resolve, reject) => {
+      let i = 0;
+      const write = () => {
+        while (i < 8192) {
+          i++;
+          if (!writable.write(line)) return void writable.once("drain", write);
+        }
+        writable.end();
+      };
+      writable.on("finish", resolve).on("error", reject);
+      write();
+    });
+    const [{ n, bytes }] = await sql`select count(*)::int as n, sum(length(x))::int as bytes
+      from big`;
+    assert.deepEqual({ n, bytes }, { n: 8192, bytes: 8192 * 1023 });
+  } finally {
+    await sql.end();
+    await admin.end();
+  }
+  assert.equal(g.stats.rejected, 0);
+});
+
+test("connect_timeout from the options or the connection string bounds a server that never answers", async () => {
+  const silent = createServer(() => {}); // accepts, never says a word
+  await new Promise<void>((r) => silent.listen(0, "127.0.0.1", r));
+  const port = (silent.address() as { port: number }).port;
+  try {
+    await withEnv(NO_PG, async () => {
+      for (
+        const sql of [
+          iamPostgres({
+            host: "127.0.0.1",
+            port,
+            user: "app",
+            credentials: KEYS,
+            region: "us-east-1",
+            connect_timeout: 2,
+          }),
+          iamPostgres(
+            `postgres://app@127.0.0.1:${port}/postgres?connect_timeout=2&iam_region=us-east-1`,
+            { credentials: KEYS },
+          ),
+        ]
+      ) {
+        const t = performance.now();
+        await assert.rejects(sql`select 1`, { code: "CONNECT_TIMEOUT" });
+        const seconds = (performance.now() - t) / 1000;
+        assert.ok(seconds >= 1.9 && seconds < 10, `${seconds}s`);
+        await sql.end({ timeout: 0 });
+      }
+    });
+  } finally {
+    silent.close();
+  }
 });
