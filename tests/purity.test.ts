@@ -52,14 +52,22 @@ test("the negative control: the scan does see a node: import", () => {
   assert.deepEqual(specs, ["node:crypto", "./y.ts"]);
 });
 
-test("node: imports live only in the runtime-specific modules (gateway, postgres socket, PGlite, demo, CLI)", () => {
-  for (const entry of ["src/_verify.ts", "src/_pgwire.ts", "src/cli/_cert.ts"]) {
+test("node: imports live only in the runtime-specific modules (gateway, postgres socket, TLS, PGlite, demo, CLI); the connection-target parser is Web-only", () => {
+  for (
+    const entry of [
+      "src/_verify.ts",
+      "src/_pgwire.ts",
+      "src/cli/_cert.ts",
+      "src/connection/target.ts",
+    ]
+  ) {
     assert.ok(graph(entry).size >= 1); // graph() fails on any node:, npm: or jsr: import
   }
   const allowed = new Set([
     "src/gateway.ts",
     "src/postgres.ts",
     "src/_iam_socket.ts",
+    "src/connection/tls.ts",
     "src/_pglite.ts",
     "src/demo.ts",
     "src/cli.ts",
