@@ -79,37 +79,22 @@ export interface ConnectOutcome {
 export type ServerError = Record<string, string>;
 
 type Callback = (error?: Error | null) => void;
+const EMPTY: Buffer = Buffer.alloc(0);
+type Listener = (...args: unknown[]) => void;
 
-// What postgres.js calls on its socket. After the hand-over each becomes the TCP/TLS socket's own.
-const DELEGATED = [
-  "write",
-  "end",
-  "destroy",
-  "pause",
-  "resume",
-  "setKeepAlive",
-  "on",
-  "addListener",
-  "once",
-  "prependListener",
-  "off",
-  "removeListener",
-  "removeAllListeners",
-  "listeners",
-  "rawListeners",
-  "listenerCount",
-  "emit",
-] as const;
-
-/** A socket-like object for postgres.js; see the file comment. */
+/**
+ * A socket-like object for postgres.js; see the file comment. After the hand-over every method
+ * forwards to the TCP/TLS socket (one branch, no per-connection closures), and postgres.js's
+ * listeners sit on that socket itself.
+ */
 export class IamSocket extends EventEmitter {
   host: string;
   port: number;
   #plan: SocketPlan;
   #upstream: net.Socket | undefined;
-  #handedOver: net.Socket | undefined;
+  #to: net.Socket | undefined; // the socket handed over to
   #pending: Buffer[] = [];
-  #first: Buffer = Buffer.alloc(0);
+  #first: Buffer = EMPTY;
   #started = false;
   #closed = false;
 
@@ -122,24 +107,12 @@ export class IamSocket extends EventEmitter {
 
   /** postgres.js sends Terminate only when this says "open". */
   get readyState(): string {
-    return this.#handedOver?.readyState ?? (this.#closed ? "closed" : "opening");
-  }
-
-  /** postgres.js asks for keep-alive here; #open() applies `keep_alive` to the TCP socket. */
-  setKeepAlive(_enable?: boolean, _delay?: number): this {
-    return this;
-  }
-
-  pause(): this {
-    return this;
-  }
-
-  resume(): this {
-    return this;
+    return this.#to?.readyState ?? (this.#closed ? "closed" : "opening");
   }
 
   /** Before the hand-over: the StartupMessage (or CancelRequest), and anything after it. */
   write(chunk: Uint8Array, callback?: Callback | string, cb?: Callback): boolean {
+    if (this.#to) return this.#to.write(chunk, callback as never, cb);
     const done = typeof callback === "function" ? callback : cb;
     if (this.#closed) {
       if (done) queueMicrotask(() => done(new Error("pg-iam: write after the socket closed")));
@@ -154,6 +127,8 @@ export class IamSocket extends EventEmitter {
         const message = this.#first.subarray(0, this.#first.readUInt32BE(0));
         const rest = this.#first.subarray(message.length);
         if (rest.length) this.#pending.push(rest);
+        // Held only until the login is done (a slice would keep Buffer's shared 8 KB pool alive).
+        this.#first = EMPTY;
         const code = message.readUInt32BE(4);
         if (code === CANCEL_REQUEST) this.#cancel(message);
         else if (code === PROTOCOL_3) this.#start(message);
@@ -167,12 +142,14 @@ export class IamSocket extends EventEmitter {
   }
 
   end(data?: Uint8Array): this {
+    if (this.#to) return (data ? this.#to.end(data) : this.#to.end()), this;
     if (data) this.write(data);
     return this.destroy();
   }
 
   /** Before the hand-over: abandons the connection start; 'error' (if any), then 'close'. */
   destroy(error?: Error): this {
+    if (this.#to) return this.#to.destroy(error), this;
     if (this.#closed) return this;
     this.#closed = true;
     this.#upstream?.destroy();
@@ -182,6 +159,60 @@ export class IamSocket extends EventEmitter {
       this.emit("close", error !== undefined);
     });
     return this;
+  }
+
+  pause(): this {
+    return this.#to?.pause(), this;
+  }
+
+  resume(): this {
+    return this.#to?.resume(), this;
+  }
+
+  /** postgres.js asks for keep-alive here; #open() applies `keep_alive` to the TCP socket. */
+  setKeepAlive(enable?: boolean, delay?: number): this {
+    return this.#to?.setKeepAlive(enable, delay), this;
+  }
+
+  override on(event: string | symbol, fn: Listener): this {
+    return this.#to ? (this.#to.on(event, fn), this) : super.on(event, fn);
+  }
+
+  override addListener(event: string | symbol, fn: Listener): this {
+    return this.#to ? (this.#to.addListener(event, fn), this) : super.addListener(event, fn);
+  }
+
+  override once(event: string | symbol, fn: Listener): this {
+    return this.#to ? (this.#to.once(event, fn), this) : super.once(event, fn);
+  }
+
+  override prependListener(event: string | symbol, fn: Listener): this {
+    return this.#to
+      ? (this.#to.prependListener(event, fn), this)
+      : super.prependListener(event, fn);
+  }
+
+  override off(event: string | symbol, fn: Listener): this {
+    return this.#to ? (this.#to.off(event, fn), this) : super.off(event, fn);
+  }
+
+  override removeListener(event: string | symbol, fn: Listener): this {
+    return this.#to ? (this.#to.removeListener(event, fn), this) : super.removeListener(event, fn);
+  }
+
+  override removeAllListeners(event?: string | symbol): this {
+    if (!this.#to) return super.removeAllListeners(event);
+    if (event === undefined) this.#to.removeAllListeners();
+    else this.#to.removeAllListeners(event);
+    return this;
+  }
+
+  override listeners(event: string | symbol): Listener[] {
+    return (this.#to ? this.#to.listeners(event) : super.listeners(event)) as Listener[];
+  }
+
+  override emit(event: string | symbol, ...args: unknown[]): boolean {
+    return this.#to ? this.#to.emit(event, ...args) : super.emit(event, ...args);
   }
 
   async #cancel(message: Buffer): Promise<void> {
@@ -315,29 +346,16 @@ export class IamSocket extends EventEmitter {
   }
 
   /**
-   * Steps aside: postgres.js's listeners move to `socket`, and this object's methods become
-   * `socket`'s own, so postgres.js and the socket talk directly from here on. `rest`: what the
-   * server sent from AuthenticationOk on, delivered first.
+   * Steps aside: postgres.js's listeners move to `socket`, and from now on every method forwards
+   * to it. `rest`: what the server sent from AuthenticationOk on, delivered first.
    */
   #handOver(socket: net.Socket, rest: Buffer | undefined): void {
-    this.#handedOver = socket;
     this.#upstream = undefined;
-    const listeners = this.eventNames().map((event) => [event, this.rawListeners(event)] as const);
+    const listeners = this.eventNames().map((event) => [event, super.rawListeners(event)] as const);
     super.removeAllListeners();
-    const self = this as unknown as Record<string, unknown>;
-    const target = socket as unknown as Record<string, (...args: unknown[]) => unknown>;
-    self.write = target.write.bind(socket); // the hot path: no wrapper
-    for (const name of DELEGATED) {
-      if (name === "write") continue;
-      const method = target[name];
-      // Methods that return the socket return this object instead, as the originals did.
-      self[name] = (...args: unknown[]) => {
-        const result = method.apply(socket, args);
-        return result === socket ? this : result;
-      };
-    }
+    this.#to = socket;
     for (const [event, fns] of listeners) {
-      for (const fn of fns) socket.on(event, fn as (...args: unknown[]) => void);
+      for (const fn of fns) socket.on(event, fn as Listener);
     }
     for (const chunk of this.#pending.splice(0)) socket.write(chunk);
     if (rest?.length) socket.emit("data", rest);
