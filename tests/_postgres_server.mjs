@@ -146,10 +146,14 @@ function sweepStale(binDir) {
 
 /**
  * Starts a fresh server. The caller stops it with `stop()` (synchronous, idempotent).
+ *
+ * With `ssl` (PEM strings), the server also accepts TLS with that certificate and key (written to
+ * server.crt and server.key in its directory); plaintext connections still work.
+ * @param {{ ssl?: { cert: string, key: string } }} [options]
  * @returns {Promise<{ host: string, port: number, user: string, dir: string, seconds: number,
  *   stop(): void }>}
  */
-export async function startPostgres() {
+export async function startPostgres({ ssl } = {}) {
   const started = Date.now();
   const binDir = findPgBinDir();
   sweepStale(binDir);
@@ -171,6 +175,16 @@ export async function startPostgres() {
   if (uid >= 0) chownSync(dir, uid, gid);
   const data = join(dir, "data");
   try {
+    let sslOptions = "";
+    if (ssl) {
+      // PostgreSQL refuses a key file that its own user does not own or that others can read.
+      const certFile = join(dir, "server.crt");
+      const keyFile = join(dir, "server.key");
+      writeFileSync(certFile, ssl.cert, { mode: 0o644 });
+      writeFileSync(keyFile, ssl.key, { mode: 0o600 });
+      if (uid >= 0) [certFile, keyFile].forEach((file) => chownSync(file, uid, gid));
+      sslOptions = ` -c ssl=on -c ssl_cert_file=${certFile} -c ssl_key_file=${keyFile}`;
+    }
     pg(join(binDir, "initdb"), [
       "-D",
       data,
@@ -187,7 +201,8 @@ export async function startPostgres() {
     for (let attempt = 1;; attempt++) {
       port = await freePort();
       const options = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off ` +
-        "-c max_connections=200 -c wal_level=logical"; // logical: postgres.js subscribe()
+        "-c max_connections=200 -c wal_level=logical" + // logical: postgres.js subscribe()
+        sslOptions;
       try {
         pg(join(binDir, "pg_ctl"), [
           "-D",

@@ -1,0 +1,133 @@
+// Runs bench/steady.ts (iamPostgres against plain postgres.js after login, over TLS) on Node, Deno
+// and Bun in turn, each process with its own PostgreSQL server, and prints one markdown report to
+// stdout (progress to stderr).
+//
+//   node bench/steady.mjs [--quick] [--rounds N] [--cases a,b,c,d,e] [--runtimes node,deno,bun]
+//
+// A runtime that fails is reported as failed; the others still run.
+
+import { spawnSync } from "node:child_process";
+import { cpus, loadavg, totalmem } from "node:os";
+import { dirname, join } from "node:path";
+import process from "node:process";
+import { fileURLToPath } from "node:url";
+
+const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
+const BIN = join(ROOT, "node_modules", ".bin");
+const STEADY = join(ROOT, "bench", "steady.ts");
+const arg = (name) => {
+  const at = process.argv.indexOf(name);
+  return at >= 0 ? process.argv[at + 1] : undefined;
+};
+const passOn = [
+  ...(process.argv.includes("--quick") ? ["--quick"] : []),
+  ...["--rounds", "--cases"].flatMap((name) => arg(name) ? [name, arg(name)] : []),
+];
+
+const RUNTIMES = {
+  node: [process.execPath, [join(ROOT, "node_modules", "tsx", "dist", "cli.mjs"), "--expose-gc"]],
+  deno: [join(BIN, "deno"), ["run", "-A", "--quiet", "--v8-flags=--expose-gc"]],
+  bun: [join(BIN, "bun"), []],
+};
+const wanted = (arg("--runtimes") ?? "node,deno,bun").split(",");
+const unknown = wanted.filter((r) => !(r in RUNTIMES));
+if (unknown.length) throw new Error(`unknown runtime(s) ${unknown.join(", ")}: use node,deno,bun`);
+
+function log(message) {
+  process.stderr.write(message + "\n");
+}
+
+function git(args) {
+  const r = spawnSync("git", args, { cwd: ROOT, encoding: "utf8" });
+  return r.status === 0 ? r.stdout.trimEnd() : "";
+}
+
+/** The commit, and the library files changed since it (the bench measures the working tree). */
+function codeState() {
+  const changed = git(["status", "--porcelain", "--", "src", "mod.ts"]).split("\n")
+    .filter(Boolean).map((l) => l.slice(3));
+  return `${git(["rev-parse", "--short", "HEAD"]) || "unknown commit"}` +
+    (changed.length ? `, with uncommitted changes in ${changed.join(", ")}` : "");
+}
+
+const started = performance.now();
+const load0 = loadavg()[0];
+const code = codeState();
+
+const results = [];
+for (const runtime of wanted) {
+  const [cmd, pre] = RUNTIMES[runtime];
+  log(`${runtime}...`);
+  const r = spawnSync(cmd, [...pre, STEADY, "--json", ...passOn], {
+    cwd: ROOT,
+    encoding: "utf8",
+    env: { ...process.env, DENO_NO_UPDATE_CHECK: "1" },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const line = (r.stdout ?? "").split("\n").find((l) => l.startsWith("BENCH_JSON "));
+  if (r.status === 0 && line) {
+    results.push(JSON.parse(line.slice("BENCH_JSON ".length)));
+  } else {
+    const why = r.error?.message ?? `exit ${r.status ?? r.signal}`;
+    results.push({ runtime, failed: `${why}; see stderr above` });
+  }
+}
+
+const ms = (n) => n.toFixed(1);
+const kb = (n) => (n / 1024).toFixed(1);
+const cpu = cpus();
+const report = [
+  "## Steady state: iamPostgres vs plain postgres.js after login, over verified TLS",
+  "",
+  `Machine: ${cpu.length} cores (${cpu[0]?.model.trim() ?? "unknown CPU"}), ` +
+  `${Math.round(totalmem() / 2 ** 30)} GiB, ${process.platform}-${process.arch}. ` +
+  `Code: ${code}.` +
+  (codeState() === code ? "" : ` **The code changed during the run** (now: ${codeState()}).`),
+  "",
+  "Medians over the rounds; the ratios are medians of per-round iam/plain ratios (rounds " +
+  "alternate which client goes first). CPU is the process's user + system time.",
+  "",
+  "| runtime | case | rounds | plain wall ms | iam wall ms | wall iam/plain | plain CPU ms " +
+  "| iam CPU ms | CPU iam/plain |",
+  "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+];
+for (const res of results) {
+  if (res.failed) {
+    report.push(`| ${res.runtime} | **failed**: ${res.failed} | | | | | | | |`);
+    continue;
+  }
+  for (const r of res.rows) {
+    report.push(
+      `| ${res.runtime} | ${r.name} | ${r.rounds} | ${ms(r.wall.plain)} | ${ms(r.wall.iam)} | ` +
+        `**${r.wallRatio.toFixed(3)}** | ${ms(r.cpu.plain)} | ${ms(r.cpu.iam)} | ` +
+        `**${r.cpuRatio.toFixed(3)}** |`,
+    );
+  }
+}
+const withMemory = results.filter((r) => r.memory);
+if (withMemory.length) {
+  report.push(
+    "",
+    `Memory per open connection: growth from 2 to ${withMemory[0].memory.pool} open ` +
+      "connections in a fresh process (after a full GC), per connection; median over processes.",
+    "",
+    "| runtime | processes per client | plain heap + external KB | iam heap + external KB " +
+      "| plain RSS KB | iam RSS KB |",
+    "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ...withMemory.map(({ runtime, memory: m }) =>
+      `| ${runtime} | ${m.rounds} | ${kb(m.heap.plain)} | ${kb(m.heap.iam)} | ` +
+      `${kb(m.rss.plain)} | ${kb(m.rss.iam)} |`
+    ),
+  );
+}
+report.push("", "TLS seen (pg_stat_ssl):");
+for (const res of results.filter((r) => !r.failed)) {
+  report.push(`- ${res.runtime}: ${res.tls.sort().join("; ") || "(memory children only)"}`);
+}
+report.push(
+  "",
+  `Total bench time: ${((performance.now() - started) / 1000).toFixed(0)} s. Load average ` +
+    `(1 min) at start ${load0.toFixed(2)}, at end ${loadavg()[0].toFixed(2)}.`,
+);
+console.log(report.join("\n"));
+if (results.some((r) => r.failed)) process.exitCode = 1;
