@@ -114,6 +114,7 @@ type Setting = { value: string; source: string };
 // an error in a connection string, ignored in the environment (it is ambient, and may serve other
 // tools); `refuse`: cannot be honoured, an error from any source.
 type Use = "use" | "server" | "ignore" | "auth" | "refuse";
+const OAUTH = "is for OAuth logins, which IAM authentication replaces";
 const LIBPQ: Record<string, [env: string | undefined, use: Use, why?: string]> = {
   host: ["PGHOST", "use"],
   hostaddr: ["PGHOSTADDR", "use"],
@@ -155,7 +156,15 @@ const LIBPQ: Record<string, [env: string | undefined, use: Use, why?: string]> =
   krbsrvname: ["PGKRBSRVNAME", "auth"],
   gsslib: ["PGGSSLIB", "auth"],
   gssdelegation: ["PGGSSDELEGATION", "auth"],
-  service: ["PGSERVICE", "auth"],
+  oauth_issuer: [undefined, "auth", OAUTH],
+  oauth_client_id: [undefined, "auth", OAUTH],
+  oauth_client_secret: [undefined, "auth", OAUTH],
+  oauth_scope: [undefined, "auth", OAUTH],
+  service: [
+    "PGSERVICE",
+    "auth",
+    "names an entry of a connection service file (pg_service.conf), which pg-iam does not read",
+  ],
   target_session_attrs: ["PGTARGETSESSIONATTRS", "use"],
   load_balance_hosts: ["PGLOADBALANCEHOSTS", "ignore"],
 };
@@ -255,8 +264,9 @@ export function parseTarget(input: TargetInput = {}): ConnectionTarget {
         key === "password"
           ? `${cap(setting.source)} is a password, which cannot be combined with IAM ` +
             `authentication: pg-iam signs a token for every connection (remove the password)`
-          : `${cap(setting.source)} (${key}) is for password or Kerberos logins, which IAM ` +
-            `authentication replaces: remove it`,
+          : `${cap(setting.source)} (${key}) ${
+            why ?? "is for password or Kerberos logins, which IAM authentication replaces"
+          }: remove it`,
       );
     }
     if (use === "server") serverParams[key] = setting.value;
@@ -303,14 +313,20 @@ function parseUri(text: string): Map<string, Setting> {
   const part = (key: string, name: string, value: string) =>
     value !== "" && out.set(key, { value, source: `the connection string's ${name}` });
   const trimmed = text.trim();
-  const [beforeQuery, query = ""] = trimmed.slice(trimmed.indexOf("://") + 3).split("#")[0]
-    .split(/\?(.*)/s);
+  const afterScheme = trimmed.slice(trimmed.indexOf("://") + 3);
+  const [beforeQuery, query = ""] = afterScheme.split("#")[0].split(/\?(.*)/s);
   const slash = beforeQuery.indexOf("/");
   const authority = slash < 0 ? beforeQuery : beforeQuery.slice(0, slash);
   const at = authority.lastIndexOf("@");
   const userinfo = at >= 0 ? authority.slice(0, at) : "";
   const hostport = authority.slice(at + 1);
-  if (userinfo.includes(":")) {
+  // A "/", "?" or "#" left unencoded in a password ends the authority before the "@": what is left
+  // is no list of host[:port], and an "@" follows. Still a password, and never to be quoted.
+  const hosts = /^(?:\[[^\]]*\]|[^:,[\]]*)(?::\d*)?(?:,(?:\[[^\]]*\]|[^:,[\]]*)(?::\d*)?)*$/;
+  if (
+    userinfo.includes(":") ||
+    (at < 0 && !hosts.test(hostport) && afterScheme.includes("@", authority.length))
+  ) {
     throw new TypeError(
       `The connection string has a password, which cannot be combined with IAM authentication: ` +
         `pg-iam signs a token for every connection (remove ":<password>" from the URL)`,
@@ -348,19 +364,32 @@ function decode(text: string): string {
 /** A libpq keyword/value string: `host=db port=5432 dbname='my db'`. */
 function parseKeywords(text: string): Map<string, Setting> {
   const out = new Map<string, Setting>();
-  const re = /\s*([A-Za-z_]+)\s*=\s*(?:'((?:[^'\\]|\\.)*)'|((?:[^\s'\\]|\\.)*))/y;
+  // As in libpq, an unquoted value runs to the next space (quotes inside it are literal).
+  const re = /\s*([A-Za-z_]+)\s*=\s*(?:'((?:[^'\\]|\\.)*)'|((?!')(?:[^\s\\]|\\.)*))/y;
   let i = 0;
+  let previous = "";
   while (i < text.length) {
     if (/^\s*$/.test(text.slice(i))) break;
     re.lastIndex = i;
     const m = re.exec(text);
     if (!m) {
+      // Never quote what may be part of a value (a password's, say): only keys, or a lone word.
+      const key = /\s*([A-Za-z_]+)\s*=/y;
+      key.lastIndex = i;
+      const open = key.exec(text)?.[1];
+      const word = text.slice(i).trim().split(/\s/)[0];
       throw new TypeError(
-        `The connection string is not valid libpq "key=value" syntax near ${
-          show(redact(text.slice(i, i + 20)))
-        }`,
+        open !== undefined
+          ? `The connection string parameter "${open}" has an opening quote without a closing one`
+          : /^\s/.test(text.slice(i)) && !/password/i.test(previous + word)
+          ? `The connection string is not valid libpq "key=value" syntax near ${
+            show(word.slice(0, 20))
+          }`
+          : `The connection string is not valid libpq "key=value" syntax after the "${previous}" ` +
+            `parameter (quote a value with spaces: key='a b c')`,
       );
     }
+    previous = m[1];
     const value = (m[2] ?? m[3]).replace(/\\(.)/g, "$1");
     if (value !== "") out.set(m[1], { value, source: `the connection string parameter "${m[1]}"` });
     i = re.lastIndex;
@@ -446,7 +475,8 @@ function keepAliveOf(
   idle: Setting | undefined,
 ): number | null | undefined {
   if (flag(on) === false) return null;
-  return idle ? wholeNumber(idle, 1, 2147483) : undefined;
+  // libpq: keepalives_idle=0 is the system default.
+  return idle ? wholeNumber(idle, 0, 2147483) || undefined : undefined;
 }
 
 function checkAuthParams(get: (key: string) => Setting | undefined): void {
@@ -476,7 +506,7 @@ function checkAuthParams(get: (key: string) => Setting | undefined): void {
     );
   }
   oneOf(get("min_protocol_version"), ["3.0"]);
-  oneOf(get("max_protocol_version"), ["3.0", "latest"]);
+  oneOf(get("max_protocol_version"), ["3.0", "3.2", "latest"]);
   if (oneOf(get("sslnegotiation"), ["postgres", "direct"]) === "direct") {
     throw new TypeError(
       `${cap(get("sslnegotiation")!.source)} is "direct": pg-iam starts TLS with an SSLRequest, ` +
@@ -566,7 +596,9 @@ function tlsSettings(
   const maxVersion = oneOf(get("ssl_max_protocol_version"), VERSIONS);
   if (minVersion && maxVersion && VERSIONS.indexOf(minVersion) > VERSIONS.indexOf(maxVersion)) {
     throw new RangeError(
-      `ssl_min_protocol_version ${minVersion} is above ssl_max_protocol_version ${maxVersion}`,
+      `${cap(get("ssl_min_protocol_version")!.source)} is ${show(minVersion)}, above ${
+        get("ssl_max_protocol_version")!.source
+      } ${show(maxVersion)}`,
     );
   }
   return {
