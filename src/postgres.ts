@@ -247,14 +247,19 @@ interface Config {
 /**
  * Creates a postgres.js client that authenticates with IAM: each physical connection (the first,
  * pool growth, reconnects after `max_lifetime`, `idle_timeout` or a server kill, `listen`
- * connections) signs a fresh token. Accepts everything postgres.js accepts, connection strings
- * and `PGHOST`/`PGPORT`/`PGUSER`/`PGDATABASE` included, plus the {@linkcode IamOptions}.
+ * connections) signs a fresh token. Accepts everything postgres.js accepts, plus the
+ * {@linkcode IamOptions}; connection strings and the `PG*` variables are read with libpq's meaning
+ * and precedence (an option over the connection string over the environment): `sslmode`,
+ * `sslrootcert`, `hostaddr`, `connect_timeout`, `application_name`, `options`, … are honoured,
+ * none of them and no `iam_*` parameter is sent to the server, and what cannot be honoured is an
+ * error. After login, postgres.js talks to the TCP/TLS socket directly.
  *
  * A credentials or signing failure fails the query that needed the connection with a clear error
  * (the process never crashes); a rejected token is retried once on a new connection with
  * force-refreshed credentials, then fails with an {@linkcode IamAuthError}.
  *
- * @param url A connection string (`postgres://user@host:port/db?sslmode=…&iam_region=…`).
+ * @param url A connection string (`postgres://user@host:port/db?sslmode=…&iam_region=…`, or
+ * libpq's `host=… dbname=…`).
  * @param options postgres.js options plus IAM ones; they override the URL.
  * @returns A postgres.js `Sql` client.
  * @throws {TypeError} On a static password, several hosts, a unix socket, TLS turned off without
