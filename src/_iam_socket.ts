@@ -321,16 +321,20 @@ export class IamSocket extends EventEmitter {
     const reply = await once(socket, "data") as Buffer;
     // More than the one byte would be injected plaintext (CVE-2021-23214 class): refuse it.
     if (reply.length !== 1 || reply[0] !== 0x53) {
+      // A server that cannot take the connection (too many clients, …) may answer with an error.
+      const refusal = reply[0] === 0x45 ? await errorMessage(socket, reply) : undefined;
       socket.destroy();
+      if (refusal) throw serverError(refusal);
       throw Object.assign(
         new Error(
           reply[0] === 0x4e
             ? `pg-iam: ${plan.host}:${plan.port} refused TLS (it answered the SSLRequest with ` +
               `"N"); IAM tokens are sent only over TLS unless you opt out with ` +
               `dangerouslyDisableTls: true`
-            : `pg-iam: ${plan.host}:${plan.port} sent an invalid answer to the SSLRequest`,
+            : `pg-iam: ${plan.host}:${plan.port} sent an invalid answer to the SSLRequest ` +
+              `(not a PostgreSQL server, or something in between)`,
         ),
-        { code: "TLS_REFUSED" },
+        { code: reply[0] === 0x4e ? "TLS_REFUSED" : "PROTOCOL_VIOLATION" },
       );
     }
     const secure = tls.connect({ ...plan.tls.options, socket });
@@ -388,19 +392,12 @@ function authenticate(
       while (buffer.length >= 5) {
         const length = buffer.readUInt32BE(1) + 1;
         const type = buffer[0];
-        // A malformed reply (a length below 4, an R without its code) must fail the connect, not
-        // throw out of this listener and crash the process.
-        if (length < 5 || (type === 0x52 && length < 9)) {
+        // A malformed reply (a length below 4 or past any login message's, an R without its
+        // code) must fail the connect, not throw out of this listener and crash the process.
+        if (length < 5 || length > MAX_LOGIN_MESSAGE || (type === 0x52 && length < 9)) {
           cleanup();
           return reject(
-            Object.assign(
-              new Error(
-                `pg-iam: the server sent a malformed "${
-                  String.fromCharCode(type)
-                }" message during authentication`,
-              ),
-              { code: "PROTOCOL_VIOLATION" },
-            ),
+            protocolError(`a malformed ${typeName(type)} message (length ${length - 1})`),
           );
         }
         if (buffer.length < length) return;
@@ -422,13 +419,40 @@ function authenticate(
           return resolve({ ok: false, error: Object.fromEntries(errorFields(body)) });
         } else if (type !== 0x4e /* N: notices before auth are dropped */) {
           cleanup();
-          return reject(new Error(`pg-iam: unexpected message "${String.fromCharCode(type)}"`));
+          return reject(protocolError(`an unexpected ${typeName(type)} message`));
         }
         buffer = buffer.subarray(length);
       }
     };
     socket.on("data", onData).on("error", onError).on("close", onClose);
   });
+}
+
+// Longer than any message a server sends before AuthenticationOk (an ErrorResponse is well below).
+const MAX_LOGIN_MESSAGE = 1 << 20;
+
+function protocolError(what: string): Error {
+  return Object.assign(
+    new Error(`pg-iam: the server sent ${what} during authentication`),
+    { code: "PROTOCOL_VIOLATION" },
+  );
+}
+
+/** A message type for errors: the letter when printable, else its code. */
+function typeName(type: number): string {
+  return type >= 0x21 && type <= 0x7e ? `"${String.fromCharCode(type)}"` : `0x${type.toString(16)}`;
+}
+
+/** The fields of the ErrorResponse starting in `first` (the rest read from `socket`, bounded). */
+async function errorMessage(socket: net.Socket, first: Buffer): Promise<ServerError | undefined> {
+  let buffer = first;
+  while (buffer.length < 5 || buffer.length < buffer.readUInt32BE(1) + 1) {
+    if (buffer.length >= 5 && buffer.readUInt32BE(1) > MAX_LOGIN_MESSAGE) return undefined;
+    const more = await once(socket, "data").catch(() => undefined) as Buffer | undefined;
+    if (!more) return undefined;
+    buffer = Buffer.concat([buffer, more]);
+  }
+  return Object.fromEntries(errorFields(buffer.subarray(5, buffer.readUInt32BE(1) + 1)));
 }
 
 function methodError(method: number): Error {

@@ -1,0 +1,259 @@
+// iamPostgres() against a hostile or broken server: pg-iam's own part of the connection start
+// (the SSLRequest answer, TLS, the authentication exchange) is fed malformed, truncated, oversized
+// and random replies. Every case must fail the query with a clear error, never crash the process
+// or hang past connect_timeout. The server here is written for the test, on node:net and node:tls.
+import { after, test } from "node:test";
+import assert from "node:assert/strict";
+import net from "node:net";
+import tls from "node:tls";
+import { iamPostgres } from "../src/postgres.ts";
+import { ca, cert, key } from "./fixtures/tls.ts";
+
+const KEYS = { accessKeyId: "AKIDHOSTILE", secretAccessKey: "hostile/server/test/secret" };
+const servers: net.Server[] = [];
+after(() => {
+  for (const s of servers) s.close();
+});
+
+type Reply = Uint8Array | ((socket: net.Socket) => void);
+
+/**
+ * A server that reads what a client sends first, then answers with `reply` (bytes, then a close;
+ * or a function that takes over). With `tls`, it first answers the SSLRequest with `sslReply`, or
+ * with "S" and a TLS handshake (the test certificate) when that is undefined.
+ */
+async function hostile(
+  reply: Reply,
+  options: { tls?: boolean; sslReply?: Uint8Array } = {},
+): Promise<number> {
+  const server = net.createServer((socket) => {
+    socket.on("error", () => {});
+    const answer = (s: net.Socket) => {
+      readPacket(s, () => {
+        if (typeof reply === "function") return reply(s);
+        s.end(reply);
+      });
+    };
+    if (!options.tls) return answer(socket);
+    readPacket(socket, () => {
+      if (options.sslReply) return void socket.end(options.sslReply);
+      socket.write("S");
+      const secure = new tls.TLSSocket(socket, { isServer: true, cert, key });
+      secure.on("error", () => {});
+      answer(secure);
+    });
+  });
+  servers.push(server);
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return (server.address() as net.AddressInfo).port;
+}
+
+/** Calls `then` once a whole length-prefixed startup-phase packet has arrived. */
+function readPacket(socket: net.Socket, then: () => void): void {
+  let got = new Uint8Array(0);
+  const onData = (chunk: Uint8Array) => {
+    const joined = new Uint8Array(got.length + chunk.length);
+    joined.set(got);
+    joined.set(chunk, got.length);
+    got = joined;
+    if (got.length >= 4 && got.length >= new DataView(got.buffer).getInt32(0)) {
+      socket.off("data", onData);
+      then();
+    }
+  };
+  socket.on("data", onData);
+}
+
+/** A typed message: type, length, body. */
+function msg(type: string | number, body: number[] | Uint8Array = [], length?: number): Uint8Array {
+  const out = new Uint8Array(5 + body.length);
+  out[0] = typeof type === "string" ? type.charCodeAt(0) : type;
+  new DataView(out.buffer).setUint32(1, length ?? 4 + body.length);
+  out.set(body, 5);
+  return out;
+}
+const int32 = (n: number) => [(n >>> 24) & 255, (n >>> 16) & 255, (n >>> 8) & 255, n & 255];
+const text = (s: string) => [...new TextEncoder().encode(s)];
+const concat = (...parts: Uint8Array[]) => {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) out.set(p, at), at += p.length;
+  return out;
+};
+
+/** Runs `select 1` through iamPostgres() against the server on `port`; returns its error. */
+async function errorFrom(port: number, useTls = false, connectTimeout = 3): Promise<Error> {
+  const sql = iamPostgres({
+    host: "127.0.0.1",
+    port,
+    user: "app",
+    database: "postgres",
+    region: "us-east-1",
+    credentials: KEYS,
+    connect_timeout: connectTimeout,
+    max: 1,
+    onnotice: () => {},
+    ...(useTls ? { ssl: { ca } } : { dangerouslyDisableTls: true }),
+  });
+  const t = performance.now();
+  try {
+    await sql`select 1`;
+  } catch (error) {
+    assert.ok(performance.now() - t < (connectTimeout + 2) * 1000, "bounded by connect_timeout");
+    return error as Error;
+  } finally {
+    await sql.end({ timeout: 0 });
+  }
+  throw new Error("the query succeeded against a hostile server");
+}
+
+const CASES: [string, Reply, RegExp, string?][] = [
+  ["a 6-byte R with no auth code", msg("R", [0]), /malformed "R" message/, "PROTOCOL_VIOLATION"],
+  ["an R with no body", msg("R"), /malformed "R" message/, "PROTOCOL_VIOLATION"],
+  ["a length below 4", msg("E", [], 2), /malformed "E" message/, "PROTOCOL_VIOLATION"],
+  ["a 2 GB length", msg("R", int32(3), 0x7fffffff), /malformed "R"/, "PROTOCOL_VIOLATION"],
+  ["an unexpected Z", msg("Z", text("I")), /unexpected "Z" message/, "PROTOCOL_VIOLATION"],
+  ["a NUL type byte", msg(0, int32(0)), /unexpected 0x0 message/, "PROTOCOL_VIOLATION"],
+  ["an escape type byte", msg(0x1b, int32(0)), /unexpected 0x1b message/, "PROTOCOL_VIOLATION"],
+  ["an MD5 request", msg("R", [...int32(5), 1, 2, 3, 4]), /MD5 password/, "AUTH_METHOD"],
+  [
+    "a SASL request",
+    msg("R", [...int32(10), ...text("SCRAM-SHA-256\0\0")]),
+    /SCRAM/,
+    "AUTH_METHOD",
+  ],
+  ["an unknown auth code", msg("R", int32(12345)), /12345/, "AUTH_METHOD"],
+  ["an ErrorResponse without fields", msg("E", text("garbage without terminators")), /./],
+  ["a truncated ErrorResponse, then a close", msg("E", text("SFATAL\0"), 200), /closed/],
+  ["a close right after the startup", new Uint8Array(0), /closed/, "CONNECTION_CLOSED"],
+  [
+    "a password request, then a close",
+    msg("R", int32(3)),
+    /closed the connection during authentication/,
+    "CONNECTION_CLOSED",
+  ],
+  [
+    "a notice flood, then a close",
+    concat(...Array.from({ length: 200 }, () => msg("N", text("SNOTICE\0Mhello\0\0")))),
+    /closed/,
+    "CONNECTION_CLOSED",
+  ],
+];
+
+for (const [name, reply, pattern, code] of CASES) {
+  test(`a hostile server's ${name} fails the query cleanly`, async () => {
+    const error = await errorFrom(await hostile(reply));
+    assert.match(error.message, pattern);
+    if (code) assert.equal((error as { code?: string }).code, code);
+  });
+}
+
+test("a hostile server's rejection (28P01) is retried once, then an IamAuthError without the token", async () => {
+  let logins = 0;
+  const port = await hostile((s) => {
+    logins++;
+    s.end(msg("E", text("SFATAL\0C28P01\0Mno\0\0")));
+  });
+  const error = await errorFrom(port);
+  assert.equal(error.name, "IamAuthError");
+  assert.equal(logins, 2);
+  assert.doesNotMatch(error.message, /X-Amz-Signature|hostile\/server/);
+});
+
+test("a server that never answers is cut off at connect_timeout", async () => {
+  const port = await hostile(() => {});
+  const t = performance.now();
+  const error = await errorFrom(port, false, 2);
+  assert.equal((error as { code?: string }).code, "CONNECT_TIMEOUT");
+  assert.ok(performance.now() - t >= 1900);
+});
+
+test("over TLS: the 6-byte R a machine in the path could send fails the query, no crash", async () => {
+  const error = await errorFrom(await hostile(msg("R", [0]), { tls: true }), true);
+  assert.match(error.message, /malformed "R" message/);
+  // The control: the same server answering a real password request gets the token over TLS.
+  let password = "";
+  const port = await hostile((s) => {
+    s.write(msg("R", int32(3)));
+    s.once("data", (chunk: Uint8Array) => {
+      password = new TextDecoder().decode(chunk.subarray(5, -1));
+      s.end(msg("E", text("SFATAL\0C28P01\0Mno\0\0")));
+    });
+  }, { tls: true });
+  await errorFrom(port, true);
+  assert.match(password, /^127\.0\.0\.1:\d+\/\?Action=connect&DBUser=app&X-Amz-Algorithm=/);
+});
+
+test("answers to the SSLRequest: N is a refusal, E is the server's error, garbage after S is refused", async () => {
+  const refused = await errorFrom(
+    await hostile(new Uint8Array(0), {
+      tls: true,
+      sslReply: new Uint8Array([0x4e]),
+    }),
+    true,
+  );
+  assert.equal((refused as { code?: string }).code, "TLS_REFUSED");
+  const tooMany = await errorFrom(
+    await hostile(new Uint8Array(0), {
+      tls: true,
+      sslReply: msg("E", text("SFATAL\0C53300\0Msorry, too many clients already\0\0")),
+    }),
+    true,
+  );
+  assert.equal((tooMany as { code?: string }).code, "53300");
+  assert.match(tooMany.message, /too many clients/);
+  // "S" with plaintext after it in the same packet: an injection attempt (CVE-2021-23214 class).
+  const injected = await errorFrom(
+    await hostile(new Uint8Array(0), {
+      tls: true,
+      sslReply: concat(new Uint8Array([0x53]), msg("R", int32(0))),
+    }),
+    true,
+  );
+  assert.equal((injected as { code?: string }).code, "PROTOCOL_VIOLATION");
+  // "S", then no TLS at all.
+  const notTls = await errorFrom(await hostile((s) => s.end(), { tls: false }), true);
+  assert.ok(notTls instanceof Error);
+});
+
+test("fuzz: 300 random replies to the startup message each fail the query cleanly", async () => {
+  // xorshift32, seeded: the same cases every run.
+  let seed = 0x9e3779b9;
+  const random = () => {
+    seed ^= seed << 13;
+    seed ^= seed >>> 17;
+    seed ^= seed << 5;
+    return (seed >>> 0) / 2 ** 32;
+  };
+  const types = [..."RENZSKvp"].map((c) => c.charCodeAt(0)).concat([0, 0x1b, 0xff]);
+  let current = new Uint8Array(0);
+  const port = await hostile((s) => s.end(current));
+  const errors = new Map<string, number>();
+  for (let i = 0; i < 300; i++) {
+    // Mostly well-framed messages of random types and lengths (truncated, oversized, exact),
+    // sometimes pure noise.
+    const parts: Uint8Array[] = [];
+    for (let n = 1 + Math.floor(random() * 3); n > 0; n--) {
+      const body = Uint8Array.from({ length: Math.floor(random() * 24) }, () => random() * 256);
+      if (random() < 0.5 && body.length >= 4) {
+        body.set(int32([0, 3, 5, 10, 11, 12][Math.floor(random() * 6)]), 0);
+      }
+      const lengths = [undefined, 0, 3, 4, body.length + 100, 0x7fffffff];
+      const type = types[Math.floor(random() * types.length)];
+      parts.push(
+        random() < 0.1 ? body : msg(type, body, lengths[Math.floor(random() * lengths.length)]),
+      );
+    }
+    current = concat(...parts);
+    const error = await errorFrom(port, false, 2);
+    const code = String((error as { code?: string }).code ?? error.name);
+    errors.set(code, (errors.get(code) ?? 0) + 1);
+  }
+  // Every case ended in an error of a known kind (counted, for the record).
+  for (const code of errors.keys()) {
+    assert.match(
+      code,
+      /^(PROTOCOL_VIOLATION|AUTH_METHOD|CONNECTION_CLOSED|IamAuthError|\w+Error|\w{5})$/,
+    );
+  }
+});
