@@ -3,7 +3,7 @@
 // concurrent callers share one resolution. A token signed with temporary credentials dies with
 // them, so credentials that would expire first are refreshed before signing.
 
-import { CredentialsError, excerpt, hasLoneSurrogate, show } from "./errors.ts";
+import { CredentialsError, hasLoneSurrogate, show } from "./errors.ts";
 import { EnvAccessError, readEnv } from "./_env.ts";
 import type { SigningCredentials } from "./sigv4.ts";
 import { chainProvider, envProfile } from "./_chain.ts";
@@ -103,7 +103,7 @@ function check(value: unknown, source: string): Credentials {
   ) {
     throw new CredentialsError(
       "invalid",
-      `${source} has an expiration that is not a valid Date, got ${show(c.expiration)}`,
+      `${source} has an expiration that is not a valid Date, got ${dateLike(c.expiration)}`,
     );
   }
   for (const field of ["accessKeyId", "sessionToken"] as const) {
@@ -112,6 +112,15 @@ function check(value: unknown, source: string): Credentials {
     }
   }
   return value as Credentials;
+}
+
+// A would-be date, quoted only when it is made of digits and date punctuation: a string of any
+// other kind may be a session token or secret given in the wrong place (it has happened).
+function dateLike(value: unknown): string {
+  if (typeof value !== "string") return show(value);
+  return /^[\d\s:TZ.+\-/]{1,40}$/.test(value)
+    ? JSON.stringify(value)
+    : `a string of ${value.length} characters (not shown: it may be a secret in the wrong place)`;
 }
 
 // Describes a value by its type only: a credentials value may be a secret given in the wrong place.
@@ -155,7 +164,7 @@ function fromEnv(): Credentials | undefined {
     if (isNaN(expires.getTime())) {
       throw new CredentialsError(
         "invalid",
-        `The environment variable AWS_CREDENTIAL_EXPIRATION is not a date: ${show(expiration)}`,
+        `The environment variable AWS_CREDENTIAL_EXPIRATION is not a date: ${dateLike(expiration)}`,
       );
     }
   }
@@ -200,13 +209,20 @@ async function call(provider: CredentialsProvider, forceRefresh: boolean): Promi
     value = await provider(forceRefresh ? { forceRefresh: true } : undefined);
   } catch (cause) {
     if (cause instanceof CredentialsError) throw cause; // the chain's own, already explained
-    const reason = cause instanceof Error ? `${cause.name}: ${cause.message}` : show(cause);
+    // The provider's own message is not repeated: it is not ours to vet, and may quote secrets
+    // (a credential_process's output, say). Its name and code are; the whole error is the cause.
+    const e = cause as { name?: unknown; code?: unknown } | undefined;
+    const name = cause instanceof Error && /^\w{1,60}$/.test(String(e!.name))
+      ? e!.name
+      : typeName(cause);
+    const code = typeof e?.code === "string" && /^[\w.-]{1,60}$/.test(e.code)
+      ? `, code ${e.code}`
+      : "";
     throw new CredentialsError(
       "provider",
-      `The "credentials" provider failed: ${excerpt(reason)}`,
-      {
-        cause,
-      },
+      `The "credentials" provider failed (${name}${code}); its own error is this one's cause ` +
+        `(error.cause), not repeated here as it may hold secrets`,
+      { cause },
     );
   }
   return check(value, `The value returned by the "credentials" provider`);

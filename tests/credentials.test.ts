@@ -103,7 +103,11 @@ test("a failed resolution is not cached: the next call asks again", async () => 
     if (++n === 1) throw new Error("throttled");
     return { accessKeyId: "AKID", secretAccessKey: "s" };
   };
-  await assert.rejects(token(fn), { name: "CredentialsError", message: /throttled/ });
+  await assert.rejects(token(fn), (e: Error) => {
+    assert.equal(e.name, "CredentialsError");
+    assert.match((e.cause as Error).message, /throttled/);
+    return true;
+  });
   assert.equal(keyOf(await token(fn)), "AKID");
   assert.equal(n, 2);
 });
@@ -196,6 +200,30 @@ test("env credentials past AWS_CREDENTIAL_EXPIRATION are an error, not a dead to
       assert.equal(keyOf(await token(undefined, at(-61))), "AKID");
     },
   );
+});
+
+test("a session token put in AWS_CREDENTIAL_EXPIRATION is not quoted; a real bad date is", async () => {
+  const sessionToken = "IQoJb3JpZ2luX2VjEJr//////////wEaCXVzLWVhc3QtMSJHMEUCIQDsecretsecret";
+  for (const [value, shown] of [[sessionToken, false], ["2026-13-45", true]] as const) {
+    await withEnv(
+      {
+        ...ENV_NONE,
+        AWS_ACCESS_KEY_ID: "AKID",
+        AWS_SECRET_ACCESS_KEY: "topsecret",
+        AWS_CREDENTIAL_EXPIRATION: value,
+      },
+      async () => {
+        await assert.rejects(token(undefined), (e: unknown) => {
+          assert.ok(e instanceof CredentialsError && e.code === "invalid");
+          assert.match(e.message, /AWS_CREDENTIAL_EXPIRATION is not a date/);
+          // The control: a date-shaped value is quoted, so the check would see a leak.
+          assert.equal(e.message.includes(value), shown, e.message);
+          assert.ok(!e.message.includes(sessionToken.slice(0, 12)));
+          return true;
+        });
+      },
+    );
+  }
 });
 
 test("static credentials that expired are an error", async () => {

@@ -259,6 +259,29 @@ const CASES: Case[] = [
     /expiration that is not a valid Date, got "2030-01-01"/,
   ],
   [
+    "a session token put in expiration, without quoting it",
+    r({
+      credentials: {
+        ...creds,
+        expiration: "IQoJb3JpZ2luX2VjEJr//////////wEaCXVzLWVhc3QtMSJGMEQCIH",
+      },
+    }),
+    CredentialsError,
+    /expiration that is not a valid Date, got a string of 54 characters \(not shown/,
+  ],
+  [
+    "a provider whose error quotes a secret, without repeating it",
+    r({
+      credentials: () => {
+        throw Object.assign(new Error("bad key wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"), {
+          code: "InvalidClientTokenId",
+        });
+      },
+    }),
+    CredentialsError,
+    /^The "credentials" provider failed \(Error, code InvalidClientTokenId\)[^/]*$/,
+  ],
+  [
     "expired credentials",
     r({ credentials: { ...creds, expiration: new Date(Date.now() - 1000) } }),
     CredentialsError,
@@ -272,13 +295,13 @@ const CASES: Case[] = [
       },
     }),
     CredentialsError,
-    /The "credentials" provider failed: Error: SSO session expired/,
+    /The "credentials" provider failed \(Error\); its own error is this one's cause/,
   ],
   [
     "a rejecting provider",
     r({ credentials: () => Promise.reject(new Error("IMDS timeout")) }),
     CredentialsError,
-    /The "credentials" provider failed: Error: IMDS timeout/,
+    /The "credentials" provider failed \(Error\)/,
   ],
   [
     "a provider returning nothing",
