@@ -299,6 +299,28 @@ test(
   },
 );
 
+test(
+  "pg-iam doctor with sslmode=disable against a TLS-only server says no token was sent, not that the token is wrong",
+  TIMEOUT,
+  async () => {
+    const g = await gateway();
+    const plain = await doctor([
+      urlOf(g, "app", "&sslmode=disable").replace(/&sslrootcert=[^&]*/, ""),
+      "--dangerously-disable-tls",
+    ]);
+    assert.equal(plain.report.failure?.step, "auth");
+    assert.match(plain.report.failure!.cause, /no token was sent/);
+    assert.match(plain.report.failure!.cause, /remove sslmode=disable/);
+    assert.doesNotMatch(plain.report.failure!.cause, /region|rds-db:connect|rds_iam/);
+    assert.equal(g.stats.rejections["no-tls"], 1);
+    // The control: a token the server did check and refuse gets the token's causes.
+    const wrong = await doctor([urlOf(g, "app")], { AWS_SECRET_ACCESS_KEY: "another-secret" });
+    assert.equal(wrong.report.failure?.step, "auth");
+    assert.match(wrong.report.failure!.cause, /rds-db:connect/);
+    assert.doesNotMatch(wrong.report.failure!.cause, /no token was sent/);
+  },
+);
+
 test("pg-iam doctor names auth for a user the database does not have", TIMEOUT, async () => {
   const g = await gateway();
   const { code, report } = await doctor([urlOf(g, "nosuchuser")]);

@@ -678,6 +678,22 @@ class ServerError extends Error {
   }
 }
 
+/**
+ * The server said no before it asked for a password: whatever is wrong, the token is not (it was
+ * never sent), so the causes of a rejected token must not be listed.
+ */
+function refusedBeforeToken(error: ServerError, target: Target): StepFailure {
+  const said = `${error.fields.get("M") ?? ""} ${error.fields.get("H") ?? ""}`;
+  const likely = target.sslmode === "disable" && /encrypt|SSL|TLS/i.test(said)
+    ? `the server accepts only TLS connections and refused this plaintext one before asking for ` +
+      `a password (no token was sent): remove sslmode=disable`
+    : error.code === "3D000" || /role .* does not exist/.test(said)
+    ? authCauseFor(error.code, said, target)
+    : `the server refused the connection before asking for a password (no token was sent): ` +
+      `read its message; the token is not the cause`;
+  return new StepFailure("auth", error.message, likely, error.code);
+}
+
 async function authenticate(
   wire: Wire,
   target: Target,
@@ -693,6 +709,7 @@ async function authenticate(
     ),
   );
   let sent = performance.now();
+  let tokenSent = false;
   let checkMs = 0;
   let okAt = 0;
   let server: string | undefined;
@@ -702,6 +719,7 @@ async function authenticate(
       const code = new DataView(m.body.buffer, m.body.byteOffset).getUint32(0);
       if (code === AUTH_CLEARTEXT) {
         sent = performance.now();
+        tokenSent = true;
         wire.socket.write(passwordMessage(token));
       } else if (code === AUTH_OK) {
         okAt = performance.now();
@@ -716,7 +734,9 @@ async function authenticate(
         );
       }
     } else if (m.type === "E") {
-      throw new ServerError(errorFields(m.body));
+      const error = new ServerError(errorFields(m.body));
+      if (!tokenSent) throw refusedBeforeToken(error, target);
+      throw error;
     } else if (m.type === "S") {
       const [name, value] = new TextDecoder().decode(m.body).split("\0");
       if (name === "server_version") server = value;
@@ -745,6 +765,13 @@ async function query(wire: Wire, sql: string): Promise<string> {
 }
 
 /** The likely cause of a failed login, in plain words. */
+function authCauseFor(code: string | undefined, said: string, target: Target): string {
+  return code === "3D000"
+    ? `the database ${target.database} does not exist`
+    : `the database has no user ${target.user}: create it (and GRANT rds_iam TO it on RDS); ` +
+      `the server said so before asking for a password: ${said.trim()}`;
+}
+
 function authCause(
   error: Error & { code?: string },
   target: Target,
