@@ -269,7 +269,10 @@ const endpoints = new Map<string, Endpoint>();
 export function checkEndpoint(value: unknown, option: string): Endpoint {
   const hit = typeof value === "string" ? endpoints.get(value) : undefined;
   if (hit !== undefined) return hit;
-  const name = checkHostname(value, option);
+  // Lower case, as botocore and the AWS CLI sign it: DNS names are case-insensitive, AWS's endpoint
+  // names are lower case, and a signature over "DB.Cluster-…" is not one over the name AWS checks.
+  // (@aws-sdk/rds-signer signs the name as typed.)
+  const name = checkHostname(value, option).toLowerCase();
   const endpoint: Endpoint = Object.freeze({ name, parsed: parseHostname(name) });
   if (endpoints.size >= MAX_ENDPOINTS) endpoints.delete(endpoints.keys().next().value!);
   endpoints.set(value as string, endpoint);

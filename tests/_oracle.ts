@@ -322,7 +322,7 @@ function customName(rng: Rng, allowLocalhost: boolean): { hostname: string; tag:
         tag: "host:custom",
       };
     case 4: {
-      // mixed case: the SDK signs the hostname exactly as given
+      // mixed case: pg-iam signs it in lower case (see signHost)
       const base = `${dnsLabel(rng, 2, 10)}.Example.ORG`;
       return { hostname: base.replace(/^./, (c) => c.toUpperCase()), tag: "host:mixed-case" };
     }
@@ -555,7 +555,9 @@ export function generateRdsCases(seed: number, count: number): RdsCase[] {
         : customName(rng, true);
       tags.push(named.tag);
       hostname = named.hostname;
-      signHost = hostname;
+      // pg-iam signs the lower-case name, as botocore and the AWS CLI do (the JS SDK signs the
+      // name as typed): the oracles are given the lower-case name.
+      signHost = hostname.toLowerCase();
       region = rng.pick(ALL_REGIONS);
       explicitRegion = region;
       tags.push("region:explicit");
@@ -689,7 +691,8 @@ export function generateDsqlCases(seed: number, count: number): DsqlCase[] {
         region = rng.pick(ALL_REGIONS);
         const named = customName(rng, false);
         tags.push(named.tag);
-        hostname = signHost = named.hostname;
+        hostname = named.hostname;
+        signHost = hostname.toLowerCase(); // see the RDS cases
         explicitRegion = region;
         break;
       }

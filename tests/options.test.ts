@@ -210,8 +210,8 @@ const CASES: Case[] = [
     /"hostname" option "abc123" is neither a DSQL endpoint nor a DSQL cluster id \(26 lowercase letters and digits\)/,
   ],
   [
-    "an uppercase DSQL cluster id",
-    d({ hostname: DSQL_ID.toUpperCase(), region: "us-east-1" }),
+    "a DSQL cluster id one character too long",
+    d({ hostname: DSQL_ID + "a", region: "us-east-1" }),
     RangeError,
     /neither a DSQL endpoint nor a DSQL cluster id/,
   ],
@@ -399,4 +399,30 @@ test("bad options reject the returned promise; nothing throws synchronously", as
     promise = dsqlToken(null as never);
   });
   await assert.rejects(promise!, TypeError);
+});
+
+test("an endpoint name in any case is signed in lower case, as botocore and the AWS CLI sign it", async () => {
+  const credentials = { accessKeyId: "AKIDEXAMPLE", secretAccessKey: "secret" };
+  const signingDate = new Date("2026-06-01T12:00:00Z");
+  const host = "orders.cluster-c9akciq32.us-east-1.rds.amazonaws.com";
+  const lower = await rdsToken({ hostname: host, username: "app", credentials, signingDate });
+  const upper = await rdsToken({
+    hostname: host.toUpperCase().replace("RDS.AMAZONAWS.COM", "rds.Amazonaws.com"),
+    username: "app",
+    credentials,
+    signingDate,
+  });
+  assert.equal(upper, lower);
+  assert.ok(lower.startsWith(`${host}:5432/?`));
+  // An upper-case DSQL cluster id is the lower-case cluster's.
+  const id = await dsqlToken({
+    hostname: DSQL_ID.toUpperCase(),
+    region: "us-east-1",
+    credentials,
+    signingDate,
+  });
+  assert.ok(id.startsWith(`${DSQL_ID}.dsql.us-east-1.on.aws/?Action=DbConnectAdmin&`));
+  // The control: another name signs another token.
+  const other = await rdsToken({ hostname: "x" + host, username: "app", credentials, signingDate });
+  assert.notEqual(other, lower);
 });
