@@ -66,7 +66,7 @@ test("node: imports live only in the runtime-specific modules (gateway, postgres
   const allowed = new Set([
     "src/gateway.ts",
     "src/postgres.ts",
-    "src/_iam_socket.ts",
+    "src/connection/socket.ts",
     "src/connection/tls.ts",
     "src/_pglite.ts",
     "src/demo.ts",

@@ -31,8 +31,11 @@ import {
   passwordMessage,
   PROTOCOL_3,
   sslRequest,
-} from "./_pgwire.ts";
-import { tlsError, type TlsPlan } from "./connection/tls.ts";
+} from "../_pgwire.ts";
+import { isDsqlClusterId } from "../hostname.ts";
+import type { ConnectionTarget } from "./target.ts";
+import { tlsError, type TlsPlan, tlsPlan } from "./tls.ts";
+import { authError, safely, type ServerError, signFor, type SigningConfig } from "./sign.ts";
 
 /** Timings of one connection start, in milliseconds. */
 export interface ConnectTimings {
@@ -75,8 +78,90 @@ export interface ConnectOutcome {
   error?: Error;
 }
 
-/** Fields of a server ErrorResponse (by their one-letter codes). */
-export type ServerError = Record<string, string>;
+export type { ServerError };
+
+/** Reported by `onConnect` for every physical connection start, successful or not. */
+export interface ConnectEvent {
+  /** Whether the connection was established. */
+  ok: boolean;
+  /** The host and port connected to (not necessarily the signed ones). */
+  host: string;
+  /** The port connected to. */
+  port: number;
+  /** The database user. */
+  user: string;
+  /** 1, or 2 when the first token was rejected and the connection retried. */
+  attempts: number;
+  /** Where the time went. */
+  timings: ConnectTimings;
+  /** Why it failed, when it did. */
+  error?: Error;
+}
+
+/** What a client's sockets share: where to connect, TLS, the signing config, the hook. */
+export interface ClientConnection {
+  /** The host named in messages (the endpoint, or the address connected to). */
+  host: string;
+  /** The address to connect to (libpq hostaddr, or the expanded DSQL endpoint). */
+  address: string;
+  port: number;
+  tls: TlsPlan | undefined;
+  /** TCP keep-alive idle seconds (0: off). */
+  keepAlive: number;
+  connectTimeoutMs: number;
+  signing: SigningConfig;
+  onConnect?: (event: ConnectEvent) => void;
+}
+
+/**
+ * A client's connection settings from its target and signing config: the TLS plan (explicit
+ * `node:tls` options merged over it), and for a bare DSQL cluster id the endpoint it expands to.
+ */
+export function clientConnection(o: {
+  target: ConnectionTarget;
+  host: string;
+  port: number;
+  signing: SigningConfig;
+  tlsOverride?: tls.ConnectionOptions;
+  keepAlive: number;
+  connectTimeoutMs: number;
+  onConnect?: (event: ConnectEvent) => void;
+}): ClientConnection {
+  const { signing } = o;
+  const host = signing.service === "dsql" && isDsqlClusterId(o.host)
+    ? signing.signingHostname
+    : o.host;
+  return {
+    host,
+    address: o.target.hostaddr ?? host,
+    port: o.port,
+    tls: tlsPlan(o.target.ssl, signing.service, signing.signingHostname, o.tlsOverride),
+    keepAlive: o.keepAlive,
+    connectTimeoutMs: o.connectTimeoutMs,
+    signing,
+    onConnect: o.onConnect,
+  };
+}
+
+/** The plan every socket of a client follows: sign, connect, retry once, report. */
+export function socketPlan(c: ClientConnection): SocketPlan {
+  return {
+    host: c.host,
+    address: c.address,
+    port: c.port,
+    tls: c.tls,
+    keepAlive: c.keepAlive,
+    connectTimeoutMs: c.connectTimeoutMs,
+    token: (forceRefresh) => signFor(c.signing, forceRefresh),
+    authError: (fields) => authError(fields, c.signing),
+    onConnect: (outcome: ConnectOutcome) => {
+      const hook = c.onConnect;
+      if (hook) {
+        safely(() => hook({ ...outcome, host: c.host, port: c.port, user: c.signing.user }));
+      }
+    },
+  };
+}
 
 type Callback = (error?: Error | null) => void;
 const EMPTY: Buffer = Buffer.alloc(0);

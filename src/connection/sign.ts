@@ -1,0 +1,375 @@
+// Signing for one connection, whatever the driver: the IAM options checked once per client, a
+// token per physical connection (credentials bounded in time, timings reported), the error for a
+// login rejected twice, DSQL's connection lifetimes. Driver adapters (postgres.js, node-postgres,
+// Bun.SQL) and the CLI use it; it uses only the core.
+
+import {
+  abandonPending,
+  type CredentialsContext,
+  type CredentialsOption,
+  resolveCredentials,
+} from "../credentials.ts";
+import { CredentialsError, show } from "../errors.ts";
+import { checkEndpoint, dsqlEndpoint, isDsqlClusterId } from "../hostname.ts";
+import { checkExpiresIn, checkPort, resolveRegion, resolveRegionOrProfile } from "../_options.ts";
+import { credentialsContext } from "../_token.ts";
+import { presign } from "../sigv4.ts";
+
+/** Fields of a server ErrorResponse (by their one-letter codes). */
+export type ServerError = Record<string, string>;
+
+/** Reported by `onToken` each time a token is signed. Never contains the token. */
+export interface TokenEvent {
+  /** `"rds"` or `"dsql"`. */
+  service: "rds" | "dsql";
+  /** The host name signed into the token. */
+  signingHostname: string;
+  /** The port signed into the token (RDS only). */
+  signingPort?: number;
+  /** The database user. */
+  user: string;
+  /** The signing region. */
+  region: string;
+  /** `connect` (RDS), `DbConnect` or `DbConnectAdmin` (DSQL). */
+  action: string;
+  /** The token's signing time and expiry. */
+  signedAt: Date;
+  /** When the token stops being accepted for new connections. */
+  expiresAt: Date;
+  /** Time spent resolving credentials (near 0 when cached). */
+  credentialsMs: number;
+  /** Time spent signing. */
+  signMs: number;
+  /** Whether credentials were force-refreshed (the retry after a rejected token). */
+  forceRefresh: boolean;
+}
+
+/** The IAM options every driver adapter takes (iamPostgres, iamPool, iamSql, iamPassword). */
+export interface IamOptions {
+  /** Signing region. Default: from the endpoint name, then `AWS_REGION`, `AWS_DEFAULT_REGION`. */
+  region?: string;
+  /**
+   * AWS credentials or a provider. Default: `AWS_ACCESS_KEY_ID` and friends, else the standard
+   * AWS chain (profiles, SSO, ECS, EKS, EC2) when `@aws-sdk/credential-provider-node` is installed.
+   */
+  credentials?: CredentialsOption;
+  /** The AWS profile for credentials (and region, if needed). Default: `AWS_PROFILE`. */
+  profile?: string;
+  /** Told when refreshing expiring credentials in the background fails. Default: `console.warn`. */
+  onRefreshError?: (error: Error) => void;
+  /** Token lifetime in seconds (default 900). Only matters while the connection is opening. */
+  expiresIn?: number;
+  /**
+   * The endpoint name to sign for (and to verify the TLS certificate against) when connecting
+   * through a CNAME, an SSH/SSM tunnel or a local proxy. Default: the host connected to.
+   */
+  signingHostname?: string;
+  /** The port to sign for (RDS tokens embed it). Default: the port connected to. */
+  signingPort?: number;
+  /** `"rds"` or `"dsql"`. Default: from the (signing) host name; `"rds"` if it says nothing. */
+  service?: "rds" | "dsql";
+  /** DSQL: sign `DbConnectAdmin`. Default: true for the user `admin`. */
+  admin?: boolean;
+  /** Called after each token is signed, with timings (never the token). */
+  onToken?: (event: TokenEvent) => void;
+  /** Upper bound in seconds for resolving credentials. Default: min(10, connect_timeout / 2). */
+  credentialsTimeout?: number;
+  /** The clock used for signing, in epoch milliseconds (tests and simulations). */
+  now?: () => number;
+}
+
+/**
+ * The error a query gets when the server rejected the IAM token twice (the second time with
+ * force-refreshed credentials). `code` is the server's SQLSTATE (`28P01` or `28000`); the message
+ * lists the likely causes and what was signed, never the token.
+ *
+ * @example
+ * ```ts ignore
+ * import { IamAuthError, iamPostgres } from "@pg-iam/pg-iam/postgres";
+ *
+ * try {
+ *   await iamPostgres("postgres://app@db.abc123xyz.us-east-1.rds.amazonaws.com/app")`select 1`;
+ * } catch (error) {
+ *   if (error instanceof IamAuthError) console.error(error.code, error.message);
+ * }
+ * ```
+ */
+export class IamAuthError extends Error {
+  /** The server's SQLSTATE: `28P01` or `28000`. */
+  readonly code: string;
+  /** The server's own message, e.g. `PAM authentication failed for user "app"`. */
+  readonly serverMessage: string;
+
+  /**
+   * Creates the error (pg-iam does; you would only catch it).
+   *
+   * @param code The SQLSTATE.
+   * @param serverMessage The server's message.
+   * @param message The full explanation.
+   */
+  constructor(code: string, serverMessage: string, message: string) {
+    super(message);
+    this.name = "IamAuthError";
+    this.code = code;
+    this.serverMessage = serverMessage;
+  }
+}
+
+/** The result of {@linkcode prewarm}. */
+export interface PrewarmResult {
+  /** Connections that opened and answered. */
+  opened: number;
+  /** Errors of the connections that did not. */
+  errors: Error[];
+}
+
+/** The keys of {@linkcode IamOptions}: an adapter takes these for itself, the rest go to its driver. */
+export const IAM_KEYS: ReadonlySet<string> = new Set<string>(
+  [
+    "region",
+    "credentials",
+    "profile",
+    "onRefreshError",
+    "expiresIn",
+    "signingHostname",
+    "signingPort",
+    "service",
+    "admin",
+    "onToken",
+    "credentialsTimeout",
+    "now",
+  ] satisfies (keyof IamOptions)[],
+);
+
+/** Everything needed to sign a token for one connection, checked. */
+export interface SigningConfig {
+  service: "rds" | "dsql";
+  signingHostname: string;
+  signingPort: number;
+  user: string;
+  region: string | Promise<string>;
+  action: string;
+  expiresIn: number;
+  credentials: CredentialsOption | undefined;
+  context: CredentialsContext | undefined;
+  credentialsTimeoutMs: number;
+  now: () => number;
+  onToken?: (event: TokenEvent) => void;
+}
+
+/**
+ * Checks the IAM options for a connection to `host:port` as `user` and resolves what can be resolved
+ * up front (service, signing host, action, region or the promise of it).
+ */
+export function signingConfig(
+  o: IamOptions & { host: string; port: number; user: string },
+  connectTimeout: number,
+): SigningConfig {
+  const hostOption = o.signingHostname === undefined ? "host" : "signingHostname";
+  if (o.signingPort !== undefined) checkPort(o.signingPort, "signingPort");
+  const signingPort = o.signingPort ?? o.port;
+  const endpoint = checkEndpoint(o.signingHostname ?? o.host, hostOption);
+  if (o.service !== undefined && o.service !== "rds" && o.service !== "dsql") {
+    throw new TypeError(`The "service" option must be "rds" or "dsql", got ${show(o.service)}`);
+  }
+  const service = o.service ?? (endpoint.parsed?.service === "dsql" ? "dsql" : "rds");
+  if (endpoint.parsed && endpoint.parsed.service !== service) {
+    throw new TypeError(
+      `The "service" option is ${show(service)} but the "${hostOption}" ${
+        show(endpoint.name)
+      } is an ${endpoint.parsed.service === "dsql" ? "Aurora DSQL" : "RDS"} endpoint`,
+    );
+  }
+  if (o.admin !== undefined && typeof o.admin !== "boolean") {
+    throw new TypeError(`The "admin" option must be a boolean, got ${show(o.admin)}`);
+  }
+  if (o.admin !== undefined && service !== "dsql") {
+    throw new TypeError(`The "admin" option is for Aurora DSQL only (service is "rds")`);
+  }
+  let signingHostname = endpoint.name;
+  let region: string | Promise<string>;
+  const context = credentialsContext(o as unknown as Record<string, unknown>);
+  if (service === "dsql" && !signingHostname.includes(".") && isDsqlClusterId(signingHostname)) {
+    region = resolveRegion(o.region, undefined, hostOption, signingHostname);
+    signingHostname = dsqlEndpoint(signingHostname, region);
+  } else {
+    // Without a region in the option, the name or the environment: the profile's, on first use.
+    region = resolveRegionOrProfile(
+      o.region,
+      endpoint.parsed,
+      hostOption,
+      signingHostname,
+      context?.profile,
+    );
+    if (typeof region !== "string") region.catch(() => {}); // reported when a connection needs it
+  }
+  const expiresIn = checkExpiresIn(o.expiresIn, service === "rds" ? 900 : 604800);
+  if (o.credentialsTimeout !== undefined) {
+    if (typeof o.credentialsTimeout !== "number" || !(o.credentialsTimeout > 0)) {
+      throw new RangeError(
+        `The "credentialsTimeout" option must be a positive number of seconds, got ${
+          show(o.credentialsTimeout)
+        }`,
+      );
+    }
+  }
+  for (const name of ["onToken", "now"] as const) {
+    if (o[name] !== undefined && typeof o[name] !== "function") {
+      throw new TypeError(`The "${name}" option must be a function, got ${show(o[name])}`);
+    }
+  }
+  if (
+    o.credentials !== undefined && typeof o.credentials !== "function" &&
+    (typeof o.credentials !== "object" || o.credentials === null)
+  ) {
+    throw new CredentialsError(
+      "invalid",
+      `The "credentials" option must be an object or a provider function, got ${
+        show(o.credentials)
+      }`,
+    );
+  }
+  return {
+    service,
+    signingHostname,
+    signingPort,
+    user: o.user,
+    region,
+    action: service === "rds"
+      ? "connect"
+      : (o.admin ?? o.user === "admin")
+      ? "DbConnectAdmin"
+      : "DbConnect",
+    expiresIn,
+    credentials: o.credentials,
+    context,
+    credentialsTimeoutMs: (o.credentialsTimeout ?? Math.min(10, connectTimeout / 2)) * 1000,
+    now: o.now ?? Date.now,
+    onToken: o.onToken,
+  };
+}
+
+/** Seconds: 45 to 55 minutes, below DSQL's 60-minute connection limit, drawn anew per call. */
+export function dsqlLifetime(): number {
+  return 60 * (45 + Math.random() * 10);
+}
+
+/** Credentials (bounded in time), then a token; rejects with a clear error. */
+export async function signFor(
+  c: SigningConfig,
+  forceRefresh: boolean,
+): Promise<{ token: string; credentialsMs: number; signMs: number }> {
+  const t0 = performance.now();
+  if (typeof c.region !== "string") c.region = await c.region;
+  const region = c.region;
+  const signingDate = new Date(c.now());
+  const until = signingDate.getTime() + c.expiresIn * 1000;
+  let credentials = resolveCredentials(c.credentials, signingDate, until, forceRefresh, c.context);
+  if (credentials instanceof Promise) {
+    credentials = await bounded(credentials, c.credentialsTimeoutMs).catch((error) => {
+      if (error instanceof TimeoutError) abandonPending(c.credentials);
+      throw error;
+    });
+  }
+  const t1 = performance.now();
+  const token = await presign({
+    host: c.service === "rds" ? `${c.signingHostname}:${c.signingPort}` : c.signingHostname,
+    params: c.service === "rds" ? { Action: "connect", DBUser: c.user } : { Action: c.action },
+    service: c.service === "rds" ? "rds-db" : "dsql",
+    region,
+    signingDate,
+    expiresIn: c.expiresIn,
+  }, credentials);
+  const t2 = performance.now();
+  if (c.onToken) {
+    const onToken = c.onToken;
+    safely(() =>
+      onToken({
+        service: c.service,
+        signingHostname: c.signingHostname,
+        ...(c.service === "rds" ? { signingPort: c.signingPort } : {}),
+        user: c.user,
+        region,
+        action: c.action,
+        signedAt: signingDate,
+        expiresAt: new Date(until),
+        credentialsMs: t1 - t0,
+        signMs: t2 - t1,
+        forceRefresh,
+      })
+    );
+  }
+  return { token, credentialsMs: t1 - t0, signMs: t2 - t1 };
+}
+
+class TimeoutError extends CredentialsError {}
+
+function bounded<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() =>
+      reject(
+        new TimeoutError(
+          "provider",
+          `The "credentials" provider did not answer within ${ms / 1000}s ` +
+            `(credentialsTimeout); the connection was not attempted`,
+        ),
+      ), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** The error for a login the server rejected twice: the likely causes, never the token. */
+export function authError(fields: ServerError, c: SigningConfig): IamAuthError {
+  const server = fields.M ?? "authentication failed";
+  const causes = c.service === "rds"
+    ? [
+      `the database user ${JSON.stringify(c.user)} lacks the rds_iam role ` +
+      `(GRANT rds_iam TO ${JSON.stringify(c.user)})`,
+      `the IAM policy does not allow rds-db:connect on ` +
+      `arn:aws:rds-db:${c.region}:<account>:dbuser:<DbiResourceId>/${c.user}`,
+      `IAM authentication is not enabled on the instance or cluster`,
+    ]
+    : [
+      `the IAM policy does not allow dsql:${c.action} on this cluster`,
+      c.action === "DbConnect"
+        ? `the role ${JSON.stringify(c.user)} is not linked to an IAM identity ` +
+          `(AWS IAM GRANT … TO ${JSON.stringify(c.user)})`
+        : `"admin" connects need DbConnectAdmin permission`,
+    ];
+  causes.push(
+    `the region ${JSON.stringify(c.region)} or the signed host ${
+      JSON.stringify(c.signingHostname)
+    } is not the endpoint's (connecting through a CNAME, tunnel or proxy? set signingHostname` +
+      (c.service === "rds" ? " and signingPort)" : ")"),
+    `this machine's clock is off (tokens are checked against AWS's time)`,
+  );
+  return new IamAuthError(
+    fields.C ?? "28P01",
+    server,
+    `${server} — the IAM token was rejected twice, the second time with force-refreshed ` +
+      `credentials. Signed: ${c.service === "rds" ? "rds-db" : "dsql"} ${c.action} for ${
+        c.service === "rds" ? `${c.signingHostname}:${c.signingPort}` : c.signingHostname
+      }, user ${JSON.stringify(c.user)}, region ${c.region}. Likely causes: ${
+        causes.map((cause, i) => `(${i + 1}) ${cause}`).join("; ")
+      }.`,
+  );
+}
+
+/** A count option (prewarm, connections): a whole number from 1 to 10,000. */
+export function checkCount(value: unknown, option: string): void {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 1 || value > 10000) {
+    throw new RangeError(
+      `The "${option}" option must be a whole number from 1, got ${show(value)}`,
+    );
+  }
+}
+
+// User hooks must not break a connection: their errors are reported, never thrown into it.
+export function safely(fn: () => void): void {
+  try {
+    fn();
+  } catch (error) {
+    console.error("pg-iam: a hook threw:", error);
+  }
+}
