@@ -1,5 +1,6 @@
 // Verifies an RDS or DSQL IAM auth token the way the server does: from the raw token alone,
-// rebuilding the SigV4 canonical request from the query string as received. Deliberately shares
+// rebuilding the SigV4 canonical request from the query string as received (and the host in
+// lowercase). Deliberately shares
 // no code with the signer (sigv4.ts) beyond the hash primitives, so a signer bug cannot hide
 // behind the same bug here. Web APIs only: the gateway runs it, but so could anything else.
 // Reference: https://docs.aws.amazon.com/IAM/latest/UserGuide/create-signed-request.html
@@ -340,7 +341,11 @@ function signature(
     .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
     .map(([name, value]) => `${name}=${value}`)
     .join("&");
-  const request = `GET\n/\n${canonicalQuery}\nhost:${host}\n\nhost\n${EMPTY_HASH}`;
+  // The host as AWS verifies it: lowercase, whatever the case the token spells it in. DNS names
+  // are case-insensitive, and botocore (the AWS CLI) signs the lowercase host while its token
+  // starts with the name as typed: RDS accepts those tokens, so it verifies the lowercase host;
+  // a token whose signature covers a mixed-case host verifies on neither.
+  const request = `GET\n/\n${canonicalQuery}\nhost:${host.toLowerCase()}\n\nhost\n${EMPTY_HASH}`;
   const scope = `${shortDate}/${region}/${service}/aws4_request`;
   const toSign = `${ALGORITHM}\n${longDate}\n${scope}\n${sha256Hex(request)}`;
   let key: HmacKey = hmacKey(new TextEncoder().encode("AWS4" + secret.secretAccessKey));

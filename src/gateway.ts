@@ -113,7 +113,8 @@ export interface GatewayOptions {
   /**
    * The endpoint name the gateway impersonates: tokens must be signed for it. For example
    * `db.cluster-abc123xyz.us-east-1.rds.amazonaws.com`, or a DSQL endpoint
-   * `<cluster id>.dsql.us-east-1.on.aws`.
+   * `<cluster id>.dsql.us-east-1.on.aws`. Case-insensitive, as DNS: tokens are verified against
+   * the lowercase name, as AWS does.
    */
   endpoint: string;
   /** The port signed into RDS tokens (not the port the gateway listens on). Default: `5432`. */
@@ -342,7 +343,8 @@ function checkGatewayOptions(options: unknown): Config {
     throw new TypeError(`startGateway() expects an options object, got ${show(options)}`);
   }
   const o = options as Record<string, unknown>;
-  const endpoint = checkHostname(o.endpoint, "endpoint");
+  // DNS names are case-insensitive, and AWS signs and verifies the lowercase name.
+  const endpoint = checkHostname(o.endpoint, "endpoint").toLowerCase();
   const parsed = parseHostname(endpoint);
 
   let service = parsed?.service;

@@ -121,10 +121,49 @@ test("verifyToken accepts DSQL DbConnectAdmin and DbConnect tokens for the match
   assert.equal(verifyToken(admin, dsqlExpect({ user: "boss", admin: true })).ok, true);
 });
 
-test("verifyToken compares host names case-insensitively", async () => {
-  const token = await rds({ hostname: RDS_HOST.toUpperCase() });
-  assert.equal(verifyToken(token, rdsExpect()).ok, true);
-  assertRejected(verifyToken(token, rdsExpect({ hostname: "other." + RDS_HOST })), "host");
+// What `aws rds generate-db-auth-token` (aws-cli 1.45.11, botocore 1.43.11) printed for
+// --hostname DB.Cluster-ABC123XYZ.us-east-1.rds.amazonaws.com --port 5432 --username app with KEY:
+// the host as typed starts the token, but botocore signed the lowercase host.
+const AWS_CLI_MIXED_CASE_TOKEN = "DB.Cluster-ABC123XYZ.us-east-1.rds.amazonaws.com:5432/" +
+  "?Action=connect&DBUser=app&X-Amz-Algorithm=AWS4-HMAC-SHA256" +
+  "&X-Amz-Credential=AKIDGATEWAYTEST%2F20261129%2Fus-east-1%2Frds-db%2Faws4_request" +
+  "&X-Amz-Date=20261129T070224Z&X-Amz-Expires=900&X-Amz-SignedHeaders=host" +
+  "&X-Amz-Signature=bb58405160cae10b67806af69fc05af2aacc45bc149a580c20c40cd887c84805";
+const AWS_CLI_SIGNED_AT = Date.parse("2026-11-29T07:02:24Z");
+
+test("verifyToken compares host names case-insensitively and verifies the lowercase host, as AWS", async () => {
+  // The AWS CLI's token: mixed case in the text, lowercase in the signature.
+  const cli = rdsExpect({ now: AWS_CLI_SIGNED_AT + 1000 });
+  assert.equal(verifyToken(AWS_CLI_MIXED_CASE_TOKEN, cli).ok, true);
+  assert.equal(
+    verifyToken(AWS_CLI_MIXED_CASE_TOKEN, { ...cli, hostname: RDS_HOST.toUpperCase() }).ok,
+    true,
+  );
+  assertRejected(verifyToken(AWS_CLI_MIXED_CASE_TOKEN, { ...cli, user: "other" }), "user");
+  // Signed for the lowercase name, whatever the case of the text or of the expected name.
+  const lower = await presign({
+    host: `${RDS_HOST}:5432`,
+    params: { Action: "connect", DBUser: "app" },
+    service: "rds-db",
+    region: "us-east-1",
+    signingDate: SIGNED_AT,
+    expiresIn: 900,
+  }, KEY);
+  const upperText = RDS_HOST.toUpperCase() + lower.slice(RDS_HOST.length);
+  assert.equal(verifyToken(lower, rdsExpect()).ok, true);
+  assert.equal(verifyToken(upperText, rdsExpect()).ok, true);
+  assert.equal(verifyToken(lower, rdsExpect({ hostname: RDS_HOST.toUpperCase() })).ok, true);
+  assertRejected(verifyToken(lower, rdsExpect({ hostname: "other." + RDS_HOST })), "host");
+  // A signature over the mixed-case host is not one over the name AWS verifies.
+  const mixedSigned = await presign({
+    host: `${RDS_HOST.toUpperCase()}:5432`,
+    params: { Action: "connect", DBUser: "app" },
+    service: "rds-db",
+    region: "us-east-1",
+    signingDate: SIGNED_AT,
+    expiresIn: 900,
+  }, KEY);
+  assertRejected(verifyToken(mixedSigned, rdsExpect()), "signature");
 });
 
 test("verifyToken accepts tokens of @aws-sdk/rds-signer and rejects them under a wrong secret", async () => {
@@ -1017,4 +1056,22 @@ test("startGateway: bad options are errors naming the option and the value, neve
   assert.equal(gw.clockOffsetMs, 5);
   assert.throws(() => (gw.clockOffsetMs = NaN), /"clockOffsetMs" option must be a finite number/);
   assert.equal(gw.clockOffsetMs, 5);
+});
+
+test("gateway: an uppercase endpoint is the lowercase one: tokens signed for the lowercase name log in, the AWS CLI's too", async () => {
+  const upper = "DB.Cluster-ABC123XYZ.us-east-1.rds.amazonaws.com";
+  const h = await gateway({ endpoint: upper, tls: false });
+  const lower = client(h.gateway, {
+    ssl: false,
+    password: () => rdsToken({ hostname: upper.toLowerCase(), username: "app", credentials: KEY }),
+  });
+  const cli = client(h.gateway, { ssl: false, password: AWS_CLI_MIXED_CASE_TOKEN });
+  await within(h, [lower, cli], async () => {
+    assert.equal(h.gateway.endpoint, upper.toLowerCase());
+    assert.equal(h.gateway.region, "us-east-1");
+    assert.deepEqual((await lower`select 1 as x`)[0], { x: 1 });
+    h.gateway.clockOffsetMs = AWS_CLI_SIGNED_AT + 60_000 - Date.now();
+    assert.deepEqual((await cli`select 2 as x`)[0], { x: 2 });
+    assert.deepEqual(h.gateway.stats.logins.map((l) => l.accepted), [true, true]);
+  });
 });

@@ -108,7 +108,9 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
   }
   const listenHost = (m[1] ?? "127.0.0.1").replace(/^\[(.*)\]$/, "$1");
 
-  const endpoint = str(v, "endpoint") ?? "localhost";
+  // DNS names are case-insensitive; AWS signs and verifies the lowercase name, and so does the
+  // gateway.
+  const endpoint = (str(v, "endpoint") ?? "localhost").toLowerCase();
   const parsed = parseHostname(endpoint);
   const service = str(v, "service") ?? parsed?.service ?? "rds";
   if (service !== "rds" && service !== "dsql") {
