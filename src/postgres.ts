@@ -20,7 +20,7 @@ import postgres from "postgres";
 import type { Options as PgOptions, PostgresType, Sql } from "postgres";
 import { show } from "./errors.ts";
 import { checkPort } from "./_options.ts";
-import { parseTarget } from "./connection/target.ts";
+import { parseTarget, sslModeOption, stringOption } from "./connection/target.ts";
 import {
   checkCount,
   dsqlLifetime,
@@ -417,18 +417,6 @@ export function iamPassword(options: IamPasswordOptions): () => Promise<string> 
 
 // ---- internals ----
 
-/** The "ssl" option as an sslmode for the target parser (an object means TLS, verified). */
-function sslModeOption(ssl: unknown): string | undefined {
-  if (ssl === undefined || typeof ssl === "string") return ssl;
-  if (ssl === true) return "verify-full";
-  if (ssl === false) return "disable";
-  if (typeof ssl === "object" && ssl !== null) return "verify-full";
-  throw new TypeError(
-    `The "ssl" option must be a boolean, "verify-full", "verify-ca", "require", "disable" or ` +
-      `node:tls options, got ${show(ssl)}`,
-  );
-}
-
 /** A postgres.js host or port option: one value (postgres.js also takes a list, for failover). */
 function one(value: unknown, option: string): string | number | undefined {
   if (Array.isArray(value)) {
@@ -442,13 +430,6 @@ function one(value: unknown, option: string): string | number | undefined {
     value = value[0];
   }
   if (value !== undefined && typeof value !== "string" && typeof value !== "number") {
-    throw new TypeError(`The "${option}" option must be a string, got ${show(value)}`);
-  }
-  return value;
-}
-
-function stringOption(value: unknown, option: string): string | undefined {
-  if (value !== undefined && typeof value !== "string") {
     throw new TypeError(`The "${option}" option must be a string, got ${show(value)}`);
   }
   return value;

@@ -182,6 +182,10 @@ export class IamSocket extends EventEmitter {
   #first: Buffer = EMPTY;
   #started = false;
   #closed = false;
+  // What the driver asked of its socket before the hand-over, applied to the TCP socket.
+  #noDelay: boolean | undefined;
+  #keepAlive: [boolean, number | undefined] | undefined;
+  #unref = false;
 
   constructor(plan: SocketPlan) {
     super();
@@ -254,9 +258,41 @@ export class IamSocket extends EventEmitter {
     return this.#to?.resume(), this;
   }
 
-  /** postgres.js asks for keep-alive here; #open() applies `keep_alive` to the TCP socket. */
-  setKeepAlive(enable?: boolean, delay?: number): this {
-    return this.#to?.setKeepAlive(enable, delay), this;
+  /** Kept until the TCP socket exists (postgres.js and node-postgres ask before it does). */
+  setKeepAlive(enable = false, delay?: number): this {
+    if (this.#to) return this.#to.setKeepAlive(enable, delay), this;
+    this.#keepAlive = [enable, delay];
+    return this;
+  }
+
+  /** Kept until the TCP socket exists (node-postgres asks for it; postgres.js does not). */
+  setNoDelay(noDelay = true): this {
+    if (this.#to) return this.#to.setNoDelay(noDelay), this;
+    this.#noDelay = noDelay;
+    return this;
+  }
+
+  ref(): this {
+    if (this.#to) return this.#to.ref(), this;
+    this.#unref = false;
+    return this;
+  }
+
+  unref(): this {
+    if (this.#to) return this.#to.unref(), this;
+    this.#unref = true;
+    return this;
+  }
+
+  /** node-postgres connects its stream itself: the connection starts when it writes. */
+  connect(_port?: number, _host?: string): this {
+    queueMicrotask(() => this.#closed || this.emit("connect"));
+    return this;
+  }
+
+  /** node-postgres writes only while this says so. */
+  get writable(): boolean {
+    return this.#to ? this.#to.writable : !this.#closed;
   }
 
   override on(event: string | symbol, fn: Listener): this {
@@ -398,6 +434,9 @@ export class IamSocket extends EventEmitter {
     // No setNoDelay(): the socket is postgres.js's after login, and stays as postgres.js makes
     // its own (Nagle on). Measured both ways in bench/steady.ts: no difference on Node.
     if (plan.keepAlive) socket.setKeepAlive(true, plan.keepAlive * 1000);
+    if (this.#keepAlive) socket.setKeepAlive(...this.#keepAlive);
+    if (this.#noDelay !== undefined) socket.setNoDelay(this.#noDelay);
+    if (this.#unref) socket.unref();
     if (timings) timings.connectMs += performance.now() - t;
     if (!plan.tls) return socket;
 

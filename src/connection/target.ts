@@ -305,6 +305,30 @@ export function parseTarget(input: TargetInput = {}): ConnectionTarget {
   };
 }
 
+/**
+ * A driver's `ssl` option as an sslmode for {@linkcode parseTarget}: a mode name as is, `true` and
+ * `node:tls` options as verify-full (an object is merged over the TLS plan later), `false` as
+ * disable.
+ */
+export function sslModeOption(ssl: unknown): string | undefined {
+  if (ssl === undefined || typeof ssl === "string") return ssl;
+  if (ssl === true) return "verify-full";
+  if (ssl === false) return "disable";
+  if (typeof ssl === "object" && ssl !== null) return "verify-full";
+  throw new TypeError(
+    `The "ssl" option must be a boolean, "verify-full", "verify-ca", "require", "disable" or ` +
+      `node:tls options, got ${show(ssl)}`,
+  );
+}
+
+/** A driver's string option (host, user, …), checked. */
+export function stringOption(value: unknown, option: string): string | undefined {
+  if (value !== undefined && typeof value !== "string") {
+    throw new TypeError(`The "${option}" option must be a string, got ${show(value)}`);
+  }
+  return value;
+}
+
 // ---- connection strings ----
 
 /** A libpq URI: postgres[ql]://[user@][host][:port][/dbname][?param=value&…]. */

@@ -1,0 +1,341 @@
+/**
+ * node-postgres (`pg`) with IAM authentication: every physical connection signs a fresh token, TLS
+ * is verified by default, and a rejected token is retried once with force-refreshed credentials.
+ * Prisma (`@prisma/adapter-pg`), Drizzle, Kysely, Knex and TypeORM run on it.
+ *
+ * node-postgres (`npm:pg@^8`) is a peer dependency: install it next to pg-iam.
+ *
+ * @example RDS or Aurora PostgreSQL
+ * ```ts ignore
+ * import { iamPool } from "@pg-iam/pg-iam/pg";
+ *
+ * const pool = iamPool({ connectionString: process.env.DATABASE_URL });
+ * const { rows } = await pool.query("select now()");
+ * ```
+ *
+ * @module
+ */
+
+import type { ConnectionOptions } from "node:tls";
+import pg from "pg";
+import { show } from "../errors.ts";
+import { parseTarget, sslModeOption, stringOption } from "../connection/target.ts";
+import {
+  checkCount,
+  dsqlLifetime,
+  IAM_KEYS,
+  type IamOptions,
+  type PrewarmResult,
+  signingConfig,
+} from "../connection/sign.ts";
+import {
+  clientConnection,
+  type ConnectEvent,
+  IamSocket,
+  socketPlan,
+} from "../connection/socket.ts";
+
+export type { ConnectEvent, ConnectTimings } from "../connection/socket.ts";
+/** node-postgres's `Pool` (from `pg`), as {@linkcode iamPool} returns it. */
+export type Pool = pg.Pool;
+/** node-postgres's `Client` (from `pg`), as {@linkcode iamClient} returns it. */
+export type Client = pg.Client;
+/** node-postgres's pool options (from `pg`). */
+export type PoolConfig = pg.PoolConfig;
+/** node-postgres's client options (from `pg`). */
+export type ClientConfig = pg.ClientConfig;
+export {
+  IamAuthError,
+  type IamOptions,
+  type PrewarmResult,
+  type TokenEvent,
+} from "../connection/sign.ts";
+export type { Credentials, CredentialsOption, CredentialsProvider } from "../credentials.ts";
+
+/** TLS settings: a libpq `sslmode` name, a boolean, or `node:tls` connect options. */
+export type PgSslOption =
+  | boolean
+  | "disable"
+  | "allow"
+  | "prefer"
+  | "require"
+  | "verify-ca"
+  | "verify-full"
+  | ConnectionOptions;
+
+/** What `iamClient()` takes: `pg.ClientConfig` (minus passwords and the stream) plus IAM options. */
+export type IamClientConfig =
+  & Omit<ClientConfig, "password" | "ssl" | "stream">
+  & IamOptions
+  & {
+    /**
+     * TLS. Default `"verify-full"`: RDS against the RDS CA bundle, DSQL against the system roots,
+     * both checked against `signingHostname` (or the host). An object is merged over those
+     * defaults (`ca`, `servername`, …). Plaintext needs `dangerouslyDisableTls: true`.
+     */
+    ssl?: PgSslOption;
+    /** Sends tokens without TLS. For a local gateway only: a token on the wire is a password. */
+    dangerouslyDisableTls?: boolean;
+    /** Called for every physical connection start, with timings. */
+    onConnect?: (event: ConnectEvent) => void;
+  };
+
+/** What `iamPool()` takes: `pg.PoolConfig` (minus passwords and the stream) plus IAM options. */
+export type IamPoolConfig =
+  & Omit<PoolConfig, "password" | "ssl" | "stream">
+  & IamClientConfig
+  & {
+    /** Open this many connections right away (IAM connects are slow); see {@linkcode prewarm}. */
+    prewarm?: number;
+  };
+
+/**
+ * Creates a `pg.Pool` that authenticates with IAM: each physical connection (the first, pool
+ * growth, reconnects after `maxLifetimeSeconds`, `idleTimeoutMillis` or a server kill) signs a
+ * fresh token. Takes what `pg.Pool` takes, `connectionString` included (read with libpq's meaning
+ * and precedence, as `PG*` variables are), plus the {@linkcode IamOptions}.
+ *
+ * A credentials or signing failure fails the query (or `connect()`) that needed the connection with
+ * a clear error, never crashing the process; a rejected token is retried once on a new connection
+ * with force-refreshed credentials, then fails with an {@linkcode IamAuthError}. An idle client's
+ * error (a server restart, say) is reported on the pool's `"error"` event, logged by default.
+ *
+ * @param config `pg.Pool` options plus IAM ones.
+ * @returns A `pg.Pool`.
+ * @throws {TypeError} On a password, several hosts, a unix socket, TLS turned off without
+ * `dangerouslyDisableTls`, or a bad IAM option (the message names it).
+ * @throws {RangeError} When an option is out of range.
+ *
+ * @example
+ * ```ts ignore
+ * import { iamPool } from "@pg-iam/pg-iam/pg";
+ *
+ * const pool = iamPool({
+ *   host: "orders.cluster-c9akciq32.us-east-1.rds.amazonaws.com",
+ *   user: "app", // GRANT rds_iam TO app;
+ *   database: "orders",
+ *   max: 10,
+ *   prewarm: 2,
+ * });
+ * const { rows } = await pool.query("select current_user");
+ * await pool.end();
+ * ```
+ */
+export function iamPool(config: IamPoolConfig = {}): Pool {
+  const { prewarm: prewarmCount, ...rest } = checkConfig(config, "iamPool");
+  const built = buildConfig(rest);
+  if (built.dsql) {
+    const lifetime = rest.maxLifetimeSeconds;
+    if (
+      lifetime !== undefined && !(typeof lifetime === "number" && lifetime > 0 && lifetime < 3600)
+    ) {
+      throw new RangeError(
+        `The "maxLifetimeSeconds" option must be from 1 to 3599 for Aurora DSQL, which closes ` +
+          `connections at 60 minutes; got ${show(lifetime)}`,
+      );
+    }
+  }
+  const pool = new pg.Pool(built.config as PoolConfig);
+  if (built.dsql && rest.maxLifetimeSeconds === undefined) {
+    // pg-pool reads this for every new client: a getter gives each its own 45–55 minutes, so a
+    // pool filled at once does not recycle at once.
+    Object.defineProperty((pool as unknown as { options: object }).options, "maxLifetimeSeconds", {
+      get: dsqlLifetime,
+      configurable: true,
+    });
+  }
+  // An idle client's error (the server went away) is emitted on the pool: without a listener it
+  // would crash the process.
+  pool.on("error", (error) => {
+    if (pool.listenerCount("error") === 1) {
+      console.error(`pg-iam: an idle client of the pool failed: ${error.message}`);
+    }
+  });
+  if (prewarmCount !== undefined) {
+    checkCount(prewarmCount, "prewarm");
+    void prewarm(pool, prewarmCount as number);
+  }
+  return pool;
+}
+
+/**
+ * Creates a `pg.Client` that authenticates with IAM (a fresh token when it connects, verified TLS,
+ * one retry on a rejected token). Takes what `pg.Client` takes, plus the {@linkcode IamOptions}.
+ *
+ * @param config `pg.Client` options plus IAM ones.
+ * @returns A `pg.Client` (call `connect()` as usual).
+ * @throws {TypeError} On a password, several hosts, a unix socket, TLS turned off without
+ * `dangerouslyDisableTls`, or a bad IAM option (the message names it).
+ * @throws {RangeError} When an option is out of range.
+ *
+ * @example
+ * ```ts ignore
+ * import { iamClient } from "@pg-iam/pg-iam/pg";
+ *
+ * const client = iamClient({ connectionString: process.env.DATABASE_URL });
+ * await client.connect();
+ * console.log((await client.query("select 1 as one")).rows);
+ * await client.end();
+ * ```
+ */
+export function iamClient(config: IamClientConfig = {}): Client {
+  return new pg.Client(buildConfig(checkConfig(config, "iamClient")).config as ClientConfig);
+}
+
+/**
+ * Opens `connections` connections of `pool` ahead of traffic (IAM connects are slow: the server
+ * checks the token with IAM), and puts them back idle. Never rejects: failures are returned.
+ *
+ * @param pool A pool from {@linkcode iamPool} (or any `pg.Pool`).
+ * @param connections How many connections to open (at most the pool's `max`).
+ * @returns How many opened, and the errors of those that did not.
+ *
+ * @example
+ * ```ts ignore
+ * import { iamPool, prewarm } from "@pg-iam/pg-iam/pg";
+ *
+ * const pool = iamPool({ connectionString: process.env.DATABASE_URL, max: 10 });
+ * const { opened, errors } = await prewarm(pool, 10);
+ * ```
+ */
+export async function prewarm(pool: Pool, connections: number): Promise<PrewarmResult> {
+  checkCount(connections, "connections");
+  const results = await Promise.allSettled(
+    Array.from({ length: connections }, () => pool.connect()),
+  );
+  const errors: Error[] = [];
+  for (const r of results) {
+    if (r.status === "fulfilled") r.value.release();
+    else errors.push(r.reason as Error);
+  }
+  return { opened: connections - errors.length, errors };
+}
+
+// ---- internals ----
+
+function checkConfig<T extends object>(config: T, fn: string): T {
+  if (typeof config !== "object" || config === null) {
+    throw new TypeError(`${fn}() expects a config object, got ${show(config)}`);
+  }
+  return config;
+}
+
+/** The pg config for `config`: the target read once, and a socket of pg-iam's for each connection. */
+function buildConfig(config: IamClientConfig): { config: Record<string, unknown>; dsql: boolean } {
+  const iam: Record<string, unknown> = {};
+  const rest: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(config)) (IAM_KEYS.has(key) ? iam : rest)[key] = value;
+  const {
+    connectionString,
+    host,
+    port,
+    user,
+    database,
+    ssl,
+    dangerouslyDisableTls,
+    onConnect,
+    ...pgConfig
+  } = rest;
+  for (const key of ["password", "stream"]) {
+    if (key in pgConfig) {
+      throw new TypeError(
+        key === "password"
+          ? `The "password" option cannot be combined with IAM authentication: pg-iam signs a ` +
+            `token for every connection (remove the password)`
+          : `The "stream" option cannot be combined with pg-iam, which provides the stream (for a ` +
+            `tunnel, connect to its local port and set signingHostname)`,
+      );
+    }
+  }
+  if (dangerouslyDisableTls !== undefined && typeof dangerouslyDisableTls !== "boolean") {
+    throw new TypeError(
+      `The "dangerouslyDisableTls" option must be a boolean, got ${show(dangerouslyDisableTls)}`,
+    );
+  }
+  if (onConnect !== undefined && typeof onConnect !== "function") {
+    throw new TypeError(`The "onConnect" option must be a function, got ${show(onConnect)}`);
+  }
+  if (connectionString !== undefined && typeof connectionString !== "string") {
+    throw new TypeError(
+      `The "connectionString" option must be a string, got ${show(connectionString)}`,
+    );
+  }
+  const target = parseTarget({
+    url: connectionString,
+    explicit: {
+      host: stringOption(host, "host"),
+      port: port as number | string | undefined,
+      user: stringOption(user, "user"),
+      database: stringOption(database, "database"),
+      sslmode: sslModeOption(ssl),
+    },
+    explicitName: (key) => `the "${key === "sslmode" ? "ssl" : key}" option`,
+    dangerouslyDisableTls: dangerouslyDisableTls === true,
+  });
+  const address = target.host ?? target.hostaddr ?? "localhost";
+  const targetPort = target.port ?? 5432;
+  // As node-postgres: the user from the options, URL or PGUSER, else the operating system's.
+  const targetUser = target.user ?? pg.defaults.user;
+  if (!targetUser) {
+    throw new TypeError(`The "user" option is required (or a connectionString, or PGUSER)`);
+  }
+  const signing = signingConfig(
+    {
+      ...target.iam as IamOptions,
+      ...iam as IamOptions,
+      host: address,
+      port: targetPort,
+      user: targetUser,
+    },
+    connectSeconds(pgConfig.connectionTimeoutMillis, target.connectTimeout),
+  );
+  const params = target.serverParams;
+  // Settings node-postgres has no option for travel as `-c name=value` in `options`, as libpq's
+  // PGTZ and friends do.
+  const settings = Object.entries(params)
+    .filter(([k]) => !["application_name", "options", "replication", "client_encoding"].includes(k))
+    .map(([k, v]) => `-c ${k}=${v.replace(/[\\ ]/g, "\\$&")}`);
+  const options = [params.options, ...settings].filter(Boolean).join(" ") || undefined;
+  const keepAlive = target.keepAlive;
+  const connectTimeoutMs = connectSeconds(pgConfig.connectionTimeoutMillis, target.connectTimeout) *
+    1000;
+  const plan = socketPlan(clientConnection({
+    target,
+    host: address,
+    port: targetPort,
+    signing,
+    tlsOverride: typeof ssl === "object" && ssl !== null ? ssl as ConnectionOptions : undefined,
+    keepAlive: 0, // node-postgres sets keep-alive on its stream itself (keepAlive option)
+    connectTimeoutMs,
+    onConnect: onConnect as ((event: ConnectEvent) => void) | undefined,
+  }));
+  const defaults: Record<string, unknown> = {
+    application_name: params.application_name,
+    options,
+    replication: params.replication,
+    connectionTimeoutMillis: target.connectTimeout ? target.connectTimeout * 1000 : undefined,
+    keepAlive: keepAlive === null ? false : keepAlive !== undefined ? true : undefined,
+    keepAliveInitialDelayMillis: keepAlive ? keepAlive * 1000 : undefined,
+  };
+  for (const [key, value] of Object.entries(defaults)) {
+    if (value !== undefined && pgConfig[key] === undefined) pgConfig[key] = value;
+  }
+  return {
+    config: {
+      ...pgConfig,
+      host: address,
+      port: targetPort,
+      user: targetUser,
+      database: target.database ?? targetUser,
+      ssl: false, // TLS is done by pg-iam's socket, before node-postgres sees the connection
+      stream: () => new IamSocket(plan),
+    },
+    dsql: signing.service === "dsql",
+  };
+}
+
+/** Seconds to bound a connection start by: the driver's timeout, libpq's, else 30. */
+function connectSeconds(millis: unknown, libpq: number | null | undefined): number {
+  if (typeof millis === "number" && millis > 0) return millis / 1000;
+  return libpq || 30;
+}
