@@ -42,6 +42,11 @@ export class ProtocolError extends Error {
 export class MessageReader {
   #buf: Uint8Array = new Uint8Array(0);
 
+  /** How many bytes are received but not yet taken. */
+  get buffered(): number {
+    return this.#buf.length;
+  }
+
   /** Appends a received chunk. */
   push(chunk: Uint8Array): void {
     if (this.#buf.length === 0) {
@@ -106,6 +111,50 @@ export function startupParams(packet: Uint8Array): Map<string, string> {
     params.set(strings[i], strings[i + 1]);
   }
   return params;
+}
+
+/**
+ * The parameters of a StartupMessage, read as the server reads them: pairs of NUL-terminated name
+ * and value, then one NUL that must be the packet's last byte. `undefined` for any other layout (a
+ * missing terminator, a name without a value), which the server refuses.
+ */
+export function startupParameters(packet: Uint8Array): Map<string, string> | undefined {
+  // From the protocol version on, as the server's buffer, read as if one NUL followed it.
+  const buf = packet.subarray(4);
+  const len = buf.length;
+  const end = (from: number) => {
+    const nul = buf.indexOf(0, from);
+    return nul < 0 ? len : nul;
+  };
+  const params = new Map<string, string>();
+  let offset = 4;
+  while (offset < len && buf[offset] !== 0) {
+    const nameEnd = end(offset);
+    if (nameEnd + 1 >= len) break;
+    const valueEnd = end(nameEnd + 1);
+    params.set(
+      decoder.decode(buf.subarray(offset, nameEnd)),
+      decoder.decode(buf.subarray(nameEnd + 1, valueEnd)),
+    );
+    offset = valueEnd + 1;
+  }
+  return offset === len - 1 ? params : undefined;
+}
+
+/**
+ * NegotiateProtocolVersion ('v'): the newest minor version of protocol 3 the server supports, and
+ * the `_pq_.` options of the StartupMessage it does not recognize.
+ */
+export function negotiateProtocolVersion(
+  minor: number,
+  unrecognized: readonly string[],
+): Uint8Array {
+  const names = encoder.encode(unrecognized.map((name) => name + "\0").join(""));
+  const body = new Uint8Array(8 + names.length);
+  writeInt32(body, 0, minor);
+  writeInt32(body, 4, unrecognized.length);
+  body.set(names, 8);
+  return message("v", body);
 }
 
 /** A StartupMessage for protocol 3.0 with `params`. */

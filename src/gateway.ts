@@ -38,13 +38,13 @@ import {
   GSSENC_REQUEST,
   MAX_PASSWORD_LENGTH,
   MessageReader,
+  negotiateProtocolVersion,
   passwordMessage,
   passwordOf,
-  PROTOCOL_3,
   SSL_REQUEST,
   startupCode,
   startupMessage,
-  startupParams,
+  startupParameters,
   typeName,
 } from "./_pgwire.ts";
 import { type VerifySecret, verifyToken } from "./_verify.ts";
@@ -676,18 +676,35 @@ class GatewayServer implements Gateway {
 
 // PostgreSQL's authentication_timeout: a connection that does not log in within it is dropped.
 const LOGIN_TIMEOUT_MS = 60_000;
+// What the gateway holds of a client's input before it stops reading (the rest waits in the
+// client's own TCP buffers): far more than a login needs (a startup packet is at most 10,000
+// bytes, a password 65,535); only a client pipelining behind its password gets there.
+const MAX_BUFFERED = 1 << 20;
+// What the gateway queues for a client during login before it drops one that does not read.
+const MAX_UNSENT = 1 << 20;
+// How long a refused client has to read the ErrorResponse and close before it is dropped.
+const CLOSE_GRACE_MS = 1000;
+// The protocol versions the gateway speaks, as PostgreSQL words it when refusing another.
+const SUPPORTED = "server supports 3.0 to 3.0";
 
 /**
  * Reads whole packets from a socket as they complete. Each wait resolves on data, end or error,
  * so a peer that vanishes mid-handshake ends the wait with `undefined`, never a hang or a throw.
+ * It pauses the socket while it holds more than `limit` bytes, and resumes it as they are taken.
  */
 class Inbox {
   readonly reader: MessageReader = new MessageReader();
   readonly socket: net.Socket;
+  readonly #limit: number;
   #ended = false;
+  #paused = false;
   #wake: (() => void) | undefined;
   readonly #onData = (chunk: Uint8Array) => {
     this.reader.push(chunk);
+    if (!this.#paused && this.reader.buffered > this.#limit) {
+      this.#paused = true;
+      this.socket.pause();
+    }
     this.#notify();
   };
   readonly #onEnd = () => {
@@ -695,8 +712,9 @@ class Inbox {
     this.#notify();
   };
 
-  constructor(socket: net.Socket) {
+  constructor(socket: net.Socket, limit = MAX_BUFFERED) {
     this.socket = socket;
+    this.#limit = limit;
     socket.on("data", this.#onData);
     socket.on("end", this.#onEnd);
     socket.on("close", this.#onEnd);
@@ -707,13 +725,20 @@ class Inbox {
   async next<T>(take: () => T | undefined): Promise<T | undefined> {
     for (;;) {
       const value = take();
+      if (this.#paused && this.reader.buffered <= this.#limit) {
+        this.#paused = false;
+        this.socket.resume();
+      }
       if (value !== undefined) return value;
       if (this.#ended) return undefined;
       await new Promise<void>((resolve) => (this.#wake = resolve));
     }
   }
 
-  /** Stops listening: the socket's data goes elsewhere from now on. Keeps an error handler. */
+  /**
+   * Stops listening: the socket's data goes elsewhere from now on. Keeps an error handler. The
+   * socket may be left paused: whoever reads it next resumes it.
+   */
   detach(): void {
     this.socket.off("data", this.#onData);
     this.socket.off("end", this.#onEnd);
@@ -728,12 +753,18 @@ class Inbox {
   }
 }
 
-interface Session {
+/** A client connection, from accept until it is relayed or closed. */
+interface Client {
   gateway: GatewayServer;
   /** The TCP socket, under the TLS one if any: it carries the login timeout. */
   raw: net.Socket;
+  /** Reads the socket the client speaks on: the TCP one, then the TLS one once negotiated. */
   inbox: Inbox;
   tls: boolean;
+}
+
+/** A client that sent its StartupMessage. */
+interface Session extends Client {
   user: string;
   database: string;
 }
@@ -741,81 +772,128 @@ interface Session {
 async function handleClient(gateway: GatewayServer, raw: net.Socket): Promise<void> {
   raw.setNoDelay(true);
   raw.setTimeout(LOGIN_TIMEOUT_MS, () => raw.destroy());
-  let inbox = new Inbox(raw);
-  let secure = false;
+  const client: Client = { gateway, raw, inbox: new Inbox(raw), tls: false };
+  // One SSLRequest and one GSSENCRequest, in either order, as PostgreSQL (which fixed clients
+  // alternating them forever); a repeat is then an unsupported protocol version, 1234.5679 or
+  // 1234.5680. TLS negotiated counts as both.
+  let sslDone = false;
+  let gssDone = false;
   for (;;) {
+    const inbox = client.inbox;
     const packet = await inbox.next(() => inbox.reader.startup());
     if (packet === undefined) return void raw.destroy();
     const code = startupCode(packet);
-    if (code === SSL_REQUEST && gateway.config.secureContext && !secure) {
+    if (code === CANCEL_REQUEST) return forwardCancel(gateway, inbox.socket, packet);
+    const secureContext = gateway.config.secureContext;
+    if (code === SSL_REQUEST && !sslDone && secureContext) {
       // Bytes after the SSLRequest would be a client ignoring our answer: refuse, as the server.
-      if (inbox.reader.rest().length > 0) return void raw.destroy();
+      if (inbox.reader.buffered > 0) return void raw.destroy();
       inbox.detach();
       raw.write("S");
-      const socket = new tls.TLSSocket(raw, {
-        isServer: true,
-        secureContext: gateway.config.secureContext,
-      });
+      const socket = new tls.TLSSocket(raw, { isServer: true, secureContext });
       gateway.track(socket);
-      inbox = new Inbox(socket);
-      secure = true;
-    } else if (code === SSL_REQUEST || code === GSSENC_REQUEST) {
-      inbox.socket.write("N");
-    } else if (code === CANCEL_REQUEST) {
-      return forwardCancel(gateway, inbox.socket, packet);
-    } else if (code === PROTOCOL_3) {
-      const params = startupParams(packet);
-      return login(gateway, raw, inbox, secure, params);
-    } else {
+      client.inbox = new Inbox(socket);
+      client.tls = true;
+      sslDone = gssDone = true;
+      continue;
+    }
+    const ssl = code === SSL_REQUEST && !sslDone;
+    if (ssl || (code === GSSENC_REQUEST && !gssDone)) {
+      if (ssl) sslDone = true;
+      else gssDone = true;
+      if (!send(inbox.socket, "N")) return;
+      if (inbox.reader.buffered > 0) {
+        // Sent before the answer, so sent in plaintext whatever the answer: the server refuses it.
+        const request = ssl ? "SSL request" : "GSSAPI encryption request";
+        return fail(client, "08P01", `received unencrypted data after ${request}`, {
+          detail: "This could be either a client-software bug or evidence of an attempted " +
+            "man-in-the-middle attack.",
+        });
+      }
+      continue;
+    }
+    const major = code >>> 16;
+    const minor = code & 0xffff;
+    if (major !== 3) {
+      return fail(client, "0A000", `unsupported frontend protocol ${major}.${minor}: ${SUPPORTED}`);
+    }
+    const params = startupParameters(packet);
+    if (params === undefined) {
       return fail(
-        inbox.socket,
-        "FATAL",
-        "0A000",
-        `unsupported frontend protocol ${code >>> 16}.${code & 0xffff}`,
+        client,
+        "08P01",
+        "invalid startup packet layout: expected terminator as last byte",
       );
     }
+    return login(client, params, minor);
   }
 }
 
-// Sends an ErrorResponse and closes once it is written.
+// Writes to a client that is logging in; drops one that does not read what it was sent.
+function send(socket: net.Socket, bytes: Uint8Array | string): boolean {
+  if (socket.destroyed) return false;
+  if (socket.writableLength > MAX_UNSENT) {
+    socket.destroy();
+    return false;
+  }
+  socket.write(bytes);
+  return true;
+}
+
+// Sends a FATAL ErrorResponse and closes.
 function fail(
-  socket: net.Socket,
-  severity: string,
+  client: Client,
   code: string,
   message: string,
   extra: { detail?: string; hint?: string } = {},
 ): void {
-  if (socket.destroyed) return;
-  socket.end(errorResponse({ severity, code, message, ...extra }), () => socket.destroy());
+  client.inbox.detach();
+  closeWith(client.inbox.socket, errorResponse({ severity: "FATAL", code, message, ...extra }));
 }
 
-async function login(
-  gateway: GatewayServer,
-  raw: net.Socket,
-  inbox: Inbox,
-  secure: boolean,
-  params: Map<string, string>,
-): Promise<void> {
+// Sends `bytes` (if any) and closes: a FIN once they are written, then the socket is dropped when
+// the peer closes too, or CLOSE_GRACE_MS later. Whatever the peer still sends is read and
+// discarded meanwhile: closing with unread input would be a reset, which can destroy the message
+// before the peer reads it.
+function closeWith(socket: net.Socket, bytes?: Uint8Array): void {
+  if (socket.destroyed) return;
+  socket.on("data", () => {});
+  socket.resume();
+  if (bytes) socket.end(bytes);
+  else socket.end();
+  const timer = setTimeout(() => socket.destroy(), CLOSE_GRACE_MS);
+  socket.once("close", () => clearTimeout(timer));
+}
+
+async function login(client: Client, params: Map<string, string>, minor: number): Promise<void> {
+  const { gateway, inbox } = client;
   const socket = inbox.socket;
+  // Protocol options (_pq_.*) are the gateway's to negotiate, and it knows none: they are
+  // refused in NegotiateProtocolVersion, never sent upstream. So is a minor version beyond 3.0
+  // (3.2 is PostgreSQL 18's): the client goes on in 3.0, as the upstream login is.
+  const unrecognized = [...params.keys()].filter((name) => name.startsWith("_pq_."));
+  for (const name of unrecognized) params.delete(name);
+  if (minor > 0 || unrecognized.length > 0) {
+    if (!send(socket, negotiateProtocolVersion(0, unrecognized))) return;
+  }
   const user = params.get("user") ?? "";
   const database = params.get("database") || user;
-  const session: Session = { gateway, raw, inbox, tls: secure, user, database };
+  const session: Session = Object.assign(client, { user, database });
   if (user === "") {
     reject(session, "malformed", "the startup packet names no user");
-    return fail(socket, "FATAL", "28000", "no PostgreSQL user name specified in startup packet");
+    return fail(client, "28000", "no PostgreSQL user name specified in startup packet");
   }
-  if (gateway.config.secureContext && !secure) {
+  if (gateway.config.secureContext && !client.tls) {
     reject(session, "no-tls", "the client did not request TLS");
     return fail(
-      socket,
-      "FATAL",
+      client,
       "28000",
       `no pg_hba.conf entry for host "${socket.remoteAddress}", user "${user}", database "${database}", no encryption`,
       { hint: "This server requires TLS: connect with sslmode=require or stricter." },
     );
   }
 
-  socket.write(authCleartext());
+  if (!send(socket, authCleartext())) return;
   const reply = await inbox.next(() => inbox.reader.message(MAX_PASSWORD_LENGTH));
   if (reply === undefined || reply.type !== "p".charCodeAt(0)) {
     // psql closes here when it has no password yet, then asks for one and reconnects.
@@ -826,14 +904,12 @@ async function login(
         ? `expected a password, got a ${typeName(reply.type)} message`
         : "the client closed instead of sending a password",
     );
-    return reply
-      ? fail(socket, "FATAL", "08P01", "expected password response")
-      : void socket.destroy();
+    return reply ? fail(client, "08P01", "expected password response") : void socket.destroy();
   }
   const password = passwordOf(reply.body);
   if (password === "") {
     reject(session, "no-password", "the password is empty");
-    return fail(socket, "FATAL", "28P01", `PAM authentication failed for user "${user}"`);
+    return fail(client, "28P01", `PAM authentication failed for user "${user}"`);
   }
 
   const now = gateway.now();
@@ -850,7 +926,7 @@ async function login(
   if (!result.ok) {
     reject(session, result.reason, result.detail);
     // The server says no more than this, whatever the reason: the detail is for the operator.
-    return fail(socket, "FATAL", "28P01", `PAM authentication failed for user "${user}"`);
+    return fail(client, "28P01", `PAM authentication failed for user "${user}"`);
   }
   gateway.record({
     accepted: true,
@@ -861,7 +937,7 @@ async function login(
     action: result.action,
     signedAt: result.signedAt,
     tokenAgeMs: result.ageMs,
-    tls: secure,
+    tls: client.tls,
   });
   await connectUpstream(session, params);
 }
@@ -903,8 +979,7 @@ async function connectUpstream(session: Session, params: Map<string, string>): P
   const upstream = await connect(host, port);
   if (upstream instanceof Error) {
     return fail(
-      client,
-      "FATAL",
+      session,
       "08006",
       `the gateway cannot reach the upstream server at ${target}: ${upstream.message}`,
     );
@@ -912,12 +987,16 @@ async function connectUpstream(session: Session, params: Map<string, string>): P
   gateway.track(upstream);
   upstream.setNoDelay(true);
   if (client.destroyed) return void upstream.destroy();
+  // A client gone before the upstream login completes takes it along.
+  const drop = () => upstream.destroy();
+  client.once("close", drop);
 
   const sent = new Map(params);
   if (user !== undefined) sent.set("user", user);
   if (database !== undefined) sent.set("database", database);
   upstream.write(startupMessage(sent));
-  const upInbox = new Inbox(upstream);
+  // The upstream is trusted: what it sends during login is read whole.
+  const upInbox = new Inbox(upstream, Infinity);
   const upstreamUser = sent.get("user")!;
 
   for (;;) {
@@ -925,8 +1004,7 @@ async function connectUpstream(session: Session, params: Map<string, string>): P
     if (m === undefined) {
       upstream.destroy();
       return fail(
-        client,
-        "FATAL",
+        session,
         "08006",
         `the upstream server at ${target} closed the connection during login`,
       );
@@ -935,15 +1013,16 @@ async function connectUpstream(session: Session, params: Map<string, string>): P
     if (type === "E") {
       // The upstream's own refusal (no such database, …): the client sees it as is.
       upstream.destroy();
-      if (!client.destroyed) client.end(m.raw, () => client.destroy());
-      return;
+      inbox.detach();
+      return closeWith(client, m.raw);
     }
     if (type === "N") {
-      client.write(m.raw);
+      if (!send(client, m.raw)) return void upstream.destroy();
       continue;
     }
     const code = type === "R" ? authCode(m.body) : -1;
     if (code === AUTH_OK) {
+      client.off("close", drop);
       upInbox.detach();
       inbox.detach();
       return relay(session, upstream, [m.raw, upInbox.reader.rest()], inbox.reader.rest());
@@ -959,8 +1038,7 @@ async function connectUpstream(session: Session, params: Map<string, string>): P
         ? `authentication method ${AUTH_NAMES[code] ?? code}`
         : `a ${typeName(m.type)} message`;
       return fail(
-        client,
-        "FATAL",
+        session,
         "28000",
         `the gateway cannot log in to the upstream server at ${target}: it asks for ${what}`,
         {
@@ -1022,8 +1100,15 @@ function relay(
   };
   pipe(client, upstream);
   pipe(upstream, client);
-  for (const chunk of toClient) if (chunk.length) client.write(chunk);
-  if (toUpstream.length) upstream.write(toUpstream);
+  let clientDrained = true;
+  for (const chunk of toClient) if (chunk.length) clientDrained = client.write(chunk);
+  const upstreamDrained = toUpstream.length ? upstream.write(toUpstream) : true;
+  // Either socket may have been paused by its inbox, and a 'data' listener does not resume a
+  // paused stream: each flows now unless the other side has yet to drain.
+  if (upstreamDrained) client.resume();
+  else client.pause();
+  if (clientDrained) upstream.resume();
+  else upstream.pause();
   if (client.destroyed || upstream.destroyed) closeBoth();
 }
 
@@ -1041,5 +1126,5 @@ async function forwardCancel(
     gateway.stats.cancels++;
     upstream.end(packet);
   }
-  client.end(() => client.destroy());
+  closeWith(client);
 }

@@ -4,6 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
+import tls from "node:tls";
 import postgres from "postgres";
 import { Signer } from "@aws-sdk/rds-signer";
 import { DsqlSigner } from "@aws-sdk/dsql-signer";
@@ -768,14 +769,22 @@ class RawClient {
     }
   }
 
-  /** The single byte answering an SSLRequest or GSSENCRequest. */
+  /** The single byte answering an SSLRequest or GSSENCRequest; what follows it stays unread. */
   async byte(): Promise<string> {
     for (;;) {
       const rest = this.reader.rest();
-      if (rest.length) return String.fromCharCode(rest[0]);
+      if (rest.length) {
+        this.reader.push(rest.subarray(1));
+        return String.fromCharCode(rest[0]);
+      }
       if (this.#closed) return "";
       await new Promise<void>((r) => (this.#wake = r));
     }
+  }
+
+  /** Whether the connection closed. */
+  get isClosed(): boolean {
+    return this.#closed;
   }
 
   async closed(): Promise<void> {
@@ -1056,6 +1065,287 @@ test("startGateway: bad options are errors naming the option and the value, neve
   assert.equal(gw.clockOffsetMs, 5);
   assert.throws(() => (gw.clockOffsetMs = NaN), /"clockOffsetMs" option must be a finite number/);
   assert.equal(gw.clockOffsetMs, 5);
+});
+
+// ---- hostile clients: PostgreSQL's limits (issue 11) ----
+
+const SSL = 80877103;
+const request = (code: number) => {
+  const packet = new Uint8Array(8);
+  new DataView(packet.buffer).setInt32(0, 8);
+  new DataView(packet.buffer).setInt32(4, code);
+  return packet;
+};
+// A startup-phase packet with any version code and body, framed by hand.
+const packetOf = (code: number, body: string) => {
+  const bytes = new TextEncoder().encode(body);
+  const packet = new Uint8Array(8 + bytes.length);
+  new DataView(packet.buffer).setInt32(0, packet.length);
+  new DataView(packet.buffer).setInt32(4, code);
+  packet.set(bytes, 8);
+  return packet;
+};
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function timeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: nothing after ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+// The next message, which must be a FATAL ErrorResponse; then the connection must close.
+async function fatal(c: RawClient): Promise<{ code?: string; message?: string; detail?: string }> {
+  const m = await timeout(c.message(), 5000, "an ErrorResponse");
+  assert.ok(m, "expected an ErrorResponse, got a close");
+  assert.equal(String.fromCharCode(m.type), "E");
+  const fields = errorFields(m.body);
+  assert.equal(fields.get("S"), "FATAL");
+  await timeout(c.closed(), 5000, "the close after a FATAL");
+  return { code: fields.get("C"), message: fields.get("M"), detail: fields.get("D") };
+}
+
+// Connects, negotiates TLS with the test CA, and reads and writes inside it.
+async function tlsClient(gw: Gateway): Promise<RawClient> {
+  const raw = await new Promise<net.Socket>((resolve, reject) => {
+    const s = net.connect(gw.port, gw.host, () => resolve(s));
+    s.once("error", reject);
+  });
+  raw.write(request(SSL));
+  const answer = await new Promise<Uint8Array>((resolve) => raw.once("data", resolve));
+  assert.equal(String.fromCharCode(answer[0]), "S");
+  const secure = tls.connect({ socket: raw, ca, servername: RDS_HOST });
+  await new Promise((resolve, reject) => {
+    secure.once("secureConnect", resolve);
+    secure.once("error", reject);
+  });
+  return new RawClient(secure);
+}
+
+test("gateway: one SSLRequest and one GSSENCRequest per connection; a repeat is FATAL 0A000, as PostgreSQL", async () => {
+  const h = await gateway({ tls: false });
+  try {
+    const gssTwice = await RawClient.connect(h.gateway);
+    gssTwice.socket.write(request(GSSENC_REQUEST));
+    assert.equal(await gssTwice.byte(), "N");
+    gssTwice.socket.write(request(GSSENC_REQUEST));
+    assert.deepEqual(await fatal(gssTwice), {
+      code: "0A000",
+      message: "unsupported frontend protocol 1234.5680: server supports 3.0 to 3.0",
+      detail: undefined,
+    });
+
+    const sslAgain = await RawClient.connect(h.gateway);
+    sslAgain.socket.write(request(SSL));
+    assert.equal(await sslAgain.byte(), "N");
+    sslAgain.socket.write(request(GSSENC_REQUEST));
+    assert.equal(await sslAgain.byte(), "N");
+    sslAgain.socket.write(request(SSL));
+    assert.equal(
+      (await fatal(sslAgain)).message,
+      "unsupported frontend protocol 1234.5679: server supports 3.0 to 3.0",
+    );
+
+    // Negative control: each once, in either order, then a startup goes on.
+    const both = await RawClient.connect(h.gateway);
+    both.socket.write(request(GSSENC_REQUEST));
+    assert.equal(await both.byte(), "N");
+    both.socket.write(request(SSL));
+    assert.equal(await both.byte(), "N");
+    both.socket.write(startup("app"));
+    assert.equal(authCode((await both.message())!.body), 3);
+    both.socket.destroy();
+    assert.equal(h.gateway.stats.logins.length, 0);
+  } finally {
+    await h.gateway.close();
+  }
+});
+
+test("gateway: inside TLS, a second SSLRequest or a GSSENCRequest is FATAL 0A000, as PostgreSQL", async () => {
+  const h = await gateway();
+  try {
+    const ssl = await tlsClient(h.gateway);
+    ssl.socket.write(request(SSL));
+    assert.deepEqual(await fatal(ssl), {
+      code: "0A000",
+      message: "unsupported frontend protocol 1234.5679: server supports 3.0 to 3.0",
+      detail: undefined,
+    });
+    const gss = await tlsClient(h.gateway);
+    gss.socket.write(request(GSSENC_REQUEST));
+    assert.equal(
+      (await fatal(gss)).message,
+      "unsupported frontend protocol 1234.5680: server supports 3.0 to 3.0",
+    );
+    // Negative control: a startup inside TLS is asked for its password.
+    const ok = await tlsClient(h.gateway);
+    ok.socket.write(startup("app"));
+    assert.equal(authCode((await ok.message())!.body), 3);
+    ok.socket.destroy();
+  } finally {
+    await h.gateway.close();
+  }
+});
+
+test("gateway: a client flooding GSSENCRequests without reading the answers is refused at once; logins go on", async () => {
+  const h = await gateway({ tls: false });
+  const sql = client(h.gateway, { ssl: false });
+  await within(h, [sql], async () => {
+    const flood = await RawClient.connect(h.gateway);
+    // 131,072 requests in one write, none of the answers read.
+    const requests = new Uint8Array(1 << 20);
+    for (let i = 0; i < requests.length; i += 8) requests.set(request(GSSENC_REQUEST), i);
+    flood.socket.write(requests);
+    assert.deepEqual((await sql`select 1 as x`)[0], { x: 1 });
+    await timeout(flood.closed(), 5000, "the flooding connection's close");
+    // One answer, then PostgreSQL's refusal of what was sent before it: unencrypted data.
+    assert.equal(await flood.byte(), "N");
+    const m = await flood.message();
+    assert.equal(String.fromCharCode(m!.type), "E");
+    const fields = errorFields(m!.body);
+    assert.equal(fields.get("C"), "08P01");
+    assert.equal(
+      fields.get("M"),
+      "received unencrypted data after GSSAPI encryption request",
+    );
+    assert.equal(flood.reader.rest().length, 0);
+  });
+});
+
+test("gateway: input pipelined behind the password waits in the client's TCP buffers until the upstream login is done, then all of it is relayed", async () => {
+  // A fake upstream that holds the login until released, then counts what it is sent.
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  let received = 0;
+  const upstream = net.createServer((socket) => {
+    socket.on("error", () => {});
+    const reader = new MessageReader();
+    let started = false;
+    socket.on("data", (chunk: Uint8Array) => {
+      if (started) return void (received += chunk.length);
+      reader.push(chunk);
+      if (reader.startup() === undefined) return;
+      started = true;
+      received += reader.rest().length;
+      void released.then(() =>
+        socket.write(concat(
+          new Uint8Array([82, 0, 0, 0, 8, 0, 0, 0, 0]), // AuthenticationOk
+          new Uint8Array([90, 0, 0, 0, 5, 73]), // ReadyForQuery, idle
+        ))
+      );
+    });
+  });
+  await new Promise<void>((resolve) => upstream.listen(0, "127.0.0.1", resolve));
+  const port = (upstream.address() as net.AddressInfo).port;
+  const h = await gateway({ tls: false, upstream: { host: "127.0.0.1", port } });
+  const c = await RawClient.connect(h.gateway);
+  try {
+    const token = await rdsToken({ hostname: RDS_HOST, username: "app", credentials: KEY });
+    const pipelined = new Uint8Array(64 << 20).fill(7);
+    c.socket.write(concat(startup("app"), passwordMessage(token)));
+    assert.equal(authCode((await c.message())!.body), 3);
+    // 64 KiB at a time, each once the previous one is in the kernel: what the gateway reads, and
+    // its TCP buffers hold, gets through; then a write waits.
+    let flushed = 0;
+    while (flushed < pipelined.length) {
+      const chunk = pipelined.subarray(flushed, flushed + (1 << 16));
+      const written = new Promise<boolean>((resolve) => c.socket.write(chunk, () => resolve(true)));
+      if (!await Promise.race([written, sleep(500).then(() => false)])) break;
+      flushed += chunk.length;
+    }
+    assert.ok(flushed < 32 << 20, `the gateway let ${flushed >> 20} MiB in ahead of the login`);
+    c.socket.write(pipelined.subarray(flushed + (1 << 16)));
+    assert.equal(received, 0);
+    // Once logged in upstream, the relay resumes the client: every byte gets through.
+    release();
+    assert.equal(authCode((await c.message())!.body), 0);
+    assert.equal(String.fromCharCode((await c.message())!.type), "Z");
+    for (let i = 0; i < 300 && received < pipelined.length; i++) await sleep(100);
+    assert.equal(received, pipelined.length);
+    assert.equal(h.gateway.connections(), 1);
+  } finally {
+    c.socket.destroy();
+    await h.gateway.close();
+    await new Promise((resolve) => upstream.close(resolve));
+  }
+});
+
+test("gateway: startup packets read as PostgreSQL reads them: the layout checked, 3.2 and _pq_ options negotiated to 3.0, other versions refused", async () => {
+  const h = await gateway({ tls: false });
+  const token = await rdsToken({ hostname: RDS_HOST, username: "app", credentials: KEY });
+  try {
+    const layout = "invalid startup packet layout: expected terminator as last byte";
+    for (const body of ["user\0app\0", "user\0app\0database\0", "user\0app", ""]) {
+      const c = await RawClient.connect(h.gateway);
+      c.socket.write(packetOf(196608, body));
+      assert.deepEqual(await fatal(c), { code: "08P01", message: layout, detail: undefined });
+    }
+    for (const [major, minor] of [[4, 0], [2, 0], [3, 0x7fff]]) {
+      const c = await RawClient.connect(h.gateway);
+      c.socket.write(packetOf((major << 16) | minor, "user\0app\0\0"));
+      if (major === 3) {
+        // A newer minor version is negotiated, not refused.
+        assert.equal(String.fromCharCode((await c.message())!.type), "v");
+        c.socket.destroy();
+        continue;
+      }
+      assert.deepEqual(await fatal(c), {
+        code: "0A000",
+        message: `unsupported frontend protocol ${major}.${minor}: server supports 3.0 to 3.0`,
+        detail: undefined,
+      });
+    }
+
+    // Protocol 3.2 with protocol options: NegotiateProtocolVersion names them, the login goes on
+    // in 3.0, and the upstream (which would negotiate them itself) never sees them.
+    const c = await RawClient.connect(h.gateway);
+    c.socket.write(concat(
+      packetOf(
+        (3 << 16) | 2,
+        "user\0app\0database\0postgres\0_pq_.test_option\0on\0application_name\0negotiated\0" +
+          "_pq_.other\0x\0\0",
+      ),
+      passwordMessage(token),
+      query("select current_setting('application_name') as a"),
+    ));
+    const v = (await c.message())!;
+    assert.equal(String.fromCharCode(v.type), "v");
+    const view = new DataView(v.body.buffer, v.body.byteOffset, v.body.length);
+    assert.equal(view.getInt32(0), 0); // the newest minor version: 3.0
+    assert.equal(view.getInt32(4), 2);
+    assert.deepEqual(new TextDecoder().decode(v.body.subarray(8)).split("\0"), [
+      "_pq_.test_option",
+      "_pq_.other",
+      "",
+    ]);
+    assert.equal(authCode((await c.message())!.body), 3);
+    assert.equal(authCode((await c.message())!.body), 0);
+    assert.match(await untilReady(c), /K.*Z$/);
+    const rows = [];
+    for (let m = await c.message(); m && m.type !== 90; m = await c.message()) {
+      if (m.type === 68) rows.push(new TextDecoder().decode(m.body.subarray(6)));
+    }
+    assert.deepEqual(rows, ["negotiated"]);
+    c.socket.destroy();
+
+    // 3.0 with only a protocol option is negotiated too; plain 3.0 is not (negative control).
+    const option = await RawClient.connect(h.gateway);
+    option.socket.write(packetOf(196608, "user\0app\0_pq_.x\0y\0\0"));
+    assert.equal(String.fromCharCode((await option.message())!.type), "v");
+    assert.equal(authCode((await option.message())!.body), 3);
+    option.socket.destroy();
+    const plain = await RawClient.connect(h.gateway);
+    plain.socket.write(packetOf(196608, "user\0app\0\0"));
+    assert.equal(authCode((await plain.message())!.body), 3);
+    plain.socket.destroy();
+  } finally {
+    await h.gateway.close();
+  }
 });
 
 test("gateway: an uppercase endpoint is the lowercase one: tokens signed for the lowercase name log in, the AWS CLI's too", async () => {
