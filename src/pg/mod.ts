@@ -76,8 +76,11 @@ export type IamClientConfig =
     ssl?: PgSslOption;
     /** Sends tokens without TLS. For a local gateway only: a token on the wire is a password. */
     dangerouslyDisableTls?: boolean;
-    /** Called for every physical connection start, with timings. */
-    onConnect?: (event: ConnectEvent) => void;
+    /**
+     * Called for every physical connection start, with timings (`onConnect` with postgres.js;
+     * here `onConnect` stays node-postgres's own hook, called with the connected client).
+     */
+    onIamConnect?: (event: ConnectEvent) => void;
   };
 
 /** What `iamPool()` takes: `pg.PoolConfig` (minus passwords and the stream) plus IAM options. */
@@ -233,7 +236,7 @@ function buildConfig(config: IamClientConfig): { config: Record<string, unknown>
     database,
     ssl,
     dangerouslyDisableTls,
-    onConnect,
+    onIamConnect,
     ...pgConfig
   } = rest;
   for (const key of ["password", "stream"]) {
@@ -252,8 +255,10 @@ function buildConfig(config: IamClientConfig): { config: Record<string, unknown>
       `The "dangerouslyDisableTls" option must be a boolean, got ${show(dangerouslyDisableTls)}`,
     );
   }
-  if (onConnect !== undefined && typeof onConnect !== "function") {
-    throw new TypeError(`The "onConnect" option must be a function, got ${show(onConnect)}`);
+  if (onIamConnect !== undefined && typeof onIamConnect !== "function") {
+    throw new TypeError(
+      `The "onIamConnect" option must be a function, got ${show(onIamConnect)}`,
+    );
   }
   if (connectionString !== undefined && typeof connectionString !== "string") {
     throw new TypeError(
@@ -307,7 +312,7 @@ function buildConfig(config: IamClientConfig): { config: Record<string, unknown>
     tlsOverride: typeof ssl === "object" && ssl !== null ? ssl as ConnectionOptions : undefined,
     keepAlive: 0, // node-postgres sets keep-alive on its stream itself (keepAlive option)
     connectTimeoutMs,
-    onConnect: onConnect as ((event: ConnectEvent) => void) | undefined,
+    onConnect: onIamConnect as ((event: ConnectEvent) => void) | undefined,
   }));
   const defaults: Record<string, unknown> = {
     application_name: params.application_name,
