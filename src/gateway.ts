@@ -141,6 +141,18 @@ export interface GatewayOptions {
    * throws are ignored.
    */
   onLogin?: (login: GatewayLogin) => void;
+  /**
+   * How many client connections may be open at once: logging in, relayed, or cancel requests
+   * being forwarded. A connection beyond it is answered at once as PostgreSQL answers one beyond
+   * `max_connections` (`FATAL 53300 sorry, too many clients already`) and closed. Default: `100`.
+   */
+  maxConnections?: number;
+  /**
+   * How long a client has from its connection to log in, in ms, as PostgreSQL's
+   * `authentication_timeout`: a fixed deadline, not an idle timeout, so a client sending a byte
+   * now and then is dropped all the same. Relayed connections have none. Default: `60000`.
+   */
+  authenticationTimeoutMs?: number;
 }
 
 /**
@@ -274,6 +286,11 @@ export interface Gateway extends AsyncDisposable {
   now(): number;
   /** How many client connections are being relayed now. */
   connections(): number;
+  /**
+   * How many client connections are open now: logging in, relayed, or cancel requests being
+   * forwarded; what `maxConnections` bounds.
+   */
+  clients(): number;
   /** Drops every relayed connection, as a server restart would; returns how many. */
   disconnectAll(): number;
   /** Stops listening and drops every connection. */
@@ -336,6 +353,8 @@ interface Config {
   secureContext: tls.SecureContext | undefined;
   clockOffsetMs: number;
   onLogin: ((login: GatewayLogin) => void) | undefined;
+  maxConnections: number;
+  authenticationTimeoutMs: number;
 }
 
 function checkGatewayOptions(options: unknown): Config {
@@ -422,7 +441,34 @@ function checkGatewayOptions(options: unknown): Config {
     secureContext: checkTls(o.tls),
     clockOffsetMs: clockOffsetMs as number,
     onLogin: o.onLogin as Config["onLogin"],
+    maxConnections: checkCount(o.maxConnections, "maxConnections", 1, 100),
+    // setTimeout's longest delay.
+    authenticationTimeoutMs: checkCount(
+      o.authenticationTimeoutMs,
+      "authenticationTimeoutMs",
+      1,
+      60_000,
+      2 ** 31 - 1,
+    ),
   };
+}
+
+function checkCount(
+  value: unknown,
+  option: string,
+  min: number,
+  fallback: number,
+  max = Number.MAX_SAFE_INTEGER,
+): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number") {
+    throw new TypeError(`The "${option}" option must be a number, got ${show(value)}`);
+  }
+  if (!Number.isInteger(value) || value < min || value > max) {
+    const range = max === Number.MAX_SAFE_INTEGER ? `of at least ${min}` : `from ${min} to ${max}`;
+    throw new RangeError(`The "${option}" option must be an integer ${range}, got ${show(value)}`);
+  }
+  return value;
 }
 
 function checkOffset(value: unknown, option: string): asserts value is number {
@@ -562,6 +608,8 @@ class GatewayServer implements Gateway {
   // Every socket the gateway holds, so close() can drop connections still logging in.
   readonly #sockets = new Set<net.Socket>();
   readonly #relays = new Set<Relay>();
+  // Client connections open now: what maxConnections bounds.
+  #clients = 0;
   #address: { host: string; port: number } = { host: "", port: 0 };
 
   constructor(config: Config) {
@@ -570,10 +618,7 @@ class GatewayServer implements Gateway {
     this.service = config.service;
     this.region = config.region;
     this.#clockOffsetMs = config.clockOffsetMs;
-    this.#server = net.createServer((socket) => {
-      this.track(socket);
-      handleClient(this, socket).catch(() => socket.destroy());
-    });
+    this.#server = net.createServer((socket) => this.#accept(socket));
   }
 
   get host(): string {
@@ -614,6 +659,29 @@ class GatewayServer implements Gateway {
 
   connections(): number {
     return this.#relays.size;
+  }
+
+  clients(): number {
+    return this.#clients;
+  }
+
+  #accept(raw: net.Socket): void {
+    this.track(raw);
+    if (this.#clients >= this.config.maxConnections) {
+      // PostgreSQL's answer beyond max_connections, sent before the client says anything (libpq
+      // and pg-iam read an ErrorResponse in place of the answer to their SSLRequest).
+      return closeWith(
+        raw,
+        errorResponse({
+          severity: "FATAL",
+          code: "53300",
+          message: "sorry, too many clients already",
+        }),
+      );
+    }
+    this.#clients++;
+    raw.once("close", () => this.#clients--);
+    handleClient(this, raw).catch(() => raw.destroy());
   }
 
   disconnectAll(): number {
@@ -674,8 +742,6 @@ class GatewayServer implements Gateway {
 // ---------------------------------------------------------------------------------------------
 // One client connection
 
-// PostgreSQL's authentication_timeout: a connection that does not log in within it is dropped.
-const LOGIN_TIMEOUT_MS = 60_000;
 // What the gateway holds of a client's input before it stops reading (the rest waits in the
 // client's own TCP buffers): far more than a login needs (a startup packet is at most 10,000
 // bytes, a password 65,535); only a client pipelining behind its password gets there.
@@ -756,11 +822,15 @@ class Inbox {
 /** A client connection, from accept until it is relayed or closed. */
 interface Client {
   gateway: GatewayServer;
-  /** The TCP socket, under the TLS one if any: it carries the login timeout. */
+  /** The TCP socket, under the TLS one if any. */
   raw: net.Socket;
   /** Reads the socket the client speaks on: the TCP one, then the TLS one once negotiated. */
   inbox: Inbox;
   tls: boolean;
+  /** The authentication deadline, from accept; cleared once relaying starts. */
+  deadline: ReturnType<typeof setTimeout>;
+  /** Whether the deadline passed (and the connection was dropped for it). */
+  timedOut: boolean;
 }
 
 /** A client that sent its StartupMessage. */
@@ -771,8 +841,20 @@ interface Session extends Client {
 
 async function handleClient(gateway: GatewayServer, raw: net.Socket): Promise<void> {
   raw.setNoDelay(true);
-  raw.setTimeout(LOGIN_TIMEOUT_MS, () => raw.destroy());
-  const client: Client = { gateway, raw, inbox: new Inbox(raw), tls: false };
+  const client: Client = {
+    gateway,
+    raw,
+    inbox: new Inbox(raw),
+    tls: false,
+    // Like authentication_timeout: fixed from accept, whatever the client sends meanwhile. The
+    // server closes without a word; so does the gateway.
+    deadline: setTimeout(() => {
+      client.timedOut = true;
+      raw.destroy();
+    }, gateway.config.authenticationTimeoutMs),
+    timedOut: false,
+  };
+  raw.once("close", () => clearTimeout(client.deadline));
   // One SSLRequest and one GSSENCRequest, in either order, as PostgreSQL (which fixed clients
   // alternating them forever); a repeat is then an unsupported protocol version, 1234.5679 or
   // 1234.5680. TLS negotiated counts as both.
@@ -902,6 +984,9 @@ async function login(client: Client, params: Map<string, string>, minor: number)
       "no-password",
       reply
         ? `expected a password, got a ${typeName(reply.type)} message`
+        : client.timedOut
+        ? `no password within the authentication timeout ` +
+          `(${gateway.config.authenticationTimeoutMs} ms from the connection)`
         : "the client closed instead of sending a password",
     );
     return reply ? fail(client, "08P01", "expected password response") : void socket.destroy();
@@ -987,7 +1072,7 @@ async function connectUpstream(session: Session, params: Map<string, string>): P
   gateway.track(upstream);
   upstream.setNoDelay(true);
   if (client.destroyed) return void upstream.destroy();
-  // A client gone before the upstream login completes takes it along.
+  // A client gone (or past its deadline) before the upstream login completes takes it along.
   const drop = () => upstream.destroy();
   client.once("close", drop);
 
@@ -1072,13 +1157,13 @@ async function md5Password(password: string, user: string, salt: Uint8Array): Pr
 // Relays bytes verbatim both ways from now on: the upstream's AuthenticationOk and whatever came
 // with it to the client, anything the client pipelined to the upstream.
 function relay(
-  { gateway, raw, inbox: { socket: client } }: Session,
+  { gateway, deadline, inbox: { socket: client } }: Session,
   upstream: net.Socket,
   toClient: Uint8Array[],
   toUpstream: Uint8Array,
 ): void {
   const pair: Relay = { client, upstream };
-  raw.setTimeout(0); // logged in: from now on idle connections are fine
+  clearTimeout(deadline); // logged in: from now on idle connections are fine
   gateway.addRelay(pair);
   let closed = false;
   const closeBoth = () => {

@@ -1045,6 +1045,13 @@ test("startGateway: bad options are errors naming the option and the value, neve
     [{ listen: { host: 5 } }, /"listen\.host".*5/],
     [{ clockOffsetMs: NaN }, /"clockOffsetMs" option must be a finite number.*NaN/],
     [{ onLogin: "log" }, /"onLogin" option must be a function/],
+    [{ maxConnections: 0 }, /"maxConnections" option must be an integer of at least 1, got 0/],
+    [{ maxConnections: "10" }, /"maxConnections" option must be a number, got "10"/],
+    [
+      { authenticationTimeoutMs: 2 ** 31 },
+      /"authenticationTimeoutMs" option must be an integer from 1 to 2147483647, got 2147483648/,
+    ],
+    [{ authenticationTimeoutMs: 0.5 }, /"authenticationTimeoutMs".*got 0\.5/],
   ];
   for (const [change, pattern] of cases) {
     const error = await errorOf(startGateway({ ...valid, ...change } as GatewayOptions));
@@ -1086,6 +1093,14 @@ const packetOf = (code: number, body: string) => {
   return packet;
 };
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// Waits until `check()` holds, polling; fails after `ms`.
+async function until(check: () => boolean, what: string, ms = 5000): Promise<void> {
+  for (const started = Date.now(); !check();) {
+    if (Date.now() - started > ms) throw new Error(`${what}: not after ${ms} ms`);
+    await sleep(5);
+  }
+}
 
 async function timeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -1214,6 +1229,9 @@ test("gateway: a client flooding GSSENCRequests without reading the answers is r
       "received unencrypted data after GSSAPI encryption request",
     );
     assert.equal(flood.reader.rest().length, 0);
+    // The flood's connection is gone; the pool's, relayed, is the one left.
+    await until(() => h.gateway.clients() === 1, "the flood's connection counted");
+    assert.equal(h.gateway.connections(), 1);
   });
 });
 
@@ -1273,6 +1291,66 @@ test("gateway: input pipelined behind the password waits in the client's TCP buf
     await h.gateway.close();
     await new Promise((resolve) => upstream.close(resolve));
   }
+});
+
+test("gateway: the authentication deadline is fixed from the connection, whatever the client sends; relayed connections have none", async () => {
+  const h = await gateway({ tls: false, authenticationTimeoutMs: 300 });
+  const sql = client(h.gateway, { ssl: false });
+  await within(h, [sql], async () => {
+    // A byte every 50 ms: an idle timeout would never fire.
+    const slow = await RawClient.connect(h.gateway);
+    const started = Date.now();
+    const bytes = startup("app");
+    for (let i = 0; i < 60 && !slow.isClosed; i++) {
+      slow.socket.write(bytes.subarray(i % bytes.length, i % bytes.length + 1));
+      await sleep(50);
+    }
+    assert.ok(slow.isClosed, "the trickling connection is still open after 3 s");
+    const elapsed = Date.now() - started;
+    assert.ok(elapsed >= 290, `closed after ${elapsed} ms, before the deadline`);
+    assert.equal(slow.reader.rest().length, 0); // closed without a word, as the server
+
+    // A client that never sends its password is recorded as such.
+    const silent = await RawClient.connect(h.gateway);
+    silent.socket.write(startup("app"));
+    assert.equal(authCode((await silent.message())!.body), 3);
+    await timeout(silent.closed(), 3000, "the close at the deadline");
+    await until(() => h.gateway.stats.logins.length === 1, "the login recorded");
+    assert.equal(h.gateway.stats.logins[0].reason, "no-password");
+    assert.match(h.gateway.stats.logins[0].detail!, /authentication timeout \(300 ms/);
+
+    // Negative control: a relayed connection outlives the deadline.
+    assert.deepEqual((await sql`select 1 as x`)[0], { x: 1 });
+    await sleep(500);
+    assert.deepEqual((await sql`select 2 as x`)[0], { x: 2 });
+    assert.equal(h.gateway.stats.accepted, 1);
+  });
+});
+
+test("gateway: beyond maxConnections a connection gets FATAL 53300 at once and is closed; a freed slot serves again", async () => {
+  const h = await gateway({ tls: false, maxConnections: 2 });
+  const sql = client(h.gateway, { ssl: false });
+  await within(h, [sql], async () => {
+    const a = await RawClient.connect(h.gateway);
+    const b = await RawClient.connect(h.gateway);
+    await until(() => h.gateway.clients() === 2, "two connections counted");
+    // Answered before it sends anything.
+    const c = await RawClient.connect(h.gateway);
+    assert.deepEqual(await fatal(c), {
+      code: "53300",
+      message: "sorry, too many clients already",
+      detail: undefined,
+    });
+    // postgres.js reads it as the server's error.
+    assert.equal((await errorOf(sql`select 1`)).code, "53300");
+    assert.equal(h.gateway.clients(), 2);
+    assert.equal(h.gateway.stats.logins.length, 0); // not logins
+    a.socket.destroy();
+    await until(() => h.gateway.clients() === 1, "the closed connection uncounted");
+    assert.deepEqual((await sql`select 1 as x`)[0], { x: 1 });
+    assert.equal(h.gateway.clients(), 2);
+    b.socket.destroy();
+  });
 });
 
 test("gateway: startup packets read as PostgreSQL reads them: the layout checked, 3.2 and _pq_ options negotiated to 3.0, other versions refused", async () => {
