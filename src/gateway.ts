@@ -153,6 +153,8 @@ export interface GatewayOptions {
    * now and then is dropped all the same. Relayed connections have none. Default: `60000`.
    */
   authenticationTimeoutMs?: number;
+  /** How many of the most recent logins {@linkcode GatewayStats.logins} keeps. Default: `1000`. */
+  recentLogins?: number;
 }
 
 /**
@@ -253,7 +255,10 @@ export interface GatewayStats {
   rejected: number;
   /** Rejected logins by reason. */
   rejections: Partial<Record<GatewayRejectReason, number>>;
-  /** Every login, in order. */
+  /**
+   * The most recent logins, oldest first: at most `recentLogins` of them (the counters above
+   * count every login).
+   */
   logins: GatewayLogin[];
   /** Cancel requests relayed upstream. */
   cancels: number;
@@ -355,6 +360,7 @@ interface Config {
   onLogin: ((login: GatewayLogin) => void) | undefined;
   maxConnections: number;
   authenticationTimeoutMs: number;
+  recentLogins: number;
 }
 
 function checkGatewayOptions(options: unknown): Config {
@@ -450,6 +456,7 @@ function checkGatewayOptions(options: unknown): Config {
       60_000,
       2 ** 31 - 1,
     ),
+    recentLogins: checkCount(o.recentLogins, "recentLogins", 0, 1000),
   };
 }
 
@@ -730,6 +737,8 @@ class GatewayServer implements Gateway {
       s.rejections[login.reason!] = (s.rejections[login.reason!] ?? 0) + 1;
     }
     s.logins.push(login);
+    const over = s.logins.length - this.config.recentLogins;
+    if (over > 0) s.logins.splice(0, over);
     try {
       this.config.onLogin?.(login);
     } catch {

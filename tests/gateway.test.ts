@@ -1052,6 +1052,7 @@ test("startGateway: bad options are errors naming the option and the value, neve
       /"authenticationTimeoutMs" option must be an integer from 1 to 2147483647, got 2147483648/,
     ],
     [{ authenticationTimeoutMs: 0.5 }, /"authenticationTimeoutMs".*got 0\.5/],
+    [{ recentLogins: -1 }, /"recentLogins" option must be an integer of at least 0, got -1/],
   ];
   for (const [change, pattern] of cases) {
     const error = await errorOf(startGateway({ ...valid, ...change } as GatewayOptions));
@@ -1351,6 +1352,28 @@ test("gateway: beyond maxConnections a connection gets FATAL 53300 at once and i
     assert.equal(h.gateway.clients(), 2);
     b.socket.destroy();
   });
+});
+
+test("gateway: stats.logins keeps the last recentLogins logins; the counters count every one", async () => {
+  const loginAs = async (gw: Gateway, user: string) => {
+    const c = await RawClient.connect(gw);
+    c.socket.write(concat(startup(user), passwordMessage("not a token")));
+    await c.closed();
+  };
+  const h = await gateway({ tls: false, recentLogins: 3 });
+  const none = await gateway({ tls: false, recentLogins: 0 });
+  try {
+    for (let i = 0; i < 5; i++) await loginAs(h.gateway, `user${i}`);
+    await until(() => h.gateway.stats.rejected === 5, "five logins recorded");
+    assert.deepEqual(h.gateway.stats.logins.map((l) => l.user), ["user2", "user3", "user4"]);
+    assert.deepEqual(h.gateway.stats.rejections, { malformed: 5 });
+    await loginAs(none.gateway, "app");
+    await until(() => none.gateway.stats.rejected === 1, "the login recorded");
+    assert.deepEqual(none.gateway.stats.logins, []);
+  } finally {
+    await h.gateway.close();
+    await none.gateway.close();
+  }
 });
 
 test("gateway: startup packets read as PostgreSQL reads them: the layout checked, 3.2 and _pq_ options negotiated to 3.0, other versions refused", async () => {
