@@ -5,6 +5,9 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
 import tls from "node:tls";
+import { spawn } from "node:child_process";
+import process from "node:process";
+import { fileURLToPath } from "node:url";
 import postgres from "postgres";
 import { Signer } from "@aws-sdk/rds-signer";
 import { DsqlSigner } from "@aws-sdk/dsql-signer";
@@ -1465,4 +1468,134 @@ test("gateway: an uppercase endpoint is the lowercase one: tokens signed for the
     assert.deepEqual((await cli`select 2 as x`)[0], { x: 2 });
     assert.deepEqual(h.gateway.stats.logins.map((l) => l.accepted), [true, true]);
   });
+});
+
+// ---- pg-iam gateway's log lines ----
+
+const CLI = fileURLToPath(new URL("../src/cli.ts", import.meta.url));
+
+/** Runs `pg-iam gateway …args` with this file's runtime; resolves once it listens. */
+async function gatewayCommand(args: string[], json: boolean) {
+  const g = globalThis as { Deno?: { execPath(): string }; Bun?: unknown };
+  const [cmd, pre] = g.Deno
+    ? [g.Deno.execPath(), ["run", "-A", "--quiet", CLI]]
+    : g.Bun
+    ? [process.execPath, [CLI]]
+    : [process.execPath, ["--import", "tsx", CLI]];
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (v !== undefined && !/^(AWS_|PG)/.test(k) && k !== "NODE_OPTIONS") env[k] = v;
+  }
+  const child = spawn(cmd, [...pre, "gateway", ...(json ? ["--json"] : []), ...args], {
+    env: { ...env, AWS_ACCESS_KEY_ID: KEY.accessKeyId, AWS_SECRET_ACCESS_KEY: KEY.secretAccessKey },
+  });
+  let stdout = "";
+  let stderr = "";
+  child.stderr.setEncoding("utf8").on("data", (s: string) => (stderr += s));
+  const port = await new Promise<number>((resolve, reject) => {
+    child.stdout.setEncoding("utf8").on("data", (s: string) => {
+      stdout += s;
+      const m = /listening on 127\.0\.0\.1:(\d+)|"port":(\d+)/.exec(stdout);
+      if (m) resolve(Number(m[1] ?? m[2]));
+    });
+    child.on("close", (code) => reject(new Error(`gateway exited ${code}: ${stderr}`)));
+  });
+  const exited = new Promise((resolve) => child.on("close", resolve));
+  return {
+    port,
+    output: () => ({ stdout, stderr }),
+    async stop() {
+      child.kill("SIGTERM");
+      await exited;
+      return { stdout, stderr };
+    },
+  };
+}
+
+test("pg-iam gateway escapes control characters in its log lines and bounds client-chosen names; JSON lines too", async () => {
+  const pg = await upstreamPostgres();
+  const forged = "evil\nlogin accepted: admin@postgres token age 1 ms";
+  const painted = "red\x1b[31mALERT\u2028line\u2029para\x9b2J\x7f\\n" + "A".repeat(500);
+  const signed = await presign({
+    host: `${RDS_HOST}:5432`,
+    params: { Action: "connect", DBUser: painted },
+    service: "rds-db",
+    region: "us-east-1",
+    signingDate: new Date(),
+    expiresIn: 900,
+  }, KEY);
+  const logins = async (port: number) => {
+    for (const [user, password] of [[forged, "not a token"], [painted, signed]]) {
+      const c = await RawClient.connect({ host: "127.0.0.1", port } as Gateway);
+      c.socket.write(concat(
+        startupMessage(new Map([["user", user], ["database", "postgres"]])),
+        passwordMessage(password),
+      ));
+      const types = await untilReady(c);
+      assert.match(types, user === forged ? /^RE$/ : /^RR.*Z$/);
+      c.socket.destroy();
+    }
+  };
+  const args = [
+    "--listen",
+    "127.0.0.1:0",
+    "--upstream",
+    `postgres://${pg.user}@${pg.host}:${pg.port}/postgres`,
+    "--endpoint",
+    RDS_HOST,
+    "--no-tls",
+    "--max-connections",
+    "2",
+  ];
+  // deno-lint-ignore no-control-regex
+  const controls = /[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]/;
+
+  const text = await gatewayCommand(args, false);
+  try {
+    // --max-connections: with two connections open, the next is refused.
+    const at = { host: "127.0.0.1", port: text.port } as Gateway;
+    const idle = [await RawClient.connect(at), await RawClient.connect(at)];
+    await sleep(100);
+    const refused = await RawClient.connect(at);
+    assert.equal((await fatal(refused)).code, "53300");
+    for (const c of idle) c.socket.destroy();
+    await sleep(100);
+    await logins(text.port);
+  } finally {
+    await text.stop();
+  }
+  const { stderr } = text.output();
+  assert.ok(!controls.test(stderr), `a raw control character in: ${JSON.stringify(stderr)}`);
+  const lines = stderr.split("\n");
+  const evil = lines.filter((l) => l.includes("evil"));
+  assert.equal(evil.length, 1, stderr);
+  assert.ok(
+    evil[0].startsWith("login REJECTED: evil\\nlogin accepted: admin@postgres token age 1 ms@"),
+    evil[0],
+  );
+  assert.ok(!lines.some((l) => l.startsWith("login accepted: admin")), stderr);
+  const red = lines.filter((l) => l.includes("ALERT"));
+  assert.equal(red.length, 1, stderr);
+  assert.ok(
+    red[0].startsWith(
+      "login accepted: red\\x1b[31mALERT\\u2028line\\u2029para\\x9b2J\\x7f\\\\nAAAA",
+    ),
+    red[0],
+  );
+  assert.match(red[0], /A…@postgres token age -?\d+ ms$/);
+  assert.ok(red[0].length < 300, `${red[0].length} characters`);
+
+  const json = await gatewayCommand(args, true);
+  try {
+    await logins(json.port);
+  } finally {
+    await json.stop();
+  }
+  const { stdout } = json.output();
+  assert.ok(!controls.test(stdout), `a raw control character in: ${JSON.stringify(stdout)}`);
+  const events = stdout.trim().split("\n").map((l) => JSON.parse(l));
+  assert.deepEqual(
+    events.filter((e) => e.event === "login").map((e) => [e.user, e.accepted]),
+    [[forged, false], [painted, true]],
+  );
 });

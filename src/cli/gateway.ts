@@ -83,6 +83,12 @@ signed it to --ca-out, for clients' sslrootcert. Runs until interrupted.`,
       arg: "DURATION",
       help: "Move the gateway's clock, e.g. +20m, -90s, 1h, 500ms: test token expiry.",
     },
+    "max-connections": {
+      type: "string",
+      arg: "N",
+      help: "How many client connections may be open at once (logging in or relayed); one " +
+        "more is refused as PostgreSQL refuses it, FATAL 53300. Default: 100.",
+    },
     json: { type: "boolean", help: "Print the ready line and each login as JSON lines." },
     quiet: { type: "boolean", help: "Do not print each login." },
   },
@@ -122,6 +128,7 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
     throw usage(`--region is not an AWS region, got ${JSON.stringify(region)}`);
   }
   const signingPortFlag = int(v, "signing-port", 1, 65535, command.name);
+  const maxConnections = int(v, "max-connections", 1, 1_000_000, command.name);
   const clockOffsetMs = duration(str(v, "clock-offset"));
   const credentials = loadCredentials(str(v, "credentials"), str(v, "profile"));
   const upstreamUrl = str(v, "upstream");
@@ -180,17 +187,20 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
       listen: { host: listenHost, port: listenPort },
       tls: tlsOption,
       clockOffsetMs,
+      maxConnections,
       onLogin: quiet ? undefined : (login) => {
         if (json) {
-          out(JSON.stringify({ event: "login", ...login }) + "\n");
+          out(jsonLine({ event: "login", ...login }));
           return;
         }
+        // User and database names are the client's choice: one line each, whatever they hold.
+        const who = `${printable(login.user, NAME_MAX)}@${printable(login.database, NAME_MAX)}`;
         const age = login.tokenAgeMs === undefined ? "" : ` token age ${login.tokenAgeMs} ms`;
         process.stderr.write(
           login.accepted
-            ? `login accepted: ${login.user}@${login.database}${age}\n`
-            : `login REJECTED: ${login.user}@${login.database}: ${login.reason}` +
-              (login.detail ? ` (${login.detail})` : "") + "\n",
+            ? `login accepted: ${who}${age}\n`
+            : `login REJECTED: ${who}: ${login.reason}` +
+              (login.detail ? ` (${printable(login.detail, DETAIL_MAX)})` : "") + "\n",
         );
       },
     });
@@ -225,9 +235,10 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
       c.accessKeyId
     ),
     clockOffsetMs,
+    maxConnections: maxConnections ?? 100,
     url,
   };
-  if (json) out(JSON.stringify(ready) + "\n");
+  if (json) out(jsonLine(ready));
   else {
     out(
       [
@@ -244,7 +255,7 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
         `  connect:   ${url}` + (tlsOption === false ? " (add --dangerously-disable-tls)" : ""),
         `Stop with Ctrl-C.`,
         "",
-      ].join("\n"),
+      ].map((line) => printable(line)).join("\n"),
     );
   }
 
@@ -255,9 +266,55 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
   await gateway.close();
   await pglite?.close();
   const { accepted, rejected, rejections } = gateway.stats;
-  if (json) out(JSON.stringify({ event: "stopped", accepted, rejected, rejections }) + "\n");
+  if (json) out(jsonLine({ event: "stopped", accepted, rejected, rejections }));
   else process.stderr.write(`stopped: ${accepted} logins accepted, ${rejected} rejected\n`);
   return 0;
+}
+
+// How much of a client-chosen name, and of a rejection's detail, a log line shows.
+const NAME_MAX = 200;
+const DETAIL_MAX = 400;
+
+// Characters that must not reach a terminal or a log raw: C0 and C1 controls and DEL (a newline
+// forges a line, ESC and CSI drive the terminal), the Unicode line and paragraph separators, the
+// bidirectional overrides (which reorder what is shown), and lone surrogates.
+const UNSAFE =
+  // deno-lint-ignore no-control-regex
+  /[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]|[\ud800-\udfff]/;
+const SHORT: Record<string, string> = { "\n": "\\n", "\r": "\\r", "\t": "\\t" };
+
+/**
+ * `text` for a text log line: every unsafe character escaped (`\n`, `\x1b`, `\u2028`), and at
+ * most `max` characters of it shown, then `…`. A client-chosen name (`max` given) has its
+ * backslashes doubled too, so that it cannot spell an escape.
+ */
+function printable(text: string, max = Infinity): string {
+  let out = "";
+  let count = 0;
+  for (const char of text) {
+    if (count++ === max) return out + "…";
+    if (SHORT[char] !== undefined) out += SHORT[char];
+    else if (char === "\\" && max !== Infinity) out += "\\\\";
+    else if (char.length === 1 && UNSAFE.test(char)) {
+      const code = char.charCodeAt(0);
+      out += code <= 0xff
+        ? `\\x${code.toString(16).padStart(2, "0")}`
+        : `\\u${code.toString(16).padStart(4, "0")}`;
+    } else out += char;
+  }
+  return out;
+}
+
+/**
+ * One JSON line. JSON.stringify escapes C0 controls and lone surrogates; DEL, C1 controls, the
+ * line and paragraph separators and the bidirectional overrides are escaped here too, so that no
+ * reader splits the line or shows a terminal a control sequence.
+ */
+function jsonLine(value: unknown): string {
+  return JSON.stringify(value).replace(
+    /[\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  ) + "\n";
 }
 
 function freePort(host: string): Promise<number> {
