@@ -1,0 +1,314 @@
+/**
+ * Bun's built-in PostgreSQL client (`Bun.SQL`) with IAM authentication: every physical connection
+ * signs a fresh token (Bun calls the `password` function for each), and TLS is verified by default.
+ * Bun only.
+ *
+ * What Bun's client allows, and what it does not (it opens its own sockets, so pg-iam cannot do the
+ * login itself as it does for postgres.js and node-postgres):
+ * - A rejected token fails that query with the server's error (28P01); the next connection signs
+ *   with force-refreshed credentials. There is no transparent retry of the same query.
+ * - `onToken` reports credentials and signing times; there is no `onConnect` with TCP, TLS and
+ *   authentication times (Bun reports no per-connection timings).
+ * - A DSQL client's `maxLifetime` defaults to 45–55 minutes, drawn once per client: Bun takes one
+ *   lifetime for all its connections.
+ *
+ * @example RDS or Aurora PostgreSQL
+ * ```ts ignore
+ * import { iamSql } from "@pg-iam/pg-iam/bun";
+ *
+ * const sql = iamSql(process.env.DATABASE_URL);
+ * const [{ now }] = await sql`select now()`;
+ * ```
+ *
+ * @module
+ */
+
+import type { ConnectionOptions } from "node:tls";
+import { show } from "../errors.ts";
+import { isDsqlClusterId } from "../hostname.ts";
+import { parseTarget, sslModeOption, stringOption } from "../connection/target.ts";
+import { type TlsPlan, tlsPlan } from "../connection/tls.ts";
+import {
+  checkCount,
+  dsqlLifetime,
+  IAM_KEYS,
+  type IamOptions,
+  type PrewarmResult,
+  signFor,
+  signingConfig,
+} from "../connection/sign.ts";
+
+export {
+  IamAuthError,
+  type IamOptions,
+  type PrewarmResult,
+  type TokenEvent,
+} from "../connection/sign.ts";
+export type { Credentials, CredentialsOption, CredentialsProvider } from "../credentials.ts";
+
+/** A `Bun.SQL` client: a tagged template for queries, and Bun's methods (see Bun's own types). */
+export interface BunSqlClient {
+  // deno-lint-ignore no-explicit-any
+  <T = any>(strings: TemplateStringsArray, ...values: unknown[]): Promise<T>;
+  /** Closes the client's connections. */
+  close(options?: { timeout?: number }): Promise<void>;
+  /** Bun's other methods and properties (`begin`, `reserve`, `unsafe`, `end`, …). */
+  // deno-lint-ignore no-explicit-any
+  [method: string]: any;
+}
+
+/** TLS settings: a libpq `sslmode` name, a boolean, or TLS options (`ca`, `cert`, `key`, …). */
+export type BunSslOption =
+  | boolean
+  | "disable"
+  | "allow"
+  | "prefer"
+  | "require"
+  | "verify-ca"
+  | "verify-full"
+  | ConnectionOptions;
+
+/** Options of {@linkcode iamSql}: `Bun.SQL` options (minus passwords and TLS) plus IAM ones. */
+export interface IamSqlOptions extends IamOptions {
+  /** The host to connect to (`hostname` is an alias, as in Bun). */
+  host?: string;
+  /** Alias of `host`. */
+  hostname?: string;
+  /** The port. Default: the URL's, `PGPORT`, else 5432. */
+  port?: number;
+  /** The database user (`username` is an alias, as in Bun). */
+  user?: string;
+  /** Alias of `user`. */
+  username?: string;
+  /** The database. Default: the URL's, `PGDATABASE`, else the user. */
+  database?: string;
+  /**
+   * TLS. Default `"verify-full"`: RDS against the RDS CA bundle, DSQL against the system roots,
+   * both checked against `signingHostname` (or the host). An object is merged over those defaults.
+   * Plaintext needs `dangerouslyDisableTls: true`.
+   */
+  ssl?: BunSslOption;
+  /** Sends tokens without TLS. For a local gateway only: a token on the wire is a password. */
+  dangerouslyDisableTls?: boolean;
+  /** Open this many connections right away (IAM connects are slow); see {@linkcode prewarm}. */
+  prewarm?: number;
+  /** Seconds before a connection is replaced. Default: Bun's; for DSQL 45–55 minutes (below 60). */
+  maxLifetime?: number;
+  /** Seconds to wait for a connection. Default: the URL's `connect_timeout`, else Bun's. */
+  connectionTimeout?: number;
+  /** Any other `Bun.SQL` option (`max`, `idleTimeout`, `prepare`, `bigint`, …) is passed on. */
+  [option: string]: unknown;
+}
+
+interface BunGlobal {
+  SQL: new (options: Record<string, unknown>) => BunSqlClient;
+}
+
+/**
+ * Creates a `Bun.SQL` client that authenticates with IAM: each physical connection signs a fresh
+ * token, TLS is verified (verify-full) by default, a rejected token makes the next connection
+ * force-refresh its credentials. Takes a connection string (read with libpq's meaning, as the `PG*`
+ * variables are) and `Bun.SQL` options plus the {@linkcode IamOptions}.
+ *
+ * A credentials failure fails the query that needed the connection with a clear error; the process
+ * lives on.
+ *
+ * @param url A connection string (`postgres://user@host:port/db?sslmode=…&iam_region=…`).
+ * @param options `Bun.SQL` options plus IAM ones; they override the URL.
+ * @returns The `Bun.SQL` client.
+ * @throws {TypeError} Outside Bun; on a password, several hosts, a unix socket, TLS turned off
+ * without `dangerouslyDisableTls`, or a bad IAM option (the message names it).
+ * @throws {RangeError} When an option is out of range.
+ *
+ * @example
+ * ```ts ignore
+ * import { iamSql } from "@pg-iam/pg-iam/bun";
+ *
+ * const sql = iamSql("postgres://app@orders.cluster-c9akciq32.us-east-1.rds.amazonaws.com/orders", {
+ *   max: 10,
+ *   prewarm: 2,
+ * });
+ * console.log(await sql`select current_user`);
+ * await sql.close();
+ * ```
+ */
+export function iamSql(url?: string | IamSqlOptions, options?: IamSqlOptions): BunSqlClient {
+  const bun = (globalThis as { Bun?: BunGlobal }).Bun;
+  if (!bun?.SQL) {
+    throw new TypeError(
+      `iamSql() needs Bun's built-in SQL client (Bun 1.2 or later); on Node and Deno use ` +
+        `iamPostgres() (postgres.js) or iamPool() (node-postgres)`,
+    );
+  }
+  if (typeof url === "object" && url !== null && options === undefined) {
+    options = url;
+    url = undefined;
+  }
+  if (url !== undefined && typeof url !== "string") {
+    throw new TypeError(`iamSql() expects a connection string, got ${show(url)}`);
+  }
+  if (options !== undefined && (typeof options !== "object" || options === null)) {
+    throw new TypeError(`iamSql() expects an options object, got ${show(options)}`);
+  }
+  const iam: Record<string, unknown> = {};
+  const rest: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(options ?? {})) {
+    (IAM_KEYS.has(key) ? iam : rest)[key] = value;
+  }
+  const {
+    host,
+    hostname,
+    port,
+    user,
+    username,
+    database,
+    ssl,
+    tls,
+    dangerouslyDisableTls,
+    prewarm: prewarmCount,
+    ...bunOptions
+  } = rest;
+  for (const key of ["password", "pass", "url"]) {
+    if (key in bunOptions) {
+      throw new TypeError(
+        key === "url"
+          ? `Pass the connection string as the first argument of iamSql(), not as "url"`
+          : `The "${key}" option cannot be combined with IAM authentication: pg-iam signs a ` +
+            `token for every connection (remove the password)`,
+      );
+    }
+  }
+  if (tls !== undefined) {
+    throw new TypeError(`Pass TLS settings as the "ssl" option (a mode or TLS options), not "tls"`);
+  }
+  if (dangerouslyDisableTls !== undefined && typeof dangerouslyDisableTls !== "boolean") {
+    throw new TypeError(
+      `The "dangerouslyDisableTls" option must be a boolean, got ${show(dangerouslyDisableTls)}`,
+    );
+  }
+  const target = parseTarget({
+    url,
+    explicit: {
+      host: stringOption(hostname ?? host, hostname === undefined ? "host" : "hostname"),
+      port: port as number | string | undefined,
+      user: stringOption(username ?? user, username === undefined ? "user" : "username"),
+      database: stringOption(database, "database"),
+      sslmode: sslModeOption(ssl),
+    },
+    explicitName: (key) => `the "${key === "sslmode" ? "ssl" : key}" option`,
+    dangerouslyDisableTls: dangerouslyDisableTls === true,
+  });
+  if (target.hostaddr !== undefined) {
+    throw new TypeError(
+      `hostaddr cannot be honoured with Bun.SQL, which resolves the host itself: connect to the ` +
+        `address and set signingHostname to the endpoint name`,
+    );
+  }
+  const connectHost = target.host ?? "localhost";
+  const connectPort = target.port ?? 5432;
+  const connectUser = target.user ?? readUser();
+  const connectTimeout = (bunOptions.connectionTimeout as number | undefined) ??
+    target.connectTimeout ?? undefined;
+  const signing = signingConfig(
+    {
+      ...target.iam as IamOptions,
+      ...iam as IamOptions,
+      host: connectHost,
+      port: connectPort,
+      user: connectUser,
+    },
+    connectTimeout ?? 30,
+  );
+  if (signing.service === "dsql") {
+    const lifetime = bunOptions.maxLifetime;
+    if (lifetime === undefined) bunOptions.maxLifetime = Math.round(dsqlLifetime());
+    else if (!(typeof lifetime === "number" && lifetime > 0 && lifetime < 3600)) {
+      throw new RangeError(
+        `The "maxLifetime" option must be from 1 to 3599 seconds for Aurora DSQL, which closes ` +
+          `connections at 60 minutes; got ${show(lifetime)}`,
+      );
+    }
+  }
+  // A bare DSQL cluster id connects to the endpoint it expands to.
+  const address = signing.service === "dsql" && isDsqlClusterId(connectHost)
+    ? signing.signingHostname
+    : connectHost;
+  const plan = tlsPlan(
+    target.ssl,
+    signing.service,
+    signing.signingHostname,
+    typeof ssl === "object" && ssl !== null ? ssl as ConnectionOptions : undefined,
+  );
+  // After a login rejected the token, the next connection force-refreshes its credentials.
+  let refresh = false;
+  const userOnClose = bunOptions.onclose as ((error: Error | null) => void) | undefined;
+  const sql = new bun.SQL({
+    ...bunOptions,
+    adapter: "postgres",
+    hostname: address,
+    port: connectPort,
+    username: connectUser,
+    database: target.database ?? connectUser,
+    ...(connectTimeout === undefined || connectTimeout === null
+      ? {}
+      : { connectionTimeout: connectTimeout }),
+    ...(Object.keys(target.serverParams).length
+      ? { connection: { ...target.serverParams, ...bunOptions.connection as object } }
+      : {}),
+    tls: plan ? bunTls(plan) : false,
+    password: () => {
+      const forceRefresh = refresh;
+      refresh = false;
+      return signFor(signing, forceRefresh).then((signed) => signed.token);
+    },
+    onclose: (error: (Error & { errno?: string }) | null) => {
+      if (error?.errno === "28P01" || error?.errno === "28000") refresh = true;
+      userOnClose?.(error);
+    },
+  });
+  if (prewarmCount !== undefined) {
+    checkCount(prewarmCount, "prewarm");
+    void prewarm(sql, prewarmCount as number);
+  }
+  return sql;
+}
+
+/**
+ * Opens `connections` connections ahead of traffic (IAM connects are slow), by running that many
+ * `select 1` at once. Never rejects: failures are returned.
+ *
+ * @param sql A client from {@linkcode iamSql} (or any `Bun.SQL` client).
+ * @param connections How many connections to open (at most the client's `max`).
+ * @returns How many opened, and the errors of those that did not.
+ *
+ * @example
+ * ```ts ignore
+ * import { iamSql, prewarm } from "@pg-iam/pg-iam/bun";
+ *
+ * const sql = iamSql(process.env.DATABASE_URL, { max: 10 });
+ * const { opened, errors } = await prewarm(sql, 10);
+ * ```
+ */
+export async function prewarm(sql: BunSqlClient, connections: number): Promise<PrewarmResult> {
+  checkCount(connections, "connections");
+  const results = await Promise.allSettled(
+    Array.from({ length: connections }, () => sql`select 1`),
+  );
+  const errors = results.flatMap((r) => r.status === "rejected" ? [r.reason as Error] : []);
+  return { opened: results.length - errors.length, errors };
+}
+
+/** Bun's TLS options for a plan: the same CA, name and checks as the other drivers get. */
+function bunTls(plan: TlsPlan): Record<string, unknown> {
+  const { host: _host, servername, ...options } = plan.options;
+  return { ...options, ...(servername ? { serverName: servername } : {}) };
+}
+
+/** As Bun: the operating system's user name when none is given. */
+function readUser(): string {
+  const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process
+    ?.env;
+  const name = env?.USER ?? env?.USERNAME;
+  if (!name) throw new TypeError(`The "user" option is required (or a URL, or PGUSER)`);
+  return name;
+}
