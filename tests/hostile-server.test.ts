@@ -148,16 +148,29 @@ for (const [name, reply, pattern, code] of CASES) {
   });
 }
 
-test("a hostile server's rejection (28P01) is retried once, then an IamAuthError without the token", async () => {
+test("a hostile server's rejection (28P01) of the token is retried once, then an IamAuthError without the token", async () => {
   let logins = 0;
   const port = await hostile((s) => {
     logins++;
-    s.end(msg("E", text("SFATAL\0C28P01\0Mno\0\0")));
+    s.write(msg("R", int32(3)));
+    s.once("data", () => s.end(msg("E", text("SFATAL\0C28P01\0Mno\0\0"))));
   });
   const error = await errorFrom(port);
   assert.equal(error.name, "IamAuthError");
   assert.equal(logins, 2);
   assert.doesNotMatch(error.message, /X-Amz-Signature|hostile\/server/);
+  // The control: refused before any token was asked for, it is not the token's fault: no retry,
+  // the server's own error.
+  let refusals = 0;
+  const early = await errorFrom(
+    await hostile((s) => {
+      refusals++;
+      s.end(msg("E", text("SFATAL\0C28000\0Mno pg_hba.conf entry\0\0")));
+    }),
+  );
+  assert.equal(early.name, "PostgresError");
+  assert.equal((early as { code?: string }).code, "28000");
+  assert.equal(refusals, 1);
 });
 
 test("a server that never answers is cut off at connect_timeout", async () => {

@@ -68,7 +68,16 @@ export interface SocketPlan {
   /** Builds the error for a login the server rejected twice. */
   authError(serverError: ServerError): Error;
   onConnect(event: ConnectOutcome): void;
+  /** Retry a rejected token once, with force-refreshed credentials. Default: true. */
+  retry?: boolean;
+  /** Told as each network step completes, with its socket (pg-iam doctor describes them). */
+  onStep?(step: "connect" | "tls", ms: number, socket: net.Socket): void;
+  /** Checks the TLS connection before any token is sent; throws to refuse the server. */
+  checkTls?(socket: tls.TLSSocket): void;
 }
+
+/** The steps of a connection start, in order. */
+export type ConnectStep = "credentials" | "connect" | "tls" | "auth";
 
 /** The outcome of one physical connection start. */
 export interface ConnectOutcome {
@@ -76,6 +85,8 @@ export interface ConnectOutcome {
   attempts: number;
   timings: ConnectTimings;
   error?: Error;
+  step?: ConnectStep;
+  tokenSent: boolean;
 }
 
 export type { ServerError };
@@ -96,6 +107,13 @@ export interface ConnectEvent {
   timings: ConnectTimings;
   /** Why it failed, when it did. */
   error?: Error;
+  /**
+   * The step it failed at: `credentials` (credentials or signing), `connect` (DNS and TCP), `tls`
+   * (the SSLRequest and the handshake) or `auth` (the login).
+   */
+  step?: ConnectStep;
+  /** Whether a token reached the server (a failure before that is not the token's). */
+  tokenSent: boolean;
 }
 
 /** What a client's sockets share: where to connect, TLS, the signing config, the hook. */
@@ -182,6 +200,7 @@ export class IamSocket extends EventEmitter {
   #first: Buffer = EMPTY;
   #started = false;
   #closed = false;
+  #step: ConnectStep = "credentials";
   // What the driver asked of its socket before the hand-over, applied to the TCP socket.
   #noDelay: boolean | undefined;
   #keepAlive: [boolean, number | undefined] | undefined;
@@ -376,9 +395,11 @@ export class IamSocket extends EventEmitter {
     });
     timeout.catch(() => {});
     const within = <T>(p: Promise<T>): Promise<T> => Promise.race([p, timeout]);
+    let tokenSent = false;
     try {
       for (attempts = 1;; attempts++) {
         phase = "resolving credentials and signing the token";
+        this.#step = "credentials";
         const signed = await within(plan.token(attempts > 1));
         timings.credentialsMs += signed.credentialsMs;
         timings.signMs += signed.signMs;
@@ -392,30 +413,36 @@ export class IamSocket extends EventEmitter {
         }
 
         phase = "authenticating (the server's IAM check)";
+        this.#step = "auth";
         socket.write(startup);
-        const t = performance.now();
-        const answer = await within(authenticate(socket, signed.token));
-        timings.authMs += performance.now() - t;
+        const answer = await within(authenticate(socket, signed.token, timings));
+        tokenSent ||= answer.tokenSent;
         if (this.#closed) return;
         if (answer.ok) {
           timings.totalMs = performance.now() - t0;
           clearTimeout(timer);
           this.#handOver(socket, answer.rest);
-          plan.onConnect({ ok: true, attempts, timings });
+          plan.onConnect({ ok: true, attempts, timings, tokenSent });
           return;
         }
         socket.destroy();
         this.#upstream = undefined;
         const code = answer.error.C;
-        if (attempts === 1 && (code === "28P01" || code === "28000")) continue;
-        throw code === "28P01" || code === "28000"
-          ? plan.authError(answer.error)
-          : serverError(answer.error);
+        const rejected = answer.tokenSent && (code === "28P01" || code === "28000");
+        if (attempts === 1 && rejected && plan.retry !== false) continue;
+        throw rejected ? plan.authError(answer.error) : serverError(answer.error);
       }
     } catch (error) {
       clearTimeout(timer);
       timings.totalMs = performance.now() - t0;
-      plan.onConnect({ ok: false, attempts, timings, error: error as Error });
+      plan.onConnect({
+        ok: false,
+        attempts,
+        timings,
+        error: error as Error,
+        step: this.#step,
+        tokenSent,
+      });
       this.destroy(error as Error);
     }
   }
@@ -424,6 +451,7 @@ export class IamSocket extends EventEmitter {
   async #open(timings?: ConnectTimings): Promise<net.Socket> {
     const plan = this.#plan;
     let t = performance.now();
+    this.#step = "connect";
     const socket = net.connect({ host: plan.address, port: plan.port });
     // Destroying this object must also destroy a socket that is still connecting. Errors are
     // handled by whoever waits on the socket; this listener only keeps an error that arrives
@@ -438,9 +466,11 @@ export class IamSocket extends EventEmitter {
     if (this.#noDelay !== undefined) socket.setNoDelay(this.#noDelay);
     if (this.#unref) socket.unref();
     if (timings) timings.connectMs += performance.now() - t;
+    plan.onStep?.("connect", performance.now() - t, socket);
     if (!plan.tls) return socket;
 
     t = performance.now();
+    this.#step = "tls";
     socket.write(sslRequest());
     const reply = await once(socket, "data") as Buffer;
     // More than the one byte would be injected plaintext (CVE-2021-23214 class): refuse it.
@@ -470,7 +500,14 @@ export class IamSocket extends EventEmitter {
       socket.destroy();
       throw tlsError(error as Error & { code?: string }, plan.tls, plan.host, plan.port);
     }
+    try {
+      plan.checkTls?.(secure);
+    } catch (error) {
+      secure.destroy();
+      throw error;
+    }
     if (timings) timings.tlsMs += performance.now() - t;
+    plan.onStep?.("tls", performance.now() - t, secure);
     return secure;
   }
 
@@ -496,9 +533,18 @@ export class IamSocket extends EventEmitter {
 function authenticate(
   socket: net.Socket,
   token: string,
-): Promise<{ ok: true; rest: Buffer } | { ok: false; error: ServerError }> {
+  timings: ConnectTimings,
+): Promise<
+  | { ok: true; rest: Buffer; tokenSent: boolean }
+  | { ok: false; error: ServerError; tokenSent: boolean }
+> {
   return new Promise((resolve, reject) => {
     let buffer: Buffer = Buffer.alloc(0);
+    // The server's IAM check: from the token sent to the server's answer.
+    let sentAt: number | undefined;
+    const answered = () => {
+      if (sentAt !== undefined) timings.authMs += performance.now() - sentAt;
+    };
     const cleanup = () => {
       socket.off("data", onData).off("error", onError).off("close", onClose);
     };
@@ -531,16 +577,24 @@ function authenticate(
           if (method === AUTH_OK) {
             socket.pause();
             cleanup();
-            return resolve({ ok: true, rest: buffer });
+            answered();
+            // (Trust authentication asks for no password: no token is sent.)
+            return resolve({ ok: true, rest: buffer, tokenSent: sentAt !== undefined });
           }
           if (method !== AUTH_CLEARTEXT) {
             cleanup();
             return reject(methodError(method));
           }
           socket.write(passwordMessage(token));
+          sentAt = performance.now();
         } else if (type === 0x45 /* E */) {
           cleanup();
-          return resolve({ ok: false, error: Object.fromEntries(errorFields(body)) });
+          answered();
+          return resolve({
+            ok: false,
+            error: Object.fromEntries(errorFields(body)),
+            tokenSent: sentAt !== undefined,
+          });
         } else if (type !== 0x4e /* N: notices before auth are dropped */) {
           cleanup();
           return reject(protocolError(`an unexpected ${typeName(type)} message`));
