@@ -1,9 +1,9 @@
 // pg-iam doctor: one real IAM connect, step by step, each step timed, and the failing step named
 // with its likely cause in plain words. Then a second connect, to show warm against cold.
 //
-// It drives the wire protocol itself rather than a driver, so that DNS, TCP, TLS, the server's
-// IAM check and the first query are timed apart (seed 004: the seconds were in the IAM check) and
-// a failure is pinned on one of them.
+// It connects with the same socket the drivers get (src/connection/socket.ts), whose step events
+// time DNS, TCP, TLS, the server's IAM check and the session start apart (seed 004: the seconds
+// were in the IAM check), and reads the first query itself, so a failure is pinned on one step.
 
 import type { Buffer } from "node:buffer";
 import { lookup, resolveCname } from "node:dns/promises";
@@ -15,17 +15,8 @@ import { envProfile } from "../_chain.ts";
 import { readEnv } from "../_env.ts";
 import { parseHostname } from "../hostname.ts";
 import { NoRegionError, resolveRegionOrProfile } from "../_options.ts";
-import {
-  AUTH_CLEARTEXT,
-  AUTH_OK,
-  authMethodName,
-  errorFields,
-  message,
-  MessageReader,
-  passwordMessage,
-  sslRequest,
-  startupMessage,
-} from "../_pgwire.ts";
+import { errorFields, message, MessageReader, startupMessage } from "../_pgwire.ts";
+import { type ConnectOutcome, IamSocket, type SocketPlan } from "../connection/socket.ts";
 import { type Command, int, type Parsed, UsageError } from "./_args.ts";
 import { type TlsPlan, tlsPlan } from "../connection/tls.ts";
 import { lower, resolveTarget, signFor, type Target, TARGET_FLAGS } from "./_target.ts";
@@ -379,72 +370,63 @@ async function connect(
   }
   add({ step: "dns", ok: true, ms: dnsMs, detail: dnsDetail, data: { addresses } });
 
-  // TCP.
-  t = performance.now();
-  let socket: net.Socket | undefined;
-  let lastError: Error | undefined;
+  if (target.sslmode === "disable") {
+    warn("TLS is disabled (sslmode disable): the token travels in plaintext");
+  }
+
+  // TCP, TLS and the login, through the connection layer's socket (the one the drivers use); its
+  // steps are reported as they complete. Each address in turn, as long as TCP is what fails.
+  let session: Session | undefined;
+  let failure: StepFailure | undefined;
   for (const address of addresses) {
-    try {
-      socket = await within(tcpConnect(address, target.port), timeoutMs, "tcp");
+    const attempt = await login(target, region, token, address, plan, timeoutMs, add, times);
+    if (attempt instanceof StepFailure) {
+      failure = attempt;
+      if (attempt.step === "tcp") continue;
       break;
-    } catch (error) {
-      lastError = error as Error;
     }
+    session = attempt;
+    break;
   }
-  if (!socket) {
-    const code = (lastError as { code?: string }).code;
-    throw new StepFailure(
-      "tcp",
-      `cannot connect to ${addresses.join(" or ")} port ${target.port}: ${lastError!.message}`,
-      code === "ECONNREFUSED"
-        ? `nothing accepts connections on port ${target.port} there: check the port, and that ` +
-          `the database (or your tunnel) is running`
-        : code === "ETIMEDOUT"
-        ? `no answer within ${timeoutMs / 1000} s: a security group, network ACL or firewall ` +
-          `drops the traffic, or the database is not publicly accessible`
-        : `the network path to the database is broken (${code ?? "error"})`,
-      code,
-      ms(t),
-    );
+  if (!session) {
+    if (failure?.step === "tcp" && addresses.length > 1) {
+      failure = new StepFailure(
+        "tcp",
+        `cannot connect to ${addresses.join(" or ")} port ${target.port}: ${failure.message}`,
+        failure.likely,
+        failure.code,
+        failure.ms,
+      );
+    }
+    throw failure!;
   }
-  add({
-    step: "tcp",
-    ok: true,
-    ms: timed("tcp", t),
-    detail: `connected to ${socket.remoteAddress}:${socket.remotePort}`,
-  });
-
-  let stream: net.Socket = socket;
+  const { socket, wire, loggedInAt } = session;
   try {
-    // TLS.
-    if (target.sslmode !== "disable") {
-      t = performance.now();
-      stream = await within(tlsStep(socket, target, plan!, add, timed, t), timeoutMs, "tls");
-    } else {
-      warn("TLS is disabled (sslmode disable): the token travels in plaintext");
-    }
-
-    // Authentication.
+    // The session start: from AuthenticationOk to ReadyForQuery.
     t = performance.now();
-    const wire = new Wire(stream);
-    const auth = await within(authenticate(wire, target, token), timeoutMs, "auth").catch(
-      (error: Error & { code?: string }) => {
-        throw new StepFailure(
-          "auth",
-          error.message,
-          error instanceof StepFailure ? error.likely : authCause(error, target, region),
-          error.code,
-          ms(t),
-        );
-      },
-    );
+    let server: string | undefined;
+    for (;;) {
+      const m = await within(wire.next(), timeoutMs, "auth").catch((error: Error) => {
+        throw new StepFailure("auth", error.message, "the session did not start", undefined, ms(t));
+      });
+      if (m.type === "S") {
+        const [name, value] = new TextDecoder().decode(m.body).split("\0");
+        if (name === "server_version") server = value;
+      } else if (m.type === "E") {
+        const error = new ServerError(errorFields(m.body));
+        throw new StepFailure("auth", error.message, authCause(error, target, region), error.code);
+      } else if (m.type === "Z") break;
+    }
+    const sessionMs = Math.round((performance.now() - loggedInAt) * 10) / 10;
+    const checkMs = Math.round(session.checkMs * 10) / 10;
+    times.auth = Math.round((checkMs + sessionMs) * 10) / 10;
     add({
       step: "auth",
       ok: true,
-      ms: timed("auth", t),
-      detail: `accepted: the server's IAM check took ${auth.checkMs} ms, session start ` +
-        `${auth.sessionMs} ms`,
-      data: { checkMs: auth.checkMs, sessionMs: auth.sessionMs, server: auth.server },
+      ms: times.auth,
+      detail: `accepted: the server's IAM check took ${checkMs} ms, session start ` +
+        `${sessionMs} ms`,
+      data: { checkMs, sessionMs, server },
     });
 
     // First query.
@@ -462,14 +444,202 @@ async function connect(
       step: "query",
       ok: true,
       ms: timed("query", t),
-      detail: `select 1 → ${value}` + (auth.server ? ` (PostgreSQL ${auth.server})` : ""),
+      detail: `select 1 → ${value}` + (server ? ` (PostgreSQL ${server})` : ""),
     });
-    stream.end(message("X"));
+    socket.end(message("X"));
   } finally {
-    stream.destroy();
     socket.destroy();
   }
   return { total: ms(start), times };
+}
+
+/** A logged-in connection: the socket, its messages, when AuthenticationOk came, the IAM check. */
+interface Session {
+  socket: IamSocket;
+  wire: Wire;
+  loggedInAt: number;
+  checkMs: number;
+}
+
+/**
+ * TCP, TLS and the login with `token` at `address`, through the connection layer's socket, with
+ * the TCP and TLS steps added as they complete; a failure is returned as the step it failed at.
+ */
+async function login(
+  target: Target,
+  region: string,
+  token: string,
+  address: string,
+  tlsPlanned: TlsPlan | undefined,
+  timeoutMs: number,
+  add: (s: Step) => void,
+  times: Record<string, number>,
+): Promise<Session | StepFailure> {
+  let tlsFailure: StepFailure | undefined;
+  let tlsDetail: Omit<Step, "ms"> | undefined;
+  let outcome: (value: ConnectOutcome) => void;
+  const done = new Promise<ConnectOutcome>((resolve) => (outcome = resolve));
+  const round = (n: number) => Math.round(n * 10) / 10;
+  const plan: SocketPlan = {
+    host: target.host,
+    address,
+    port: target.port,
+    // Chain and name are checked in checkTls, to say which of them is wrong.
+    tls: tlsPlanned && {
+      ...tlsPlanned,
+      options: {
+        ...tlsPlanned.options,
+        rejectUnauthorized: false,
+        checkServerIdentity: () => undefined,
+      },
+    },
+    keepAlive: 0,
+    connectTimeoutMs: timeoutMs,
+    retry: false, // one login, timed as it is
+    token: () => Promise.resolve({ token, credentialsMs: 0, signMs: 0 }),
+    authError: (fields) => new ServerError(new Map(Object.entries(fields))),
+    onConnect: (o) => outcome(o),
+    onStep: (step, elapsed, socket) => {
+      if (step === "connect") {
+        times.tcp = round(elapsed);
+        add({
+          step: "tcp",
+          ok: true,
+          ms: times.tcp,
+          detail: `connected to ${socket.remoteAddress}:${socket.remotePort}`,
+        });
+      } else {
+        times.tls = round(elapsed);
+        add({ ...tlsDetail!, ms: times.tls });
+      }
+    },
+    checkTls: (secure) => {
+      try {
+        tlsDetail = checkCertificate(secure, target, tlsPlanned!);
+      } catch (error) {
+        tlsFailure = error as StepFailure;
+        throw error;
+      }
+    },
+  };
+  const socket = new IamSocket(plan);
+  const wire = new Wire(socket as unknown as net.Socket);
+  socket.write(
+    startupMessage(
+      new Map([
+        ["user", target.user],
+        ["database", target.database],
+        ["application_name", "pg-iam doctor"],
+      ]),
+    ),
+  );
+  const result = await done;
+  if (result.ok) {
+    return { socket, wire, loggedInAt: performance.now(), checkMs: result.timings.authMs };
+  }
+  socket.destroy();
+  const error = result.error as Error & { code?: string };
+  const t = result.timings;
+  switch (result.step) {
+    case "connect":
+      return tcpFailure(error, target, timeoutMs, t.connectMs);
+    case "tls":
+      return tlsFailure ?? tlsStepFailure(error, t.tlsMs);
+    default: {
+      const elapsed = round(t.totalMs - t.connectMs - t.tlsMs);
+      if (error.code === "AUTH_METHOD") {
+        return new StepFailure(
+          "auth",
+          error.message.replace(/^pg-iam: /, ""),
+          `the user ${target.user} is not set up for IAM: on RDS and Aurora, GRANT rds_iam TO ` +
+            `${target.user}; and enable IAM database authentication on the instance or cluster`,
+          "AUTH_METHOD",
+          elapsed,
+        );
+      }
+      const server = error instanceof ServerError
+        ? error
+        : (error as { name?: string }).name === "PostgresError"
+        ? new ServerError(
+          new Map(
+            [["S", "FATAL"], ["M", error.message], ["C", error.code ?? ""]] as [string, string][],
+          ),
+        )
+        : undefined;
+      if (server && !result.tokenSent) {
+        const f = refusedBeforeToken(server, target);
+        return new StepFailure(f.step, f.message, f.likely, f.code, elapsed);
+      }
+      return new StepFailure(
+        "auth",
+        server?.message ?? error.message,
+        server ? authCause(server, target, region) : authCause(error, target, region),
+        error.code,
+        elapsed,
+      );
+    }
+  }
+}
+
+function tcpFailure(
+  error: Error & { code?: string },
+  target: Target,
+  timeoutMs: number,
+  elapsed: number,
+): StepFailure {
+  const code = error.code === "CONNECT_TIMEOUT" ? "ETIMEDOUT" : error.code;
+  return new StepFailure(
+    "tcp",
+    `cannot connect to port ${target.port}: ${error.message.replace(/^pg-iam: /, "")}`,
+    code === "ECONNREFUSED"
+      ? `nothing accepts connections on port ${target.port} there: check the port, and that ` +
+        `the database (or your tunnel) is running`
+      : code === "ETIMEDOUT"
+      ? `no answer within ${timeoutMs / 1000} s: a security group, network ACL or firewall ` +
+        `drops the traffic, or the database is not publicly accessible`
+      : `the network path to the database is broken (${code ?? "error"})`,
+    code,
+    Math.round(elapsed * 10) / 10,
+  );
+}
+
+function tlsStepFailure(error: Error & { code?: string }, elapsed: number): StepFailure {
+  const ms = Math.round(elapsed * 10) / 10;
+  if (error.code === "TLS_REFUSED") {
+    return new StepFailure(
+      "tls",
+      "the server refused TLS (it answered the SSLRequest with N)",
+      "the server does not offer TLS; pg-iam sends tokens only over TLS (for a local " +
+        "gateway without TLS: sslmode=disable with --dangerously-disable-tls)",
+      undefined,
+      ms,
+    );
+  }
+  if (error.code === "PROTOCOL_VIOLATION") {
+    return new StepFailure(
+      "tls",
+      "the server's answer to the SSLRequest is not PostgreSQL's",
+      "this port does not speak the PostgreSQL protocol",
+      undefined,
+      ms,
+    );
+  }
+  if (error.code === "CONNECTION_CLOSED") {
+    return new StepFailure(
+      "tls",
+      `no answer to the TLS request: ${error.message.replace(/^pg-iam: /, "")}`,
+      "the server closed the connection instead of answering: is this a PostgreSQL port?",
+      undefined,
+      ms,
+    );
+  }
+  return new StepFailure(
+    "tls",
+    `the TLS handshake failed: ${error.message.replace(/^pg-iam: /, "")}`,
+    "the server and this client share no TLS version or cipher, or the connection broke",
+    error.code,
+    ms,
+  );
 }
 
 function credentialSource(target: Target): string {
@@ -501,78 +671,16 @@ async function cnameOf(host: string): Promise<string | undefined> {
   }
 }
 
-function tcpConnect(host: string, port: number): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect({ host, port });
-    socket.once("connect", () => {
-      socket.off("error", reject);
-      socket.on("error", () => {}); // from here on, reported by the step reading the socket
-      socket.setNoDelay(true);
-      resolve(socket);
-    });
-    socket.once("error", (error) => {
-      socket.destroy();
-      reject(error);
-    });
-  });
-}
-
-async function tlsStep(
-  socket: net.Socket,
+/**
+ * The certificate, described and checked (chain against the CA in use, name against the signing
+ * host): the step's detail, or a StepFailure saying which check failed.
+ */
+function checkCertificate(
+  secure: tls.TLSSocket,
   target: Target,
   plan: TlsPlan,
-  add: (s: Step) => void,
-  timed: (step: StepName, t: number) => number,
-  t: number,
-): Promise<net.Socket> {
-  socket.write(sslRequest());
-  const reply = await new Promise<Buffer>((resolve, reject) => {
-    socket.once("data", resolve);
-    socket.once("error", reject);
-    socket.once("close", () => reject(new Error("the server closed the connection")));
-  }).catch((error) => {
-    throw new StepFailure(
-      "tls",
-      `no answer to the TLS request: ${(error as Error).message}`,
-      "the server closed the connection instead of answering: is this a PostgreSQL port?",
-      undefined,
-      ms(t),
-    );
-  });
-  if (reply.length !== 1 || reply[0] !== 0x53 /* S */) {
-    throw new StepFailure(
-      "tls",
-      reply[0] === 0x4e
-        ? "the server refused TLS (it answered the SSLRequest with N)"
-        : "the server's answer to the SSLRequest is not PostgreSQL's",
-      reply[0] === 0x4e
-        ? "the server does not offer TLS; pg-iam sends tokens only over TLS (for a local " +
-          "gateway without TLS: sslmode=disable with --dangerously-disable-tls)"
-        : "this port does not speak the PostgreSQL protocol",
-      undefined,
-      ms(t),
-    );
-  }
+): Omit<Step, "ms"> {
   const name = target.signingHostname;
-  const secure = tls.connect({
-    ...plan.options,
-    socket,
-    // Both checked below, to report what exactly is wrong with the certificate.
-    rejectUnauthorized: false,
-    checkServerIdentity: () => undefined,
-  });
-  await new Promise<void>((resolve, reject) => {
-    secure.once("secureConnect", resolve);
-    secure.once("error", reject);
-  }).catch((error) => {
-    throw new StepFailure(
-      "tls",
-      `the TLS handshake failed: ${(error as Error).message}`,
-      "the server and this client share no TLS version or cipher, or the connection broke",
-      (error as { code?: string }).code,
-      ms(t),
-    );
-  });
   const cert = secure.getPeerCertificate();
   const subject = cert?.subject?.CN ?? "?";
   const issuer = [cert?.issuer?.CN, cert?.issuer?.O].filter(Boolean).join(", ") || "?";
@@ -584,24 +692,20 @@ async function tlsStep(
   const protocol = secure.getProtocol() ?? "TLS";
   const data = { protocol, subject, issuer, verified: false, trust };
   if (target.sslmode === "require") {
-    add({
+    return {
       step: "tls",
       ok: true,
-      ms: timed("tls", t),
       detail: `${protocol}, certificate ${subject} issued by ${issuer}, NOT verified ` +
         `(sslmode require)`,
       data,
-    });
-    return secure;
+    };
   }
   const fail = (what: string, likely: string, code?: string): never => {
-    secure.destroy();
     throw new StepFailure(
       "tls",
       `${protocol}: the certificate (${subject}, issued by ${issuer}) ${what}`,
       likely,
       code,
-      ms(t),
     );
   };
   if (chainError) {
@@ -622,15 +726,13 @@ async function tlsStep(
       (nameError as { code?: string }).code,
     );
   }
-  add({
+  return {
     step: "tls",
     ok: true,
-    ms: timed("tls", t),
     detail: `${protocol}, certificate ${subject} issued by ${issuer}, verified against ${trust}` +
       (target.sslmode === "verify-full" ? ` for ${name}` : " (name not checked: verify-ca)"),
     data: { ...data, verified: true },
-  });
-  return secure;
+  };
 }
 
 /** Typed messages from a socket, one at a time. */
@@ -692,58 +794,6 @@ function refusedBeforeToken(error: ServerError, target: Target): StepFailure {
     : `the server refused the connection before asking for a password (no token was sent): ` +
       `read its message; the token is not the cause`;
   return new StepFailure("auth", error.message, likely, error.code);
-}
-
-async function authenticate(
-  wire: Wire,
-  target: Target,
-  token: string,
-): Promise<{ checkMs: number; sessionMs: number; server?: string }> {
-  wire.socket.write(
-    startupMessage(
-      new Map([
-        ["user", target.user],
-        ["database", target.database],
-        ["application_name", "pg-iam doctor"],
-      ]),
-    ),
-  );
-  let sent = performance.now();
-  let tokenSent = false;
-  let checkMs = 0;
-  let okAt = 0;
-  let server: string | undefined;
-  for (;;) {
-    const m = await wire.next();
-    if (m.type === "R") {
-      const code = new DataView(m.body.buffer, m.body.byteOffset).getUint32(0);
-      if (code === AUTH_CLEARTEXT) {
-        sent = performance.now();
-        tokenSent = true;
-        wire.socket.write(passwordMessage(token));
-      } else if (code === AUTH_OK) {
-        okAt = performance.now();
-        checkMs = Math.round((okAt - sent) * 10) / 10;
-      } else {
-        throw new StepFailure(
-          "auth",
-          `the server asked for ${authMethodName(code)}, not a token`,
-          `the user ${target.user} is not set up for IAM: on RDS and Aurora, GRANT rds_iam TO ` +
-            `${target.user}; and enable IAM database authentication on the instance or cluster`,
-          "AUTH_METHOD",
-        );
-      }
-    } else if (m.type === "E") {
-      const error = new ServerError(errorFields(m.body));
-      if (!tokenSent) throw refusedBeforeToken(error, target);
-      throw error;
-    } else if (m.type === "S") {
-      const [name, value] = new TextDecoder().decode(m.body).split("\0");
-      if (name === "server_version") server = value;
-    } else if (m.type === "Z") {
-      return { checkMs, sessionMs: Math.round((performance.now() - okAt) * 10) / 10, server };
-    }
-  }
 }
 
 async function query(wire: Wire, sql: string): Promise<string> {

@@ -378,7 +378,6 @@ export class IamSocket extends EventEmitter {
       totalMs: 0,
     };
     let attempts = 0;
-    let phase = "";
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
@@ -386,7 +385,14 @@ export class IamSocket extends EventEmitter {
         const error = Object.assign(
           new Error(
             `pg-iam: connecting to ${plan.host}:${plan.port} timed out after ${seconds}s ` +
-              `(while ${phase})`,
+              `(while ${
+                {
+                  credentials: "resolving credentials and signing the token",
+                  connect: `connecting to ${plan.host}:${plan.port}`,
+                  tls: "negotiating TLS",
+                  auth: "authenticating (the server's IAM check)",
+                }[this.#step]
+              })`,
           ),
           { code: "CONNECT_TIMEOUT" },
         );
@@ -398,21 +404,18 @@ export class IamSocket extends EventEmitter {
     let tokenSent = false;
     try {
       for (attempts = 1;; attempts++) {
-        phase = "resolving credentials and signing the token";
         this.#step = "credentials";
         const signed = await within(plan.token(attempts > 1));
         timings.credentialsMs += signed.credentialsMs;
         timings.signMs += signed.signMs;
         if (this.#closed) return;
 
-        phase = `connecting to ${plan.host}:${plan.port}`;
         const socket = await within(this.#open(timings));
         if (this.#closed) {
           socket.destroy();
           return;
         }
 
-        phase = "authenticating (the server's IAM check)";
         this.#step = "auth";
         socket.write(startup);
         const answer = await within(authenticate(socket, signed.token, timings));
