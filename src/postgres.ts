@@ -39,7 +39,7 @@ import {
   socketPlan,
 } from "./connection/socket.ts";
 
-export type { ConnectEvent, ConnectTimings } from "./connection/socket.ts";
+export type { ConnectEvent, ConnectStep, ConnectTimings } from "./connection/socket.ts";
 export {
   IamAuthError,
   type IamOptions,

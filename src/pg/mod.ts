@@ -35,7 +35,7 @@ import {
   socketPlan,
 } from "../connection/socket.ts";
 
-export type { ConnectEvent, ConnectTimings } from "../connection/socket.ts";
+export type { ConnectEvent, ConnectStep, ConnectTimings } from "../connection/socket.ts";
 /** node-postgres's `Pool` (from `pg`), as {@linkcode iamPool} returns it. */
 export type Pool = pg.Pool;
 /** node-postgres's `Client` (from `pg`), as {@linkcode iamClient} returns it. */
