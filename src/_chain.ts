@@ -10,12 +10,20 @@
 // resolves from node_modules or fetches on first use.
 
 import { CredentialsError, excerpt } from "./errors.ts";
-import type { CredentialsProvider } from "./credentials.ts";
 import { importOptional, readEnv } from "./_env.ts";
 
 /** The npm package providing the chain. */
 export const CHAIN_PACKAGE = "@aws-sdk/credential-provider-node";
 const CONFIG_PACKAGE = "@smithy/core/config"; // the SDK's config-file loader, installed with it
+
+// The shape of credentials.ts's CredentialsProvider, spelled out so the chain needs nothing of the
+// module that uses it (credentials.ts checks what the provider returns).
+type CredentialsProvider = (options?: { forceRefresh?: boolean }) => Promise<{
+  readonly accessKeyId: string;
+  readonly secretAccessKey: string;
+  readonly sessionToken?: string;
+  readonly expiration?: Date;
+}>;
 
 const chains = new Map<string, CredentialsProvider>();
 
