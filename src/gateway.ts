@@ -874,7 +874,7 @@ async function handleClient(gateway: GatewayServer, raw: net.Socket): Promise<vo
     const packet = await inbox.next(() => inbox.reader.startup());
     if (packet === undefined) return void raw.destroy();
     const code = startupCode(packet);
-    if (code === CANCEL_REQUEST) return forwardCancel(gateway, inbox.socket, packet);
+    if (code === CANCEL_REQUEST) return forwardCancel(client, packet);
     const secureContext = gateway.config.secureContext;
     if (code === SSL_REQUEST && !sslDone && secureContext) {
       // Bytes after the SSLRequest would be a client ignoring our answer: refuse, as the server.
@@ -1208,11 +1208,8 @@ function relay(
 
 // A CancelRequest goes to the upstream as is: the client's cancel key is the upstream's, since
 // BackendKeyData was relayed verbatim. The server answers nothing; it just closes.
-async function forwardCancel(
-  gateway: GatewayServer,
-  client: net.Socket,
-  packet: Uint8Array,
-): Promise<void> {
+async function forwardCancel({ gateway, inbox }: Client, packet: Uint8Array): Promise<void> {
+  inbox.detach(); // the server reads nothing after a CancelRequest
   const { host, port } = gateway.config.upstream;
   const upstream = await connect(host, port);
   if (!(upstream instanceof Error)) {
@@ -1220,5 +1217,5 @@ async function forwardCancel(
     gateway.stats.cancels++;
     upstream.end(packet);
   }
-  closeWith(client);
+  closeWith(inbox.socket);
 }
