@@ -29,8 +29,8 @@
  * @module
  */
 
-export { RDS_MAX_EXPIRES_IN, rdsToken, type RdsTokenOptions } from "./src/rds.ts";
-export { DSQL_MAX_EXPIRES_IN, dsqlToken, type DsqlTokenOptions } from "./src/dsql.ts";
+export { RDS_MAX_EXPIRES_IN, rdsToken, type RdsTokenOptions } from "./src/core/rds.ts";
+export { DSQL_MAX_EXPIRES_IN, dsqlToken, type DsqlTokenOptions } from "./src/core/dsql.ts";
 export {
   type ParsedDsqlHostname,
   type ParsedHostname,
@@ -38,6 +38,10 @@ export {
   parseHostname,
   type Partition,
   type RdsEndpointKind,
-} from "./src/hostname.ts";
-export type { Credentials, CredentialsOption, CredentialsProvider } from "./src/credentials.ts";
-export { CredentialsError, type CredentialsErrorCode } from "./src/errors.ts";
+} from "./src/core/hostname.ts";
+export type {
+  Credentials,
+  CredentialsOption,
+  CredentialsProvider,
+} from "./src/core/credentials.ts";
+export { CredentialsError, type CredentialsErrorCode } from "./src/core/errors.ts";

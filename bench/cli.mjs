@@ -5,11 +5,11 @@
 //
 // The AWS CLI is Debian's `awscli` package (/usr/bin/aws; `apt-get install awscli`), else the
 // `aws` on PATH. pg-iam runs as users run it:
-//   node dist/src/cli.js   what `npx pg-iam` and the npm bin execute (built by `npm run build`,
+//   node dist/src/cli/mod.js   what `npx pg-iam` and the npm bin execute (built by `npm run build`,
 //                          run first if dist/ is missing); npx's own start-up is not included
-//   deno run src/cli.ts    what `deno run -A jsr:@pg-iam/pg-iam/cli` executes (TypeScript, Deno's
+//   deno run src/cli/mod.ts    what `deno run -A jsr:@pg-iam/pg-iam/cli` executes (TypeScript, Deno's
 //                          transpile cache warm)
-//   bun src/cli.ts         what `bunx pg-iam` executes with Bun
+//   bun src/cli/mod.ts         what `bunx pg-iam` executes with Bun
 // Credentials and region come from the environment (static temporary keys), and AWS_CONFIG_FILE /
 // AWS_SHARED_CREDENTIALS_FILE point to empty files, so neither side reads a profile or calls
 // IMDS. One untimed run of each fills disk caches; samples are interleaved; figures are medians.
@@ -33,7 +33,7 @@ const { values } = parseArgs({
 const RUNS = Number(values.runs);
 const AWS = values.aws ?? (existsSync("/usr/bin/aws") ? "/usr/bin/aws" : "aws");
 
-if (!existsSync(join(ROOT, "dist/src/cli.js"))) {
+if (!existsSync(join(ROOT, "dist/src/cli/mod.js"))) {
   spawnSync("npm", ["run", "--silent", "build"], { cwd: ROOT, stdio: "inherit" });
 }
 
@@ -66,7 +66,7 @@ const variants = {
     REGION,
   ]],
   "pg-iam token (node, npm bin)": [process.execPath, [
-    join(ROOT, "dist/src/cli.js"),
+    join(ROOT, "dist/src/cli/mod.js"),
     "token",
     ...flags,
   ]],
@@ -74,11 +74,11 @@ const variants = {
     "run",
     "-A",
     "--quiet",
-    join(ROOT, "src/cli.ts"),
+    join(ROOT, "src/cli/mod.ts"),
     "token",
     ...flags,
   ]],
-  "pg-iam token (bun)": [join(BIN, "bun"), [join(ROOT, "src/cli.ts"), "token", ...flags]],
+  "pg-iam token (bun)": [join(BIN, "bun"), [join(ROOT, "src/cli/mod.ts"), "token", ...flags]],
 };
 
 function once([cmd, args]) {

@@ -25,7 +25,7 @@ import {
   nodeCryptoBackend,
   setCryptoBackend,
   webCryptoBackend,
-} from "../src/_crypto.ts";
+} from "../src/core/_crypto.ts";
 import { CREDENTIALS, dsqlHost, RDS_HOST, RDS_PORT, REGION, username } from "./_fixtures.mjs";
 
 interface Case {

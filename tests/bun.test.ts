@@ -11,7 +11,7 @@ import {
   prewarm,
   type TokenEvent,
 } from "../src/bun/mod.ts";
-import { type Gateway, type GatewayOptions, startGateway } from "../src/gateway.ts";
+import { type Gateway, type GatewayOptions, startGateway } from "../src/gateway/mod.ts";
 import { upstreamPostgres } from "./_postgres.ts";
 import { ca, cert, key } from "./fixtures/tls.ts";
 

@@ -13,16 +13,16 @@ import { drizzle } from "drizzle-orm/postgres-js";
 import { sql as drizzleSql } from "drizzle-orm";
 import { Kysely, sql as kyselySql } from "kysely";
 import { PostgresJSDialect } from "kysely-postgres-js";
-import { iamPostgres } from "../src/postgres.ts";
+import { iamPostgres } from "../src/postgres/mod.ts";
 import { withEnv } from "./_env.ts";
-import { type Gateway, type GatewayOptions, startGateway } from "../src/gateway.ts";
+import { type Gateway, type GatewayOptions, startGateway } from "../src/gateway/mod.ts";
 import { upstreamPostgres } from "./_postgres.ts";
 import { ca, cert, key } from "./fixtures/tls.ts";
 
 const RDS = "db.cluster-abc123xyz.us-east-1.rds.amazonaws.com";
 const KEYS = { accessKeyId: "AKIDPGIAMCLI", secretAccessKey: "pg-iam/cli/test/secret/0123456789" };
-const CLI = fileURLToPath(new URL("../src/cli.ts", import.meta.url));
-const DIST_CLI = fileURLToPath(new URL("../dist/src/cli.js", import.meta.url));
+const CLI = fileURLToPath(new URL("../src/cli/mod.ts", import.meta.url));
+const DIST_CLI = fileURLToPath(new URL("../dist/src/cli/mod.js", import.meta.url));
 const TIMEOUT = { timeout: 120_000 };
 const MINUTE = 60_000;
 
@@ -699,22 +699,26 @@ test(
   },
 );
 
-test("the npm bin (dist/src/cli.js, as npx and bunx run it) signs the same token as the source", {
-  ...TIMEOUT,
-  skip: existsSync(DIST_CLI) ? false : "no dist/: run npm run build (npm test does)",
-}, async () => {
-  const g = await gateway();
-  const g2 = globalThis as { Deno?: { execPath(): string } };
-  const [cmd, pre] = g2.Deno
-    ? [g2.Deno.execPath(), ["run", "-A", "--quiet"]]
-    : [process.execPath, []];
-  const r = await run(
-    cmd,
-    [...pre, DIST_CLI, "token", "--hostname", RDS, "--username", "app"],
-    childEnv({}),
-  );
-  assert.equal(r.code, 0, r.stderr);
-  assert.equal(await login(g, "app", r.stdout.trim()), "app");
-  const bad = await run(cmd, [...pre, DIST_CLI, "token", "--username", "app"], childEnv({}));
-  assert.equal(bad.code, 2);
-});
+test(
+  "the npm bin (dist/src/cli/mod.js, as npx and bunx run it) signs the same token as the source",
+  {
+    ...TIMEOUT,
+    skip: existsSync(DIST_CLI) ? false : "no dist/: run npm run build (npm test does)",
+  },
+  async () => {
+    const g = await gateway();
+    const g2 = globalThis as { Deno?: { execPath(): string } };
+    const [cmd, pre] = g2.Deno
+      ? [g2.Deno.execPath(), ["run", "-A", "--quiet"]]
+      : [process.execPath, []];
+    const r = await run(
+      cmd,
+      [...pre, DIST_CLI, "token", "--hostname", RDS, "--username", "app"],
+      childEnv({}),
+    );
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(await login(g, "app", r.stdout.trim()), "app");
+    const bad = await run(cmd, [...pre, DIST_CLI, "token", "--username", "app"], childEnv({}));
+    assert.equal(bad.code, 2);
+  },
+);

@@ -78,8 +78,8 @@ test('package.json "files" ships dist/ and the same extra files as the JSR packa
 
 test('package.json "bin" runs the "./cli" export, and the CLI states the package version', async () => {
   assert.deepEqual(pkg.bin, { "pg-iam": `${distBase(denoExports()["./cli"]).slice(2)}.js` });
-  const { VERSION } = await import("../src/cli.ts");
+  const { VERSION } = await import("../src/cli/mod.ts");
   assert.equal(VERSION, pkg.version);
-  const source = readFileSync(new URL("../src/cli.ts", import.meta.url), "utf8");
-  assert.ok(source.startsWith("#!/usr/bin/env node\n"), "src/cli.ts lacks its shebang");
+  const source = readFileSync(new URL("../src/cli/mod.ts", import.meta.url), "utf8");
+  assert.ok(source.startsWith("#!/usr/bin/env node\n"), "src/cli/mod.ts lacks its shebang");
 });

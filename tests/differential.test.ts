@@ -12,7 +12,7 @@ import {
   nodeCryptoBackend,
   setCryptoBackend,
   webCryptoBackend,
-} from "../src/_crypto.ts";
+} from "../src/core/_crypto.ts";
 import {
   type Case,
   caseLabel,

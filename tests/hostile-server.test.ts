@@ -6,7 +6,7 @@ import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
 import tls from "node:tls";
-import { iamPostgres } from "../src/postgres.ts";
+import { iamPostgres } from "../src/postgres/mod.ts";
 import { ca, cert, key } from "./fixtures/tls.ts";
 
 const KEYS = { accessKeyId: "AKIDHOSTILE", secretAccessKey: "hostile/server/test/secret" };

@@ -13,7 +13,7 @@ import {
   prewarm,
   type TokenEvent,
 } from "../src/pg/mod.ts";
-import { type Gateway, type GatewayOptions, startGateway } from "../src/gateway.ts";
+import { type Gateway, type GatewayOptions, startGateway } from "../src/gateway/mod.ts";
 import { upstreamPostgres } from "./_postgres.ts";
 import { ca, cert, key } from "./fixtures/tls.ts";
 

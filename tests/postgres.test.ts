@@ -11,9 +11,9 @@ import {
   iamPostgres,
   prewarm,
   type TokenEvent,
-} from "../src/postgres.ts";
-import { type Gateway, type GatewayOptions, startGateway } from "../src/gateway.ts";
-import { startPglite } from "../src/_pglite.ts";
+} from "../src/postgres/mod.ts";
+import { type Gateway, type GatewayOptions, startGateway } from "../src/gateway/mod.ts";
+import { startPglite } from "../src/gateway/pglite.ts";
 import { upstreamPostgres } from "./_postgres.ts";
 import { ca, cert, key } from "./fixtures/tls.ts";
 import { withEnv } from "./_env.ts";

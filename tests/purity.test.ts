@@ -1,3 +1,11 @@
+// The layers of src/ and the rules between them, read from the code's own imports:
+// - src/core/ (the token engine, what mod.ts exports): Web APIs only, imports no other layer;
+// - src/connection/ (driver-neutral: target, TLS, signing per connection, the socket, wire code):
+//   imports the core only;
+// - src/postgres/, src/pg/, src/bun/ (one adapter each): the core and the connection layer, never
+//   another adapter;
+// - src/gateway/ and src/cli/ (tools): the core and the connection layer (the CLI also runs the
+//   gateway); no library module imports a tool.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readdirSync, readFileSync } from "node:fs";
@@ -6,7 +14,8 @@ const root = new URL("../", import.meta.url);
 const IMPORT =
   /^\s*(?:import|export)\b[^"';]*?\bfrom\s+["']([^"']+)["']|^\s*import\s+["']([^"']+)["']|\bimport\(\s*["']([^"']+)["']/gm;
 
-// Every module reachable from mod.ts, by static or dynamic import.
+// Every module reachable from `entry`, by static or dynamic import; fails on any import that is
+// not a relative .ts path (node:, npm:, jsr:, a bare package name).
 function graph(entry: string): Map<string, string> {
   const seen = new Map<string, string>();
   const visit = (path: string) => {
@@ -24,63 +33,108 @@ function graph(entry: string): Map<string, string> {
   return seen;
 }
 
-test("the core imports nothing but its own modules: no node:, npm: or jsr: specifiers", () => {
-  const modules = graph("mod.ts");
-  assert.ok(modules.has("src/sigv4.ts") && modules.has("src/_crypto.ts"));
-  assert.ok(!modules.has("src/demo.ts"), "mod.ts must not reach the demo");
-});
+/** The layer a module of src/ belongs to: its folder (or "demo", or "root" for mod.ts). */
+function layer(path: string): string {
+  if (path === "mod.ts") return "core";
+  if (path.startsWith("tests/fixtures/")) return "fixtures"; // the demo's test certificate
+  const m = /^src\/([^/]+)\//.exec(path);
+  return m ? m[1] : path === "src/demo.ts" ? "demo" : "unknown";
+}
 
-test("only src/_env.ts touches Deno.* (_crypto.ts only asks if it is there), and nothing in the core touches process outside it and _crypto.ts", () => {
-  for (const [path, text] of graph("mod.ts")) {
-    const code = text.replace(/^\s*(\/\/|\*|\/\*\*).*$/gm, "");
-    // _crypto.ts may ask whether it runs on Deno (to leave node:crypto alone there), no more.
-    const deno = path === "src/_crypto.ts"
-      ? code.replace(/\.Deno !== undefined|Deno\?: unknown/g, "")
-      : code;
-    if (path !== "src/_env.ts") {
-      assert.doesNotMatch(deno, /\bDeno\s*(\?\.|\.)|\.Deno\b|Deno\?:/, `${path} uses Deno`);
-    }
-    if (path !== "src/_env.ts" && path !== "src/_crypto.ts") {
-      assert.doesNotMatch(code, /\bprocess\b/, `${path} uses process`);
+// Which layers each layer may import.
+const MAY_IMPORT: Record<string, string[]> = {
+  core: ["core"],
+  connection: ["core", "connection"],
+  postgres: ["core", "connection", "postgres"],
+  pg: ["core", "connection", "pg"],
+  bun: ["core", "connection", "bun"],
+  gateway: ["core", "connection", "gateway"],
+  cli: ["core", "connection", "gateway", "cli"],
+  demo: ["core", "connection", "postgres", "gateway", "fixtures"],
+};
+
+/** Every relative import of every module under src/ (and mod.ts), as [from, to] paths. */
+function edges(): [string, string][] {
+  const files = (readdirSync(new URL("src/", root), { recursive: true }) as string[])
+    .filter((f) => f.endsWith(".ts")).map((f) => `src/${f}`).concat("mod.ts");
+  const out: [string, string][] = [];
+  for (const path of files) {
+    for (const m of readFileSync(new URL(path, root), "utf8").matchAll(IMPORT)) {
+      const spec = m[1] ?? m[2] ?? m[3];
+      if (!spec.startsWith(".")) continue;
+      out.push([path, new URL(spec, new URL(path, root)).href.slice(root.href.length)]);
     }
   }
-});
+  return out;
+}
 
-test("the negative control: the scan does see a node: import", () => {
+function violations(list: [string, string][]): string[] {
+  return list.filter(([from, to]) => !(MAY_IMPORT[layer(from)] ?? []).includes(layer(to)))
+    .map(([from, to]) => `${from} (${layer(from)}) imports ${to} (${layer(to)})`);
+}
+
+test("the core imports nothing but its own modules: no node:, npm: or jsr: specifiers", () => {
+  const modules = graph("mod.ts");
+  assert.ok(modules.has("src/core/sigv4.ts") && modules.has("src/core/_crypto.ts"));
+  assert.ok([...modules.keys()].every((p) => p === "mod.ts" || p.startsWith("src/core/")));
   const text = `import { x } from "node:crypto";\nexport { y } from "./y.ts";`;
   const specs = [...text.matchAll(IMPORT)].map((m) => m[1] ?? m[2] ?? m[3]);
   assert.deepEqual(specs, ["node:crypto", "./y.ts"]);
 });
 
-test("node: imports live only in the runtime-specific modules (gateway, postgres socket, TLS, PGlite, demo, CLI); the connection-target parser is Web-only", () => {
+test("only src/core/_env.ts touches Deno.* (_crypto.ts only asks if it is there), and nothing in the core touches process outside it and _crypto.ts", () => {
+  for (const [path, text] of graph("mod.ts")) {
+    const code = text.replace(/^\s*(\/\/|\*|\/\*\*).*$/gm, "");
+    // _crypto.ts may ask whether it runs on Deno (to leave node:crypto alone there), no more.
+    const deno = path === "src/core/_crypto.ts"
+      ? code.replace(/\.Deno !== undefined|Deno\?: unknown/g, "")
+      : code;
+    if (path !== "src/core/_env.ts") {
+      assert.doesNotMatch(deno, /\bDeno\s*(\?\.|\.)|\.Deno\b|Deno\?:/, `${path} uses Deno`);
+    }
+    if (path !== "src/core/_env.ts" && path !== "src/core/_crypto.ts") {
+      assert.doesNotMatch(code, /\bprocess\b/, `${path} uses process`);
+    }
+  }
+});
+
+test("the layers import only downwards: core ← connection ← adapters (never each other) and tools; nothing imports a tool", () => {
+  const all = edges();
+  assert.ok(all.length > 50, `only ${all.length} imports seen`);
+  assert.deepEqual(violations(all), []);
+  // Every module is in a layer the rules know.
+  for (const [from, to] of all) {
+    assert.ok(layer(from) in MAY_IMPORT, `${from} → ${to}`);
+  }
+  // The negative control: the rules do see an adapter importing another, and the core a layer.
+  assert.deepEqual(
+    violations([
+      ["src/pg/mod.ts", "src/postgres/mod.ts"],
+      ["src/core/rds.ts", "src/connection/sign.ts"],
+      ["src/connection/socket.ts", "src/gateway/mod.ts"],
+    ]).length,
+    3,
+  );
+});
+
+test("node: imports live only in the runtime-specific modules (socket, TLS, adapters, gateway, CLI, demo); the rest of the connection layer is Web-only", () => {
   for (
     const entry of [
-      "src/_verify.ts",
-      "src/_pgwire.ts",
-      "src/cli/_cert.ts",
+      "src/gateway/verify.ts",
+      "src/connection/pgwire.ts",
       "src/connection/target.ts",
+      "src/connection/sign.ts",
+      "src/cli/_cert.ts",
     ]
   ) {
     assert.ok(graph(entry).size >= 1); // graph() fails on any node:, npm: or jsr: import
   }
-  const allowed = new Set([
-    "src/gateway.ts",
-    "src/postgres.ts",
-    "src/connection/socket.ts",
-    "src/connection/tls.ts",
-    "src/_pglite.ts",
-    "src/demo.ts",
-    "src/cli.ts",
-    "src/cli/_args.ts",
-    "src/cli/env.ts",
-    "src/cli/doctor.ts",
-    "src/cli/gateway.ts",
-  ]);
+  const allowed = /^src\/(connection\/(socket|tls)\.ts|(postgres|pg|bun|gateway|cli)\/|demo\.ts)/;
   const files = readdirSync(new URL("src/", root), { recursive: true }) as string[];
   const users = files.filter((f) => f.endsWith(".ts")).map((f) => `src/${f}`).filter((path) =>
     [...readFileSync(new URL(path, root), "utf8").matchAll(IMPORT)]
       .some((m) => /^node:/.test(m[1] ?? m[2] ?? m[3]))
   );
-  assert.ok(users.includes("src/gateway.ts")); // the scan sees them
-  for (const path of users) assert.ok(allowed.has(path), `${path} imports node:`);
+  assert.ok(users.includes("src/gateway/mod.ts")); // the scan sees them
+  for (const path of users) assert.match(path, allowed, `${path} imports node:`);
 });

@@ -24,8 +24,8 @@
  */
 
 import type { ConnectionOptions } from "node:tls";
-import { show } from "../errors.ts";
-import { isDsqlClusterId } from "../hostname.ts";
+import { show } from "../core/errors.ts";
+import { isDsqlClusterId } from "../core/hostname.ts";
 import { parseTarget, sslModeOption, stringOption } from "../connection/target.ts";
 import { type TlsPlan, tlsPlan } from "../connection/tls.ts";
 import {
@@ -44,7 +44,7 @@ export {
   type PrewarmResult,
   type TokenEvent,
 } from "../connection/sign.ts";
-export type { Credentials, CredentialsOption, CredentialsProvider } from "../credentials.ts";
+export type { Credentials, CredentialsOption, CredentialsProvider } from "../core/credentials.ts";
 
 /** A `Bun.SQL` client: a tagged template for queries, and Bun's methods (see Bun's own types). */
 export interface BunSqlClient {

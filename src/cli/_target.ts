@@ -2,10 +2,10 @@
 // variables (flags win over the URL, the URL over the environment), checked up front so bad
 // usage fails before any network traffic.
 
-import type { Credentials } from "../credentials.ts";
-import { dsqlToken } from "../dsql.ts";
-import { rdsToken } from "../rds.ts";
-import { readEnv } from "../_env.ts";
+import type { Credentials } from "../core/credentials.ts";
+import { dsqlToken } from "../core/dsql.ts";
+import { rdsToken } from "../core/rds.ts";
+import { readEnv } from "../core/_env.ts";
 import {
   type ConnectionTarget,
   KNOWN_PARAMS,
@@ -13,7 +13,12 @@ import {
   type SslMode,
   type TlsSettings,
 } from "../connection/target.ts";
-import { dsqlEndpoint, isDsqlClusterId, type ParsedHostname, parseHostname } from "../hostname.ts";
+import {
+  dsqlEndpoint,
+  isDsqlClusterId,
+  type ParsedHostname,
+  parseHostname,
+} from "../core/hostname.ts";
 import { type Flag, int, type Parsed, str, UsageError } from "./_args.ts";
 
 /** Flags shared by token, env, psql and doctor; the names of `aws rds generate-db-auth-token`. */

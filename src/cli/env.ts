@@ -13,7 +13,7 @@ import { homedir, platform, tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { rootCertificates } from "node:tls";
-import { readEnv } from "../_env.ts";
+import { readEnv } from "../core/_env.ts";
 import { RDS_CA } from "../connection/tls.ts";
 import { type Command, type Parsed, str, UsageError } from "./_args.ts";
 import { resolveTarget, signFor, type Target, TARGET_FLAGS } from "./_target.ts";

@@ -5,14 +5,14 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { type AddressInfo, createServer } from "node:net";
 import { dirname, join } from "node:path";
 import process from "node:process";
-import { readEnv } from "../_env.ts";
-import { isRegion, parseHostname } from "../hostname.ts";
+import { readEnv } from "../core/_env.ts";
+import { isRegion, parseHostname } from "../core/hostname.ts";
 import {
   type Gateway,
   type GatewayCredentials,
   type GatewayUpstream,
   startGateway,
-} from "../gateway.ts";
+} from "../gateway/mod.ts";
 import { type Command, int, type Parsed, str, UsageError } from "./_args.ts";
 import { cacheDir } from "./env.ts";
 
@@ -170,7 +170,7 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
 
   let pglite: { host: string; port: number; close(): Promise<void> } | undefined;
   if (upstream === undefined) {
-    const { startPglite } = await import("../_pglite.ts");
+    const { startPglite } = await import("../gateway/pglite.ts");
     pglite = await startPglite();
   }
   const json = v.json === true;

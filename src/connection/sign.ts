@@ -8,12 +8,17 @@ import {
   type CredentialsContext,
   type CredentialsOption,
   resolveCredentials,
-} from "../credentials.ts";
-import { CredentialsError, show } from "../errors.ts";
-import { checkEndpoint, dsqlEndpoint, isDsqlClusterId } from "../hostname.ts";
-import { checkExpiresIn, checkPort, resolveRegion, resolveRegionOrProfile } from "../_options.ts";
-import { credentialsContext } from "../_token.ts";
-import { presign } from "../sigv4.ts";
+} from "../core/credentials.ts";
+import { CredentialsError, show } from "../core/errors.ts";
+import { checkEndpoint, dsqlEndpoint, isDsqlClusterId } from "../core/hostname.ts";
+import {
+  checkExpiresIn,
+  checkPort,
+  resolveRegion,
+  resolveRegionOrProfile,
+} from "../core/_options.ts";
+import { credentialsContext } from "../core/_token.ts";
+import { presign } from "../core/sigv4.ts";
 
 /** Fields of a server ErrorResponse (by their one-letter codes). */
 export type ServerError = Record<string, string>;

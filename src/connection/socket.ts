@@ -31,8 +31,8 @@ import {
   passwordMessage,
   PROTOCOL_3,
   sslRequest,
-} from "../_pgwire.ts";
-import { isDsqlClusterId } from "../hostname.ts";
+} from "./pgwire.ts";
+import { isDsqlClusterId } from "../core/hostname.ts";
 import type { ConnectionTarget } from "./target.ts";
 import { tlsError, type TlsPlan, tlsPlan } from "./tls.ts";
 import { authError, safely, type ServerError, signFor, type SigningConfig } from "./sign.ts";

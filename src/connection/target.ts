@@ -10,8 +10,8 @@
 // libpq's parameters: https://www.postgresql.org/docs/current/libpq-connect.html#LIBPQ-PARAMKEYWORDS
 // and its variables: https://www.postgresql.org/docs/current/libpq-envars.html
 
-import { show } from "../errors.ts";
-import { readEnv } from "../_env.ts";
+import { show } from "../core/errors.ts";
+import { readEnv } from "../core/_env.ts";
 
 /** The TLS modes pg-iam connects with; `allow` and `prefer` are refused (they can fall back to plaintext). */
 export type SslMode = "disable" | "require" | "verify-ca" | "verify-full";

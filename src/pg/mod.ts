@@ -18,7 +18,7 @@
 
 import type { ConnectionOptions } from "node:tls";
 import pg from "pg";
-import { show } from "../errors.ts";
+import { show } from "../core/errors.ts";
 import { parseTarget, sslModeOption, stringOption } from "../connection/target.ts";
 import {
   checkCount,
@@ -50,7 +50,7 @@ export {
   type PrewarmResult,
   type TokenEvent,
 } from "../connection/sign.ts";
-export type { Credentials, CredentialsOption, CredentialsProvider } from "../credentials.ts";
+export type { Credentials, CredentialsOption, CredentialsProvider } from "../core/credentials.ts";
 
 /** TLS settings: a libpq `sslmode` name, a boolean, or `node:tls` connect options. */
 export type PgSslOption =

@@ -24,9 +24,9 @@
 
 import net from "node:net";
 import tls from "node:tls";
-import { show } from "./errors.ts";
-import { checkHostname, isRegion, parseHostname } from "./hostname.ts";
-import { checkPort } from "./_options.ts";
+import { show } from "../core/errors.ts";
+import { checkHostname, isRegion, parseHostname } from "../core/hostname.ts";
+import { checkPort } from "../core/_options.ts";
 import {
   AUTH_CLEARTEXT,
   AUTH_MD5,
@@ -46,8 +46,8 @@ import {
   startupMessage,
   startupParameters,
   typeName,
-} from "./_pgwire.ts";
-import { type VerifySecret, verifyToken } from "./_verify.ts";
+} from "../connection/pgwire.ts";
+import { type VerifySecret, verifyToken } from "./verify.ts";
 
 /**
  * An access key the gateway accepts tokens from.

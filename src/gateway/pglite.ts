@@ -7,7 +7,7 @@
 // it, one protocol message batch at a time (an open transaction keeps the database to its
 // connection until it ends). It accepts any user name and password (no authentication).
 
-import { importOptional } from "./_env.ts";
+import { importOptional } from "../core/_env.ts";
 
 /** A running embedded server. */
 export interface PgliteServer {

@@ -5,7 +5,7 @@
 // behind the same bug here. Web APIs only: the gateway runs it, but so could anything else.
 // Reference: https://docs.aws.amazon.com/IAM/latest/UserGuide/create-signed-request.html
 
-import { hmac, hmacHex, type HmacKey, hmacKey, sha256Hex } from "./_sha256.ts";
+import { hmac, hmacHex, type HmacKey, hmacKey, sha256Hex } from "../core/_sha256.ts";
 
 /** Why a token was refused. */
 export type RejectReason =

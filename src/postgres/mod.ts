@@ -18,9 +18,9 @@
 import type { ConnectionOptions } from "node:tls";
 import postgres from "postgres";
 import type { Options as PgOptions, PostgresType, Sql } from "postgres";
-import { show } from "./errors.ts";
-import { checkPort } from "./_options.ts";
-import { parseTarget, sslModeOption, stringOption } from "./connection/target.ts";
+import { show } from "../core/errors.ts";
+import { checkPort } from "../core/_options.ts";
+import { parseTarget, sslModeOption, stringOption } from "../connection/target.ts";
 import {
   checkCount,
   dsqlLifetime,
@@ -30,23 +30,23 @@ import {
   safely,
   signFor,
   signingConfig,
-} from "./connection/sign.ts";
+} from "../connection/sign.ts";
 import {
   clientConnection,
   type ConnectEvent,
   IamSocket,
   type SocketPlan,
   socketPlan,
-} from "./connection/socket.ts";
+} from "../connection/socket.ts";
 
-export type { ConnectEvent, ConnectStep, ConnectTimings } from "./connection/socket.ts";
+export type { ConnectEvent, ConnectStep, ConnectTimings } from "../connection/socket.ts";
 export {
   IamAuthError,
   type IamOptions,
   type PrewarmResult,
   type TokenEvent,
-} from "./connection/sign.ts";
-export type { Credentials, CredentialsOption, CredentialsProvider } from "./credentials.ts";
+} from "../connection/sign.ts";
+export type { Credentials, CredentialsOption, CredentialsProvider } from "../core/credentials.ts";
 
 /** TLS settings: a libpq `sslmode` name, a boolean, or `node:tls` connect options. */
 export type SslOption =

@@ -27,7 +27,7 @@
 import process from "node:process";
 import { realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { type Command, helpText, parse, type Parsed, UsageError } from "./cli/_args.ts";
+import { type Command, helpText, parse, type Parsed, UsageError } from "./_args.ts";
 
 /** The version of pg-iam this command belongs to. */
 export const VERSION = "0.1.0";
@@ -41,23 +41,23 @@ interface CommandModule {
 const COMMANDS: Record<string, { summary: string; load: () => Promise<CommandModule> }> = {
   token: {
     summary: "Print an IAM token (RDS, Aurora, Aurora DSQL) and nothing else",
-    load: () => import("./cli/token.ts"),
+    load: () => import("./token.ts"),
   },
   env: {
     summary: "Print PG* shell exports with a fresh token, for eval",
-    load: () => import("./cli/env.ts").then((m) => ({ command: m.envCommand, run: m.runEnv })),
+    load: () => import("./env.ts").then((m) => ({ command: m.envCommand, run: m.runEnv })),
   },
   psql: {
     summary: "Run psql with a fresh token and TLS verified",
-    load: () => import("./cli/env.ts").then((m) => ({ command: m.psqlCommand, run: m.runPsql })),
+    load: () => import("./env.ts").then((m) => ({ command: m.psqlCommand, run: m.runPsql })),
   },
   doctor: {
     summary: "Connect for real and time every step; name the one that fails",
-    load: () => import("./cli/doctor.ts"),
+    load: () => import("./doctor.ts"),
   },
   gateway: {
     summary: "Run the local IAM-verifying PostgreSQL gateway",
-    load: () => import("./cli/gateway.ts"),
+    load: () => import("./gateway.ts"),
   },
 };
 
