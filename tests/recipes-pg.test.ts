@@ -20,7 +20,7 @@ import knex from "knex";
 import { DataSource, EntitySchema } from "typeorm";
 import { rdsToken } from "../mod.ts";
 import { iamPool, type IamPoolConfig, type TokenEvent } from "../src/pg/mod.ts";
-import { type Gateway, startGateway } from "../src/gateway.ts";
+import { type Gateway, startGateway } from "../src/gateway/mod.ts";
 import { upstreamPostgres } from "./_postgres.ts";
 import { ca, cert, key } from "./fixtures/tls.ts";
 

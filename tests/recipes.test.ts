@@ -6,8 +6,8 @@ import { drizzle } from "drizzle-orm/postgres-js";
 import { sql as drizzleSql } from "drizzle-orm";
 import { Kysely, sql as kyselySql } from "kysely";
 import { PostgresJSDialect } from "kysely-postgres-js";
-import { iamPostgres } from "../src/postgres.ts";
-import { type Gateway, startGateway } from "../src/gateway.ts";
+import { iamPostgres } from "../src/postgres/mod.ts";
+import { type Gateway, startGateway } from "../src/gateway/mod.ts";
 import { upstreamPostgres } from "./_postgres.ts";
 import { ca, cert, key } from "./fixtures/tls.ts";
 

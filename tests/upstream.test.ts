@@ -1,11 +1,11 @@
 // The upstream servers end-to-end tests talk to: a real Debian PostgreSQL (tests/_postgres.ts) and
-// the embedded PGlite one (src/_pglite.ts), both reached through postgres.js over TCP.
+// the embedded PGlite one (src/gateway/pglite.ts), both reached through postgres.js over TCP.
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import postgres from "postgres";
 import { TEST_ROLES, upstreamPostgres } from "./_postgres.ts";
 import { freePort } from "./_postgres_server.mjs";
-import { type PgliteServer, startPglite } from "../src/_pglite.ts";
+import { type PgliteServer, startPglite } from "../src/gateway/pglite.ts";
 
 const clients: postgres.Sql[] = [];
 let pglite: PgliteServer | undefined;
