@@ -12,9 +12,9 @@
 import process from "node:process";
 import postgres from "postgres";
 import { rdsToken } from "../mod.ts";
-import { startGateway } from "../src/gateway.ts";
-import { iamPostgres, type TokenEvent } from "../src/postgres.ts";
-import { startPglite } from "../src/_pglite.ts";
+import { startGateway } from "../src/gateway/mod.ts";
+import { iamPostgres, type TokenEvent } from "../src/postgres/mod.ts";
+import { startPglite } from "../src/gateway/pglite.ts";
 import { upstreamPostgres } from "../tests/_postgres.ts";
 import { ca, cert, key } from "../tests/fixtures/tls.ts";
 

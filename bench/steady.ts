@@ -22,7 +22,7 @@ import { execFileSync } from "node:child_process";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
 import postgres from "postgres";
-import { iamPostgres } from "../src/postgres.ts";
+import { iamPostgres } from "../src/postgres/mod.ts";
 import { startPostgres } from "../tests/_postgres_server.mjs";
 import { ca, cert, key } from "../tests/fixtures/tls.ts";
 
