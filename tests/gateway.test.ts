@@ -1297,6 +1297,39 @@ test("gateway: input pipelined behind the password waits in the client's TCP buf
   }
 });
 
+test("gateway: a client that does not read is dropped, not written to without end", async () => {
+  // A fake upstream that sends 16 MiB of NoticeResponses during its login, then holds it.
+  const notice = new Uint8Array(1 << 18).fill(65);
+  notice[0] = 78; // 'N'
+  new DataView(notice.buffer).setInt32(1, notice.length - 1);
+  notice[notice.length - 1] = 0;
+  let upstreamClosed = false;
+  const upstream = net.createServer((socket) => {
+    socket.on("error", () => {});
+    socket.once("data", () => {
+      for (let i = 0; i < 64; i++) socket.write(notice);
+    });
+    socket.once("close", () => (upstreamClosed = true));
+  });
+  await new Promise<void>((resolve) => upstream.listen(0, "127.0.0.1", resolve));
+  const port = (upstream.address() as net.AddressInfo).port;
+  const h = await gateway({ tls: false, upstream: { host: "127.0.0.1", port } });
+  const token = await rdsToken({ hostname: RDS_HOST, username: "app", credentials: KEY });
+  const socket = net.connect(h.gateway.port, h.gateway.host);
+  socket.on("error", () => {});
+  socket.pause(); // never reads
+  try {
+    socket.write(concat(startup("app"), passwordMessage(token)));
+    await until(() => h.gateway.stats.accepted === 1, "the login");
+    await until(() => h.gateway.clients() === 0, "the non-reading client dropped", 10_000);
+    await until(() => upstreamClosed, "its upstream connection dropped with it");
+  } finally {
+    socket.destroy();
+    await h.gateway.close();
+    await new Promise((resolve) => upstream.close(resolve));
+  }
+});
+
 test("gateway: the authentication deadline is fixed from the connection, whatever the client sends; relayed connections have none", async () => {
   const h = await gateway({ tls: false, authenticationTimeoutMs: 300 });
   const sql = client(h.gateway, { ssl: false });
