@@ -1,19 +1,30 @@
-// Connect cost of a postgres.js pool through the IAM gateway: iamPostgres() (a token signed for
-// every connection, pg-iam's socket doing TLS and auth) against the same pool given one static
-// password (a token signed once; postgres.js doing TLS and auth itself). Both go through the same
-// gateway, which verifies every token, to the same real PostgreSQL, so the difference is what
-// pg-iam adds per connection. Rounds alternate the two so machine noise hits both alike.
+// Connect cost of a pool through the IAM gateway: pg-iam's integration (a token signed for every
+// connection) against the same driver's pool given one static password (a token signed once; the
+// driver doing TLS and auth itself). Both go through the same gateway, which verifies every token,
+// to the same real PostgreSQL, so the difference is what pg-iam adds per connection. Rounds
+// alternate the two so machine noise hits both alike.
 //
-//   node_modules/.bin/tsx bench/connect.ts [--rounds 15] [--pool 10] [--pglite]
+//   node_modules/.bin/tsx bench/connect.ts [--driver postgres|pg|bun] [--rounds 15] [--pool 10]
+//     [--pglite]
 //   (also: deno run -A bench/connect.ts, bun bench/connect.ts)
+//
+// Drivers (--driver, default postgres):
+// - postgres: iamPostgres() against postgres.js with a static password (pg-iam's socket does
+//   credentials, signing, TCP, TLS and the password exchange, then hands the socket over);
+// - pg: iamPool() against a node-postgres pg.Pool with a static password (the same, for pg);
+// - bun (Bun only): iamSql() against Bun.SQL with a static password (Bun does TCP, TLS and the
+//   login itself in both; iamSql gives it a password function that signs a token).
 //
 // Upstream: the Debian PostgreSQL of the tests (PGIAM_TEST_PG, or started here), or --pglite.
 
 import process from "node:process";
+import pg from "pg";
 import postgres from "postgres";
 import { rdsToken } from "../mod.ts";
 import { startGateway } from "../src/gateway/mod.ts";
 import { iamPostgres, type TokenEvent } from "../src/postgres/mod.ts";
+import { iamPool } from "../src/pg/mod.ts";
+import { type BunSqlClient, iamSql } from "../src/bun/mod.ts";
 import { startPglite } from "../src/gateway/pglite.ts";
 import { upstreamPostgres } from "../tests/_postgres.ts";
 import { ca, cert, key } from "../tests/fixtures/tls.ts";
@@ -25,6 +36,20 @@ const arg = (name: string, fallback: number) => {
 const ROUNDS = arg("--rounds", 15);
 const POOL = arg("--pool", 10);
 const usePglite = process.argv.includes("--pglite");
+const DRIVERS = {
+  postgres: { driver: "postgres.js", iam: "iamPostgres" },
+  pg: { driver: "node-postgres", iam: "iamPool" },
+  bun: { driver: "Bun.SQL", iam: "iamSql" },
+} as const;
+type DriverName = keyof typeof DRIVERS;
+const driverAt = process.argv.indexOf("--driver");
+const driverName = (driverAt >= 0 ? process.argv[driverAt + 1] : "postgres") as DriverName;
+if (!(driverName in DRIVERS)) {
+  throw new Error(`unknown --driver ${driverName}: use ${Object.keys(DRIVERS).join(", ")}`);
+}
+const names = DRIVERS[driverName];
+const BunSQL = (globalThis as { Bun?: { SQL?: new (options: object) => BunSqlClient } }).Bun?.SQL;
+if (driverName === "bun" && !BunSQL) throw new Error("--driver bun needs Bun (Bun.SQL)");
 
 const credentials = { accessKeyId: "AKIDBENCH", secretAccessKey: "bench/secret/key" };
 const endpoint = "db.cluster-abc123xyz.us-east-1.rds.amazonaws.com";
@@ -36,21 +61,134 @@ const gateway = await startGateway({
   upstream: { host: upstream.host, port: upstream.port, user: lite ? undefined : "postgres" },
   tls: { cert, key },
 });
-const common = {
-  host: gateway.host,
-  port: gateway.port,
-  user: "app",
-  database: "postgres",
-  max: POOL,
-  onnotice: () => {},
+
+/** A pool of one driver: `fill` opens POOL connections at once, `end` closes them. */
+interface Pool {
+  fill(): Promise<void>;
+  end(): Promise<void>;
+}
+type Make = (onToken: (e: TokenEvent) => void, password: string) => Pool;
+
+/** Checks that the fill ran on POOL distinct backends (for the drivers that can say so). */
+function distinct(pids: unknown[]): void {
+  if (new Set(pids).size !== POOL) {
+    throw new Error(`the fill opened ${new Set(pids).size} connections, not ${POOL}`);
+  }
+}
+
+const makers: Record<DriverName, { iam: Make; static: Make }> = {
+  postgres: (() => {
+    const common = {
+      host: gateway.host,
+      port: gateway.port,
+      user: "app",
+      database: "postgres",
+      max: POOL,
+      onnotice: () => {},
+    };
+    // postgres.js opens a new connection for each query while none is idle.
+    const wrap = (sql: postgres.Sql): Pool => ({
+      fill: async () => void await Promise.all(Array.from({ length: POOL }, () => sql`select 1`)),
+      end: () => sql.end(),
+    });
+    return {
+      iam: (onToken) =>
+        wrap(
+          iamPostgres({
+            ...common,
+            signingHostname: endpoint,
+            signingPort: 5432,
+            credentials,
+            ssl: { ca },
+            onToken,
+          }) as unknown as postgres.Sql,
+        ),
+      static: (_, password) =>
+        wrap(postgres({ ...common, password, ssl: { ca, servername: endpoint } })),
+    };
+  })(),
+  pg: (() => {
+    const common = {
+      host: gateway.host,
+      port: gateway.port,
+      user: "app",
+      database: "postgres",
+      max: POOL,
+    };
+    // pg-pool opens a new client for each query while none is idle and the pool is not full.
+    const wrap = (pool: pg.Pool): Pool => ({
+      fill: async () => {
+        const results = await Promise.all(
+          Array.from({ length: POOL }, () => pool.query("select pg_backend_pid() as pid")),
+        );
+        distinct(results.map((r) => r.rows[0].pid));
+      },
+      end: () => pool.end(),
+    });
+    return {
+      iam: (onToken) =>
+        wrap(iamPool({
+          ...common,
+          signingHostname: endpoint,
+          signingPort: 5432,
+          credentials,
+          ssl: { ca },
+          onToken,
+        })),
+      static: (_, password) =>
+        wrap(new pg.Pool({ ...common, password, ssl: { ca, servername: endpoint } })),
+    };
+  })(),
+  bun: (() => {
+    const common = {
+      hostname: gateway.host,
+      port: gateway.port,
+      username: "app",
+      database: "postgres",
+      max: POOL,
+    };
+    // Queries issued at once may share a connection in Bun.SQL: reserving POOL connections at
+    // once opens POOL.
+    const wrap = (sql: BunSqlClient): Pool => ({
+      fill: async () => {
+        const reserved = await Promise.all(Array.from({ length: POOL }, () => sql.reserve()));
+        const pids = await Promise.all(
+          reserved.map(async (r) => (await r`select pg_backend_pid() as pid`)[0].pid),
+        );
+        for (const r of reserved) r.release();
+        distinct(pids);
+      },
+      end: () => sql.close(),
+    });
+    return {
+      iam: (onToken) =>
+        wrap(iamSql({
+          ...common,
+          signingHostname: endpoint,
+          signingPort: 5432,
+          credentials,
+          ssl: { ca },
+          onToken,
+        })),
+      static: (_, password) =>
+        wrap(
+          new BunSQL!({
+            ...common,
+            password,
+            tls: { ca, serverName: endpoint, rejectUnauthorized: true },
+          }),
+        ),
+    };
+  })(),
 };
+const make = makers[driverName];
 
 /** Opens POOL connections at once; returns the wall time in ms. */
-async function fill(sql: postgres.Sql): Promise<number> {
+async function fill(pool: Pool): Promise<number> {
   const t = performance.now();
-  await Promise.all(Array.from({ length: POOL }, () => sql`select 1`));
+  await pool.fill();
   const ms = performance.now() - t;
-  await sql.end();
+  await pool.end();
   return ms;
 }
 
@@ -58,23 +196,13 @@ const tokens: TokenEvent[] = [];
 const times = { iam: [] as number[], static: [] as number[] };
 for (let round = 0; round <= ROUNDS; round++) {
   const password = await rdsToken({ hostname: endpoint, username: "app", credentials });
-  const pair = [
-    [
-      "iam",
-      () =>
-        iamPostgres({
-          ...common,
-          signingHostname: endpoint,
-          signingPort: 5432,
-          credentials,
-          ssl: { ca },
-          onToken: (e) => round > 0 && tokens.push(e),
-        }),
-    ],
-    ["static", () => postgres({ ...common, password, ssl: { ca, servername: endpoint } })],
-  ] as const;
-  for (const [name, make] of round % 2 ? pair : [...pair].reverse()) {
-    const ms = await fill(make() as postgres.Sql);
+  const onToken = (e: TokenEvent) => round > 0 && tokens.push(e);
+  const pair = [["iam", () => make.iam(onToken, password)], [
+    "static",
+    () => make.static(onToken, password),
+  ]] as const;
+  for (const [name, open] of round % 2 ? pair : [...pair].reverse()) {
+    const ms = await fill(open());
     if (round > 0) times[name].push(ms); // round 0 warms up both paths
   }
 }
@@ -93,8 +221,9 @@ const runtime = "Deno" in globalThis
   ? "Bun"
   : `Node ${process.versions.node}`;
 console.log(
-  `Connect cost, ${runtime}, pool of ${POOL} opened at once through the gateway (TLS, token ` +
-    `verified) to ${lite ? "PGlite" : "PostgreSQL"}; median of ${ROUNDS} alternating rounds:\n`,
+  `Connect cost, ${runtime}, ${names.driver}, pool of ${POOL} opened at once through the ` +
+    `gateway (TLS, token verified) to ${lite ? "PGlite" : "PostgreSQL"}; median of ${ROUNDS} ` +
+    `alternating rounds:\n`,
 );
 console.log(`| pool | fill ${POOL} connections | per connection |`);
 console.log(`| --- | ---: | ---: |`);
@@ -102,7 +231,7 @@ console.log(
   `| static password (one token) | ${fixed.toFixed(1)} ms | ${(fixed / POOL).toFixed(2)} ms |`,
 );
 console.log(
-  `| iamPostgres (token per connection) | ${iam.toFixed(1)} ms | ${(iam / POOL).toFixed(2)} ms |`,
+  `| ${names.iam} (token per connection) | ${iam.toFixed(1)} ms | ${(iam / POOL).toFixed(2)} ms |`,
 );
 console.log(
   `\nIAM / static: ${(iam / fixed).toFixed(3)} (${((iam / fixed - 1) * 100).toFixed(1)} %)`,
@@ -113,4 +242,7 @@ console.log(
   } ms, p95 ${pct(sign, 0.95).toFixed(3)} ms, max ${Math.max(...sign).toFixed(3)} ms ` +
     `(${sign.length} tokens)`,
 );
+if (sign.length !== ROUNDS * POOL) {
+  console.log(`Note: ${sign.length} tokens for ${ROUNDS} rounds of ${POOL} connections`);
+}
 process.exit(0);

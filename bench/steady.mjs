@@ -1,10 +1,13 @@
-// Runs bench/steady.ts (iamPostgres against plain postgres.js after login, over TLS) on Node, Deno
-// and Bun in turn, each process with its own PostgreSQL server, and prints one markdown report to
-// stdout (progress to stderr).
+// Runs bench/steady.ts (pg-iam's driver integrations against the same drivers used plainly, after
+// login, over TLS) for each driver on each runtime in turn, each process with its own PostgreSQL
+// server, and prints one markdown report to stdout (progress to stderr).
 //
 //   node bench/steady.mjs [--quick] [--rounds N] [--cases a,b,c,d,e] [--runtimes node,deno,bun]
+//     [--drivers postgres,pg,bun]
 //
-// A runtime that fails is reported as failed; the others still run.
+// postgres (iamPostgres vs postgres.js) and pg (iamPool vs node-postgres) run on Node, Deno and
+// Bun; bun (iamSql vs Bun.SQL) on Bun only. A run that fails is reported as failed; the others
+// still run.
 
 import { spawnSync } from "node:child_process";
 import { cpus, loadavg, totalmem } from "node:os";
@@ -32,6 +35,17 @@ const RUNTIMES = {
 const wanted = (arg("--runtimes") ?? "node,deno,bun").split(",");
 const unknown = wanted.filter((r) => !(r in RUNTIMES));
 if (unknown.length) throw new Error(`unknown runtime(s) ${unknown.join(", ")}: use node,deno,bun`);
+// Which runtimes each driver runs on, and what the report calls it.
+const DRIVERS = {
+  postgres: { runtimes: ["node", "deno", "bun"], label: "iamPostgres vs postgres.js" },
+  pg: { runtimes: ["node", "deno", "bun"], label: "iamPool vs node-postgres" },
+  bun: { runtimes: ["bun"], label: "iamSql vs Bun.SQL" },
+};
+const drivers = (arg("--drivers") ?? "postgres,pg,bun").split(",");
+const unknownDrivers = drivers.filter((d) => !(d in DRIVERS));
+if (unknownDrivers.length) {
+  throw new Error(`unknown driver(s) ${unknownDrivers.join(", ")}: use postgres,pg,bun`);
+}
 
 function log(message) {
   process.stderr.write(message + "\n");
@@ -55,10 +69,14 @@ const load0 = loadavg()[0];
 const code = codeState();
 
 const results = [];
-for (const runtime of wanted) {
+for (
+  const [driver, runtime] of drivers.flatMap((d) =>
+    wanted.filter((r) => DRIVERS[d].runtimes.includes(r)).map((r) => [d, r])
+  )
+) {
   const [cmd, pre] = RUNTIMES[runtime];
-  log(`${runtime}...`);
-  const r = spawnSync(cmd, [...pre, STEADY, "--json", ...passOn], {
+  log(`${driver} on ${runtime}...`);
+  const r = spawnSync(cmd, [...pre, STEADY, "--json", "--driver", driver, ...passOn], {
     cwd: ROOT,
     encoding: "utf8",
     env: { ...process.env, DENO_NO_UPDATE_CHECK: "1" },
@@ -69,7 +87,7 @@ for (const runtime of wanted) {
     results.push(JSON.parse(line.slice("BENCH_JSON ".length)));
   } else {
     const why = r.error?.message ?? `exit ${r.status ?? r.signal}`;
-    results.push({ runtime, failed: `${why}; see stderr above` });
+    results.push({ runtime, driver, failed: `${why}; see stderr above` });
   }
 }
 
@@ -77,7 +95,7 @@ const ms = (n) => n.toFixed(1);
 const kb = (n) => (n / 1024).toFixed(1);
 const cpu = cpus();
 const report = [
-  "## Steady state: iamPostgres vs plain postgres.js after login, over verified TLS",
+  "## Steady state: pg-iam vs the plain driver after login, over verified TLS",
   "",
   `Machine: ${cpu.length} cores (${cpu[0]?.model.trim() ?? "unknown CPU"}), ` +
   `${Math.round(totalmem() / 2 ** 30)} GiB, ${process.platform}-${process.arch}. ` +
@@ -87,18 +105,20 @@ const report = [
   "Medians over the rounds; the ratios are medians of per-round iam/plain ratios (rounds " +
   "alternate which client goes first). CPU is the process's user + system time.",
   "",
-  "| runtime | case | rounds | plain wall ms | iam wall ms | wall iam/plain | plain CPU ms " +
-  "| iam CPU ms | CPU iam/plain |",
-  "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+  "| driver | runtime | case | rounds | plain wall ms | iam wall ms | wall iam/plain " +
+  "| plain CPU ms | iam CPU ms | CPU iam/plain |",
+  "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
 ];
 for (const res of results) {
+  const label = DRIVERS[res.driver].label;
   if (res.failed) {
-    report.push(`| ${res.runtime} | **failed**: ${res.failed} | | | | | | | |`);
+    report.push(`| ${label} | ${res.runtime} | **failed**: ${res.failed} | | | | | | | |`);
     continue;
   }
   for (const r of res.rows) {
     report.push(
-      `| ${res.runtime} | ${r.name} | ${r.rounds} | ${ms(r.wall.plain)} | ${ms(r.wall.iam)} | ` +
+      `| ${label} | ${res.runtime} | ${r.name} | ${r.rounds} | ${ms(r.wall.plain)} | ` +
+        `${ms(r.wall.iam)} | ` +
         `**${r.wallRatio.toFixed(3)}** | ${ms(r.cpu.plain)} | ${ms(r.cpu.iam)} | ` +
         `**${r.cpuRatio.toFixed(3)}** |`,
     );
@@ -111,18 +131,22 @@ if (withMemory.length) {
     `Memory per open connection: growth from 2 to ${withMemory[0].memory.pool} open ` +
       "connections in a fresh process (after a full GC), per connection; median over processes.",
     "",
-    "| runtime | processes per client | plain heap + external KB | iam heap + external KB " +
-      "| plain RSS KB | iam RSS KB |",
-    "| --- | ---: | ---: | ---: | ---: | ---: |",
-    ...withMemory.map(({ runtime, memory: m }) =>
-      `| ${runtime} | ${m.rounds} | ${kb(m.heap.plain)} | ${kb(m.heap.iam)} | ` +
+    "| driver | runtime | processes per client | plain heap + external KB " +
+      "| iam heap + external KB | plain RSS KB | iam RSS KB |",
+    "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ...withMemory.map(({ driver, runtime, memory: m }) =>
+      `| ${DRIVERS[driver].label} | ${runtime} | ${m.rounds} | ${kb(m.heap.plain)} | ` +
+      `${kb(m.heap.iam)} | ` +
       `${kb(m.rss.plain)} | ${kb(m.rss.iam)} |`
     ),
   );
 }
 report.push("", "TLS seen (pg_stat_ssl):");
 for (const res of results.filter((r) => !r.failed)) {
-  report.push(`- ${res.runtime}: ${res.tls.sort().join("; ") || "(memory children only)"}`);
+  report.push(
+    `- ${DRIVERS[res.driver].label}, ${res.runtime}: ` +
+      `${res.tls.sort().join("; ") || "(memory children only)"}`,
+  );
 }
 report.push(
   "",

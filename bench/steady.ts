@@ -1,15 +1,23 @@
-// Steady-state cost of iamPostgres() against plain postgres.js, after login: the same real
-// PostgreSQL, both over verified TLS (the test CA, server name `localhost`), every connection
-// opened before timing. The server uses trust authentication, so the IAM token pg-iam signs per
-// connection is never checked; what is measured is what pg-iam's socket adds to every query after
-// login, against postgres.js's own TLS socket.
+// Steady-state cost of pg-iam's driver integrations against the same driver used plainly, after
+// login: the same real PostgreSQL, both over verified TLS (the test CA, server name `localhost`),
+// every connection opened before timing. The server uses trust authentication, so the IAM token
+// pg-iam signs per connection is never checked; what is measured is what pg-iam adds to every
+// query after login.
 //
-//   node_modules/.bin/tsx --expose-gc bench/steady.ts [--rounds N] [--quick] [--cases a,b,c,d,e]
+//   node_modules/.bin/tsx --expose-gc bench/steady.ts [--driver postgres|pg|bun] [--rounds N]
+//     [--quick] [--cases a,b,c,d,e]
 //   node_modules/.bin/deno run -A --v8-flags=--expose-gc bench/steady.ts ...
 //   node_modules/.bin/bun bench/steady.ts ...
-//   (all three in turn: node bench/steady.mjs)
+//   (every driver on every runtime in turn: node bench/steady.mjs)
 //
-// Cases: (a) sequential `select 1` on one connection; (b) small queries pipelined over 10
+// Drivers (--driver, default postgres):
+// - postgres: iamPostgres() against plain postgres.js (pg-iam's socket does TLS and the login, then
+//   hands its TCP/TLS socket to postgres.js).
+// - pg: iamPool() against a plain node-postgres pg.Pool (the same hand-over, to node-postgres).
+// - bun (Bun only): iamSql() against a plain Bun.SQL client (Bun opens its own sockets and does
+//   TLS and the login itself; pg-iam gives it a password function and TLS options).
+//
+// Cases: (a) sequential `select 1` on one connection; (b) small queries issued at once over 10
 // connections; (c) a 40 MB result; (d) a 20 MB multi-row insert into an unlogged table; (e) memory
 // per open connection. Rounds alternate which client goes first; the report gives medians and the
 // median of the per-round ratios iam/plain. CPU is process.cpuUsage() (user + system, all threads).
@@ -21,8 +29,11 @@
 import { execFileSync } from "node:child_process";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
+import pg from "pg";
 import postgres from "postgres";
 import { iamPostgres } from "../src/postgres/mod.ts";
+import { iamPool } from "../src/pg/mod.ts";
+import { type BunSqlClient, iamSql } from "../src/bun/mod.ts";
 import { startPostgres } from "../tests/_postgres_server.mjs";
 import { ca, cert, key } from "../tests/fixtures/tls.ts";
 
@@ -43,7 +54,7 @@ const RESULT_ROWS = 40_000; // (c): 40,000 rows of 1,000 bytes = 40 MB of column
 const RESULT_WIDTH = 1_000;
 const INSERT_ROWS = 100_000; // (d): 100,000 rows of (int, 200 bytes) = 20 MB of text
 const INSERT_WIDTH = 200;
-const INSERT_BATCH = 20_000; // 40,000 parameters a statement; postgres.js allows 65,534
+const INSERT_BATCH = 20_000; // 40,000 parameters a statement; the protocol allows 65,535
 const MEMORY_POOL = 50; // (e)
 
 const runtime = "Deno" in globalThis
@@ -55,6 +66,20 @@ const runtime = "Deno" in globalThis
 const g = globalThis as { Bun?: { gc(sync: boolean): void }; gc?: () => void };
 const hasGc = Boolean(g.Bun || g.gc);
 const collect = g.Bun ? () => g.Bun!.gc(true) : g.gc ?? (() => {});
+
+const DRIVERS = {
+  postgres: { driver: "postgres.js", iam: "iamPostgres" },
+  pg: { driver: "node-postgres", iam: "iamPool" },
+  bun: { driver: "Bun.SQL", iam: "iamSql" },
+} as const;
+type DriverName = keyof typeof DRIVERS;
+const driverName = (arg("--driver") ?? "postgres") as DriverName;
+if (!(driverName in DRIVERS)) {
+  throw new Error(`unknown --driver ${driverName}: use ${Object.keys(DRIVERS).join(", ")}`);
+}
+const names = DRIVERS[driverName];
+const BunSQL = (globalThis as { Bun?: { SQL?: new (options: object) => BunSqlClient } }).Bun?.SQL;
+if (driverName === "bun" && !BunSQL) throw new Error("--driver bun needs Bun (Bun.SQL)");
 
 async function server(): Promise<{ host: string; port: number }> {
   const given = process.env.PGIAM_BENCH_PG;
@@ -70,45 +95,220 @@ const { host, port } = await server();
 
 type Client = "plain" | "iam";
 const CLIENTS: Client[] = ["plain", "iam"];
-const common = { host, port, user: "postgres", database: "postgres", onnotice: () => {} };
+const credentials = { accessKeyId: "AKIDBENCH", secretAccessKey: "bench/secret/key" };
+const iamOptions = { signingHostname: "localhost", region: "us-east-1", credentials, ssl: { ca } };
 
-function connect(client: Client, max: number): postgres.Sql {
-  if (client === "plain") return postgres({ ...common, max, ssl: { ca, servername: "localhost" } });
-  return iamPostgres({
-    ...common,
-    max,
-    signingHostname: "localhost",
-    region: "us-east-1",
-    credentials: { accessKeyId: "AKIDBENCH", secretAccessKey: "bench/secret/key" },
-    ssl: { ca },
-  }) as unknown as postgres.Sql;
+interface Backend {
+  pid: number;
+  ssl: boolean;
+  version: string;
+  cipher: string;
 }
+interface InsertRow {
+  id: number;
+  s: string;
+}
+
+/**
+ * One client (pool) of one driver, with each workload written as that driver's users write it. The
+ * timed code is only the body of sequential, pipelined, result and insert.
+ */
+interface Db {
+  /** Runs the pg_stat_ssl query on `count` connections at once (opening up to `count`). */
+  backends(count: number): Promise<Backend[]>;
+  /** (a): `n` awaited `select 1`, one after another. */
+  sequential(n: number): Promise<void>;
+  /** (b): `n` `select $1::int` issued at once; returns the sum of the results. */
+  pipelined(n: number): Promise<number>;
+  /** (c): `rows` rows of `width` characters; returns the characters received. */
+  result(rows: number, width: number): Promise<number>;
+  /** (d): inserts `data` into `table`, `batch` rows a statement. */
+  insert(table: string, data: InsertRow[], batch: number): Promise<void>;
+  /** Untimed statements (create, truncate, drop, the final check). */
+  // deno-lint-ignore no-explicit-any
+  exec(text: string): Promise<any[]>;
+  end(): Promise<void>;
+}
+
+const STAT_SSL = "select pid, ssl, version, cipher from pg_stat_ssl where pid = pg_backend_pid()";
+
+function postgresDb(client: Client, max: number): Db {
+  const common = { host, port, user: "postgres", database: "postgres", onnotice: () => {} };
+  const sql = client === "plain"
+    ? postgres({ ...common, max, ssl: { ca, servername: "localhost" } })
+    : iamPostgres({ ...common, max, ...iamOptions }) as unknown as postgres.Sql;
+  return {
+    // postgres.js opens a new connection while none is idle.
+    backends: async (count) =>
+      (await Promise.all(
+        Array.from(
+          { length: count },
+          () => sql`select pid, ssl, version, cipher from pg_stat_ssl where pid = pg_backend_pid()`,
+        ),
+      )).map(([r]) => r as unknown as Backend),
+    sequential: async (n) => {
+      for (let i = 0; i < n; i++) await sql`select 1`;
+    },
+    pipelined: async (n) => {
+      const results = await Promise.all(
+        Array.from({ length: n }, (_, i) => sql`select ${i}::int as i`),
+      );
+      let sum = 0;
+      for (const [r] of results) sum += r.i;
+      return sum;
+    },
+    result: async (rows, width) => {
+      const result = await sql`
+        select repeat('x', ${width}::int) as s from generate_series(1, ${rows}::int)`;
+      let chars = 0;
+      for (const r of result) chars += r.s.length;
+      return chars;
+    },
+    insert: async (table, data, batch) => {
+      for (let at = 0; at < data.length; at += batch) {
+        await sql`insert into ${sql(table)} ${sql(data.slice(at, at + batch), "id", "s")}`;
+      }
+    },
+    exec: (text) => sql.unsafe(text),
+    end: () => sql.end(),
+  };
+}
+
+function pgDb(client: Client, max: number): Db {
+  const common = { host, port, user: "postgres", database: "postgres", max };
+  const pool = client === "plain"
+    ? new pg.Pool({ ...common, ssl: { ca, servername: "localhost" } })
+    : iamPool({ ...common, ...iamOptions });
+  // (d): the statement text for a batch size, built once (numbered parameters, two a row).
+  const texts = new Map<string, string>();
+  const insertText = (table: string, rows: number) => {
+    const id = `${table} ${rows}`;
+    let text = texts.get(id);
+    if (!text) {
+      const values = Array.from({ length: rows }, (_, i) => `($${2 * i + 1}, $${2 * i + 2})`);
+      text = `insert into ${table} (id, s) values ${values.join(", ")}`;
+      texts.set(id, text);
+    }
+    return text;
+  };
+  return {
+    // Checks out `count` clients at once (the pool opens a new one while none is idle).
+    backends: async (count) => {
+      const clients = await Promise.all(Array.from({ length: count }, () => pool.connect()));
+      try {
+        return await Promise.all(
+          clients.map(async (c) => (await c.query(STAT_SSL)).rows[0] as Backend),
+        );
+      } finally {
+        for (const c of clients) c.release();
+      }
+    },
+    sequential: async (n) => {
+      for (let i = 0; i < n; i++) await pool.query("select 1");
+    },
+    pipelined: async (n) => {
+      const results = await Promise.all(
+        Array.from({ length: n }, (_, i) => pool.query("select $1::int as i", [i])),
+      );
+      let sum = 0;
+      for (const { rows: [r] } of results) sum += r.i;
+      return sum;
+    },
+    result: async (rows, width) => {
+      const { rows: result } = await pool.query(
+        "select repeat('x', $1::int) as s from generate_series(1, $2::int)",
+        [width, rows],
+      );
+      let chars = 0;
+      for (const r of result) chars += r.s.length;
+      return chars;
+    },
+    insert: async (table, data, batch) => {
+      for (let at = 0; at < data.length; at += batch) {
+        const rows = data.slice(at, at + batch);
+        const values: unknown[] = [];
+        for (const r of rows) values.push(r.id, r.s);
+        await pool.query(insertText(table, rows.length), values);
+      }
+    },
+    exec: async (text) => (await pool.query(text)).rows,
+    end: () => pool.end(),
+  };
+}
+
+function bunDb(client: Client, max: number): Db {
+  const common = { hostname: host, port, username: "postgres", database: "postgres", max };
+  const sql = client === "plain"
+    ? new BunSQL!({ ...common, tls: { ca, serverName: "localhost", rejectUnauthorized: true } })
+    : iamSql({ ...common, ...iamOptions });
+  // sql(name) and sql(rows, ...columns): Bun's identifier and insert helpers.
+  const helper = sql as unknown as (...args: unknown[]) => unknown;
+  return {
+    // Reserves `count` connections at once: queries issued at once may share a connection.
+    backends: async (count) => {
+      const reserved = await Promise.all(Array.from({ length: count }, () => sql.reserve()));
+      try {
+        return await Promise.all(
+          reserved.map(async (r) =>
+            (await r`select pid, ssl, version, cipher from pg_stat_ssl where pid = pg_backend_pid()`)[
+              0
+            ] as Backend
+          ),
+        );
+      } finally {
+        for (const r of reserved) r.release();
+      }
+    },
+    sequential: async (n) => {
+      for (let i = 0; i < n; i++) await sql`select 1`;
+    },
+    pipelined: async (n) => {
+      const results = await Promise.all(
+        Array.from({ length: n }, (_, i) => sql`select ${i}::int as i`),
+      );
+      let sum = 0;
+      for (const [r] of results) sum += r.i;
+      return sum;
+    },
+    result: async (rows, width) => {
+      const result = await sql`
+        select repeat('x', ${width}::int) as s from generate_series(1, ${rows}::int)`;
+      let chars = 0;
+      for (const r of result) chars += r.s.length;
+      return chars;
+    },
+    insert: async (table, data, batch) => {
+      for (let at = 0; at < data.length; at += batch) {
+        await sql`insert into ${helper(table)} ${helper(data.slice(at, at + batch), "id", "s")}`;
+      }
+    },
+    exec: (text) => sql.unsafe(text),
+    end: () => sql.close(),
+  };
+}
+
+const connect = { postgres: postgresDb, pg: pgDb, bun: bunDb }[driverName];
 
 const tlsSeen = new Set<string>();
 
 /**
- * Runs `count` queries at once, which opens connections up to `count` (postgres.js opens a new
- * one while none is idle), and checks that they ran on as many backends, all over TLS.
+ * Makes sure `count` connections are open, and checks that they are as many backends, all over
+ * TLS.
  */
-async function fill(sql: postgres.Sql, client: Client, count: number): Promise<void> {
-  const rows = await Promise.all(
-    Array.from(
-      { length: count },
-      () => sql`select pid, ssl, version, cipher from pg_stat_ssl where pid = pg_backend_pid()`,
-    ),
-  );
-  const pids = new Set(rows.map(([r]) => r.pid));
-  for (const [r] of rows) {
+async function fill(db: Db, client: Client, count: number): Promise<void> {
+  const rows = await db.backends(count);
+  const pids = new Set(rows.map((r) => r.pid));
+  for (const r of rows) {
     if (!r.ssl) throw new Error(`${client}: connection ${r.pid} is not TLS`);
     tlsSeen.add(`${client} ${r.version} ${r.cipher}`);
   }
   if (pids.size !== count) throw new Error(`${client}: ${pids.size} backends, not ${count}`);
 }
 
-async function open(client: Client, max: number): Promise<postgres.Sql> {
-  const sql = connect(client, max);
-  await fill(sql, client, max);
-  return sql;
+async function open(client: Client, max: number): Promise<Db> {
+  const db = connect(client, max);
+  await fill(db, client, max);
+  return db;
 }
 
 const sample = () => {
@@ -122,10 +322,10 @@ const sample = () => {
 // the client's code), then grows the pool to MEMORY_POOL; it prints the growth per connection.
 const memoryChild = arg("--memory-child") as Client | undefined;
 if (memoryChild) {
-  const sql = connect(memoryChild, MEMORY_POOL);
-  await fill(sql, memoryChild, 2);
+  const db = connect(memoryChild, MEMORY_POOL);
+  await fill(db, memoryChild, 2);
   const before = sample();
-  await fill(sql, memoryChild, MEMORY_POOL);
+  await fill(db, memoryChild, MEMORY_POOL);
   const after = sample();
   const per = (k: "heap" | "rss") => (after[k] - before[k]) / (MEMORY_POOL - 2);
   console.log("MEMORY_JSON " + JSON.stringify({ heap: per("heap"), rss: per("rss") }));
@@ -149,9 +349,9 @@ interface Timed {
  */
 async function timed(
   n: number,
-  pools: Record<Client, postgres.Sql>,
-  work: (sql: postgres.Sql) => Promise<void>,
-  prepare: (sql: postgres.Sql, client: Client) => Promise<void> = async () => {},
+  pools: Record<Client, Db>,
+  work: (db: Db, client: Client) => Promise<void>,
+  prepare: (db: Db, client: Client) => Promise<void> = async () => {},
 ): Promise<Timed> {
   const out: Timed = { wall: { plain: [], iam: [] }, cpu: { plain: [], iam: [] } };
   for (let round = 0; round <= n; round++) {
@@ -160,7 +360,7 @@ async function timed(
       collect(); // the other client's garbage is not collected on this one's time
       const cpu0 = process.cpuUsage();
       const t0 = performance.now();
-      await work(pools[client]);
+      await work(pools[client], client);
       const wall = performance.now() - t0;
       const cpu = process.cpuUsage(cpu0);
       if (round === 0) continue; // warm-up
@@ -173,7 +373,7 @@ async function timed(
 
 async function withPools<T>(
   max: number,
-  body: (pools: Record<Client, postgres.Sql>) => Promise<T>,
+  body: (pools: Record<Client, Db>) => Promise<T>,
 ): Promise<T> {
   const pools = { plain: await open("plain", max), iam: await open("iam", max) };
   try {
@@ -207,13 +407,14 @@ function summarize(name: string, t: Timed): Row {
 }
 
 const rows: Row[] = [];
-const log = (message: string) => process.stderr.write(`[steady ${runtime}] ${message}\n`);
+const log = (message: string) =>
+  process.stderr.write(`[steady ${runtime} ${names.driver}] ${message}\n`);
 
 if (CASES.includes("a")) {
   log("(a) sequential");
   const t = await withPools(1, (pools) =>
-    timed(rounds(15, 3), pools, async (sql) => {
-      for (let i = 0; i < SEQUENTIAL; i++) await sql`select 1`;
+    timed(rounds(15, 3), pools, async (db) => {
+      await db.sequential(SEQUENTIAL);
     }));
   rows.push(summarize(`(a) ${SEQUENTIAL.toLocaleString("en-US")} sequential select 1, 1 conn`, t));
 }
@@ -221,12 +422,8 @@ if (CASES.includes("a")) {
 if (CASES.includes("b")) {
   log("(b) pipelined");
   const t = await withPools(PIPELINE_POOL, (pools) =>
-    timed(rounds(15, 3), pools, async (sql) => {
-      const results = await Promise.all(
-        Array.from({ length: PIPELINED }, (_, i) => sql`select ${i}::int as i`),
-      );
-      let sum = 0;
-      for (const [r] of results) sum += r.i;
+    timed(rounds(15, 3), pools, async (db) => {
+      const sum = await db.pipelined(PIPELINED);
       if (sum !== PIPELINED * (PIPELINED - 1) / 2) throw new Error(`(b): wrong sum ${sum}`);
     }));
   rows.push(
@@ -240,12 +437,9 @@ if (CASES.includes("b")) {
 if (CASES.includes("c")) {
   log("(c) 40 MB result");
   const t = await withPools(1, (pools) =>
-    timed(rounds(7, 2), pools, async (sql) => {
-      const result = await sql`
-        select repeat('x', ${RESULT_WIDTH}::int) as s from generate_series(1, ${RESULT_ROWS}::int)`;
-      let bytes = 0;
-      for (const r of result) bytes += r.s.length;
-      if (bytes !== RESULT_ROWS * RESULT_WIDTH) throw new Error(`(c): got ${bytes} bytes`);
+    timed(rounds(7, 2), pools, async (db) => {
+      const chars = await db.result(RESULT_ROWS, RESULT_WIDTH);
+      if (chars !== RESULT_ROWS * RESULT_WIDTH) throw new Error(`(c): got ${chars} bytes`);
     }));
   rows.push(summarize(`(c) 40 MB result (${RESULT_ROWS.toLocaleString("en-US")} rows), 1 conn`, t));
 }
@@ -261,34 +455,23 @@ if (CASES.includes("d")) {
   const table = (client: Client) => `steady_insert_${client}`;
   const t = await withPools(1, async (pools) => {
     for (const client of CLIENTS) {
-      const sql = pools[client];
-      await sql`drop table if exists ${sql(table(client))}`;
-      await sql`create unlogged table ${sql(table(client))} (id int, s text)`;
+      await pools[client].exec(`drop table if exists ${table(client)}`);
+      await pools[client].exec(`create unlogged table ${table(client)} (id int, s text)`);
     }
-    const current = { table: "" };
     const result = await timed(
       rounds(7, 2),
       pools,
-      async (sql) => {
-        for (let at = 0; at < data.length; at += INSERT_BATCH) {
-          await sql`insert into ${sql(current.table)} ${
-            sql(data.slice(at, at + INSERT_BATCH), "id", "s")
-          }`;
-        }
-      },
-      async (sql, client) => {
-        current.table = table(client);
-        await sql`truncate ${sql(current.table)}`;
-      },
+      (db, client) => db.insert(table(client), data, INSERT_BATCH),
+      async (db, client) => void await db.exec(`truncate ${table(client)}`),
     );
     for (const client of CLIENTS) {
-      const sql = pools[client];
-      const [{ n, bytes }] = await sql`
-        select count(*)::int as n, sum(length(s))::int as bytes from ${sql(table(client))}`;
+      const [{ n, bytes }] = await pools[client].exec(
+        `select count(*)::int as n, sum(length(s))::int as bytes from ${table(client)}`,
+      );
       if (n !== INSERT_ROWS || bytes !== INSERT_ROWS * INSERT_WIDTH) {
         throw new Error(`(d): ${client}'s table has ${n} rows, ${bytes} bytes`);
       }
-      await sql`drop table ${sql(table(client))}`;
+      await pools[client].exec(`drop table ${table(client)}`);
     }
     return result;
   });
@@ -320,11 +503,15 @@ if (CASES.includes("e")) {
     : [process.execPath, process.execArgv]; // Node: tsx's loader flags and --expose-gc; Bun: none
   for (let round = 0; round < n; round++) {
     for (const client of round % 2 ? [...CLIENTS].reverse() : CLIENTS) {
-      const out = execFileSync(cmd, [...pre, script, "--memory-child", client], {
-        encoding: "utf8",
-        env: { ...process.env, PGIAM_BENCH_PG: `${host}:${port}` },
-        stdio: ["ignore", "pipe", "inherit"],
-      });
+      const out = execFileSync(
+        cmd,
+        [...pre, script, "--driver", driverName, "--memory-child", client],
+        {
+          encoding: "utf8",
+          env: { ...process.env, PGIAM_BENCH_PG: `${host}:${port}` },
+          stdio: ["ignore", "pipe", "inherit"],
+        },
+      );
       const line = out.split("\n").find((l) => l.startsWith("MEMORY_JSON "));
       if (!line) throw new Error(`(e): no measurement from the ${client} child:\n${out}`);
       const m = JSON.parse(line.slice("MEMORY_JSON ".length));
@@ -343,7 +530,7 @@ if (CASES.includes("e")) {
 const ms = (n: number) => n.toFixed(1);
 const kb = (n: number) => (n / 1024).toFixed(1);
 const lines = [
-  `### ${runtime}: iamPostgres vs plain postgres.js, steady state over TLS`,
+  `### ${runtime}: ${names.iam} vs plain ${names.driver}, steady state over TLS`,
   "",
   `TLS seen: ${[...tlsSeen].sort().join("; ") || "(checked in the memory children)"}.`,
   "",
@@ -369,6 +556,18 @@ if (memory) {
 }
 console.log(lines.join("\n"));
 if (process.argv.includes("--json")) {
-  console.log("BENCH_JSON " + JSON.stringify({ runtime, tls: [...tlsSeen], rows, memory, hasGc }));
+  console.log(
+    "BENCH_JSON " +
+      JSON.stringify({
+        runtime,
+        driver: driverName,
+        driverName: names.driver,
+        iamName: names.iam,
+        tls: [...tlsSeen],
+        rows,
+        memory,
+        hasGc,
+      }),
+  );
 }
 process.exit(0);
