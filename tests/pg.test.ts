@@ -319,3 +319,32 @@ test(
     assert.equal(g.stats.accepted, 4);
   },
 );
+
+test("pg: wrong region, wrong user and wrong signing host give clear errors", TIMEOUT, async () => {
+  const up = await upstreamPostgres();
+  const g = await gateway({ upstream: { host: up.host, port: up.port } }); // the client's user
+
+  // A region that contradicts the endpoint name is caught before any connection.
+  assert.throws(() => pool(g, { region: "us-west-2" }), (e: Error) => {
+    assert.ok(e instanceof RangeError);
+    assert.match(e.message, /us-west-2/);
+    return true;
+  });
+  // A region the gateway does not expect (the name carries none: a CNAME), and the hint for it.
+  const cname = pool(g, {
+    signingHostname: "db.example.com",
+    region: "eu-west-1",
+    ssl: { ca, servername: RDS },
+  });
+  await assert.rejects(cname.query("select 1"), (e: Error) => {
+    assert.equal(e.name, "IamAuthError");
+    assert.match(e.message, /eu-west-1/);
+    assert.match(e.message, /CNAME/);
+    return true;
+  });
+  // A user the database does not have: the token is good, the server refuses the role.
+  const nobody = pool(g, { user: "nosuchuser" });
+  await assert.rejects(nobody.query("select 1"), /role "nosuchuser" does not exist/);
+  assert.equal(g.stats.rejections.scope, 2);
+  assert.equal(g.stats.accepted, 1);
+});

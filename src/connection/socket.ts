@@ -277,6 +277,15 @@ export class IamSocket extends EventEmitter {
     return this.#to?.resume(), this;
   }
 
+  /** node-postgres corks around each query's messages, to send them in one write. */
+  cork(): void {
+    this.#to?.cork();
+  }
+
+  uncork(): void {
+    this.#to?.uncork();
+  }
+
   /** Kept until the TCP socket exists (postgres.js and node-postgres ask before it does). */
   setKeepAlive(enable = false, delay?: number): this {
     if (this.#to) return this.#to.setKeepAlive(enable, delay), this;
