@@ -274,8 +274,9 @@ export function iamSql(url?: string | IamSqlOptions, options?: IamSqlOptions): B
 }
 
 /**
- * Opens `connections` connections ahead of traffic (IAM connects are slow), by running that many
- * `select 1` at once. Never rejects: failures are returned.
+ * Opens connections ahead of traffic (IAM connects are slow), by running `connections` queries at
+ * once. Never rejects: failures are returned. (Bun.SQL 1.4 opens all of a client's `max`
+ * connections on its first query, so any prewarm opens them all; the count is what was asked.)
  *
  * @param sql A client from {@linkcode iamSql} (or any `Bun.SQL` client).
  * @param connections How many connections to open (at most the client's `max`).
