@@ -27,11 +27,11 @@ import type { ConnectionOptions } from "node:tls";
 import { show } from "../core/errors.ts";
 import { isDsqlClusterId } from "../core/hostname.ts";
 import { parseTarget, sslModeOption, stringOption } from "../connection/target.ts";
-import { type TlsPlan, tlsPlan } from "../connection/tls.ts";
+import { type SslOption, type TlsPlan, tlsPlan } from "../connection/tls.ts";
 import {
   checkCount,
+  driverArgs,
   dsqlLifetime,
-  IAM_KEYS,
   type IamOptions,
   type PrewarmResult,
   signFor,
@@ -45,6 +45,7 @@ export {
   type TokenEvent,
 } from "../connection/sign.ts";
 export type { Credentials, CredentialsOption, CredentialsProvider } from "../core/credentials.ts";
+export type { SslOption } from "../connection/tls.ts";
 
 /** A `Bun.SQL` client: a tagged template for queries, and Bun's methods (see Bun's own types). */
 export interface BunSqlClient {
@@ -56,17 +57,6 @@ export interface BunSqlClient {
   // deno-lint-ignore no-explicit-any
   [method: string]: any;
 }
-
-/** TLS settings: a libpq `sslmode` name, a boolean, or TLS options (`ca`, `cert`, `key`, …). */
-export type BunSslOption =
-  | boolean
-  | "disable"
-  | "allow"
-  | "prefer"
-  | "require"
-  | "verify-ca"
-  | "verify-full"
-  | ConnectionOptions;
 
 /** Options of {@linkcode iamSql}: `Bun.SQL` options (minus passwords and TLS) plus IAM ones. */
 export interface IamSqlOptions extends IamOptions {
@@ -87,7 +77,7 @@ export interface IamSqlOptions extends IamOptions {
    * both checked against `signingHostname` (or the host). An object is merged over those defaults.
    * Plaintext needs `dangerouslyDisableTls: true`.
    */
-  ssl?: BunSslOption;
+  ssl?: SslOption;
   /** Sends tokens without TLS. For a local gateway only: a token on the wire is a password. */
   dangerouslyDisableTls?: boolean;
   /** Open this many connections right away (IAM connects are slow); see {@linkcode prewarm}. */
@@ -140,21 +130,8 @@ export function iamSql(url?: string | IamSqlOptions, options?: IamSqlOptions): B
         `iamPostgres() (postgres.js) or iamPool() (node-postgres)`,
     );
   }
-  if (typeof url === "object" && url !== null && options === undefined) {
-    options = url;
-    url = undefined;
-  }
-  if (url !== undefined && typeof url !== "string") {
-    throw new TypeError(`iamSql() expects a connection string, got ${show(url)}`);
-  }
-  if (options !== undefined && (typeof options !== "object" || options === null)) {
-    throw new TypeError(`iamSql() expects an options object, got ${show(options)}`);
-  }
-  const iam: Record<string, unknown> = {};
-  const rest: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(options ?? {})) {
-    (IAM_KEYS.has(key) ? iam : rest)[key] = value;
-  }
+  const args = driverArgs("iamSql", url, options);
+  const iam = args.iam;
   const {
     host,
     hostname,
@@ -167,27 +144,17 @@ export function iamSql(url?: string | IamSqlOptions, options?: IamSqlOptions): B
     dangerouslyDisableTls,
     prewarm: prewarmCount,
     ...bunOptions
-  } = rest;
-  for (const key of ["password", "pass", "url"]) {
-    if (key in bunOptions) {
-      throw new TypeError(
-        key === "url"
-          ? `Pass the connection string as the first argument of iamSql(), not as "url"`
-          : `The "${key}" option cannot be combined with IAM authentication: pg-iam signs a ` +
-            `token for every connection (remove the password)`,
-      );
-    }
+  } = args.rest;
+  if ("url" in bunOptions) {
+    throw new TypeError(
+      `Pass the connection string as the first argument of iamSql(), not as "url"`,
+    );
   }
   if (tls !== undefined) {
     throw new TypeError(`Pass TLS settings as the "ssl" option (a mode or TLS options), not "tls"`);
   }
-  if (dangerouslyDisableTls !== undefined && typeof dangerouslyDisableTls !== "boolean") {
-    throw new TypeError(
-      `The "dangerouslyDisableTls" option must be a boolean, got ${show(dangerouslyDisableTls)}`,
-    );
-  }
   const target = parseTarget({
-    url,
+    url: args.url,
     explicit: {
       host: stringOption(hostname ?? host, hostname === undefined ? "host" : "hostname"),
       port: port as number | string | undefined,

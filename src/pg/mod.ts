@@ -20,13 +20,14 @@ import type { ConnectionOptions } from "node:tls";
 import pg from "pg";
 import { show } from "../core/errors.ts";
 import { parseTarget, sslModeOption, stringOption } from "../connection/target.ts";
+import type { SslOption } from "../connection/tls.ts";
 import {
   checkCount,
   dsqlLifetime,
-  IAM_KEYS,
   type IamOptions,
   type PrewarmResult,
   signingConfig,
+  splitIam,
 } from "../connection/sign.ts";
 import {
   clientConnection,
@@ -36,6 +37,7 @@ import {
 } from "../connection/socket.ts";
 
 export type { ConnectEvent, ConnectStep, ConnectTimings } from "../connection/socket.ts";
+export type { SslOption } from "../connection/tls.ts";
 /** node-postgres's `Pool` (from `pg`), as {@linkcode iamPool} returns it. */
 export type Pool = pg.Pool;
 /** node-postgres's `Client` (from `pg`), as {@linkcode iamClient} returns it. */
@@ -52,17 +54,6 @@ export {
 } from "../connection/sign.ts";
 export type { Credentials, CredentialsOption, CredentialsProvider } from "../core/credentials.ts";
 
-/** TLS settings: a libpq `sslmode` name, a boolean, or `node:tls` connect options. */
-export type PgSslOption =
-  | boolean
-  | "disable"
-  | "allow"
-  | "prefer"
-  | "require"
-  | "verify-ca"
-  | "verify-full"
-  | ConnectionOptions;
-
 /** What `iamClient()` takes: `pg.ClientConfig` (minus passwords and the stream) plus IAM options. */
 export type IamClientConfig =
   & Omit<ClientConfig, "password" | "ssl" | "stream">
@@ -73,7 +64,7 @@ export type IamClientConfig =
      * both checked against `signingHostname` (or the host). An object is merged over those
      * defaults (`ca`, `servername`, …). Plaintext needs `dangerouslyDisableTls: true`.
      */
-    ssl?: PgSslOption;
+    ssl?: SslOption;
     /** Sends tokens without TLS. For a local gateway only: a token on the wire is a password. */
     dangerouslyDisableTls?: boolean;
     /**
@@ -225,9 +216,7 @@ function checkConfig<T extends object>(config: T, fn: string): T {
 
 /** The pg config for `config`: the target read once, and a socket of pg-iam's for each connection. */
 function buildConfig(config: IamClientConfig): { config: Record<string, unknown>; dsql: boolean } {
-  const iam: Record<string, unknown> = {};
-  const rest: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(config)) (IAM_KEYS.has(key) ? iam : rest)[key] = value;
+  const { iam, rest } = splitIam(config as Record<string, unknown>);
   const {
     connectionString,
     host,
@@ -239,20 +228,10 @@ function buildConfig(config: IamClientConfig): { config: Record<string, unknown>
     onIamConnect,
     ...pgConfig
   } = rest;
-  for (const key of ["password", "stream"]) {
-    if (key in pgConfig) {
-      throw new TypeError(
-        key === "password"
-          ? `The "password" option cannot be combined with IAM authentication: pg-iam signs a ` +
-            `token for every connection (remove the password)`
-          : `The "stream" option cannot be combined with pg-iam, which provides the stream (for a ` +
-            `tunnel, connect to its local port and set signingHostname)`,
-      );
-    }
-  }
-  if (dangerouslyDisableTls !== undefined && typeof dangerouslyDisableTls !== "boolean") {
+  if ("stream" in pgConfig) {
     throw new TypeError(
-      `The "dangerouslyDisableTls" option must be a boolean, got ${show(dangerouslyDisableTls)}`,
+      `The "stream" option cannot be combined with pg-iam, which provides the stream (for a ` +
+        `tunnel, connect to its local port and set signingHostname)`,
     );
   }
   if (onIamConnect !== undefined && typeof onIamConnect !== "function") {

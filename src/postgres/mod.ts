@@ -21,10 +21,11 @@ import type { Options as PgOptions, PostgresType, Sql } from "postgres";
 import { show } from "../core/errors.ts";
 import { checkPort } from "../core/_options.ts";
 import { parseTarget, sslModeOption, stringOption } from "../connection/target.ts";
+import type { SslOption } from "../connection/tls.ts";
 import {
   checkCount,
+  driverArgs,
   dsqlLifetime,
-  IAM_KEYS,
   type IamOptions,
   type PrewarmResult,
   safely,
@@ -40,6 +41,7 @@ import {
 } from "../connection/socket.ts";
 
 export type { ConnectEvent, ConnectStep, ConnectTimings } from "../connection/socket.ts";
+export type { SslOption } from "../connection/tls.ts";
 export {
   IamAuthError,
   type IamOptions,
@@ -47,17 +49,6 @@ export {
   type TokenEvent,
 } from "../connection/sign.ts";
 export type { Credentials, CredentialsOption, CredentialsProvider } from "../core/credentials.ts";
-
-/** TLS settings: a libpq `sslmode` name, a boolean, or `node:tls` connect options. */
-export type SslOption =
-  | boolean
-  | "disable"
-  | "allow"
-  | "prefer"
-  | "require"
-  | "verify-ca"
-  | "verify-full"
-  | ConnectionOptions;
 
 /** Options of {@linkcode iamPostgres}: postgres.js options (minus passwords) plus IAM ones. */
 // `{}` mirrors postgres.js's own signature, so inferred custom types stay identical.
@@ -153,21 +144,8 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
   url?: string | IamPostgresOptions<T>,
   options?: IamPostgresOptions<T>,
 ): IamSql<T> {
-  if (typeof url === "object" && url !== null && options === undefined) {
-    options = url;
-    url = undefined;
-  }
-  if (url !== undefined && typeof url !== "string") {
-    throw new TypeError(`iamPostgres() expects a connection string, got ${show(url)}`);
-  }
-  if (options !== undefined && (typeof options !== "object" || options === null)) {
-    throw new TypeError(`iamPostgres() expects an options object, got ${show(options)}`);
-  }
-  const iam: Record<string, unknown> = {};
-  const rest: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(options ?? {})) {
-    (IAM_KEYS.has(key) ? iam : rest)[key] = value;
-  }
+  const args = driverArgs("iamPostgres", url, options);
+  const iam = args.iam;
   const {
     dangerouslyDisableTls,
     onConnect,
@@ -182,18 +160,7 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
     db,
     path,
     ...pgOptions
-  } = rest;
-  if ("password" in pgOptions || "pass" in pgOptions) {
-    throw new TypeError(
-      `The "password" option cannot be combined with IAM authentication: pg-iam signs a token ` +
-        `for every connection (remove the password)`,
-    );
-  }
-  if (dangerouslyDisableTls !== undefined && typeof dangerouslyDisableTls !== "boolean") {
-    throw new TypeError(
-      `The "dangerouslyDisableTls" option must be a boolean, got ${show(dangerouslyDisableTls)}`,
-    );
-  }
+  } = args.rest;
   if (onConnect !== undefined && typeof onConnect !== "function") {
     throw new TypeError(`The "onConnect" option must be a function, got ${show(onConnect)}`);
   }
@@ -212,7 +179,7 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
 
   // One parser for the target (connection string, options, libpq variables), as everywhere.
   const target = parseTarget({
-    url,
+    url: args.url,
     explicit: {
       host: one(hostname ?? hostOption, hostname === undefined ? "host" : "hostname") as string,
       port: one(portOption, "port") as number | string | undefined,
