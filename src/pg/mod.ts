@@ -21,6 +21,7 @@ import pg from "pg";
 import { show } from "../core/errors.ts";
 import { parseTarget, sslModeOption, stringOption } from "../connection/target.ts";
 import type { SslOption } from "../connection/tls.ts";
+import { connectionLost, retrying, type TransactionOptions } from "../connection/retry.ts";
 import {
   checkCount,
   dsqlLifetime,
@@ -38,12 +39,20 @@ import {
 
 export type { ConnectEvent, ConnectStep, ConnectTimings } from "../connection/socket.ts";
 export type { SslOption } from "../connection/tls.ts";
+export {
+  isOccError,
+  type RetryEvent,
+  type TransactionOptions,
+  TransactionOutcomeUnknownError,
+} from "../connection/retry.ts";
 /** node-postgres's `Pool` (from `pg`), as {@linkcode iamPool} returns it. */
 export type Pool = pg.Pool;
 /** node-postgres's `Client` (from `pg`), as {@linkcode iamClient} returns it. */
 export type Client = pg.Client;
 /** node-postgres's pool options (from `pg`). */
 export type PoolConfig = pg.PoolConfig;
+/** node-postgres's pooled client (from `pg`), as {@linkcode transaction} hands it to `fn`. */
+export type PoolClient = pg.PoolClient;
 /** node-postgres's client options (from `pg`). */
 export type ClientConfig = pg.ClientConfig;
 export {
@@ -203,6 +212,77 @@ export async function prewarm(pool: Pool, connections: number): Promise<PrewarmR
     else errors.push(r.reason as Error);
   }
   return { opened: connections - errors.length, errors };
+}
+
+/** Options of {@linkcode transaction}: the retry policy, and how to begin. */
+export interface PgTransactionOptions extends TransactionOptions {
+  /** What follows `BEGIN`, e.g. `"isolation level serializable"`. */
+  begin?: string;
+}
+
+/**
+ * Runs `fn` in a transaction on a client of `pool` (`BEGIN`, `fn`, `COMMIT`; `ROLLBACK` on error)
+ * and runs it again on an optimistic concurrency or serialization conflict (SQLSTATE `40001`: every
+ * Aurora DSQL conflict, OC000 and OC001, and PostgreSQL's SERIALIZABLE failures), with exponential
+ * backoff and full jitter, up to `maxAttempts` (default 5). Never runs it again when the outcome is
+ * unknown (the connection was lost while committing): that is a
+ * {@linkcode TransactionOutcomeUnknownError}. `fn` may run more than once.
+ *
+ * @param pool A pool from {@linkcode iamPool} (or any `pg.Pool`).
+ * @param fn The transaction's work, given the client it runs on.
+ * @param options The retry policy (`maxAttempts`, `baseDelayMs`, `maxDelayMs`, `onRetry`) and
+ * `begin`.
+ * @returns What `fn` returned, from the attempt that committed.
+ * @throws The last conflict after `maxAttempts`, any other error at once, or a
+ * {@linkcode TransactionOutcomeUnknownError}.
+ *
+ * @example
+ * ```ts ignore
+ * import { iamPool, transaction } from "@pg-iam/pg-iam/pg";
+ *
+ * const pool = iamPool({ connectionString: process.env.DATABASE_URL });
+ * await transaction(pool, async (client) => {
+ *   const { rows } = await client.query("select n from counters where id = 1");
+ *   await client.query("update counters set n = $1 where id = 1", [rows[0].n + 1]);
+ * });
+ * ```
+ */
+export function transaction<T>(
+  pool: Pool,
+  fn: (client: PoolClient) => T | Promise<T>,
+  options?: PgTransactionOptions,
+): Promise<T> {
+  if (typeof fn !== "function") {
+    throw new TypeError(`transaction() expects a function, got ${show(fn)}`);
+  }
+  const begin = options?.begin ?? "";
+  if (typeof begin !== "string") {
+    throw new TypeError(`The "begin" option must be a string, got ${show(begin)}`);
+  }
+  return retrying(
+    async (workDone) => {
+      const client = await pool.connect();
+      let failure: unknown;
+      try {
+        await client.query(begin ? `begin ${begin}` : "begin");
+        const result = await fn(client);
+        workDone();
+        await client.query("commit");
+        return result;
+      } catch (error) {
+        failure = error;
+        if (!connectionLost(error)) await client.query("rollback").catch(() => {});
+        throw error;
+      } finally {
+        // A client whose connection broke is destroyed, not put back.
+        client.release(
+          failure !== undefined && connectionLost(failure) ? failure as Error : undefined,
+        );
+      }
+    },
+    options,
+    connectionLost,
+  );
 }
 
 // ---- internals ----

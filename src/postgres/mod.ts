@@ -17,11 +17,12 @@
 
 import type { ConnectionOptions } from "node:tls";
 import postgres from "postgres";
-import type { Options as PgOptions, PostgresType, Sql } from "postgres";
+import type { Options as PgOptions, PostgresType, Sql, TransactionSql } from "postgres";
 import { show } from "../core/errors.ts";
 import { checkPort } from "../core/_options.ts";
 import { parseTarget, sslModeOption, stringOption } from "../connection/target.ts";
 import type { SslOption } from "../connection/tls.ts";
+import { connectionLost, retrying, type TransactionOptions } from "../connection/retry.ts";
 import {
   checkCount,
   driverArgs,
@@ -42,6 +43,12 @@ import {
 
 export type { ConnectEvent, ConnectStep, ConnectTimings } from "../connection/socket.ts";
 export type { SslOption } from "../connection/tls.ts";
+export {
+  isOccError,
+  type RetryEvent,
+  type TransactionOptions,
+  TransactionOutcomeUnknownError,
+} from "../connection/retry.ts";
 export {
   IamAuthError,
   type IamOptions,
@@ -294,6 +301,65 @@ export async function prewarm(
   );
   const errors = results.flatMap((r) => r.status === "rejected" ? [r.reason as Error] : []);
   return { opened: results.length - errors.length, errors };
+}
+
+/** Options of {@linkcode transaction}: the retry policy, and how to begin. */
+export interface PostgresTransactionOptions extends TransactionOptions {
+  /** What postgres.js's `sql.begin()` takes before the function, e.g. `"isolation level serializable"`. */
+  begin?: string;
+}
+
+/**
+ * Runs `fn` in a transaction (postgres.js's `sql.begin`) and runs it again on an optimistic
+ * concurrency or serialization conflict (SQLSTATE `40001`: every Aurora DSQL conflict, OC000 and
+ * OC001, and PostgreSQL's SERIALIZABLE failures), with exponential backoff and full jitter, up to
+ * `maxAttempts` (default 5). Never runs it again when the outcome is unknown (the connection was
+ * lost while committing): that is a {@linkcode TransactionOutcomeUnknownError}. `fn` may run more
+ * than once: keep side effects outside the database out of it.
+ *
+ * @param sql A client from {@linkcode iamPostgres} (or any postgres.js client).
+ * @param fn The transaction's work, given the transaction's `sql`.
+ * @param options The retry policy (`maxAttempts`, `baseDelayMs`, `maxDelayMs`, `onRetry`) and
+ * `begin`.
+ * @returns What `fn` returned, from the attempt that committed.
+ * @throws The last conflict after `maxAttempts`, any other error at once, or a
+ * {@linkcode TransactionOutcomeUnknownError}.
+ *
+ * @example
+ * ```ts ignore
+ * import { iamPostgres, transaction } from "@pg-iam/pg-iam/postgres";
+ *
+ * const sql = iamPostgres("postgres://admin@abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws/postgres");
+ * await transaction(sql, async (tx) => {
+ *   const [{ n }] = await tx`select n from counters where id = 1`;
+ *   await tx`update counters set n = ${n + 1} where id = 1`;
+ * });
+ * ```
+ */
+export function transaction<T>(
+  // deno-lint-ignore no-explicit-any
+  sql: Sql<any>,
+  // deno-lint-ignore no-explicit-any
+  fn: (tx: TransactionSql<any>) => T | Promise<T>,
+  options?: PostgresTransactionOptions,
+): Promise<T> {
+  if (typeof fn !== "function") {
+    throw new TypeError(`transaction() expects a function, got ${show(fn)}`);
+  }
+  const begin = options?.begin ?? "";
+  if (typeof begin !== "string") {
+    throw new TypeError(`The "begin" option must be a string, got ${show(begin)}`);
+  }
+  return retrying(
+    (workDone) =>
+      sql.begin(begin, async (tx) => {
+        const result = await fn(tx);
+        workDone();
+        return result;
+      }) as Promise<T>,
+    options,
+    connectionLost,
+  );
 }
 
 /** Options of {@linkcode iamPassword}. */

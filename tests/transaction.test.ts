@@ -1,0 +1,229 @@
+// transaction(): conflicts (SQLSTATE 40001) run again, with backoff; an unknown outcome never does.
+// Real SERIALIZABLE conflicts on real PostgreSQL, through the IAM gateway, for postgres.js and
+// node-postgres, each next to its negative control (the same increments without transaction()).
+import { after, test } from "node:test";
+import assert from "node:assert/strict";
+import type postgres from "postgres";
+import {
+  iamPostgres,
+  isOccError,
+  type RetryEvent,
+  transaction,
+  TransactionOutcomeUnknownError,
+} from "../src/postgres/mod.ts";
+import { iamPool, transaction as pgTransaction } from "../src/pg/mod.ts";
+import { type Gateway, startGateway } from "../src/gateway/mod.ts";
+import { upstreamPostgres } from "./_postgres.ts";
+import { ca, cert, key } from "./fixtures/tls.ts";
+
+const RDS = "db.cluster-abc123xyz.us-east-1.rds.amazonaws.com";
+const KEYS = { accessKeyId: "AKIDPGIAMTX", secretAccessKey: "pg-iam/transaction/secret" };
+const CONCURRENT = 8;
+const TIMEOUT = { timeout: 60_000 };
+
+const gateways: Gateway[] = [];
+const ends: (() => Promise<unknown>)[] = [];
+after(async () => {
+  for (const end of ends) await end().catch(() => {});
+  await Promise.all(gateways.map((g) => g.close()));
+});
+
+async function setup() {
+  const up = await upstreamPostgres();
+  const g = await startGateway({
+    endpoint: RDS,
+    credentials: KEYS,
+    upstream: { host: up.host, port: up.port, user: up.user },
+    tls: { cert, key },
+  });
+  gateways.push(g);
+  const common = {
+    host: g.host,
+    port: g.port,
+    user: "app",
+    database: "postgres",
+    signingHostname: RDS,
+    signingPort: 5432,
+    credentials: KEYS,
+    ssl: { ca },
+  };
+  const sql = iamPostgres({ ...common, max: CONCURRENT + 1, onnotice: () => {} });
+  ends.push(() => sql.end({ timeout: 0 }));
+  const pool = iamPool({ ...common, max: CONCURRENT + 1 });
+  pool.on("error", () => {});
+  ends.push(() => pool.end());
+  const table = `counter_${Math.random().toString(36).slice(2, 10)}`;
+  await sql.unsafe(`create table ${table} (id int primary key, n int not null)`);
+  await sql.unsafe(`insert into ${table} values (1, 0)`);
+  ends.push(() => sql.unsafe(`drop table if exists ${table}`));
+  return { sql, pool, table };
+}
+
+const SERIALIZABLE = "isolation level serializable";
+
+/** One read-then-write increment: SERIALIZABLE transactions running it at once conflict. */
+async function increment(tx: postgres.TransactionSql, table: string): Promise<void> {
+  const [{ n }] = await tx.unsafe(`select n from ${table} where id = 1`);
+  await new Promise((r) => setTimeout(r, 20)); // let the others read the same value
+  await tx.unsafe(`update ${table} set n = ${Number(n) + 1} where id = 1`);
+}
+
+test("isOccError() knows a conflict by SQLSTATE 40001 in any driver's field, or DSQL's OC000/OC001", () => {
+  const cases: [unknown, boolean][] = [
+    [Object.assign(new Error("could not serialize access"), { code: "40001" }), true],
+    [Object.assign(new Error("conflict"), { errno: "40001" }), true], // Bun.SQL
+    [new Error("change conflicts with another transaction, please retry: (OC000)"), true],
+    [new Error("schema has been updated by another transaction, please retry: (OC001)"), true],
+    [Object.assign(new Error("duplicate key"), { code: "23505" }), false],
+    [Object.assign(new Error("(OC000) but a unique violation"), { code: "23505" }), false],
+    [new Error("connection closed"), false],
+    [null, false],
+    ["40001", false],
+  ];
+  for (const [error, expected] of cases) assert.equal(isOccError(error), expected, String(error));
+});
+
+test(
+  "postgres.js: concurrent SERIALIZABLE increments all land with transaction(); without it some fail (the control)",
+  TIMEOUT,
+  async () => {
+    const { sql, table } = await setup();
+    // The control: plain sql.begin() — conflicts fail the transactions that lose.
+    const plain = await Promise.allSettled(
+      Array.from(
+        { length: CONCURRENT },
+        () => sql.begin(SERIALIZABLE, (tx) => increment(tx, table)),
+      ),
+    );
+    const failed = plain.filter((r) => r.status === "rejected");
+    assert.ok(failed.length > 0, "no conflict: the control proves nothing");
+    for (const r of failed) assert.ok(isOccError((r as PromiseRejectedResult).reason));
+    const [{ n: afterPlain }] = await sql.unsafe(`select n from ${table} where id = 1`);
+    assert.equal(afterPlain, CONCURRENT - failed.length);
+
+    // transaction(): every increment lands, conflicts retried with backoff.
+    const retries: RetryEvent[] = [];
+    await Promise.all(
+      Array.from({ length: CONCURRENT }, () =>
+        transaction(sql, (tx) => increment(tx, table), {
+          begin: SERIALIZABLE,
+          maxAttempts: 20,
+          onRetry: (e) => retries.push(e),
+        })),
+    );
+    const [{ n }] = await sql.unsafe(`select n from ${table} where id = 1`);
+    assert.equal(n, afterPlain + CONCURRENT);
+    assert.ok(retries.length > 0);
+    assert.ok(retries.every((r) => isOccError(r.error) && r.delayMs >= 0 && r.delayMs <= 2000));
+  },
+);
+
+test(
+  "node-postgres: concurrent SERIALIZABLE increments all land with transaction(); without it some fail (the control)",
+  TIMEOUT,
+  async () => {
+    const { sql, pool, table } = await setup();
+    const pgIncrement = async (
+      client: { query: (q: string) => Promise<{ rows: { n: number }[] }> },
+    ) => {
+      const { rows } = await client.query(`select n from ${table} where id = 1`);
+      await new Promise((r) => setTimeout(r, 20));
+      await client.query(`update ${table} set n = ${rows[0].n + 1} where id = 1`);
+    };
+    // The control: BEGIN … COMMIT by hand.
+    const plain = await Promise.allSettled(Array.from({ length: CONCURRENT }, async () => {
+      const client = await pool.connect();
+      try {
+        await client.query(`begin ${SERIALIZABLE}`);
+        await pgIncrement(client);
+        await client.query("commit");
+      } catch (error) {
+        await client.query("rollback");
+        throw error;
+      } finally {
+        client.release();
+      }
+    }));
+    const failed = plain.filter((r) => r.status === "rejected").length;
+    assert.ok(failed > 0, "no conflict: the control proves nothing");
+    let retries = 0;
+    await Promise.all(
+      Array.from({ length: CONCURRENT }, () =>
+        pgTransaction(pool, pgIncrement, {
+          begin: SERIALIZABLE,
+          maxAttempts: 20,
+          onRetry: () => retries++,
+        })),
+    );
+    const [{ n }] = await sql.unsafe(`select n from ${table} where id = 1`);
+    assert.equal(n, 2 * CONCURRENT - failed);
+    assert.ok(retries > 0);
+  },
+);
+
+test(
+  "transaction() gives up after maxAttempts with the last conflict, and never retries other errors",
+  TIMEOUT,
+  async () => {
+    const { sql, pool } = await setup();
+    let runs = 0;
+    const retried: number[] = [];
+    await assert.rejects(
+      transaction(sql, () => {
+        runs++;
+        throw Object.assign(new Error("change conflicts (OC000)"), { code: "40001" });
+      }, { maxAttempts: 3, baseDelayMs: 1, onRetry: (e) => retried.push(e.attempt) }),
+      { code: "40001" },
+    );
+    assert.equal(runs, 3);
+    assert.deepEqual(retried, [1, 2]);
+    let pgRuns = 0;
+    await assert.rejects(
+      pgTransaction(pool, async (client) => {
+        pgRuns++;
+        await client.query("select 1/0");
+      }),
+      { code: "22012" },
+    );
+    assert.equal(pgRuns, 1);
+    await assert.rejects(transaction(sql, () => 1, { maxAttempts: 0 }), RangeError);
+  },
+);
+
+test(
+  "a connection lost while committing is an unknown outcome: never run again, and said so",
+  TIMEOUT,
+  async () => {
+    const { sql, pool, table } = await setup();
+    for (
+      const run of [
+        (kill: (pid: number) => Promise<unknown>) =>
+          transaction(sql, async (tx) => {
+            const [{ pid }] = await tx`select pg_backend_pid() as pid`;
+            await tx.unsafe(`update ${table} set n = n + 100 where id = 1`);
+            await kill(pid); // the work is done; the COMMIT goes to a dead connection
+          }, { begin: SERIALIZABLE }),
+        (kill: (pid: number) => Promise<unknown>) =>
+          pgTransaction(pool, async (client) => {
+            const { rows } = await client.query("select pg_backend_pid() as pid");
+            await client.query(`update ${table} set n = n + 100 where id = 1`);
+            await kill(rows[0].pid);
+          }),
+      ]
+    ) {
+      let runs = 0;
+      const kill = async (pid: number) => {
+        runs++;
+        await sql`select pg_terminate_backend(${pid})`;
+      };
+      await assert.rejects(run(kill), (e: Error) => {
+        assert.ok(e instanceof TransactionOutcomeUnknownError, String(e));
+        assert.match(e.message, /may or may not have committed/);
+        return true;
+      });
+      assert.equal(runs, 1);
+    }
+    const [{ n }] = await sql.unsafe(`select n from ${table} where id = 1`);
+    assert.equal(n, 0); // here it had not committed: only the caller can find that out
+  },
+);
