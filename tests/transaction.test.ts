@@ -12,6 +12,7 @@ import {
   TransactionOutcomeUnknownError,
 } from "../src/postgres/mod.ts";
 import { iamPool, transaction as pgTransaction } from "../src/pg/mod.ts";
+import { type BunSqlClient, iamSql, transaction as bunTransaction } from "../src/bun/mod.ts";
 import { type Gateway, startGateway } from "../src/gateway/mod.ts";
 import { upstreamPostgres } from "./_postgres.ts";
 import { ca, cert, key } from "./fixtures/tls.ts";
@@ -225,5 +226,56 @@ test(
     }
     const [{ n }] = await sql.unsafe(`select n from ${table} where id = 1`);
     assert.equal(n, 0); // here it had not committed: only the caller can find that out
+  },
+);
+
+const ON_BUN = {
+  skip: (globalThis as { Bun?: { SQL?: unknown } }).Bun?.SQL
+    ? false
+    : "Bun.SQL is Bun's own client",
+  timeout: 60_000,
+};
+
+test(
+  "Bun.SQL: concurrent SERIALIZABLE increments all land with transaction(); without it some fail (the control)",
+  ON_BUN,
+  async () => {
+    const { sql, table } = await setup();
+    const g = gateways.at(-1)!;
+    const bun = iamSql({
+      host: g.host,
+      port: g.port,
+      user: "app",
+      database: "postgres",
+      signingHostname: RDS,
+      signingPort: 5432,
+      credentials: KEYS,
+      ssl: { ca },
+      max: CONCURRENT,
+    });
+    ends.push(() => bun.close({ timeout: 0 }));
+    const bunIncrement = async (tx: BunSqlClient) => {
+      const [{ n }] = await tx.unsafe(`select n from ${table} where id = 1`);
+      await new Promise((r) => setTimeout(r, 20));
+      await tx.unsafe(`update ${table} set n = ${Number(n) + 1} where id = 1`);
+    };
+    const plain = await Promise.allSettled(
+      Array.from({ length: CONCURRENT }, () => bun.begin(SERIALIZABLE, bunIncrement)),
+    );
+    const failed = plain.filter((r) => r.status === "rejected");
+    assert.ok(failed.length > 0, "no conflict: the control proves nothing");
+    for (const r of failed) assert.ok(isOccError((r as PromiseRejectedResult).reason));
+    let retries = 0;
+    await Promise.all(
+      Array.from({ length: CONCURRENT }, () =>
+        bunTransaction(bun, bunIncrement, {
+          begin: SERIALIZABLE,
+          maxAttempts: 20,
+          onRetry: () => retries++,
+        })),
+    );
+    const [{ n }] = await sql.unsafe(`select n from ${table} where id = 1`);
+    assert.equal(n, 2 * CONCURRENT - failed.length);
+    assert.ok(retries > 0);
   },
 );

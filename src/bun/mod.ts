@@ -28,6 +28,7 @@ import { show } from "../core/errors.ts";
 import { isDsqlClusterId } from "../core/hostname.ts";
 import { parseTarget, sslModeOption, stringOption } from "../connection/target.ts";
 import { type SslOption, type TlsPlan, tlsPlan } from "../connection/tls.ts";
+import { connectionLost, retrying, type TransactionOptions } from "../connection/retry.ts";
 import {
   checkCount,
   driverArgs,
@@ -46,6 +47,12 @@ export {
 } from "../connection/sign.ts";
 export type { Credentials, CredentialsOption, CredentialsProvider } from "../core/credentials.ts";
 export type { SslOption } from "../connection/tls.ts";
+export {
+  isOccError,
+  type RetryEvent,
+  type TransactionOptions,
+  TransactionOutcomeUnknownError,
+} from "../connection/retry.ts";
 
 /** A `Bun.SQL` client: a tagged template for queries, and Bun's methods (see Bun's own types). */
 export interface BunSqlClient {
@@ -264,6 +271,65 @@ export async function prewarm(sql: BunSqlClient, connections: number): Promise<P
   );
   const errors = results.flatMap((r) => r.status === "rejected" ? [r.reason as Error] : []);
   return { opened: results.length - errors.length, errors };
+}
+
+/** Options of {@linkcode transaction}: the retry policy, and how to begin. */
+export interface BunTransactionOptions extends TransactionOptions {
+  /** What `sql.begin()` takes before the function, e.g. `"isolation level serializable"`. */
+  begin?: string;
+}
+
+/**
+ * Runs `fn` in a transaction (`sql.begin`) and runs it again on an optimistic concurrency or
+ * serialization conflict (SQLSTATE `40001`: every Aurora DSQL conflict, and PostgreSQL's
+ * SERIALIZABLE failures), with exponential backoff and full jitter, up to `maxAttempts` (default
+ * 5). Never runs it again when the outcome is unknown (the connection was lost while committing):
+ * that is a {@linkcode TransactionOutcomeUnknownError}. `fn` may run more than once.
+ *
+ * @param sql A client from {@linkcode iamSql} (or any `Bun.SQL` client).
+ * @param fn The transaction's work, given the transaction's `sql`.
+ * @param options The retry policy (`maxAttempts`, `baseDelayMs`, `maxDelayMs`, `onRetry`) and
+ * `begin`.
+ * @returns What `fn` returned, from the attempt that committed.
+ * @throws The last conflict after `maxAttempts`, any other error at once, or a
+ * {@linkcode TransactionOutcomeUnknownError}.
+ *
+ * @example
+ * ```ts ignore
+ * import { iamSql, transaction } from "@pg-iam/pg-iam/bun";
+ *
+ * const sql = iamSql(process.env.DATABASE_URL);
+ * await transaction(sql, async (tx) => {
+ *   const [{ n }] = await tx`select n from counters where id = 1`;
+ *   await tx`update counters set n = ${n + 1} where id = 1`;
+ * });
+ * ```
+ */
+export function transaction<T>(
+  sql: BunSqlClient,
+  fn: (tx: BunSqlClient) => T | Promise<T>,
+  options?: BunTransactionOptions,
+): Promise<T> {
+  if (typeof fn !== "function") {
+    throw new TypeError(`transaction() expects a function, got ${show(fn)}`);
+  }
+  const begin = options?.begin;
+  if (begin !== undefined && typeof begin !== "string") {
+    throw new TypeError(`The "begin" option must be a string, got ${show(begin)}`);
+  }
+  const run = async (tx: BunSqlClient, workDone: () => void) => {
+    const result = await fn(tx);
+    workDone();
+    return result;
+  };
+  return retrying(
+    (workDone) =>
+      (begin
+        ? sql.begin(begin, (tx: BunSqlClient) => run(tx, workDone))
+        : sql.begin((tx: BunSqlClient) => run(tx, workDone))) as Promise<T>,
+    options,
+    connectionLost,
+  );
 }
 
 /** Bun's TLS options for a plan: the same CA, name and checks as the other drivers get. */

@@ -79,8 +79,12 @@ export class TransactionOutcomeUnknownError extends Error {
  */
 export function connectionLost(error: unknown): boolean {
   const e = error as { code?: unknown; errno?: unknown } | undefined;
-  const code = typeof e?.code === "string" ? e.code : typeof e?.errno === "string" ? e.errno : "";
-  if (!/^[0-9A-Z]{5}$/.test(code)) return true;
+  // The SQLSTATE is `code` (postgres.js, node-postgres) or `errno` (Bun.SQL, whose `code` is its own).
+  const sqlstate = [e?.code, e?.errno].find((c) =>
+    typeof c === "string" && /^[0-9A-Z]{5}$/.test(c)
+  );
+  if (sqlstate === undefined) return true;
+  const code = sqlstate as string;
   return code.startsWith("08") || /^57P0[123]$/.test(code);
 }
 
