@@ -1617,3 +1617,21 @@ test("tlsError() for another failure names the trust and the name checked", asyn
   );
   assert.equal(error.code, "TLS");
 });
+
+test("tlsPlan() for an RDS Proxy endpoint trusts the Amazon roots its certificates chain to, in the default bundle", async () => {
+  const { X509Certificate } = await import("node:crypto");
+  const names = RDS_CA.map((pem) => new X509Certificate(pem).subject);
+  // RDS Proxy serves ACM certificates (Amazon Root CA 1-4, Starfield G2), not the RDS CA's.
+  for (
+    const root of ["Amazon Root CA 1", "Amazon Root CA 2", "Amazon Root CA 3", "Amazon Root CA 4"]
+  ) {
+    assert.ok(names.some((n) => n.includes(`CN=${root}`)), root);
+  }
+  // The control: the bundle is the RDS one too (its regional roots), so the check can tell.
+  assert.ok(names.some((n) => n.includes("CN=Amazon RDS us-east-1 Root CA")));
+  const host = "my-proxy.proxy-c9akciq32.us-east-1.rds.amazonaws.com";
+  const t = await target({ url: `postgres://app@${host}/db` });
+  const proxyPlan = tlsPlan(t.ssl, "rds", host);
+  assert.equal(proxyPlan!.options.servername, host);
+  assert.deepEqual(proxyPlan!.options.ca, [...RDS_CA]);
+});
