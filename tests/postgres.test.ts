@@ -843,3 +843,50 @@ test("connect_timeout from the options or the connection string bounds a server 
     silent.close();
   }
 });
+
+test("a server at its connection limit (53300) is asked again with backoff until a slot frees; plain postgres.js fails at once (the control)", async () => {
+  const g = await gateway({ maxConnections: 1 });
+  const holder = client(g, { max: 1 });
+  await holder`select 1`; // holds the gateway's only slot
+  // The control: a plain client with a valid token is refused at once.
+  const token = await rdsToken({ hostname: RDS, username: "app", credentials: KEYS });
+  const plain = postgres({
+    host: g.host,
+    port: g.port,
+    user: "app",
+    database: "postgres",
+    password: token,
+    ssl: { ca, servername: RDS },
+    max: 1,
+    onnotice: () => {},
+  });
+  // (postgres.js does not read the error answering its SSLRequest: it reports a TLS disconnect.)
+  await assert.rejects(plain`select 1`);
+  await plain.end({ timeout: 0 });
+  // pg-iam waits, jittered, and gets in once the holder lets go.
+  const connects: ConnectEvent[] = [];
+  const waiter = client(g, {
+    max: 1,
+    connect_timeout: 10,
+    onConnect: (e: ConnectEvent) => connects.push(e),
+  });
+  const t = performance.now();
+  const answer = waiter`select 1 as one`.execute();
+  await sleep(400);
+  await holder.end();
+  assert.deepEqual([...await answer], [{ one: 1 }]);
+  assert.ok(performance.now() - t >= 400);
+  assert.deepEqual(connects.map((e) => e.ok), [true]);
+  await waiter.end();
+  // And at the connect timeout, the server's own answer, not a bare timeout.
+  const blocker = client(g, { max: 1 });
+  await blocker`select 1`;
+  const late = client(g, { max: 1, connect_timeout: 2 });
+  await assert.rejects(late`select 1`, (e: Error & { code?: string }) => {
+    assert.equal(e.code, "53300");
+    assert.match(e.message, /with backoff/);
+    return true;
+  });
+  await late.end({ timeout: 0 });
+  await blocker.end();
+});

@@ -411,6 +411,22 @@ export class IamSocket extends EventEmitter {
     timeout.catch(() => {});
     const within = <T>(p: Promise<T>): Promise<T> => Promise.race([p, timeout]);
     let tokenSent = false;
+    // A server at its connection limit (53300) or over its new-connection rate (DSQL's 53400) is
+    // asked again after a jittered wait, until connect_timeout: a fleet starting at once spreads
+    // out instead of failing.
+    let waits = 0;
+    const busy = (code: unknown) => (code === "53300" || code === "53400") && plan.retry !== false;
+    const wait = (answer: Error) => {
+      const ms = Math.random() * Math.min(2000, 50 * 2 ** ++waits);
+      // No wait that would end past the deadline (the driver's own timeout fires there too).
+      if (performance.now() + ms + 500 > t0 + plan.connectTimeoutMs) {
+        throw Object.assign(answer, {
+          message: `${answer.message} (asked ${waits} times, with backoff, within the connect ` +
+            `timeout)`,
+        });
+      }
+      return within(new Promise((resolve) => setTimeout(resolve, ms)));
+    };
     try {
       for (attempts = 1;; attempts++) {
         this.#step = "credentials";
@@ -419,7 +435,15 @@ export class IamSocket extends EventEmitter {
         timings.signMs += signed.signMs;
         if (this.#closed) return;
 
-        const socket = await within(this.#open(timings));
+        let socket: net.Socket;
+        try {
+          socket = await within(this.#open(timings));
+        } catch (error) {
+          if (!busy((error as { code?: unknown }).code)) throw error;
+          await wait(error as Error);
+          attempts--; // the same attempt, again
+          continue;
+        }
         if (this.#closed) {
           socket.destroy();
           return;
@@ -440,12 +464,18 @@ export class IamSocket extends EventEmitter {
         socket.destroy();
         this.#upstream = undefined;
         const code = answer.error.C;
+        if (busy(code)) {
+          await wait(serverError(answer.error));
+          attempts--;
+          continue;
+        }
         const rejected = answer.tokenSent && (code === "28P01" || code === "28000");
         if (attempts === 1 && rejected && plan.retry !== false) continue;
         throw rejected ? plan.authError(answer.error) : serverError(answer.error);
       }
-    } catch (error) {
+    } catch (caught) {
       clearTimeout(timer);
+      const error = caught;
       timings.totalMs = performance.now() - t0;
       plan.onConnect({
         ok: false,
