@@ -11,35 +11,24 @@ import {
   prewarm,
   type TokenEvent,
 } from "../src/bun/mod.ts";
-import { type Gateway, type GatewayOptions, startGateway } from "../src/gateway/mod.ts";
-import { upstreamPostgres } from "./_postgres.ts";
-import { ca, cert, key } from "./fixtures/tls.ts";
+import type { Gateway, GatewayOptions } from "../src/gateway/mod.ts";
+import { closeTestGateways, RDS, testGateway } from "./_gateway.ts";
+import { ca } from "./fixtures/tls.ts";
 
-const RDS = "db.cluster-abc123xyz.us-east-1.rds.amazonaws.com";
 const DSQL = "abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws";
 const KEYS = { accessKeyId: "AKIDPGIAMBUN", secretAccessKey: "pg-iam/bun/secret/key" };
 const MINUTE = 60_000;
 const BUN = (globalThis as { Bun?: { SQL?: unknown } }).Bun?.SQL !== undefined;
 const ON_BUN = { skip: BUN ? false : "Bun.SQL is Bun's own client", timeout: 60_000 };
 
-const gateways: Gateway[] = [];
 const clients: BunSqlClient[] = [];
 after(async () => {
   await Promise.all(clients.map((c) => c.close({ timeout: 0 }).catch(() => {})));
-  await Promise.all(gateways.map((g) => g.close()));
+  await closeTestGateways();
 });
 
-async function gateway(extra: Partial<GatewayOptions> = {}): Promise<Gateway> {
-  const up = await upstreamPostgres();
-  const g = await startGateway({
-    endpoint: RDS,
-    credentials: KEYS,
-    upstream: { host: up.host, port: up.port, user: up.user },
-    tls: { cert, key },
-    ...extra,
-  });
-  gateways.push(g);
-  return g;
+function gateway(extra: Partial<GatewayOptions> = {}): Promise<Gateway> {
+  return testGateway(KEYS, extra);
 }
 
 function client(g: Gateway, extra: IamSqlOptions = {}): BunSqlClient {

@@ -108,11 +108,11 @@ async function errorFrom(port: number, useTls = false, connectTimeout = 3): Prom
 }
 
 const CASES: [string, Reply, RegExp, string?][] = [
-  ["a 6-byte R with no auth code", msg("R", [0]), /malformed "R" message/, "PROTOCOL_VIOLATION"],
-  ["an R with no body", msg("R"), /malformed "R" message/, "PROTOCOL_VIOLATION"],
-  ["a length below 4", msg("E", [], 2), /malformed "E" message/, "PROTOCOL_VIOLATION"],
-  ["a 2 GB length", msg("R", int32(3), 0x7fffffff), /malformed "R"/, "PROTOCOL_VIOLATION"],
-  ["an unexpected Z", msg("Z", text("I")), /unexpected "Z" message/, "PROTOCOL_VIOLATION"],
+  ["a 6-byte R with no auth code", msg("R", [0]), /malformed 'R' message/, "PROTOCOL_VIOLATION"],
+  ["an R with no body", msg("R"), /malformed 'R' message/, "PROTOCOL_VIOLATION"],
+  ["a length below 4", msg("E", [], 2), /malformed 'E' message/, "PROTOCOL_VIOLATION"],
+  ["a 2 GB length", msg("R", int32(3), 0x7fffffff), /malformed 'R'/, "PROTOCOL_VIOLATION"],
+  ["an unexpected Z", msg("Z", text("I")), /unexpected 'Z' message/, "PROTOCOL_VIOLATION"],
   ["a NUL type byte", msg(0, int32(0)), /unexpected 0x0 message/, "PROTOCOL_VIOLATION"],
   ["an escape type byte", msg(0x1b, int32(0)), /unexpected 0x1b message/, "PROTOCOL_VIOLATION"],
   ["an MD5 request", msg("R", [...int32(5), 1, 2, 3, 4]), /MD5 password/, "AUTH_METHOD"],
@@ -183,7 +183,7 @@ test("a server that never answers is cut off at connect_timeout", async () => {
 
 test("over TLS: the 6-byte R a machine in the path could send fails the query, no crash", async () => {
   const error = await errorFrom(await hostile(msg("R", [0]), { tls: true }), true);
-  assert.match(error.message, /malformed "R" message/);
+  assert.match(error.message, /malformed 'R' message/);
   // The control: the same server answering a real password request gets the token over TLS.
   let password = "";
   const port = await hostile((s) => {

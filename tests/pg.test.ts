@@ -13,34 +13,24 @@ import {
   prewarm,
   type TokenEvent,
 } from "../src/pg/mod.ts";
-import { type Gateway, type GatewayOptions, startGateway } from "../src/gateway/mod.ts";
+import type { Gateway, GatewayOptions } from "../src/gateway/mod.ts";
+import { closeTestGateways, RDS, testGateway } from "./_gateway.ts";
 import { upstreamPostgres } from "./_postgres.ts";
-import { ca, cert, key } from "./fixtures/tls.ts";
+import { ca } from "./fixtures/tls.ts";
 
-const RDS = "db.cluster-abc123xyz.us-east-1.rds.amazonaws.com";
 const DSQL = "abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws";
 const KEYS = { accessKeyId: "AKIDPGIAMPG", secretAccessKey: "pg-iam/node-postgres/secret/key" };
 const MINUTE = 60_000;
 const TIMEOUT = { timeout: 60_000 };
 
-const gateways: Gateway[] = [];
 const pools: pg.Pool[] = [];
 after(async () => {
   await Promise.all(pools.map((p) => p.end().catch(() => {})));
-  await Promise.all(gateways.map((g) => g.close()));
+  await closeTestGateways();
 });
 
-async function gateway(extra: Partial<GatewayOptions> = {}): Promise<Gateway> {
-  const up = await upstreamPostgres();
-  const g = await startGateway({
-    endpoint: RDS,
-    credentials: KEYS,
-    upstream: { host: up.host, port: up.port, user: up.user },
-    tls: { cert, key },
-    ...extra,
-  });
-  gateways.push(g);
-  return g;
+function gateway(extra: Partial<GatewayOptions> = {}): Promise<Gateway> {
+  return testGateway(KEYS, extra);
 }
 
 /** A pool for the gateway: connects to 127.0.0.1, signs for the endpoint, trusts the test CA. */

@@ -20,32 +20,20 @@ import knex from "knex";
 import { DataSource, EntitySchema } from "typeorm";
 import { rdsToken } from "../mod.ts";
 import { iamPool, type IamPoolConfig, type TokenEvent } from "../src/pg/mod.ts";
-import { type Gateway, startGateway } from "../src/gateway/mod.ts";
-import { upstreamPostgres } from "./_postgres.ts";
-import { ca, cert, key } from "./fixtures/tls.ts";
+import type { Gateway } from "../src/gateway/mod.ts";
+import { closeTestGateways, RDS, testGateway } from "./_gateway.ts";
+import { ca } from "./fixtures/tls.ts";
 
-const RDS = "db.cluster-abc123xyz.us-east-1.rds.amazonaws.com";
 const KEYS = { accessKeyId: "AKIDRECIPESPG", secretAccessKey: "recipes/node-postgres/secret" };
 const MINUTE = 60_000;
 const TIMEOUT = { timeout: 30_000 };
 /** How many connections each recipe is made to open at once (its pool's max). */
 const CONNECTIONS = 3;
 
-const gateways: Gateway[] = [];
-after(async () => {
-  await Promise.all(gateways.map((g) => g.close()));
-});
+after(closeTestGateways);
 
-async function gateway(): Promise<Gateway> {
-  const up = await upstreamPostgres();
-  const g = await startGateway({
-    endpoint: RDS,
-    credentials: KEYS,
-    upstream: { host: up.host, port: up.port, user: up.user },
-    tls: { cert, key },
-  });
-  gateways.push(g);
-  return g;
+function gateway(): Promise<Gateway> {
+  return testGateway(KEYS);
 }
 
 /** iamPool() options for the gateway: connect to its port, sign for the endpoint, trust the CA. */

@@ -13,31 +13,21 @@ import {
 } from "../src/postgres/mod.ts";
 import { iamPool, transaction as pgTransaction } from "../src/pg/mod.ts";
 import { type BunSqlClient, iamSql, transaction as bunTransaction } from "../src/bun/mod.ts";
-import { type Gateway, startGateway } from "../src/gateway/mod.ts";
-import { upstreamPostgres } from "./_postgres.ts";
-import { ca, cert, key } from "./fixtures/tls.ts";
+import { closeTestGateways, RDS, testGateway } from "./_gateway.ts";
+import { ca } from "./fixtures/tls.ts";
 
-const RDS = "db.cluster-abc123xyz.us-east-1.rds.amazonaws.com";
 const KEYS = { accessKeyId: "AKIDPGIAMTX", secretAccessKey: "pg-iam/transaction/secret" };
 const CONCURRENT = 8;
 const TIMEOUT = { timeout: 60_000 };
 
-const gateways: Gateway[] = [];
 const ends: (() => Promise<unknown>)[] = [];
 after(async () => {
   for (const end of ends) await end().catch(() => {});
-  await Promise.all(gateways.map((g) => g.close()));
+  await closeTestGateways();
 });
 
 async function setup() {
-  const up = await upstreamPostgres();
-  const g = await startGateway({
-    endpoint: RDS,
-    credentials: KEYS,
-    upstream: { host: up.host, port: up.port, user: up.user },
-    tls: { cert, key },
-  });
-  gateways.push(g);
+  const g = await testGateway(KEYS);
   const common = {
     host: g.host,
     port: g.port,
@@ -241,7 +231,7 @@ test(
   ON_BUN,
   async () => {
     const { sql, table } = await setup();
-    const g = gateways.at(-1)!;
+    const g = await testGateway(KEYS);
     const bun = iamSql({
       host: g.host,
       port: g.port,

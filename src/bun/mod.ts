@@ -25,12 +25,12 @@
 
 import type { ConnectionOptions } from "node:tls";
 import { show } from "../core/errors.ts";
-import { isDsqlClusterId } from "../core/hostname.ts";
 import { parseTarget, sslModeOption, stringOption } from "../connection/target.ts";
 import { type SslOption, type TlsPlan, tlsPlan } from "../connection/tls.ts";
 import { connectionLost, retrying, type TransactionOptions } from "../connection/retry.ts";
 import {
   checkCount,
+  connectHost,
   driverArgs,
   dsqlLifetime,
   type IamOptions,
@@ -178,16 +178,16 @@ export function iamSql(url?: string | IamSqlOptions, options?: IamSqlOptions): B
         `address and set signingHostname to the endpoint name`,
     );
   }
-  const connectHost = target.host ?? "localhost";
+  const targetHost = target.host ?? "localhost";
   const connectPort = target.port ?? 5432;
   const connectUser = target.user ?? readUser();
   const connectTimeout = (bunOptions.connectionTimeout as number | undefined) ??
-    target.connectTimeout ?? undefined;
+    target.connectTimeout;
   const signing = signingConfig(
     {
       ...target.iam as IamOptions,
       ...iam as IamOptions,
-      host: connectHost,
+      host: targetHost,
       port: connectPort,
       user: connectUser,
     },
@@ -203,10 +203,7 @@ export function iamSql(url?: string | IamSqlOptions, options?: IamSqlOptions): B
       );
     }
   }
-  // A bare DSQL cluster id connects to the endpoint it expands to.
-  const address = signing.service === "dsql" && isDsqlClusterId(connectHost)
-    ? signing.signingHostname
-    : connectHost;
+  const address = connectHost(signing, targetHost);
   const plan = tlsPlan(
     target.ssl,
     signing.service,

@@ -101,8 +101,6 @@ export interface Target {
   expiresIn: number | undefined;
   profile: string | undefined;
   sslmode: SslMode;
-  /** A CA file, `system`, or undefined for pg-iam's default (RDS bundle, or the system's). */
-  sslrootcert: string | undefined;
   /** Everything about TLS the target asks for (client certificates, CRL, versions, SNI). */
   tls: TlsSettings;
   /** Startup parameters for the server (application_name, options, …). */
@@ -213,7 +211,6 @@ export function resolveTarget(
       );
     }
   }
-  const rootcert = t.ssl.rootcert;
 
   return {
     host: t.hostaddr ?? host,
@@ -229,7 +226,6 @@ export function resolveTarget(
     expiresIn,
     profile: flag("profile") ?? iam.profile,
     sslmode: t.ssl.mode,
-    sslrootcert: rootcert === undefined || rootcert === "system" ? rootcert : rootcert.path,
     tls: t.ssl,
     serverParams: t.serverParams,
   };

@@ -493,7 +493,6 @@ async function login(
         checkServerIdentity: () => undefined,
       },
     },
-    keepAlive: 0,
     connectTimeoutMs: timeoutMs,
     retry: false, // one login, timed as it is
     token: () => Promise.resolve({ token, credentialsMs: 0, signMs: 0 }),

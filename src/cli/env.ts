@@ -145,9 +145,10 @@ export async function pgVariables(
   vars.PGSSLMODE = target.sslmode;
   if (target.sslmode === "verify-full" || target.sslmode === "verify-ca") {
     // A file for every libpq: "system" needs libpq 16, so the system's roots are written out.
-    vars.PGSSLROOTCERT = target.sslrootcert !== undefined && target.sslrootcert !== "system"
-      ? target.sslrootcert
-      : target.service === "rds" && target.sslrootcert === undefined
+    const rootcert = target.tls.rootcert;
+    vars.PGSSLROOTCERT = rootcert !== undefined && rootcert !== "system"
+      ? rootcert.path
+      : target.service === "rds" && rootcert === undefined
       ? caFile(rdsCaBundle(), "rds-ca-bundle.pem")
       : caFile(rootCertificates.join("\n") + "\n", "system-roots.pem");
   }

@@ -6,7 +6,16 @@
 
 import { show } from "../core/errors.ts";
 
-/** Options of the adapters' `transaction()`. */
+/**
+ * Options of the adapters' `transaction()`.
+ *
+ * @example
+ * ```ts
+ * import type { TransactionOptions } from "@pg-iam/pg-iam/postgres";
+ *
+ * const options: TransactionOptions = { maxAttempts: 8, maxDelayMs: 500 };
+ * ```
+ */
 export interface TransactionOptions {
   /** How many times to run the transaction in all, the first included. Default: 5. */
   maxAttempts?: number;
@@ -18,7 +27,16 @@ export interface TransactionOptions {
   onRetry?: (event: RetryEvent) => void;
 }
 
-/** What `onRetry` is told. */
+/**
+ * What `onRetry` is told.
+ *
+ * @example
+ * ```ts
+ * import type { RetryEvent } from "@pg-iam/pg-iam/postgres";
+ *
+ * const log = (e: RetryEvent) => console.warn(`attempt ${e.attempt} conflicted; again in ${e.delayMs} ms`);
+ * ```
+ */
 export interface RetryEvent {
   /** The attempt that failed (1 for the first). */
   attempt: number;
@@ -55,6 +73,20 @@ export function isOccError(error: unknown): boolean {
 /**
  * A transaction whose outcome is unknown: the connection was lost after its work was done, while
  * it was being committed. It may or may not have committed, so it is not run again.
+ *
+ * @example
+ * ```ts ignore
+ * import { iamPostgres, transaction, TransactionOutcomeUnknownError } from "@pg-iam/pg-iam/postgres";
+ *
+ * const sql = iamPostgres(process.env.DATABASE_URL);
+ * try {
+ *   await transaction(sql, (tx) => tx`insert into orders (id) values (${42})`);
+ * } catch (error) {
+ *   if (error instanceof TransactionOutcomeUnknownError) {
+ *     // look for order 42 before inserting it again
+ *   }
+ * }
+ * ```
  */
 export class TransactionOutcomeUnknownError extends Error {
   /**
@@ -89,7 +121,7 @@ export function connectionLost(error: unknown): boolean {
 }
 
 /** Checked TransactionOptions with their defaults. */
-export function checkTransactionOptions(
+function checkTransactionOptions(
   o: TransactionOptions | undefined,
 ): Required<Omit<TransactionOptions, "onRetry">> & Pick<TransactionOptions, "onRetry"> {
   if (o !== undefined && (typeof o !== "object" || o === null)) {

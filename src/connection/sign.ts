@@ -120,7 +120,7 @@ export class IamAuthError extends Error {
   }
 }
 
-/** The result of {@linkcode prewarm}. */
+/** The result of an adapter's `prewarm()`: how many connections opened, and why others did not. */
 export interface PrewarmResult {
   /** Connections that opened and answered. */
   opened: number;
@@ -128,8 +128,8 @@ export interface PrewarmResult {
   errors: Error[];
 }
 
-/** The keys of {@linkcode IamOptions}: an adapter takes these for itself, the rest go to its driver. */
-export const IAM_KEYS: ReadonlySet<string> = new Set<string>(
+// The keys of IamOptions: an adapter takes these for itself, the rest go to its driver.
+const IAM_KEYS: ReadonlySet<string> = new Set<string>(
   [
     "region",
     "credentials",
@@ -302,6 +302,11 @@ export function signingConfig(
     now: o.now ?? Date.now,
     onToken: o.onToken,
   };
+}
+
+/** The host to connect to: for a bare DSQL cluster id, the endpoint it expands to. */
+export function connectHost(c: SigningConfig, host: string): string {
+  return c.service === "dsql" && isDsqlClusterId(host) ? c.signingHostname : host;
 }
 
 /** Seconds: 45 to 55 minutes, below DSQL's 60-minute connection limit, drawn anew per call. */

@@ -5,7 +5,7 @@
 // credentials when the server rejects the token.
 //
 // Then it steps aside: at AuthenticationOk, postgres.js's listeners move onto the TCP/TLS socket
-// itself and this object's methods become the socket's, so every later byte goes between
+// itself and this object's methods forward to it (one branch), so every later byte goes between
 // postgres.js and the socket as if pg-iam were not there (a relay cost ~10 % on small queries; see
 // bench/README.md). A cancel request is handed over the same way, once TLS is up.
 //
@@ -31,11 +31,18 @@ import {
   passwordMessage,
   PROTOCOL_3,
   sslRequest,
+  typeName,
 } from "./pgwire.ts";
-import { isDsqlClusterId } from "../core/hostname.ts";
 import type { ConnectionTarget } from "./target.ts";
 import { tlsError, type TlsPlan, tlsPlan } from "./tls.ts";
-import { authError, safely, type ServerError, signFor, type SigningConfig } from "./sign.ts";
+import {
+  authError,
+  connectHost,
+  safely,
+  type ServerError,
+  signFor,
+  type SigningConfig,
+} from "./sign.ts";
 
 /** Timings of one connection start, in milliseconds. */
 export interface ConnectTimings {
@@ -61,7 +68,6 @@ export interface SocketPlan {
   address: string;
   port: number;
   tls: TlsPlan | undefined;
-  keepAlive: number;
   connectTimeoutMs: number;
   /** Credentials (bounded in time) and a token; throws a clear error. */
   token(forceRefresh: boolean): Promise<{ token: string; credentialsMs: number; signMs: number }>;
@@ -116,66 +122,33 @@ export interface ConnectEvent {
   tokenSent: boolean;
 }
 
-/** What a client's sockets share: where to connect, TLS, the signing config, the hook. */
-export interface ClientConnection {
-  /** The host named in messages (the endpoint, or the address connected to). */
-  host: string;
-  /** The address to connect to (libpq hostaddr, or the expanded DSQL endpoint). */
-  address: string;
-  port: number;
-  tls: TlsPlan | undefined;
-  /** TCP keep-alive idle seconds (0: off). */
-  keepAlive: number;
-  connectTimeoutMs: number;
-  signing: SigningConfig;
-  onConnect?: (event: ConnectEvent) => void;
-}
-
 /**
- * A client's connection settings from its target and signing config: the TLS plan (explicit
- * `node:tls` options merged over it), and for a bare DSQL cluster id the endpoint it expands to.
+ * The plan every socket of a client follows: sign, connect (for a bare DSQL cluster id, to the
+ * endpoint it expands to; with libpq's hostaddr, to that address), TLS as the target asks with
+ * explicit `node:tls` options merged over it, retry a rejected token once, report `onConnect`.
  */
-export function clientConnection(o: {
+export function socketPlan(o: {
   target: ConnectionTarget;
   host: string;
   port: number;
   signing: SigningConfig;
   tlsOverride?: tls.ConnectionOptions;
-  keepAlive: number;
   connectTimeoutMs: number;
   onConnect?: (event: ConnectEvent) => void;
-}): ClientConnection {
-  const { signing } = o;
-  const host = signing.service === "dsql" && isDsqlClusterId(o.host)
-    ? signing.signingHostname
-    : o.host;
+}): SocketPlan {
+  const { signing, onConnect } = o;
+  const host = connectHost(signing, o.host);
   return {
     host,
     address: o.target.hostaddr ?? host,
     port: o.port,
     tls: tlsPlan(o.target.ssl, signing.service, signing.signingHostname, o.tlsOverride),
-    keepAlive: o.keepAlive,
     connectTimeoutMs: o.connectTimeoutMs,
-    signing,
-    onConnect: o.onConnect,
-  };
-}
-
-/** The plan every socket of a client follows: sign, connect, retry once, report. */
-export function socketPlan(c: ClientConnection): SocketPlan {
-  return {
-    host: c.host,
-    address: c.address,
-    port: c.port,
-    tls: c.tls,
-    keepAlive: c.keepAlive,
-    connectTimeoutMs: c.connectTimeoutMs,
-    token: (forceRefresh) => signFor(c.signing, forceRefresh),
-    authError: (fields) => authError(fields, c.signing),
+    token: (forceRefresh) => signFor(signing, forceRefresh),
+    authError: (fields) => authError(fields, signing),
     onConnect: (outcome: ConnectOutcome) => {
-      const hook = c.onConnect;
-      if (hook) {
-        safely(() => hook({ ...outcome, host: c.host, port: c.port, user: c.signing.user }));
+      if (onConnect) {
+        safely(() => onConnect({ ...outcome, host, port: o.port, user: signing.user }));
       }
     },
   };
@@ -473,9 +446,8 @@ export class IamSocket extends EventEmitter {
         if (attempts === 1 && rejected && plan.retry !== false) continue;
         throw rejected ? plan.authError(answer.error) : serverError(answer.error);
       }
-    } catch (caught) {
+    } catch (error) {
       clearTimeout(timer);
-      const error = caught;
       timings.totalMs = performance.now() - t0;
       plan.onConnect({
         ok: false,
@@ -503,7 +475,6 @@ export class IamSocket extends EventEmitter {
     await once(socket, "connect");
     // No setNoDelay(): the socket is postgres.js's after login, and stays as postgres.js makes
     // its own (Nagle on). Measured both ways in bench/steady.ts: no difference on Node.
-    if (plan.keepAlive) socket.setKeepAlive(true, plan.keepAlive * 1000);
     if (this.#keepAlive) socket.setKeepAlive(...this.#keepAlive);
     if (this.#noDelay !== undefined) socket.setNoDelay(this.#noDelay);
     if (this.#unref) socket.unref();
@@ -656,11 +627,6 @@ function protocolError(what: string): Error {
     new Error(`pg-iam: the server sent ${what} during authentication`),
     { code: "PROTOCOL_VIOLATION" },
   );
-}
-
-/** A message type for errors: the letter when printable, else its code. */
-function typeName(type: number): string {
-  return type >= 0x21 && type <= 0x7e ? `"${String.fromCharCode(type)}"` : `0x${type.toString(16)}`;
 }
 
 /** The fields of the ErrorResponse starting in `first` (the rest read from `socket`, bounded). */

@@ -30,12 +30,7 @@ import {
   signingConfig,
   splitIam,
 } from "../connection/sign.ts";
-import {
-  clientConnection,
-  type ConnectEvent,
-  IamSocket,
-  socketPlan,
-} from "../connection/socket.ts";
+import { type ConnectEvent, IamSocket, socketPlan } from "../connection/socket.ts";
 
 export type { ConnectEvent, ConnectStep, ConnectTimings } from "../connection/socket.ts";
 export type { SslOption } from "../connection/tls.ts";
@@ -343,6 +338,7 @@ function buildConfig(config: IamClientConfig): { config: Record<string, unknown>
   if (!targetUser) {
     throw new TypeError(`The "user" option is required (or a connectionString, or PGUSER)`);
   }
+  const connectTimeout = connectSeconds(pgConfig.connectionTimeoutMillis, target.connectTimeout);
   const signing = signingConfig(
     {
       ...target.iam as IamOptions,
@@ -351,7 +347,7 @@ function buildConfig(config: IamClientConfig): { config: Record<string, unknown>
       port: targetPort,
       user: targetUser,
     },
-    connectSeconds(pgConfig.connectionTimeoutMillis, target.connectTimeout),
+    connectTimeout,
   );
   const params = target.serverParams;
   // Settings node-postgres has no option for travel as `-c name=value` in `options`, as libpq's
@@ -361,18 +357,15 @@ function buildConfig(config: IamClientConfig): { config: Record<string, unknown>
     .map(([k, v]) => `-c ${k}=${v.replace(/[\\ ]/g, "\\$&")}`);
   const options = [params.options, ...settings].filter(Boolean).join(" ") || undefined;
   const keepAlive = target.keepAlive;
-  const connectTimeoutMs = connectSeconds(pgConfig.connectionTimeoutMillis, target.connectTimeout) *
-    1000;
-  const plan = socketPlan(clientConnection({
+  const plan = socketPlan({
     target,
     host: address,
     port: targetPort,
     signing,
     tlsOverride: typeof ssl === "object" && ssl !== null ? ssl as ConnectionOptions : undefined,
-    keepAlive: 0, // node-postgres sets keep-alive on its stream itself (keepAlive option)
-    connectTimeoutMs,
+    connectTimeoutMs: connectTimeout * 1000,
     onConnect: onIamConnect as ((event: ConnectEvent) => void) | undefined,
-  }));
+  });
   const defaults: Record<string, unknown> = {
     application_name: params.application_name,
     options,

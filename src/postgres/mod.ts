@@ -33,13 +33,7 @@ import {
   signFor,
   signingConfig,
 } from "../connection/sign.ts";
-import {
-  clientConnection,
-  type ConnectEvent,
-  IamSocket,
-  type SocketPlan,
-  socketPlan,
-} from "../connection/socket.ts";
+import { type ConnectEvent, IamSocket, type SocketPlan, socketPlan } from "../connection/socket.ts";
 
 export type { ConnectEvent, ConnectStep, ConnectTimings } from "../connection/socket.ts";
 export type { SslOption } from "../connection/tls.ts";
@@ -230,7 +224,6 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
   const parsed = sql.options as unknown as {
     user: string;
     connect_timeout: number | null;
-    keep_alive: number | null;
     max_lifetime: number | null | (() => number);
   };
   const connectTimeout = parsed.connect_timeout || 30;
@@ -257,16 +250,15 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
     }
   }
 
-  ref.plan = socketPlan(clientConnection({
+  ref.plan = socketPlan({
     target,
     host,
     port,
     signing: config,
     tlsOverride: typeof ssl === "object" && ssl !== null ? ssl as ConnectionOptions : undefined,
-    keepAlive: parsed.keep_alive ?? 0,
     connectTimeoutMs: connectTimeout * 1000,
     onConnect: onConnect as ((event: ConnectEvent) => void) | undefined,
-  }));
+  });
   if (prewarmCount !== undefined) {
     checkCount(prewarmCount, "prewarm");
     void prewarm(sql, prewarmCount as number);
