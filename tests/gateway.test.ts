@@ -711,6 +711,7 @@ test("gateway: stats count accepted and rejected logins in order, and onLogin se
       rejections: {},
       logins: [],
       cancels: 0,
+      refused: { "53300": 0, "53400": 0 },
     });
     await good`select 1`;
     await errorOf(otherUser`select 1`);
@@ -1056,6 +1057,9 @@ test("startGateway: bad options are errors naming the option and the value, neve
     ],
     [{ authenticationTimeoutMs: 0.5 }, /"authenticationTimeoutMs".*got 0\.5/],
     [{ recentLogins: -1 }, /"recentLogins" option must be an integer of at least 0, got -1/],
+    [{ maxConnectionRate: 0 }, /"maxConnectionRate" option must be a positive number.*got 0/],
+    [{ maxConnectionRate: "100" }, /"maxConnectionRate" option must be a positive number.*"100"/],
+    [{ connectionBurst: 0 }, /"connectionBurst" option must be an integer of at least 1, got 0/],
   ];
   for (const [change, pattern] of cases) {
     const error = await errorOf(startGateway({ ...valid, ...change } as GatewayOptions));
@@ -1364,15 +1368,16 @@ test("gateway: the authentication deadline is fixed from the connection, whateve
   });
 });
 
-test("gateway: beyond maxConnections a connection gets FATAL 53300 at once and is closed; a freed slot serves again", async () => {
+test("gateway: beyond maxConnections a connection gets FATAL 53300 after its startup packet, as PostgreSQL, and is closed; a freed slot serves again", async () => {
   const h = await gateway({ tls: false, maxConnections: 2 });
   const sql = client(h.gateway, { ssl: false });
   await within(h, [sql], async () => {
     const a = await RawClient.connect(h.gateway);
     const b = await RawClient.connect(h.gateway);
     await until(() => h.gateway.clients() === 2, "two connections counted");
-    // Answered before it sends anything.
+    // Answered once it says who it is, as PostgreSQL (which checks in ProcessStartupPacket).
     const c = await RawClient.connect(h.gateway);
+    c.socket.write(startup("app"));
     assert.deepEqual(await fatal(c), {
       code: "53300",
       message: "sorry, too many clients already",
@@ -1387,6 +1392,45 @@ test("gateway: beyond maxConnections a connection gets FATAL 53300 at once and i
     assert.deepEqual((await sql`select 1 as x`)[0], { x: 1 });
     assert.equal(h.gateway.clients(), 2);
     b.socket.destroy();
+  });
+});
+
+test("gateway: beyond maxConnectionRate a connection gets DSQL's FATAL 53400 after its startup packet; the bucket refills at the rate", async () => {
+  const h = await gateway({ tls: false, maxConnectionRate: 10, connectionBurst: 2 });
+  const sql = client(h.gateway, { ssl: false, max: 1 });
+  await within(h, [sql], async () => {
+    const a = await RawClient.connect(h.gateway);
+    const b = await RawClient.connect(h.gateway);
+    const c = await RawClient.connect(h.gateway); // the burst is spent
+    c.socket.write(startup("app"));
+    assert.deepEqual(await fatal(c), {
+      code: "53400",
+      message: "unable to accept connection, rate exceeded",
+      detail: undefined,
+    });
+    // A plain driver reads it as the server's error.
+    assert.equal((await errorOf(sql`select 1`)).code, "53400");
+    assert.deepEqual(h.gateway.stats.refused, { "53300": 0, "53400": 2 });
+    assert.equal(h.gateway.stats.logins.length, 0); // not logins
+    a.socket.destroy();
+    b.socket.destroy();
+    await sleep(150); // 10 per second: one more token in the bucket
+    assert.deepEqual((await sql`select 1 as x`)[0], { x: 1 });
+  });
+});
+
+test("gateway: refusals beyond maxConnections at once are answered without waiting for the client (a flood costs no TLS handshakes)", async () => {
+  const h = await gateway({ maxConnections: 1 });
+  await within(h, [], async () => {
+    const held = await RawClient.connect(h.gateway);
+    await until(() => h.gateway.clients() === 1, "one connection counted");
+    const waiting = await RawClient.connect(h.gateway); // refused once it sends its startup packet
+    await sleep(50);
+    const flood = await RawClient.connect(h.gateway); // nothing sent: answered at once
+    assert.equal((await fatal(flood)).code, "53300");
+    assert.equal(h.gateway.stats.refused["53300"], 2);
+    waiting.socket.destroy();
+    held.socket.destroy();
   });
 });
 
@@ -1590,6 +1634,7 @@ test("pg-iam gateway escapes control characters in its log lines and bounds clie
     const idle = [await RawClient.connect(at), await RawClient.connect(at)];
     await sleep(100);
     const refused = await RawClient.connect(at);
+    refused.socket.write(startup("app"));
     assert.equal((await fatal(refused)).code, "53300");
     for (const c of idle) c.socket.destroy();
     await sleep(100);

@@ -721,6 +721,7 @@ const READ: Read[] = [
     iam: { expiresIn: 300, admin: false },
   }],
   ["iam_admin=1 as true", q("iam_admin=1"), {}, { iam: { admin: true } }],
+  ["iam_token_reuse=false", q("iam_token_reuse=false"), {}, { iam: { tokenReuse: false } }],
   ["iam_* parameters in libpq syntax", { url: "host=db.example.com iam_admin=false" }, {}, {
     iam: { admin: false },
   }],
@@ -1156,7 +1157,7 @@ const REFUSED: Refused[] = [
     q("iam_regoin=us-east-1"),
     {},
     TypeError,
-    /^Unknown connection string parameter "iam_regoin"; pg-iam knows iam_region, iam_host, iam_port, iam_expiration, iam_expires_in, iam_service, iam_admin, iam_profile$/,
+    /^Unknown connection string parameter "iam_regoin"; pg-iam knows iam_region, iam_host, iam_port, iam_expiration, iam_expires_in, iam_service, iam_admin, iam_profile, iam_token_reuse$/,
   ],
   [
     "an iam_port that is not a number",

@@ -5,6 +5,7 @@
 
 import {
   abandonPending,
+  type Credentials,
   type CredentialsContext,
   type CredentialsOption,
   resolveCredentials,
@@ -18,7 +19,7 @@ import {
   resolveRegionOrProfile,
 } from "../core/_options.ts";
 import { credentialsContext } from "../core/_token.ts";
-import { presign } from "../core/sigv4.ts";
+import { presign, type SigningCredentials } from "../core/sigv4.ts";
 
 /** Fields of a server ErrorResponse (by their one-letter codes). */
 export type ServerError = Record<string, string>;
@@ -47,6 +48,11 @@ export interface TokenEvent {
   signMs: number;
   /** Whether credentials were force-refreshed (the retry after a rejected token). */
   forceRefresh: boolean;
+  /**
+   * Whether an earlier token was handed out again (see `tokenReuse`): `signedAt` and `expiresAt`
+   * are then that token's, and `signMs` is 0.
+   */
+  reused: boolean;
 }
 
 /** The IAM options every driver adapter takes (iamPostgres, iamPool, iamSql, iamPassword). */
@@ -75,8 +81,17 @@ export interface IamOptions {
   service?: "rds" | "dsql";
   /** DSQL: sign `DbConnectAdmin`. Default: true for the user `admin`. */
   admin?: boolean;
-  /** Called after each token is signed, with timings (never the token). */
+  /** Called for each token a connection is given, signed or reused, with timings (never the token). */
   onToken?: (event: TokenEvent) => void;
+  /**
+   * Reuse a token for new connections while it is young (default: true). IAM throttles new
+   * authentications (RDS: about 200 per second; reused tokens are not throttled), so a pool filling
+   * at once presents one token, not thirty. A token is handed out again only while it is less than
+   * 5 minutes and less than half its lifetime old, at least the connect timeout away from its expiry,
+   * signed with the credentials resolved now, and never after a login with it was rejected (the
+   * retry always signs afresh). `false` signs a token for every connection.
+   */
+  tokenReuse?: boolean;
   /** Upper bound in seconds for resolving credentials. Default: min(10, connect_timeout / 2). */
   credentialsTimeout?: number;
   /** The clock used for signing, in epoch milliseconds (tests and simulations). */
@@ -143,6 +158,7 @@ const IAM_KEYS: ReadonlySet<string> = new Set<string>(
     "onToken",
     "credentialsTimeout",
     "now",
+    "tokenReuse",
   ] satisfies (keyof IamOptions)[],
 );
 
@@ -210,6 +226,22 @@ export interface SigningConfig {
   credentialsTimeoutMs: number;
   now: () => number;
   onToken?: (event: TokenEvent) => void;
+  /** Reuse young tokens (`tokenReuse`). */
+  reuse: boolean;
+  /** A reused token has at least this long to live when handed out (the connect timeout). */
+  minRemainingMs: number;
+  /** The token last signed, while reuse is on. */
+  last?: Signed;
+  /** A signing under way, shared by the connections that ask meanwhile. */
+  pending?: { credentials: SigningCredentials; signed: Promise<Signed> };
+}
+
+/** A token and what it was signed with. */
+interface Signed {
+  token: string;
+  signedAt: number;
+  until: number;
+  credentials: SigningCredentials;
 }
 
 /**
@@ -268,6 +300,9 @@ export function signingConfig(
       );
     }
   }
+  if (o.tokenReuse !== undefined && typeof o.tokenReuse !== "boolean") {
+    throw new TypeError(`The "tokenReuse" option must be a boolean, got ${show(o.tokenReuse)}`);
+  }
   for (const name of ["onToken", "now"] as const) {
     if (o[name] !== undefined && typeof o[name] !== "function") {
       throw new TypeError(`The "${name}" option must be a function, got ${show(o[name])}`);
@@ -301,6 +336,8 @@ export function signingConfig(
     credentialsTimeoutMs: (o.credentialsTimeout ?? Math.min(10, connectTimeout / 2)) * 1000,
     now: o.now ?? Date.now,
     onToken: o.onToken,
+    reuse: o.tokenReuse ?? true,
+    minRemainingMs: connectTimeout * 1000,
   };
 }
 
@@ -314,14 +351,17 @@ export function dsqlLifetime(): number {
   return 60 * (45 + Math.random() * 10);
 }
 
-/** Credentials (bounded in time), then a token; rejects with a clear error. */
+/**
+ * Credentials (bounded in time), then a token: a young one again while `tokenReuse` allows it,
+ * else a new one. Rejects with a clear error.
+ */
 export async function signFor(
   c: SigningConfig,
   forceRefresh: boolean,
-): Promise<{ token: string; credentialsMs: number; signMs: number }> {
+): Promise<{ token: string; credentialsMs: number; signMs: number; reused: boolean }> {
   const t0 = performance.now();
   if (typeof c.region !== "string") c.region = await c.region;
-  const region = c.region;
+  if (forceRefresh) c.last = c.pending = undefined; // a rejected token is never handed out again
   const signingDate = new Date(c.now());
   const until = signingDate.getTime() + c.expiresIn * 1000;
   let credentials = resolveCredentials(c.credentials, signingDate, until, forceRefresh, c.context);
@@ -332,17 +372,41 @@ export async function signFor(
     });
   }
   const t1 = performance.now();
-  const token = await presign({
-    host: c.service === "rds" ? `${c.signingHostname}:${c.signingPort}` : c.signingHostname,
-    params: c.service === "rds" ? { Action: "connect", DBUser: c.user } : { Action: c.action },
-    service: c.service === "rds" ? "rds-db" : "dsql",
-    region,
-    signingDate,
-    expiresIn: c.expiresIn,
-  }, credentials);
+  let signed: Signed | undefined;
+  let reused = false;
+  if (c.reuse && !forceRefresh) {
+    if (c.last && young(c, c.last, credentials, c.now())) {
+      signed = c.last;
+      reused = true;
+    } else if (c.pending && same(c.pending.credentials, credentials)) {
+      // A pool filling at once: the connections asking while the first token is being signed
+      // share it.
+      signed = await c.pending.signed;
+      reused = true;
+    }
+  }
+  if (!signed) {
+    const fresh = sign(c, c.region, signingDate, until, credentials);
+    if (c.reuse) {
+      const pending = { credentials, signed: fresh };
+      c.pending = pending;
+      fresh.then(
+        (s) => {
+          if (c.pending === pending) c.last = s;
+        },
+        () => {},
+      ).finally(() => {
+        if (c.pending === pending) c.pending = undefined;
+      });
+    }
+    signed = await fresh;
+  }
   const t2 = performance.now();
+  const signMs = reused ? 0 : t2 - t1;
   if (c.onToken) {
     const onToken = c.onToken;
+    const region = c.region;
+    const { signedAt, until: expiresAt } = signed;
     safely(() =>
       onToken({
         service: c.service,
@@ -351,15 +415,61 @@ export async function signFor(
         user: c.user,
         region,
         action: c.action,
-        signedAt: signingDate,
-        expiresAt: new Date(until),
+        signedAt: new Date(signedAt),
+        expiresAt: new Date(expiresAt),
         credentialsMs: t1 - t0,
-        signMs: t2 - t1,
+        signMs,
         forceRefresh,
+        reused,
       })
     );
   }
-  return { token, credentialsMs: t1 - t0, signMs: t2 - t1 };
+  return { token: signed.token, credentialsMs: t1 - t0, signMs, reused };
+}
+
+/** Forgets a token a server rejected: the next connection signs afresh. */
+export function forgetToken(c: SigningConfig, token: string): void {
+  if (c.last?.token === token) c.last = undefined;
+}
+
+// How long a token may be handed out again, at most. Seed 004 saw IAM connects take seconds (4+ s
+// spikes on Aurora Serverless), and a server's clock may differ from ours by minutes; 5 minutes of
+// reuse leaves a default 15-minute token 10 minutes of life when it is presented, far more than
+// either, while already cutting a process's signing to one token per 5 minutes per endpoint.
+const MAX_REUSE_MS = 5 * 60_000;
+
+/** Whether a token may be handed out again at `now`, with `credentials` resolved now. */
+function young(c: SigningConfig, s: Signed, credentials: SigningCredentials, now: number): boolean {
+  const age = now - s.signedAt;
+  if (age < 0 || age >= Math.min(MAX_REUSE_MS, (s.until - s.signedAt) / 2)) return false;
+  if (s.until - now < c.minRemainingMs) return false;
+  const expiration = (credentials as Credentials).expiration?.getTime();
+  if (expiration !== undefined && expiration - now < c.minRemainingMs) return false;
+  return same(s.credentials, credentials);
+}
+
+function same(a: SigningCredentials, b: SigningCredentials): boolean {
+  return a === b ||
+    (a.accessKeyId === b.accessKeyId && a.secretAccessKey === b.secretAccessKey &&
+      a.sessionToken === b.sessionToken);
+}
+
+async function sign(
+  c: SigningConfig,
+  region: string,
+  signingDate: Date,
+  until: number,
+  credentials: SigningCredentials,
+): Promise<Signed> {
+  const token = await presign({
+    host: c.service === "rds" ? `${c.signingHostname}:${c.signingPort}` : c.signingHostname,
+    params: c.service === "rds" ? { Action: "connect", DBUser: c.user } : { Action: c.action },
+    service: c.service === "rds" ? "rds-db" : "dsql",
+    region,
+    signingDate,
+    expiresIn: c.expiresIn,
+  }, credentials);
+  return { token, signedAt: signingDate.getTime(), until, credentials };
 }
 
 class TimeoutError extends CredentialsError {}

@@ -38,6 +38,7 @@ import { tlsError, type TlsPlan, tlsPlan } from "./tls.ts";
 import {
   authError,
   connectHost,
+  forgetToken,
   safely,
   type ServerError,
   signFor,
@@ -71,6 +72,8 @@ export interface SocketPlan {
   connectTimeoutMs: number;
   /** Credentials (bounded in time) and a token; throws a clear error. */
   token(forceRefresh: boolean): Promise<{ token: string; credentialsMs: number; signMs: number }>;
+  /** Told when the server rejected a token, so that it is never handed out again. */
+  rejected?(token: string): void;
   /** Builds the error for a login the server rejected twice. */
   authError(serverError: ServerError): Error;
   onConnect(event: ConnectOutcome): void;
@@ -145,6 +148,7 @@ export function socketPlan(o: {
     tls: tlsPlan(o.target.ssl, signing.service, signing.signingHostname, o.tlsOverride),
     connectTimeoutMs: o.connectTimeoutMs,
     token: (forceRefresh) => signFor(signing, forceRefresh),
+    rejected: (token) => forgetToken(signing, token),
     authError: (fields) => authError(fields, signing),
     onConnect: (outcome: ConnectOutcome) => {
       if (onConnect) {
@@ -443,6 +447,7 @@ export class IamSocket extends EventEmitter {
           continue;
         }
         const rejected = answer.tokenSent && (code === "28P01" || code === "28000");
+        if (rejected) plan.rejected?.(signed.token);
         if (attempts === 1 && rejected && plan.retry !== false) continue;
         throw rejected ? plan.authError(answer.error) : serverError(answer.error);
       }

@@ -53,6 +53,7 @@ export interface UrlIamOptions {
   service?: string;
   admin?: boolean;
   profile?: string;
+  tokenReuse?: boolean;
 }
 
 /** Everything a connection needs to know before it opens, resolved and checked. */
@@ -186,6 +187,7 @@ const IAM_PARAMS: Record<string, keyof UrlIamOptions> = {
   iam_service: "service",
   iam_admin: "admin",
   iam_profile: "profile",
+  iam_token_reuse: "tokenReuse",
 };
 
 /** Every parameter name a connection string may carry for pg-iam or libpq. */
@@ -650,7 +652,7 @@ function iamOptions(params: Map<string, Setting>): UrlIamOptions {
         );
       }
       out[option] = Number(value);
-    } else if (option === "admin") {
+    } else if (option === "admin" || option === "tokenReuse") {
       if (value !== "true" && value !== "1" && value !== "false" && value !== "0") {
         throw new TypeError(
           `The connection string parameter "${key}" must be true or false, got ${show(value)}`,

@@ -24,6 +24,7 @@
 
 import net from "node:net";
 import tls from "node:tls";
+import { sha256Hex } from "../core/_sha256.ts";
 import { show } from "../core/errors.ts";
 import { checkHostname, isRegion, parseHostname } from "../core/hostname.ts";
 import { checkPort } from "../core/_options.ts";
@@ -143,10 +144,20 @@ export interface GatewayOptions {
   onLogin?: (login: GatewayLogin) => void;
   /**
    * How many client connections may be open at once: logging in, relayed, or cancel requests
-   * being forwarded. A connection beyond it is answered at once as PostgreSQL answers one beyond
-   * `max_connections` (`FATAL 53300 sorry, too many clients already`) and closed. Default: `100`.
+   * being forwarded. A connection beyond it is answered as PostgreSQL answers one beyond
+   * `max_connections`: after TLS and its startup packet, `FATAL 53300 sorry, too many clients
+   * already`, then closed. Default: `100`.
    */
   maxConnections?: number;
+  /**
+   * New connections accepted per second, as Aurora DSQL limits them (100 per second per cluster):
+   * a token bucket refilled at this rate, holding `connectionBurst`. A connection beyond it is
+   * answered after TLS and its startup packet with DSQL's SQLSTATE, `FATAL 53400`, and closed.
+   * Default: no limit.
+   */
+  maxConnectionRate?: number;
+  /** How many connections may arrive at once under `maxConnectionRate`. Default: one second's. */
+  connectionBurst?: number;
   /**
    * How long a client has from its connection to log in, in ms, as PostgreSQL's
    * `authentication_timeout`: a fixed deadline, not an idle timeout, so a client sending a byte
@@ -230,6 +241,11 @@ export interface GatewayLogin {
   accessKeyId?: string;
   /** The token's `Action`, when accepted. */
   action?: string;
+  /**
+   * A fingerprint of the token presented (the first 16 hex digits of its SHA-256), to tell tokens
+   * apart: which logins shared one. Not the token, and nothing can be signed with it.
+   */
+  tokenId?: string;
   /** The token's `X-Amz-Date`, when accepted. */
   signedAt?: Date;
   /** The gateway's clock minus `X-Amz-Date`, in ms, when accepted. */
@@ -262,6 +278,11 @@ export interface GatewayStats {
   logins: GatewayLogin[];
   /** Cancel requests relayed upstream. */
   cancels: number;
+  /**
+   * Connections refused before login: `53300` beyond `maxConnections`, `53400` beyond
+   * `maxConnectionRate`.
+   */
+  refused: { "53300": number; "53400": number };
 }
 
 /**
@@ -359,6 +380,8 @@ interface Config {
   clockOffsetMs: number;
   onLogin: ((login: GatewayLogin) => void) | undefined;
   maxConnections: number;
+  maxConnectionRate: number | undefined;
+  connectionBurst: number;
   authenticationTimeoutMs: number;
   recentLogins: number;
 }
@@ -448,6 +471,12 @@ function checkGatewayOptions(options: unknown): Config {
     clockOffsetMs: clockOffsetMs as number,
     onLogin: o.onLogin as Config["onLogin"],
     maxConnections: checkCount(o.maxConnections, "maxConnections", 1, 100),
+    maxConnectionRate: o.maxConnectionRate === undefined
+      ? undefined
+      : checkRate(o.maxConnectionRate, "maxConnectionRate"),
+    connectionBurst: o.connectionBurst === undefined
+      ? Math.max(1, Math.floor(Number(o.maxConnectionRate ?? 1)))
+      : checkCount(o.connectionBurst, "connectionBurst", 1, 1),
     // setTimeout's longest delay.
     authenticationTimeoutMs: checkCount(
       o.authenticationTimeoutMs,
@@ -458,6 +487,15 @@ function checkGatewayOptions(options: unknown): Config {
     ),
     recentLogins: checkCount(o.recentLogins, "recentLogins", 0, 1000),
   };
+}
+
+function checkRate(value: unknown, option: string): number {
+  if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) {
+    throw new RangeError(
+      `The "${option}" option must be a positive number (per second), got ${show(value)}`,
+    );
+  }
+  return value;
 }
 
 function checkCount(
@@ -608,6 +646,7 @@ class GatewayServer implements Gateway {
     rejections: {},
     logins: [],
     cancels: 0,
+    refused: { "53300": 0, "53400": 0 },
   };
   readonly config: Config;
   #clockOffsetMs: number;
@@ -617,6 +656,10 @@ class GatewayServer implements Gateway {
   readonly #relays = new Set<Relay>();
   // Client connections open now: what maxConnections bounds.
   #clients = 0;
+  // Connections being refused (over a limit) after their startup packet, as PostgreSQL does.
+  #refusing = 0;
+  #bucket = Infinity;
+  #filled = 0;
   #address: { host: string; port: number } = { host: "", port: 0 };
 
   constructor(config: Config) {
@@ -674,21 +717,38 @@ class GatewayServer implements Gateway {
 
   #accept(raw: net.Socket): void {
     this.track(raw);
-    if (this.#clients >= this.config.maxConnections) {
-      // PostgreSQL's answer beyond max_connections, sent before the client says anything (libpq
-      // and pg-iam read an ErrorResponse in place of the answer to their SSLRequest).
-      return closeWith(
-        raw,
-        errorResponse({
-          severity: "FATAL",
-          code: "53300",
-          message: "sorry, too many clients already",
-        }),
-      );
+    const refusal = this.#clients >= this.config.maxConnections
+      ? TOO_MANY
+      : this.#overRate()
+      ? RATE_EXCEEDED
+      : undefined;
+    if (refusal && this.#refusing >= this.config.maxConnections) {
+      // A flood: no TLS handshake for it, the answer at once (libpq and pg-iam read an
+      // ErrorResponse in place of the answer to their SSLRequest).
+      this.stats.refused[refusal.code as "53300" | "53400"]++;
+      return closeWith(raw, errorResponse({ severity: "FATAL", ...refusal }));
     }
-    this.#clients++;
-    raw.once("close", () => this.#clients--);
-    handleClient(this, raw).catch(() => raw.destroy());
+    if (refusal) this.stats.refused[refusal.code as "53300" | "53400"]++;
+    const counter = refusal ? "refusing" : "clients";
+    if (refusal) this.#refusing++;
+    else this.#clients++;
+    raw.once("close", () => counter === "clients" ? this.#clients-- : this.#refusing--);
+    handleClient(this, raw, refusal).catch(() => raw.destroy());
+  }
+
+  // A token bucket of connectionBurst, refilled at maxConnectionRate per second.
+  #overRate(): boolean {
+    const rate = this.config.maxConnectionRate;
+    if (rate === undefined) return false;
+    const now = performance.now();
+    this.#bucket = Math.min(
+      this.config.connectionBurst,
+      this.#bucket + (now - this.#filled) * rate / 1000,
+    );
+    this.#filled = now;
+    if (this.#bucket < 1) return true;
+    this.#bucket--;
+    return false;
   }
 
   disconnectAll(): number {
@@ -848,7 +908,23 @@ interface Session extends Client {
   database: string;
 }
 
-async function handleClient(gateway: GatewayServer, raw: net.Socket): Promise<void> {
+/** A server's answer to a connection it will not take. */
+interface Refusal {
+  code: string;
+  message: string;
+}
+
+const TOO_MANY: Refusal = { code: "53300", message: "sorry, too many clients already" };
+const RATE_EXCEEDED: Refusal = {
+  code: "53400",
+  message: "unable to accept connection, rate exceeded",
+};
+
+async function handleClient(
+  gateway: GatewayServer,
+  raw: net.Socket,
+  refusal?: Refusal,
+): Promise<void> {
   raw.setNoDelay(true);
   const client: Client = {
     gateway,
@@ -916,6 +992,8 @@ async function handleClient(gateway: GatewayServer, raw: net.Socket): Promise<vo
         "invalid startup packet layout: expected terminator as last byte",
       );
     }
+    // PostgreSQL says it is full only now, after TLS and the startup packet.
+    if (refusal) return fail(client, refusal.code, refusal.message);
     return login(client, params, minor);
   }
 }
@@ -1017,8 +1095,9 @@ async function login(client: Client, params: Map<string, string>, minor: number)
     now,
     credentials: c.keys,
   });
+  const tokenId = sha256Hex(password).slice(0, 16);
   if (!result.ok) {
-    reject(session, result.reason, result.detail);
+    reject(session, result.reason, result.detail, tokenId);
     // The server says no more than this, whatever the reason: the detail is for the operator.
     return fail(client, "28P01", `PAM authentication failed for user "${user}"`);
   }
@@ -1029,6 +1108,7 @@ async function login(client: Client, params: Map<string, string>, minor: number)
     at: new Date(now),
     accessKeyId: result.accessKeyId,
     action: result.action,
+    tokenId,
     signedAt: result.signedAt,
     tokenAgeMs: result.ageMs,
     tls: client.tls,
@@ -1036,7 +1116,12 @@ async function login(client: Client, params: Map<string, string>, minor: number)
   await connectUpstream(session, params);
 }
 
-function reject(session: Session, reason: GatewayRejectReason, detail: string): void {
+function reject(
+  session: Session,
+  reason: GatewayRejectReason,
+  detail: string,
+  tokenId?: string,
+): void {
   const { gateway, user, database, tls } = session;
   gateway.record({
     accepted: false,
@@ -1045,6 +1130,7 @@ function reject(session: Session, reason: GatewayRejectReason, detail: string): 
     user,
     database,
     at: new Date(gateway.now()),
+    ...(tokenId === undefined ? {} : { tokenId }),
     tls,
   });
 }

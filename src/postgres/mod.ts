@@ -354,8 +354,11 @@ export function transaction<T>(
   );
 }
 
-/** Options of {@linkcode iamPassword}. */
-export interface IamPasswordOptions extends IamOptions {
+/**
+ * Options of {@linkcode iamPassword}: the IAM options but `tokenReuse` (a password function cannot
+ * see whether a login was rejected, so it signs a token for every connection).
+ */
+export interface IamPasswordOptions extends Omit<IamOptions, "tokenReuse"> {
   /**
    * A connection string to read the host, port, user and `iam_*` parameters from (the options
    * win over it, and it over `PGHOST`, `PGPORT` and `PGUSER`), as {@linkcode iamPostgres} does.
@@ -405,6 +408,13 @@ export function iamPassword(options: IamPasswordOptions): () => Promise<string> 
     throw new TypeError(`iamPassword() expects an options object, got ${show(options)}`);
   }
   const { url, hostname, port, username, onError, ...iam } = options;
+  if ("tokenReuse" in iam) {
+    throw new TypeError(
+      `iamPassword() takes no "tokenReuse" option: a password function cannot see whether a ` +
+        `login was rejected, so it signs a token for every connection (iamPostgres() reuses ` +
+        `tokens safely)`,
+    );
+  }
   if (onError !== undefined && typeof onError !== "function") {
     throw new TypeError(`The "onError" option must be a function, got ${show(onError)}`);
   }
@@ -426,7 +436,14 @@ export function iamPassword(options: IamPasswordOptions): () => Promise<string> 
     throw new TypeError(`The "username" option is required (or a url, or PGUSER)`);
   }
   const config = signingConfig(
-    { ...target.iam as IamOptions, ...iam, host, port: target.port ?? 5432, user: target.user },
+    {
+      ...target.iam as IamOptions,
+      ...iam,
+      host,
+      port: target.port ?? 5432,
+      user: target.user,
+      tokenReuse: false,
+    },
     30,
   );
   const report = onError ?? ((error: Error) => console.error(`pg-iam: ${error.message}`));
