@@ -201,7 +201,7 @@ export async function startPostgres({ ssl } = {}) {
     for (let attempt = 1;; attempt++) {
       port = await freePort();
       const options = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off ` +
-        "-c max_connections=200 -c wal_level=logical" + // logical: postgres.js subscribe()
+        "-c max_connections=400 -c wal_level=logical" + // logical: postgres.js subscribe()
         sslOptions;
       try {
         pg(join(binDir, "pg_ctl"), [

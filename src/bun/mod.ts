@@ -27,6 +27,7 @@ import type { ConnectionOptions } from "node:tls";
 import { show } from "../core/errors.ts";
 import { parseTarget, sslModeOption, stringOption } from "../connection/target.ts";
 import { type SslOption, type TlsPlan, tlsPlan } from "../connection/tls.ts";
+import { checkMax, pacedPrewarm, type PrewarmOptions } from "../connection/prewarm.ts";
 import { connectionLost, retrying, type TransactionOptions } from "../connection/retry.ts";
 import {
   checkCount,
@@ -47,6 +48,7 @@ export {
 } from "../connection/sign.ts";
 export type { Credentials, CredentialsOption, CredentialsProvider } from "../core/credentials.ts";
 export type { SslOption } from "../connection/tls.ts";
+export type { PrewarmOptions } from "../connection/prewarm.ts";
 export {
   isOccError,
   type RetryEvent,
@@ -245,13 +247,17 @@ export function iamSql(url?: string | IamSqlOptions, options?: IamSqlOptions): B
 }
 
 /**
- * Opens connections ahead of traffic (IAM connects are slow), by running `connections` queries at
- * once. Never rejects: failures are returned. (Bun.SQL 1.4 opens all of a client's `max`
- * connections on its first query, so any prewarm opens them all; the count is what was asked.)
+ * Opens connections ahead of traffic (IAM connects are slow): `connections` reserved at most
+ * `options.rate` per second (default 50), held until all have opened, then released. Never
+ * rejects: failures are returned. (Bun.SQL 1.4 opens all of a client's `max` connections on its
+ * first query, so any prewarm opens them all at once; the count is what was asked.)
  *
  * @param sql A client from {@linkcode iamSql} (or any `Bun.SQL` client).
  * @param connections How many connections to open (at most the client's `max`).
+ * @param options `rate`: connections started per second.
  * @returns How many opened, and the errors of those that did not.
+ * @throws {RangeError} When `connections` is not a whole number from 1 to the client's `max`, or
+ * `rate` is not a positive number.
  *
  * @example
  * ```ts ignore
@@ -261,13 +267,18 @@ export function iamSql(url?: string | IamSqlOptions, options?: IamSqlOptions): B
  * const { opened, errors } = await prewarm(sql, 10);
  * ```
  */
-export async function prewarm(sql: BunSqlClient, connections: number): Promise<PrewarmResult> {
-  checkCount(connections, "connections");
-  const results = await Promise.allSettled(
-    Array.from({ length: connections }, () => sql`select 1`),
+export function prewarm(
+  sql: BunSqlClient,
+  connections: number,
+  options?: PrewarmOptions,
+): Promise<PrewarmResult> {
+  checkMax(connections, (sql as { options?: { max?: number } }).options?.max);
+  return pacedPrewarm(
+    connections,
+    options,
+    () => sql.reserve() as Promise<{ release(): void }>,
+    (reserved) => reserved.release(),
   );
-  const errors = results.flatMap((r) => r.status === "rejected" ? [r.reason as Error] : []);
-  return { opened: results.length - errors.length, errors };
 }
 
 /** Options of {@linkcode transaction}: the retry policy, and how to begin. */

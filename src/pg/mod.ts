@@ -21,6 +21,7 @@ import pg from "pg";
 import { show } from "../core/errors.ts";
 import { parseTarget, sslModeOption, stringOption } from "../connection/target.ts";
 import type { SslOption } from "../connection/tls.ts";
+import { checkMax, pacedPrewarm, type PrewarmOptions } from "../connection/prewarm.ts";
 import { connectionLost, retrying, type TransactionOptions } from "../connection/retry.ts";
 import {
   checkCount,
@@ -34,6 +35,7 @@ import { type ConnectEvent, IamSocket, socketPlan } from "../connection/socket.t
 
 export type { ConnectEvent, ConnectStep, ConnectTimings } from "../connection/socket.ts";
 export type { SslOption } from "../connection/tls.ts";
+export type { PrewarmOptions } from "../connection/prewarm.ts";
 export {
   isOccError,
   type RetryEvent,
@@ -182,11 +184,16 @@ export function iamClient(config: IamClientConfig = {}): Client {
 
 /**
  * Opens `connections` connections of `pool` ahead of traffic (IAM connects are slow: the server
- * checks the token with IAM), and puts them back idle. Never rejects: failures are returned.
+ * checks the token with IAM), started at most `options.rate` per second (default 50, under Aurora
+ * DSQL's 100 new connections per second), and puts them back idle once all have opened. Never
+ * rejects: failures are returned.
  *
  * @param pool A pool from {@linkcode iamPool} (or any `pg.Pool`).
  * @param connections How many connections to open (at most the pool's `max`).
+ * @param options `rate`: connections started per second.
  * @returns How many opened, and the errors of those that did not.
+ * @throws {RangeError} When `connections` is not a whole number from 1 to the pool's `max`, or
+ * `rate` is not a positive number.
  *
  * @example
  * ```ts ignore
@@ -196,17 +203,13 @@ export function iamClient(config: IamClientConfig = {}): Client {
  * const { opened, errors } = await prewarm(pool, 10);
  * ```
  */
-export async function prewarm(pool: Pool, connections: number): Promise<PrewarmResult> {
-  checkCount(connections, "connections");
-  const results = await Promise.allSettled(
-    Array.from({ length: connections }, () => pool.connect()),
-  );
-  const errors: Error[] = [];
-  for (const r of results) {
-    if (r.status === "fulfilled") r.value.release();
-    else errors.push(r.reason as Error);
-  }
-  return { opened: connections - errors.length, errors };
+export function prewarm(
+  pool: Pool,
+  connections: number,
+  options?: PrewarmOptions,
+): Promise<PrewarmResult> {
+  checkMax(connections, (pool as Pool & { options?: { max?: number } }).options?.max);
+  return pacedPrewarm(connections, options, () => pool.connect(), (client) => client.release());
 }
 
 /** Options of {@linkcode transaction}: the retry policy, and how to begin. */

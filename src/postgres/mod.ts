@@ -34,9 +34,11 @@ import {
   signingConfig,
 } from "../connection/sign.ts";
 import { type ConnectEvent, IamSocket, type SocketPlan, socketPlan } from "../connection/socket.ts";
+import { checkMax, pacedPrewarm, type PrewarmOptions } from "../connection/prewarm.ts";
 
 export type { ConnectEvent, ConnectStep, ConnectTimings } from "../connection/socket.ts";
 export type { SslOption } from "../connection/tls.ts";
+export type { PrewarmOptions } from "../connection/prewarm.ts";
 export {
   isOccError,
   type RetryEvent,
@@ -268,11 +270,16 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
 
 /**
  * Opens `connections` connections ahead of traffic (IAM connects are slow: the server checks the
- * token with IAM), by running that many `select 1` at once. Never rejects: failures are returned.
+ * token with IAM), started at most `options.rate` per second (default 50, under Aurora DSQL's 100
+ * new connections per second), each held until all have opened, then given back to the pool.
+ * Never rejects: failures are returned.
  *
  * @param sql A client from {@linkcode iamPostgres} (or any postgres.js client).
- * @param connections How many connections to open (at most the pool's `max`).
+ * @param connections How many connections to open (at most the client's `max`).
+ * @param options `rate`: connections started per second.
  * @returns How many opened, and the errors of those that did not.
+ * @throws {RangeError} When `connections` is not a whole number from 1 to the client's `max`, or
+ * `rate` is not a positive number.
  *
  * @example
  * ```ts ignore
@@ -282,17 +289,19 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
  * const { opened, errors } = await prewarm(sql, 10);
  * ```
  */
-export async function prewarm(
+export function prewarm(
   // deno-lint-ignore no-explicit-any
   sql: Sql<any>,
   connections: number,
+  options?: PrewarmOptions,
 ): Promise<PrewarmResult> {
-  checkCount(connections, "connections");
-  const results = await Promise.allSettled(
-    Array.from({ length: connections }, () => sql`select 1`.execute()),
+  checkMax(connections, sql.options.max);
+  return pacedPrewarm(
+    connections,
+    options,
+    () => sql.reserve(),
+    (reserved) => reserved.release(),
   );
-  const errors = results.flatMap((r) => r.status === "rejected" ? [r.reason as Error] : []);
-  return { opened: results.length - errors.length, errors };
 }
 
 /** Options of {@linkcode transaction}: the retry policy, and how to begin. */

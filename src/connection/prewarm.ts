@@ -1,0 +1,72 @@
+// Prewarming for every adapter: connections opened ahead of traffic at a steady pace, each held
+// until all have opened (so that each is a separate physical connection), then given back.
+
+import { show } from "../core/errors.ts";
+import { checkCount, type PrewarmResult } from "./sign.ts";
+
+/** Options of the adapters' `prewarm()`. */
+export interface PrewarmOptions {
+  /**
+   * Connections started per second, at most. Default: 50, half of Aurora DSQL's 100 new
+   * connections per second per cluster, leaving room for the rest of the fleet.
+   */
+  rate?: number;
+}
+
+/** The default `rate`: under DSQL's 100 new connections per second. */
+export const PREWARM_RATE = 50;
+
+/**
+ * Opens `connections` with `open`, started `1000 / rate` ms apart, holds them all until every one
+ * has opened or failed, then gives them back with `release`. Never rejects.
+ */
+export async function pacedPrewarm<T>(
+  connections: number,
+  options: PrewarmOptions | undefined,
+  open: () => Promise<T>,
+  release: (connection: T) => void,
+): Promise<PrewarmResult> {
+  checkCount(connections, "connections");
+  const rate = checkRate(options);
+  const gap = 1000 / rate;
+  const started: Promise<T>[] = [];
+  const t0 = performance.now();
+  for (let i = 0; i < connections; i++) {
+    const wait = t0 + i * gap - performance.now();
+    if (wait > 1) await new Promise((resolve) => setTimeout(resolve, wait));
+    const opening = open();
+    opening.catch(() => {}); // read below
+    started.push(opening);
+  }
+  const results = await Promise.allSettled(started);
+  const errors: Error[] = [];
+  for (const r of results) {
+    if (r.status === "fulfilled") release(r.value);
+    else errors.push(r.reason as Error);
+  }
+  return { opened: connections - errors.length, errors };
+}
+
+function checkRate(options: PrewarmOptions | undefined): number {
+  if (options === undefined) return PREWARM_RATE;
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError(`prewarm() expects an options object, got ${show(options)}`);
+  }
+  const rate = options.rate ?? PREWARM_RATE;
+  if (typeof rate !== "number" || !Number.isFinite(rate) || rate <= 0) {
+    throw new RangeError(
+      `The "rate" option must be a positive number of connections per second, got ${show(rate)}`,
+    );
+  }
+  return rate;
+}
+
+/** `connections` checked against the pool's `max`: holding more than `max` would wait forever. */
+export function checkMax(connections: number, max: number | undefined): void {
+  checkCount(connections, "connections");
+  if (typeof max === "number" && connections > max) {
+    throw new RangeError(
+      `prewarm() cannot open ${connections} connections in a pool of at most ${max} (its "max")`,
+    );
+  }
+}
