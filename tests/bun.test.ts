@@ -3,6 +3,7 @@
 // is an error that says what to use instead, checked below on every runtime).
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
+import process from "node:process";
 import { rdsToken } from "../mod.ts";
 import {
   type BunSqlClient,
@@ -14,6 +15,7 @@ import {
 import type { Gateway, GatewayOptions } from "../src/gateway/mod.ts";
 import { closeTestGateways, RDS, testGateway } from "./_gateway.ts";
 import { ca } from "./fixtures/tls.ts";
+import { upstreamPostgres } from "./_postgres.ts";
 
 const DSQL = "abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws";
 const KEYS = { accessKeyId: "AKIDPGIAMBUN", secretAccessKey: "pg-iam/bun/secret/key" };
@@ -228,5 +230,35 @@ test(
     assert.equal(settings.iam_host, undefined);
     assert.ok(g.stats.accepted >= 3);
     assert.throws(() => iamSql(`postgres://app:secret@${g.host}/postgres`), /password/);
+  },
+);
+
+test(
+  "bun: DATABASE_URL in the environment, with pg-iam's parameters, is never read by Bun.SQL behind iamSql (the control: plain Bun.SQL sends them)",
+  ON_BUN,
+  async () => {
+    const g = await gateway();
+    const up = await upstreamPostgres();
+    const saved = process.env.DATABASE_URL;
+    process.env.DATABASE_URL =
+      `postgres://${up.user}@${up.host}:${up.port}/postgres?iam_host=${g.endpoint}`;
+    try {
+      const sql = client(g, { max: 1 });
+      assert.equal([...await sql`select 1 as one`][0].one, 1);
+      // The control: Bun.SQL on its own reads the variable and sends its parameters.
+      const bun = (globalThis as unknown as { Bun: { SQL: new (o: object) => BunSqlClient } }).Bun;
+      const plain = new bun.SQL({
+        hostname: up.host,
+        port: up.port,
+        username: up.user,
+        database: "postgres",
+        max: 1,
+      });
+      await assert.rejects(plain`select 1`, /unrecognized configuration parameter "iam_host"/);
+      await plain.close({ timeout: 0 });
+    } finally {
+      if (saved === undefined) delete process.env.DATABASE_URL;
+      else process.env.DATABASE_URL = saved;
+    }
   },
 );

@@ -215,13 +215,20 @@ export function iamSql(url?: string | IamSqlOptions, options?: IamSqlOptions): B
   // After a login rejected the token, the next connection force-refreshes its credentials.
   let refresh = false;
   const userOnClose = bunOptions.onclose as ((error: Error | null) => void) | undefined;
+  const dbname = target.database ?? connectUser;
   const sql = new bun.SQL({
     ...bunOptions,
     adapter: "postgres",
+    // Given no url, Bun.SQL reads DATABASE_URL (and POSTGRES_URL, PGURL, PG_URL) by itself and
+    // sends that URL's parameters (iam_*, sslrootcert, …) to the server: a url of our own, with
+    // exactly the values below, keeps the environment out.
+    url: `postgres://${encodeURIComponent(connectUser)}@${
+      address.includes(":") ? `[${address}]` : address
+    }:${connectPort}/${encodeURIComponent(dbname)}`,
     hostname: address,
     port: connectPort,
     username: connectUser,
-    database: target.database ?? connectUser,
+    database: dbname,
     ...(connectTimeout === undefined || connectTimeout === null
       ? {}
       : { connectionTimeout: connectTimeout }),
