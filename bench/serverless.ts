@@ -87,7 +87,7 @@ const base = Object.fromEntries(
   Object.entries(process.env).filter(([k]) => !/^(PG|AWS_)/.test(k) || k === "PGIAM_TEST_PG"),
 );
 const token = () => rdsToken({ hostname: endpoint, username: "app", credentials });
-async function envOf(driver: string, kind: Kind): Promise<Record<string, string | undefined>> {
+async function envOf(kind: Kind): Promise<Record<string, string | undefined>> {
   if (kind === "iam") {
     const url = `postgres://app@127.0.0.1:${gateway.port}/postgres?iam_host=${endpoint}` +
       `&iam_port=5432&sslrootcert=${CA_FILE}`;
@@ -149,7 +149,7 @@ async function environment(driver: string, kind: Kind): Promise<Env> {
   const spawned = performance.now();
   const child = spawn(command[0], [...command[1], driver, kind === "iam" ? "iam" : "static"], {
     cwd: root,
-    env: await envOf(driver, kind),
+    env: await envOf(kind),
     stdio: ["pipe", "pipe", "pipe"],
   });
   let stderr = "";

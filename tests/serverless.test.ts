@@ -66,7 +66,6 @@ const urlOf = (g: Gateway) =>
 
 /** A Lambda-like environment: no PG* or AWS_* but the function role's keys, and the URL. */
 function lambdaEnv(
-  driver: Driver,
   g: Gateway,
   keys: typeof KEYS = KEYS,
 ): Record<string, string | undefined> {
@@ -78,14 +77,13 @@ function lambdaEnv(
     ...unset,
     AWS_ACCESS_KEY_ID: keys.accessKeyId,
     AWS_SECRET_ACCESS_KEY: keys.secretAccessKey,
-    // Bun.SQL reads DATABASE_URL itself (see examples/serverless/bun.ts).
     DATABASE_URL: urlOf(g),
   };
 }
 
 /** Runs `fn` in the example's environment, with what it logs through console.log. */
-function inLambda<T>(driver: Driver, g: Gateway, fn: (logs: string[]) => Promise<T>): Promise<T> {
-  return withEnv(lambdaEnv(driver, g), async () => {
+function inLambda<T>(g: Gateway, fn: (logs: string[]) => Promise<T>): Promise<T> {
+  return withEnv(lambdaEnv(g), async () => {
     const logs: string[] = [];
     const log = console.log;
     console.log = (...args: unknown[]) => void logs.push(args.map(String).join(" "));
@@ -111,7 +109,7 @@ for (const driver of Object.keys(EXAMPLES) as Driver[]) {
     options(driver),
     async () => {
       const g = await testGateway(KEYS);
-      await inLambda(driver, g, async (logs) => {
+      await inLambda(g, async (logs) => {
         const module = await EXAMPLES[driver].load() as unknown as
           & Example
           & Record<string, unknown>;
@@ -157,7 +155,7 @@ for (const driver of Object.keys(EXAMPLES) as Driver[]) {
       const example = loaded.get(driver);
       assert.ok(example, "the example loaded in the previous test");
       const { module, gateway: g } = example;
-      await inLambda(driver, g, async (logs) => {
+      await inLambda(g, async (logs) => {
         assert.equal(g.disconnectAll(), 1);
         await sleep(100); // the client sees the connection close
         g.clockOffsetMs = 20 * MINUTE;
@@ -186,7 +184,7 @@ for (const driver of Object.keys(EXAMPLES) as Driver[]) {
     async () => {
       const g = await testGateway(KEYS);
       const wrong = { ...KEYS, secretAccessKey: "not-the-gateway-key" };
-      const lines = await child(driver, lambdaEnv(driver, g, wrong));
+      const lines = await child(driver, lambdaEnv(g, wrong));
       const cold = lines.find((l) => l.message === "cold start");
       assert.ok(cold, `no cold-start line in ${JSON.stringify(lines)}`);
       assert.equal(cold.prewarmErrors.length, 1);
