@@ -66,7 +66,10 @@ test("negative control: connecting to a port nothing listens on fails with ECONN
   await sql.end();
 });
 
-test("PGlite (embedded upstream): 5 concurrent connections each answer select 1", async () => {
+// PGlite compiles its WebAssembly on start: seconds on a loaded machine, past bun test's 5 s default.
+test("PGlite (embedded upstream): 5 concurrent connections each answer select 1", {
+  timeout: 30_000,
+}, async () => {
   pglite = await startPglite();
   assert.equal(pglite.host, "127.0.0.1");
   assert.ok(pglite.port > 0);
