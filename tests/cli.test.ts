@@ -3,7 +3,19 @@
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
+import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
@@ -55,12 +67,12 @@ function urlOf(g: Gateway, user = "app", params = ""): string {
     `&sslrootcert=${CA_FILE}${params}`;
 }
 
-/** How this runtime runs a TypeScript file. */
-function runtime(): [string, string[]] {
+/** How this runtime runs a TypeScript file (the CLI unless told). */
+function runtime(file = CLI): [string, string[]] {
   const g = globalThis as { Deno?: { execPath(): string }; Bun?: unknown };
-  if (g.Deno) return [g.Deno.execPath(), ["run", "-A", "--quiet", CLI]];
-  if (g.Bun) return [process.execPath, [CLI]];
-  return [process.execPath, ["--import", "tsx", CLI]];
+  if (g.Deno) return [g.Deno.execPath(), ["run", "-A", "--quiet", file]];
+  if (g.Bun) return [process.execPath, [file]];
+  return [process.execPath, ["--import", "tsx", file]];
 }
 
 /** The environment of a child: ours without AWS_* and PG* variables, plus `env`. */
@@ -480,9 +492,14 @@ test(
 );
 
 /** Runs a program to completion. */
-function run(cmd: string, args: string[], env: Record<string, string>): Promise<Result> {
+function run(
+  cmd: string,
+  args: string[],
+  env: Record<string, string>,
+  cwd?: string,
+): Promise<Result> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { env });
+    const child = spawn(cmd, args, { env, cwd });
     let stdout = "";
     let stderr = "";
     child.stdout.setEncoding("utf8").on("data", (s: string) => (stdout += s));
@@ -720,5 +737,356 @@ test(
     assert.equal(await login(g, "app", r.stdout.trim()), "app");
     const bad = await run(cmd, [...pre, DIST_CLI, "token", "--username", "app"], childEnv({}));
     assert.equal(bad.code, 2);
+  },
+);
+
+// AWS's documented example keys, given the wrong way round below.
+const REAL = {
+  AWS_ACCESS_KEY_ID: "AKIAIOSFODNN7EXAMPLE",
+  AWS_SECRET_ACCESS_KEY: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+};
+const SWAPPED = {
+  AWS_ACCESS_KEY_ID: REAL.AWS_SECRET_ACCESS_KEY,
+  AWS_SECRET_ACCESS_KEY: REAL.AWS_ACCESS_KEY_ID,
+};
+const leaks = (text: string) =>
+  text.includes(REAL.AWS_ACCESS_KEY_ID) || text.includes(REAL.AWS_SECRET_ACCESS_KEY);
+
+test(
+  "every pg-iam command refuses swapped keys with exit 1 and a message that shows neither key",
+  TIMEOUT,
+  async () => {
+    const url = `postgres://app@${RDS}/orders`;
+    for (const args of [["token", url], ["env", url], ["psql", url, "--", "-c", "select 1"]]) {
+      const r = await cli(args, { ...SWAPPED, PSQL: join(dir, "nope") });
+      assert.equal(r.code, 1, `${args[0]}: ${r.stderr}`);
+      assert.equal(r.stdout, "", args[0]);
+      assert.match(r.stderr, /seems to have its keys swapped: AWS_ACCESS_KEY_ID has the shape/);
+      assert.ok(!leaks(r.stdout + r.stderr), r.stderr);
+    }
+    // doctor fails at the credentials step, in both forms, and prints no key.
+    const g = await gateway();
+    const json = await doctor([urlOf(g)], SWAPPED);
+    assert.equal(json.code, 1);
+    assert.equal(json.report.failure?.step, "credentials");
+    assert.match(json.report.failure!.error, /keys swapped/);
+    assert.match(json.report.failure!.cause, /malformed/);
+    assert.ok(!leaks(json.stdout + json.stderr), json.stdout);
+    const human = await cli(["doctor", urlOf(g), "--timeout", "5"], SWAPPED);
+    assert.equal(human.code, 1);
+    assert.match(human.stdout, /FAIL +credentials/);
+    assert.ok(!leaks(human.stdout + human.stderr), human.stdout);
+    assert.ok(!/long-term key/.test(human.stdout));
+    // The gateway, from the environment and from a file of each kind.
+    const gw = await cli(["gateway", "--listen", "0", "--no-tls"], SWAPPED);
+    assert.equal(gw.code, 1, gw.stderr);
+    assert.match(gw.stderr, /keys swapped/);
+    assert.ok(!leaks(gw.stdout + gw.stderr), gw.stderr);
+    const jsonFile = join(dir, "swapped.json");
+    writeFileSync(
+      jsonFile,
+      JSON.stringify({
+        accessKeyId: REAL.AWS_SECRET_ACCESS_KEY,
+        secretAccessKey: REAL.AWS_ACCESS_KEY_ID,
+      }),
+    );
+    const iniFile = join(dir, "swapped.ini");
+    writeFileSync(
+      iniFile,
+      `[default]\naws_access_key_id = ${REAL.AWS_SECRET_ACCESS_KEY}\n` +
+        `aws_secret_access_key = ${REAL.AWS_ACCESS_KEY_ID}\n`,
+    );
+    for (const file of [jsonFile, iniFile]) {
+      const r = await cli(["gateway", "--listen", "0", "--no-tls", "--credentials", file]);
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /keys swapped: (accessKeyId|aws_access_key_id) has the shape/);
+      assert.ok(!leaks(r.stdout + r.stderr), r.stderr);
+    }
+
+    // The control: the same keys the right way round sign, and doctor names the key id.
+    const ok = await cli(["token", url], REAL);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, /X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F/);
+    const seen = await doctor([urlOf(g)], REAL);
+    const step = seen.report.steps.find((s) => s.step === "credentials");
+    assert.match(step!.detail, /long-term key AKIAIOSFODNN7EXAMPLE/);
+  },
+);
+
+test(
+  "pg-iam names the flag meant for an unknown one: psql's -U and -h, libpq's host and user, and near misses",
+  TIMEOUT,
+  async () => {
+    const cases: [string[], RegExp][] = [
+      [["token", "--host", RDS], /unknown option --host: use --hostname HOST/],
+      [["token", "--user", "app"], /unknown option --user: use --username USER/],
+      [["env", "-U", "app"], /unknown option -U: use --username USER/],
+      [["doctor", "-h", RDS], /-h is --help here \(alone\); for a host, use --hostname HOST/],
+      [["psql", "-d", "orders"], /unknown option -d: use --database DB/],
+      [["psql", "-p", "5432"], /unknown option -p: use --port PORT/],
+      [["token", "--dbname=orders", "--hostname", RDS], /unknown option --dbname/],
+      [["token", "-W"], /unknown option -W: pg-iam signs an IAM token in place of a password/],
+      [["gateway", "--port", "6543"], /unknown option --port: use --listen \[HOST:\]PORT/],
+      [["gateway", "--host", "0.0.0.0"], /unknown option --host: use --listen \[HOST:\]PORT/],
+      [["token", "--usernme", "app"], /unknown option --usernme: did you mean --username\?/],
+      [["token", "--frobnicate"], /^pg-iam token: unknown option --frobnicate \(see/],
+    ];
+    for (const [args, pattern] of cases) {
+      const r = await cli(args);
+      assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+      assert.equal(r.stdout, "");
+      assert.match(r.stderr, pattern, args.join(" "));
+      assert.equal(r.stderr.trimEnd().split("\n").length, 1, r.stderr);
+    }
+    // The controls: -h alone is still help, and the flags it suggests work.
+    const help = await cli(["token", "-h"]);
+    assert.equal(help.code, 0);
+    assert.match(help.stdout, /^Usage: pg-iam token /);
+    const ok = await cli(["token", "--hostname", RDS, "--username", "app"]);
+    assert.equal(ok.code, 0, ok.stderr);
+  },
+);
+
+test(
+  "pg-iam env --shell takes zsh and bash (POSIX exports, as sh) and refuses a shell it cannot write for",
+  TIMEOUT,
+  async () => {
+    const url = `postgres://app@${RDS}/orders`;
+    const sh = await cli(["env", url]);
+    for (const shell of ["zsh", "bash"]) {
+      const r = await cli(["env", url, "--shell", shell]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /^export PGDATABASE='orders'$/m);
+      // The same lines as sh, but for the token, signed a moment apart.
+      const strip = (s: string) => s.replace(/^export PGPASSWORD=.*$/m, "");
+      assert.equal(strip(r.stdout), strip(sh.stdout));
+      const evaluated = await run(
+        "bash",
+        ["-c", `${r.stdout}\necho "$PGHOST $PGDATABASE"`],
+        childEnv({}),
+      );
+      assert.equal(evaluated.stdout, `${RDS} orders\n`);
+    }
+    const help = await cli(["env", "--help"]);
+    assert.match(help.stdout, /sh, bash or zsh/);
+    // The control: a shell with another syntax is refused, naming those it takes.
+    const tcsh = await cli(["env", url, "--shell", "tcsh"]);
+    assert.equal(tcsh.code, 2);
+    assert.match(tcsh.stderr, /--shell must be sh, bash, zsh, fish, powershell, got "tcsh"/);
+  },
+);
+
+test(
+  "a region that contradicts the endpoint names the flag or parameter the user wrote, never signingHostname",
+  TIMEOUT,
+  async () => {
+    const cases: [string[], RegExp][] = [
+      [
+        ["token", "--hostname", RDS, "--username", "app", "--region", "us-west-2"],
+        /--region "us-west-2" contradicts the region "us-east-1" of the endpoint "db\.cluster-abc123xyz\.us-east-1\.rds\.amazonaws\.com" \(--hostname\).*drop --region or correct it/,
+      ],
+      [
+        ["env", `postgres://app@127.0.0.1:6543/db?iam_host=${RDS}&iam_region=eu-west-1`],
+        /iam_region "eu-west-1" contradicts the region "us-east-1" .*\(iam_host\)/,
+      ],
+      [
+        ["token", `postgres://app@${RDS}/db`, "--region", "us-west-2"],
+        /--region "us-west-2" contradicts .*\(the URL's host\)/,
+      ],
+      [
+        ["psql", RDS, "--username", "app", "--region", "us-west-2"],
+        /\(the host argument\)/,
+      ],
+      [
+        [
+          "token",
+          "--hostname",
+          "abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws",
+          "--region",
+          "us-west-2",
+        ],
+        /--region "us-west-2" contradicts the region "us-east-1" .*\(--hostname\)/,
+      ],
+      [
+        ["token", "--hostname", "db.example.com", "--username", "app", "--region", "mars-1"],
+        /--region must be an AWS region name like us-east-1, got "mars-1"/,
+      ],
+    ];
+    for (const [args, pattern] of cases) {
+      const r = await cli(args);
+      assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+      assert.match(r.stderr, pattern, args.join(" "));
+      assert.doesNotMatch(r.stderr, /signingHostname|"hostname" option|"region" option/);
+    }
+    const fromEnv = await cli(["token", "--username", "app", "--region", "us-west-2"], {
+      PGHOST: RDS,
+    });
+    assert.match(fromEnv.stderr, /\(PGHOST\)/);
+    // The controls: the endpoint's own region, and any region for a name without one.
+    const same = await cli([
+      "token",
+      "--hostname",
+      RDS,
+      "--username",
+      "app",
+      "--region",
+      "us-east-1",
+    ]);
+    assert.equal(same.code, 0, same.stderr);
+    const local = await cli([
+      "token",
+      "--hostname",
+      "db.internal",
+      "--username",
+      "app",
+      "--region",
+      "us-west-2",
+    ]);
+    assert.equal(local.code, 0, local.stderr);
+    assert.match(local.stdout, /%2Fus-west-2%2Frds-db%2F/);
+  },
+);
+
+test(
+  "with no host, every command says none was given and how to give one, never localhost",
+  TIMEOUT,
+  async () => {
+    for (
+      const args of [["token", "--username", "app"], ["env"], ["psql"], ["doctor"], [
+        "token",
+        "postgres:///db",
+      ]]
+    ) {
+      const r = await cli(args);
+      assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+      assert.match(
+        r.stderr,
+        /no host was given: pass a connection URL \(postgres:\/\/user@host\/db\), --hostname HOST, or set PGHOST/,
+      );
+      assert.doesNotMatch(r.stderr, /localhost/);
+    }
+    // The control: PGHOST is a host.
+    const r = await cli(["token", "--username", "app"], { PGHOST: RDS });
+    assert.equal(r.code, 0, r.stderr);
+  },
+);
+
+/** Listens on a free port of 127.0.0.1 until closed: a port in use. */
+function occupy(): Promise<Server & { port: number }> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.listen(0, "127.0.0.1", () => {
+      resolve(Object.assign(server, { port: (server.address() as { port: number }).port }));
+    });
+  });
+}
+
+test(
+  "pg-iam gateway on a port in use says so, and leaves the CA files of the gateway running untouched",
+  TIMEOUT,
+  async () => {
+    const pg = await upstreamPostgres();
+    const busy = await occupy();
+    const cacheCa = join(dir, "cache", "pg-iam", "gateway-ca.pem");
+    mkdirSync(join(dir, "cache", "pg-iam"), { recursive: true });
+    const caOut = join(dir, "busy-ca.pem");
+    const before = "the CA of the gateway already running\n";
+    writeFileSync(cacheCa, before);
+    writeFileSync(caOut, before);
+    const mtimes = [statSync(cacheCa).mtimeMs, statSync(caOut).mtimeMs];
+    try {
+      const upstream = ["--upstream", `postgres://${pg.host}:${pg.port}/postgres`];
+      for (const extra of [[], ["--ca-out", caOut]]) {
+        const r = await cli([
+          "gateway",
+          "--listen",
+          `127.0.0.1:${busy.port}`,
+          ...upstream,
+          ...extra,
+        ]);
+        assert.equal(r.code, 1, r.stderr);
+        assert.equal(r.stdout, "");
+        assert.equal(
+          r.stderr,
+          `pg-iam gateway: port ${busy.port} is in use on 127.0.0.1: another gateway? Stop it, or ` +
+            `pick another port with --listen [HOST:]PORT (--listen 0: any free port)\n`,
+        );
+        assert.doesNotMatch(r.stderr, /EADDRINUSE|listen EADDR/);
+      }
+      assert.equal(readFileSync(cacheCa, "utf8"), before);
+      assert.equal(readFileSync(caOut, "utf8"), before);
+      assert.deepEqual([statSync(cacheCa).mtimeMs, statSync(caOut).mtimeMs], mtimes);
+      assert.deepEqual(
+        readdirSync(join(dir, "cache", "pg-iam")).filter((f) => f.endsWith(".tmp")),
+        [],
+      );
+
+      // The control: on a free port the same command writes its CA, once it listens.
+      const gw = await gatewayCommand(["--listen", "127.0.0.1:0", ...upstream, "--ca-out", caOut]);
+      try {
+        assert.match(readFileSync(caOut, "utf8"), /^-----BEGIN CERTIFICATE-----/);
+        const url = String(gw.ready.url);
+        const ok = await doctor([url.replace("postgres://postgres@", "postgres://app@")]);
+        assert.equal(ok.code, 0, JSON.stringify(ok.report.failure));
+      } finally {
+        await gw.stop();
+      }
+    } finally {
+      busy.close();
+    }
+  },
+);
+
+test(
+  "pg-iam gateway without PGlite installed says to install it or pass --upstream",
+  TIMEOUT,
+  async () => {
+    // A copy of pg-iam whose node_modules has everything but @electric-sql.
+    const copy = mkdtempSync(join(tmpdir(), "pg-iam-no-pglite-"));
+    const root = fileURLToPath(new URL("../", import.meta.url));
+    for (const entry of ["src", "mod.ts", "package.json", "deno.json"]) {
+      cpSync(join(root, entry), join(copy, entry), { recursive: true });
+    }
+    mkdirSync(join(copy, "node_modules"));
+    for (const entry of readdirSync(join(root, "node_modules"))) {
+      if (entry !== "@electric-sql") {
+        symlinkSync(join(root, "node_modules", entry), join(copy, "node_modules", entry));
+      }
+    }
+    const [cmd, pre] = runtime(join(copy, "src", "cli", "mod.ts"));
+    const r = await run(cmd, [...pre, "gateway", "--listen", "0", "--no-tls"], childEnv({}), copy);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /^pg-iam gateway: no --upstream was given, and the embedded PGlite/);
+    assert.match(r.stderr, /npm install @electric-sql\/pglite @electric-sql\/pglite-socket/);
+    assert.match(r.stderr, /pass --upstream postgres:\/\/user@host:port\/database\n$/);
+    // The control: the same copy relays to a server given with --upstream.
+    const pg = await upstreamPostgres();
+    const [cmd2, pre2] = runtime(join(copy, "src", "cli", "mod.ts"));
+    const child = spawn(cmd2, [
+      ...pre2,
+      "gateway",
+      "--json",
+      "--listen",
+      "127.0.0.1:0",
+      "--no-tls",
+      "--upstream",
+      `postgres://${pg.host}:${pg.port}/postgres`,
+    ], { env: childEnv({}), cwd: copy });
+    const ready = await new Promise<Record<string, unknown>>((resolve, reject) => {
+      let out = "";
+      let err = "";
+      child.stderr.setEncoding("utf8").on("data", (s: string) => (err += s));
+      child.stdout.setEncoding("utf8").on("data", (s: string) => {
+        out += s;
+        if (out.includes("\n")) resolve(JSON.parse(out.slice(0, out.indexOf("\n"))));
+      });
+      child.on("close", (code) => reject(new Error(`exited ${code}: ${err}`)));
+    });
+    const exited = new Promise((resolve) => child.on("close", resolve));
+    child.kill("SIGTERM");
+    await exited;
+    assert.equal(ready.event, "ready");
+    assert.equal(ready.upstream, `${pg.host}:${pg.port}`);
+    rmSync(copy, { recursive: true, force: true });
   },
 );

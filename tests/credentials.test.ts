@@ -235,3 +235,100 @@ test("static credentials that expired are an error", async () => {
     },
   );
 });
+
+// AWS's documented example keys: an access key id and the secret that goes with it.
+const REAL_ID = "AKIAIOSFODNN7EXAMPLE";
+const REAL_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+const TEMP_ID = "ASIAQ3EGUWZNY7HEXAMP";
+const TEMP_SECRET = "Ab3+9sLk2PqR7tV1wXyZ0aBcDeFgHiJkLmNoPqRs";
+
+/** Asserts `e` is an "invalid" CredentialsError saying the keys are swapped, quoting no key. */
+function swapped(named: RegExp, ...values: string[]) {
+  return (e: unknown) => {
+    assert.ok(e instanceof CredentialsError, String(e));
+    assert.equal(e.code, "invalid");
+    assert.match(e.message, /seems to have its keys swapped/);
+    assert.match(e.message, named);
+    for (const v of values) {
+      assert.ok(!e.message.includes(v), e.message);
+      assert.ok(!String(e).includes(v) && !(e.stack ?? "").includes(v));
+    }
+    return true;
+  };
+}
+
+test("credentials given the wrong way round are a CredentialsError that shows neither key", async () => {
+  for (const [id, secret] of [[REAL_ID, REAL_SECRET], [TEMP_ID, TEMP_SECRET]]) {
+    // Both swapped, as the option, from a provider, and from the environment.
+    await assert.rejects(
+      token({ accessKeyId: secret, secretAccessKey: id }),
+      swapped(
+        /"credentials" option .*accessKeyId has the shape of a secret.*secretAccessKey has the shape of an access key id/,
+        id,
+        secret,
+      ),
+    );
+    await assert.rejects(
+      token(() => Promise.resolve({ accessKeyId: secret, secretAccessKey: id, sessionToken: "t" })),
+      swapped(/returned by the "credentials" provider/, id, secret),
+    );
+    await withEnv(
+      { ...ENV_NONE, AWS_ACCESS_KEY_ID: secret, AWS_SECRET_ACCESS_KEY: id },
+      () =>
+        assert.rejects(
+          token(undefined),
+          swapped(
+            /^The environment .*AWS_ACCESS_KEY_ID has the shape.*AWS_SECRET_ACCESS_KEY has the shape/,
+            id,
+            secret,
+          ),
+        ),
+    );
+  }
+  // Either half alone is enough: a secret in the id's place, or an id in the secret's.
+  await assert.rejects(
+    token({ accessKeyId: REAL_SECRET, secretAccessKey: "something" }),
+    swapped(/accessKeyId has the shape of a secret access key/, REAL_SECRET),
+  );
+  await assert.rejects(
+    token({ accessKeyId: "AKIDEXAMPLE", secretAccessKey: REAL_ID }),
+    swapped(/secretAccessKey has the shape of an access key id/, REAL_ID),
+  );
+});
+
+test("the swap check passes real keys and the shapes tests use: any id of word characters, any secret but a key id", async () => {
+  const ids = [
+    REAL_ID,
+    TEMP_ID,
+    "AKIDEXAMPLE",
+    "AKIDTEST",
+    "AKID",
+    "K0",
+    "ASIA1",
+    "AROAEXAMPLEROLEID1234",
+    "a".repeat(128),
+    "Ab3c9sLk2PqR7tV1wXyZ0aBcDeFgHiJkLmNoPqRs", // 40 word characters: no "/" or "+"
+    "lower_case-id-0123456789",
+  ];
+  const secrets = [
+    REAL_SECRET,
+    TEMP_SECRET,
+    "secret",
+    "s/e+c",
+    "AKIAIOSFODNN7EXAMPL", // 19 characters: not a key id
+    "akiaiosfodnn7example", // lower case: not a key id
+    "AKIAIOSFODNN7EXAMPLE" + "EXTRA",
+  ];
+  for (const accessKeyId of ids) {
+    for (const secretAccessKey of secrets) {
+      const t = await token({ accessKeyId, secretAccessKey });
+      assert.equal(keyOf(t), accessKeyId);
+    }
+  }
+  await withEnv(
+    { ...ENV_NONE, AWS_ACCESS_KEY_ID: REAL_ID, AWS_SECRET_ACCESS_KEY: REAL_SECRET },
+    async () => {
+      assert.equal(keyOf(await token(undefined)), REAL_ID);
+    },
+  );
+});

@@ -54,19 +54,38 @@ export function parse(command: Command, argv: readonly string[]): Parsed {
   const own = dash < 0 ? argv : argv.slice(0, dash);
   const rest = dash < 0 ? [] : argv.slice(dash + 1);
   const flags = { ...command.flags, ...COMMON };
+  const options = Object.fromEntries(
+    Object.entries(flags).map(([name, f]) => [
+      name,
+      f.short ? { type: f.type, short: f.short } : { type: f.type },
+    ]),
+  );
+  // A lenient pass first, to name an unknown flag with the one meant (psql's -U, libpq's host).
+  const { tokens } = parseArgs({
+    args: [...own],
+    options,
+    allowPositionals: true,
+    strict: false,
+    tokens: true,
+  });
+  for (const [i, token] of tokens.entries()) {
+    if (token.kind !== "option") continue;
+    if (token.name === "help" && token.rawName === "-h" && tokens[i + 1]?.kind === "positional") {
+      const meant = suggestion(command, "h");
+      if (meant) {
+        throw new UsageError(`-h is --help here (alone); for a host, ${meant}`, command.name);
+      }
+    }
+    if (Object.hasOwn(flags, token.name)) continue;
+    const meant = suggestion(command, token.name);
+    throw new UsageError(
+      `unknown option ${token.rawName}${meant ? `: ${meant}` : ""}`,
+      command.name,
+    );
+  }
   let parsed;
   try {
-    parsed = parseArgs({
-      args: [...own],
-      options: Object.fromEntries(
-        Object.entries(flags).map(([name, f]) => [
-          name,
-          f.short ? { type: f.type, short: f.short } : { type: f.type },
-        ]),
-      ),
-      allowPositionals: true,
-      strict: true,
-    });
+    parsed = parseArgs({ args: [...own], options, allowPositionals: true, strict: true });
   } catch (error) {
     // parseArgs's messages name the flag; drop its advice about "--", which is ours to give.
     const text = (error as Error).message
@@ -82,6 +101,62 @@ export function parse(command: Command, argv: readonly string[]): Parsed {
     positionals: parsed.positionals,
     rest,
   };
+}
+
+// The flags of psql and libpq's parameter names, by what pg-iam calls them (the first of the
+// command's flags that exists).
+const ALIASES: Record<string, string[]> = {
+  h: ["hostname", "listen"],
+  host: ["hostname", "listen"],
+  H: ["hostname", "listen"],
+  p: ["port", "listen"],
+  port: ["listen"],
+  U: ["username"],
+  u: ["username"],
+  user: ["username"],
+  d: ["database"],
+  dbname: ["database"],
+  db: ["database"],
+  "signing-host": ["signing-hostname"],
+  "iam-host": ["signing-hostname"],
+  "iam-port": ["signing-port"],
+  "iam-region": ["region"],
+  expires: ["expires-in"],
+  expiration: ["expires-in"],
+  ca: ["sslrootcert", "ca-out"],
+  "no-ssl": ["dangerously-disable-tls", "no-tls"],
+};
+
+/** What to use instead of the flag `name`, in words; undefined when nothing comes close. */
+function suggestion(command: Command, name: string): string | undefined {
+  const flags = { ...command.flags, ...COMMON };
+  const use = (flag: string) => `use --${flag}${flags[flag].arg ? ` ${flags[flag].arg}` : ""}`;
+  const alias = ALIASES[name]?.find((flag) => Object.hasOwn(flags, flag));
+  if (alias) return use(alias);
+  if (/^(W|password)$/.test(name)) {
+    return "pg-iam signs an IAM token in place of a password, so there is no password flag";
+  }
+  if (name.length < 3) return undefined;
+  let best: string | undefined;
+  let bestDistance = 3;
+  for (const flag of Object.keys(flags)) {
+    const d = distance(name.toLowerCase(), flag);
+    if (d < bestDistance) [best, bestDistance] = [flag, d];
+  }
+  return best === undefined ? undefined : `did you mean --${best}?`;
+}
+
+/** The Levenshtein distance of `a` and `b`. */
+function distance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) {
+      next[j] = Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    row = next;
+  }
+  return row[b.length];
 }
 
 /** The --help text of `command`. */

@@ -16,6 +16,7 @@ import {
 import {
   dsqlEndpoint,
   isDsqlClusterId,
+  isRegion,
   type ParsedHostname,
   parseHostname,
 } from "../core/hostname.ts";
@@ -96,6 +97,10 @@ export interface Target {
   /** The endpoint name the token is signed for, and the certificate must carry. */
   signingHostname: string;
   signingPort: number;
+  /** The flag or URL parameter the region came from: `--region` or `iam_region`. */
+  regionFrom: string;
+  /** Where the signing hostname came from, as the user wrote it (`--hostname`, `iam_host`, …). */
+  hostFrom: string;
   /** What parseHostname() makes of the signing hostname. */
   parsed: ParsedHostname | undefined;
   expiresIn: number | undefined;
@@ -107,11 +112,15 @@ export interface Target {
   serverParams: Record<string, string>;
 }
 
-/** Resolves the target of `command` from its positional URL and flags. */
+/**
+ * Resolves the target of `command` from its positional URL and flags. A region that contradicts
+ * the endpoint name is a UsageError, unless `checkRegion` is false (the doctor reports it).
+ */
 export function resolveTarget(
   url: string | undefined,
   values: Parsed["values"],
   command: string,
+  checkRegion = true,
 ): Target {
   const flag = (name: string) => str(values, name);
   // A positional without a scheme or "=" is a host name, as `psql -h` takes one.
@@ -149,10 +158,21 @@ export function resolveTarget(
   const iam = t.iam;
   let host = t.host ?? t.hostaddr;
   if (host === undefined) {
-    throw new UsageError(`no host: pass a connection URL or --hostname`, command);
+    throw new UsageError(
+      `no host was given: pass a connection URL (postgres://user@host/db), --hostname HOST, or ` +
+        `set PGHOST`,
+      command,
+    );
   }
   const port = t.port ?? 5432;
   const region = flag("region") ?? iam.region;
+  const regionFrom = flag("region") !== undefined ? "--region" : "iam_region";
+  if (region !== undefined && !isRegion(region)) {
+    throw new UsageError(
+      `${regionFrom} must be an AWS region name like us-east-1, got ${JSON.stringify(region)}`,
+      command,
+    );
+  }
   // With libpq's hostaddr, the host is the name: what the token and the certificate are for.
   const signingHostname = flag("signing-hostname") ?? iam.signingHostname ??
     (t.hostaddr !== undefined && t.host !== undefined ? t.host : undefined);
@@ -190,6 +210,18 @@ export function resolveTarget(
     parsed = parseHostname(host);
   }
   const signing = signingHostname ?? host;
+  // Where the name signed for came from, as the user wrote it.
+  const hostFrom = flag("signing-hostname") !== undefined
+    ? "--signing-hostname"
+    : iam.signingHostname !== undefined
+    ? "iam_host"
+    : flag("hostname") !== undefined
+    ? "--hostname"
+    : bare
+    ? "the host argument"
+    : urlNamesHost(url)
+    ? "the URL's host"
+    : "PGHOST";
 
   const user = t.user ?? (dsql ? "admin" : undefined);
   if (user === undefined) {
@@ -212,7 +244,7 @@ export function resolveTarget(
     }
   }
 
-  return {
+  const target: Target = {
     host: t.hostaddr ?? host,
     port,
     user,
@@ -224,11 +256,36 @@ export function resolveTarget(
     signingPort,
     parsed,
     expiresIn,
+    regionFrom,
+    hostFrom,
     profile: flag("profile") ?? iam.profile,
     sslmode: t.ssl.mode,
     tls: t.ssl,
     serverParams: t.serverParams,
   };
+  const conflict = checkRegion ? regionConflict(target) : undefined;
+  if (conflict) throw new UsageError(conflict, command);
+  return target;
+}
+
+/**
+ * Why the region asked for (--region, iam_region) cannot be used with the endpoint name, in the
+ * user's words; undefined when it can.
+ */
+export function regionConflict(target: Target): string | undefined {
+  const { region, parsed } = target;
+  if (region === undefined || parsed === undefined || region === parsed.region) return undefined;
+  return `${target.regionFrom} ${JSON.stringify(region)} contradicts the region ` +
+    `${JSON.stringify(parsed.region)} of the endpoint ${JSON.stringify(target.signingHostname)} ` +
+    `(${target.hostFrom}): a token signed for another region is always rejected; drop ` +
+    `${target.regionFrom} or correct it`;
+}
+
+// Whether a connection string names a host (else the host came from PGHOST).
+function urlNamesHost(url: string | undefined): boolean {
+  if (url === undefined) return false;
+  if (/^\s*[A-Za-z_]+\s*=/.test(url)) return /(^|\s)(host|hostaddr)\s*=/.test(url);
+  return /^\s*[a-z]+:\/\/(?:[^@/?#]*@)?[^/?#:@]/i.test(url);
 }
 
 /** Messages from the parser start a sentence; the CLI's continue one. */

@@ -19,7 +19,14 @@ import { errorFields, message, MessageReader, startupMessage } from "../connecti
 import { type ConnectOutcome, IamSocket, type SocketPlan } from "../connection/socket.ts";
 import { type Command, int, type Parsed, UsageError } from "./_args.ts";
 import { type TlsPlan, tlsPlan } from "../connection/tls.ts";
-import { lower, resolveTarget, signFor, type Target, TARGET_FLAGS } from "./_target.ts";
+import {
+  lower,
+  regionConflict,
+  resolveTarget,
+  signFor,
+  type Target,
+  TARGET_FLAGS,
+} from "./_target.ts";
 
 /** The `doctor` subcommand. */
 export const command: Command = {
@@ -105,7 +112,7 @@ const ms = (t: number) => Math.round((performance.now() - t) * 10) / 10;
 
 /** Runs `pg-iam doctor`. */
 export async function run(args: Parsed, out: (text: string) => void): Promise<number> {
-  const target = resolveTarget(args.positionals[0], args.values, command.name);
+  const target = resolveTarget(args.positionals[0], args.values, command.name, false);
   const timeoutMs = (int(args.values, "timeout", 1, 3600, command.name) ?? 10) * 1000;
   const json = args.values.json === true;
   // The same TLS settings a connection would use (CA, client certificate, CRL, versions, SNI);
@@ -196,6 +203,15 @@ async function endpointStep(
 ): Promise<string> {
   const t = performance.now();
   const parsed = target.parsed;
+  const conflict = regionConflict(target);
+  if (conflict) {
+    throw new StepFailure(
+      "endpoint",
+      conflict,
+      `the region given (${target.regionFrom}) is not the endpoint's: a token signed for ` +
+        `another region is always rejected; drop it or correct it`,
+    );
+  }
   let region: string;
   try {
     region = await resolveRegionOrProfile(
@@ -212,8 +228,8 @@ async function endpointStep(
       error instanceof NoRegionError
         ? `no AWS region: ${target.signingHostname} is not an AWS endpoint name, so pass ` +
           `--region (or iam_region=, AWS_REGION, or a profile with a region)`
-        : `the region given (--region, iam_region) is not the endpoint's: a token signed for ` +
-          `another region is always rejected; drop it or correct it`,
+        : `the region (${target.region === undefined ? "AWS_REGION" : target.regionFrom}) is ` +
+          `not usable: correct it`,
     );
   }
   const what = parsed
@@ -291,6 +307,10 @@ async function connect(
       error instanceof CredentialsError && error.code === "missing"
         ? "no AWS credentials were found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, " +
           "AWS_PROFILE (or --profile), or log in (aws sso login)"
+        : error instanceof CredentialsError && error.code === "invalid"
+        ? "the AWS credentials are malformed: correct them where they are set (the access key " +
+          "id in AWS_ACCESS_KEY_ID or aws_access_key_id, the secret in AWS_SECRET_ACCESS_KEY or " +
+          "aws_secret_access_key)"
         : "the AWS credentials could not be loaded or have expired: refresh them",
       (error as CredentialsError).code,
       ms(t),

@@ -32,7 +32,11 @@ carries and PGHOSTADDR the address to connect to. The token expires (900 s by de
 again for a new session.`,
   flags: {
     ...TARGET_FLAGS,
-    shell: { type: "string", arg: "SHELL", help: "sh (default: bash, zsh), fish or powershell." },
+    shell: {
+      type: "string",
+      arg: "SHELL",
+      help: "sh, bash or zsh (the default: POSIX export lines), fish, or powershell.",
+    },
   },
   positionals: 1,
   examples: [
@@ -59,21 +63,23 @@ psql exits. Arguments after -- go to psql. Exits with psql's exit code.`,
   ],
 };
 
-const SHELLS = ["sh", "fish", "powershell"] as const;
+// The syntaxes, by the shells that read them: bash and zsh take the POSIX export lines.
+const SHELLS = { sh: "sh", bash: "sh", zsh: "sh", fish: "fish", powershell: "powershell" } as const;
 
 /** Runs `pg-iam env`. */
 export async function runEnv(args: Parsed, out: (text: string) => void): Promise<number> {
-  const shell = str(args.values, "shell") ?? "sh";
-  if (!(SHELLS as readonly string[]).includes(shell)) {
+  const name = str(args.values, "shell") ?? "sh";
+  if (!Object.hasOwn(SHELLS, name)) {
     throw new UsageError(
-      `--shell must be ${SHELLS.join(", ")}, got ${JSON.stringify(shell)}`,
+      `--shell must be ${Object.keys(SHELLS).join(", ")}, got ${JSON.stringify(name)}`,
       envCommand.name,
     );
   }
+  const shell = SHELLS[name as keyof typeof SHELLS];
   const target = resolveTarget(args.positionals[0], args.values, envCommand.name);
   const vars = await pgVariables(target, (pem, name) => cachedFile(pem, name));
   out(
-    Object.entries(vars).map(([k, v]) => assignment(shell as typeof SHELLS[number], k, v))
+    Object.entries(vars).map(([k, v]) => assignment(shell, k, v))
       .join("\n") + "\n",
   );
   return 0;
@@ -199,7 +205,7 @@ function cachedFile(pem: string, name: string): string {
   return file;
 }
 
-function assignment(shell: typeof SHELLS[number], name: string, value: string): string {
+function assignment(shell: "sh" | "fish" | "powershell", name: string, value: string): string {
   switch (shell) {
     case "sh":
       return `export ${name}='${value.replaceAll("'", `'\\''`)}'`;

@@ -1,7 +1,7 @@
 // pg-iam gateway: the local IAM-verifying PostgreSQL gateway (./gateway) as a command, in front of
 // a PostgreSQL server of yours or, when none is given, an embedded in-memory PGlite.
 
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { type AddressInfo, createServer } from "node:net";
 import { dirname, join } from "node:path";
 import process from "node:process";
@@ -13,7 +13,9 @@ import {
   type GatewayUpstream,
   startGateway,
 } from "../gateway/mod.ts";
+import { checkNotSwapped } from "../core/credentials.ts";
 import { type Command, int, type Parsed, str, UsageError } from "./_args.ts";
+import { lower } from "./_target.ts";
 import { cacheDir } from "./env.ts";
 
 /** The `gateway` subcommand. */
@@ -30,7 +32,8 @@ embedded in-memory PGlite when --upstream is omitted (that needs the @electric-s
 AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN, or in --credentials FILE (JSON with accessKeyId,
 secretAccessKey, sessionToken, or an AWS credentials file with --profile). Without --tls-cert it
 generates a certificate for the endpoint name, localhost and 127.0.0.1, and writes the CA that
-signed it to --ca-out, for clients' sslrootcert. Runs until interrupted.`,
+signed it to --ca-out once it listens (a failed start leaves the file alone), for clients'
+sslrootcert. Runs until interrupted.`,
   flags: {
     listen: {
       type: "string",
@@ -148,6 +151,7 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
   };
   let tlsOption: { cert: string; key: string } | false = false;
   let caFile: string | undefined;
+  let caPem: string | undefined;
   if (cert !== undefined) {
     tlsOption = { cert: readPem(cert, "--tls-cert"), key: readPem(key!, "--tls-key") };
   } else if (!v["no-tls"]) {
@@ -156,9 +160,10 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
     if (!["0.0.0.0", "::"].includes(listenHost)) names.push(listenHost);
     const generated = await generateTls([...new Set(names)]);
     tlsOption = { cert: generated.cert + generated.ca, key: generated.key };
+    caPem = generated.ca;
+    // Written once the gateway listens: a start that fails must not replace the CA that the
+    // clients of a gateway still running trust.
     caFile = str(v, "ca-out") ?? join(cacheDir(), "gateway-ca.pem");
-    mkdirSync(dirname(caFile), { recursive: true });
-    writeFileSync(caFile, generated.ca);
   }
 
   // RDS tokens name a port: by default the endpoint's 5432, or for a local name the port clients
@@ -170,8 +175,17 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
 
   let pglite: { host: string; port: number; close(): Promise<void> } | undefined;
   if (upstream === undefined) {
-    const { startPglite } = await import("../gateway/pglite.ts");
-    pglite = await startPglite();
+    try {
+      const { startPglite } = await import("../gateway/pglite.ts");
+      pglite = await startPglite();
+    } catch (error) {
+      throw new Error(
+        `no --upstream was given, and the embedded PGlite that stands in for it cannot start: ` +
+          `${lower((error as Error).message)}. To relay to a PostgreSQL server of yours instead, ` +
+          `pass --upstream postgres://user@host:port/database`,
+        { cause: error },
+      );
+    }
   }
   const json = v.json === true;
   const quiet = v.quiet === true;
@@ -206,7 +220,31 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
     });
   } catch (error) {
     await pglite?.close();
+    const code = (error as { code?: unknown }).code;
+    if (code === "EADDRINUSE") {
+      throw new Error(
+        `port ${listenPort} is in use on ${listenHost}: another gateway? Stop it, or pick ` +
+          `another port with --listen [HOST:]PORT (--listen 0: any free port)`,
+        { cause: error },
+      );
+    }
+    if (code === "EACCES") {
+      throw new Error(
+        `not allowed to listen on port ${listenPort} (ports below 1024 need privileges): pick ` +
+          `another with --listen [HOST:]PORT`,
+        { cause: error },
+      );
+    }
     throw error;
+  }
+  if (caFile !== undefined) {
+    try {
+      writeAtomically(caFile, caPem!);
+    } catch (error) {
+      await gateway.close();
+      await pglite?.close();
+      throw usage(`cannot write --ca-out ${JSON.stringify(caFile)}: ${(error as Error).message}`);
+    }
   }
   const clientHost = parsed ? gateway.host : endpoint;
   const params = new URLSearchParams();
@@ -317,6 +355,19 @@ function jsonLine(value: unknown): string {
   ) + "\n";
 }
 
+/** Writes `text` to `file` whole or not at all: a client reading it never sees half a CA. */
+function writeAtomically(file: string, text: string): void {
+  mkdirSync(dirname(file), { recursive: true });
+  const temp = `${file}.${process.pid}.tmp`;
+  try {
+    writeFileSync(temp, text, { mode: 0o644 });
+    renameSync(temp, file);
+  } catch (error) {
+    rmSync(temp, { force: true });
+    throw error;
+  }
+}
+
 function freePort(host: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
@@ -374,6 +425,13 @@ function loadCredentials(
           `AWS_SECRET_ACCESS_KEY (any values, shared with your clients), or pass --credentials FILE`,
       );
     }
+    checkNotSwapped(
+      accessKeyId,
+      secretAccessKey,
+      "The environment",
+      "AWS_ACCESS_KEY_ID",
+      "AWS_SECRET_ACCESS_KEY",
+    );
     const sessionToken = readEnv("AWS_SESSION_TOKEN");
     return { accessKeyId, secretAccessKey, ...(sessionToken ? { sessionToken } : {}) };
   }
@@ -402,6 +460,15 @@ function loadCredentials(
         );
       }
     }
+    for (const [i, c] of list.entries()) {
+      checkNotSwapped(
+        c.accessKeyId,
+        c.secretAccessKey,
+        `--credentials ${JSON.stringify(file)}` + (Array.isArray(value) ? ` (entry ${i})` : ""),
+        "accessKeyId",
+        "secretAccessKey",
+      );
+    }
     return list as GatewayCredentials[];
   }
   // An AWS shared credentials file: [profile] sections of key = value lines.
@@ -426,6 +493,13 @@ function loadCredentials(
         `aws_secret_access_key in [${section}]`,
     );
   }
+  checkNotSwapped(
+    accessKeyId,
+    secretAccessKey,
+    `--credentials ${JSON.stringify(file)} [${section}]`,
+    "aws_access_key_id",
+    "aws_secret_access_key",
+  );
   const sessionToken = values.get("aws_session_token");
   return { accessKeyId, secretAccessKey, ...(sessionToken ? { sessionToken } : {}) };
 }

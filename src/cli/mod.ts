@@ -27,10 +27,21 @@
 import process from "node:process";
 import { realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
+import { deniedPermissions, EnvAccessError } from "../core/_env.ts";
 import { type Command, helpText, parse, type Parsed, UsageError } from "./_args.ts";
 
 /** The version of pg-iam this command belongs to. */
 export const VERSION = "0.1.0";
+
+// The Deno permissions each command may need (the AWS credential chain reads files and the
+// environment and asks the network), for one message naming all that are missing.
+const PERMISSIONS: Record<string, string[]> = {
+  token: ["env", "read", "sys", "net"],
+  env: ["env", "read", "write", "sys", "net"],
+  psql: ["env", "read", "write", "sys", "net", "run"],
+  doctor: ["env", "read", "sys", "net"],
+  gateway: ["env", "read", "write", "sys", "net"],
+};
 
 interface CommandModule {
   command: Command;
@@ -124,6 +135,16 @@ export async function main(args: readonly string[]): Promise<number> {
     }
     return await mod.run(parsed, out);
   } catch (error) {
+    const denied = permissionError(error) ? deniedPermissions(PERMISSIONS[name]) : [];
+    if (denied.length) {
+      err(
+        `pg-iam ${name}: Deno refused a permission (${oneLine(permissionError(error))}). ` +
+          `Grant all that pg-iam ${name} may use, in one go: ` +
+          `${denied.map((p) => `--allow-${p}`).join(" ")} (or -A)\n`,
+      );
+      if (verbose) err(details(error));
+      return 1;
+    }
     const usageError = error instanceof UsageError || error instanceof TypeError ||
       error instanceof RangeError;
     err(
@@ -133,6 +154,15 @@ export async function main(args: readonly string[]): Promise<number> {
     if (verbose) err(details(error));
     return usageError ? 2 : 1;
   }
+}
+
+/** The runtime's refusal of a permission in `error` or its causes, if that is what it is. */
+function permissionError(error: unknown): Error | undefined {
+  for (let e = error, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    if (e instanceof EnvAccessError) return e.cause instanceof Error ? e.cause : e;
+    if (e.name === "NotCapable" || e.name === "PermissionDenied") return e;
+  }
+  return undefined;
 }
 
 function oneLine(error: unknown): string {

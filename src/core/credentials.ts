@@ -111,7 +111,56 @@ function check(value: unknown, source: string): Credentials {
       throw new CredentialsError("invalid", `${source} has a ${field} that is not valid Unicode`);
     }
   }
+  checkNotSwapped(
+    c.accessKeyId as string,
+    c.secretAccessKey as string,
+    source,
+    "accessKeyId",
+    "secretAccessKey",
+  );
   return value as Credentials;
+}
+
+// The shapes of keys given the wrong way round. An access key id is 16 to 128 word characters
+// (AWS IAM's AccessKeyIdType, "[\w]+"), never "/" or "+"; the ones AWS issues are AKIA (long-term)
+// or ASIA (temporary) and 16 uppercase letters and digits. A secret access key is 40 characters of
+// base64. So: a secret holding a real key id, or a key id of 40 base64 characters with a "/" or "+"
+// in it (the key ids of tests, like AKIDEXAMPLE, and other word characters pass).
+const KEY_ID_SHAPE = /^A[KS]IA[A-Z0-9]{16}$/;
+const SECRET_SHAPE = /^(?=.*[/+])[A-Za-z0-9/+]{40}$/;
+
+/**
+ * Throws a CredentialsError when the access key id and the secret access key look swapped. Neither
+ * value is quoted: one of them is a secret, and which one is the question.
+ *
+ * @param source What held them, for the message (`The "credentials" option`).
+ * @param idName How the access key id is named there (`accessKeyId`, `AWS_ACCESS_KEY_ID`).
+ * @param secretName How the secret is named there.
+ */
+export function checkNotSwapped(
+  accessKeyId: string,
+  secretAccessKey: string,
+  source: string,
+  idName: string,
+  secretName: string,
+): void {
+  // The lengths first: this runs on every token signed with static keys.
+  const idIsSecret = accessKeyId.length === 40 && SECRET_SHAPE.test(accessKeyId);
+  const secretIsId = secretAccessKey.length === 20 && KEY_ID_SHAPE.test(secretAccessKey);
+  if (!idIsSecret && !secretIsId) return;
+  const why = [
+    ...(idIsSecret
+      ? [`${idName} has the shape of a secret access key (40 characters of base64)`]
+      : []),
+    ...(secretIsId
+      ? [`${secretName} has the shape of an access key id (AKIA or ASIA and 16 more)`]
+      : []),
+  ].join(", and ");
+  throw new CredentialsError(
+    "invalid",
+    `${source} seems to have its keys swapped: ${why}. Give the access key id as ${idName} ` +
+      `and the secret as ${secretName} (neither value is shown here)`,
+  );
 }
 
 // A would-be date, quoted only when it is made of digits and date punctuation: a string of any
@@ -158,6 +207,13 @@ function fromEnv(): Credentials | undefined {
       `Incomplete AWS credentials in the environment: ${set} is set but ${unset} is not`,
     );
   }
+  checkNotSwapped(
+    accessKeyId,
+    secretAccessKey,
+    "The environment",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+  );
   let expires: Date | undefined;
   if (expiration !== undefined) {
     expires = new Date(expiration);
