@@ -1032,6 +1032,10 @@ test("startGateway: bad options are errors naming the option and the value, neve
       /"credentials\.sessionToken"/,
     ],
     [{ credentials: [KEY, KEY] }, /listed twice/],
+    [
+      { credentials: { accessKeyId: "AKID/with/slashes", secretAccessKey: secret } },
+      /"credentials\.accessKeyId".*not shown: a secret access key\?/,
+    ],
     [{ upstream: undefined }, /"upstream" option must be an object/],
     [{ upstream: { host: "127.0.0.1" } }, /"upstream\.port" option is required/],
     [{ upstream: { host: "127.0.0.1", port: 70000 } }, /"upstream\.port".*70000/],
@@ -1393,6 +1397,27 @@ test("gateway: beyond maxConnections a connection gets FATAL 53300 after its sta
     assert.equal(h.gateway.clients(), 2);
     b.socket.destroy();
   });
+});
+
+test("gateway: access keys given the wrong way round are refused, quoting neither", async () => {
+  const id = "AKIAIOSFODNN7EXAMPLE";
+  const key = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+  const error = await errorOf(startGateway({
+    endpoint: RDS_HOST,
+    credentials: [KEY, { accessKeyId: key, secretAccessKey: id }],
+    upstream: { host: "127.0.0.1", port: 5432 },
+    tls: false,
+  }));
+  assert.match(error.message, /"credentials\[1\]" option seems to have its keys swapped/);
+  assert.ok(!error.message.includes(key) && !error.message.includes(id), error.message);
+  // The control: the same keys the right way round start a gateway.
+  const g = await startGateway({
+    endpoint: RDS_HOST,
+    credentials: { accessKeyId: id, secretAccessKey: key },
+    upstream: { host: "127.0.0.1", port: 5432 },
+    tls: false,
+  });
+  await g.close();
 });
 
 test("gateway: beyond maxConnectionRate a connection gets DSQL's FATAL 53400 after its startup packet; the bucket refills at the rate", async () => {

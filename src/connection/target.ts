@@ -11,7 +11,7 @@
 // and its variables: https://www.postgresql.org/docs/current/libpq-envars.html
 
 import { show } from "../core/errors.ts";
-import { readEnv } from "../core/_env.ts";
+import { declareEnv, readEnv } from "../core/_env.ts";
 
 /** The TLS modes pg-iam connects with; `allow` and `prefer` are refused (they can fall back to plaintext). */
 export type SslMode = "disable" | "require" | "verify-ca" | "verify-full";
@@ -197,6 +197,12 @@ export const KNOWN_PARAMS: readonly string[] = [...Object.keys(IAM_PARAMS), ...O
  * Reads a connection target. Throws a TypeError or RangeError naming the parameter, variable or
  * option and the bad value; nothing secret is ever quoted.
  */
+// The PG* variables read below, so that Deno's refusal of one lists them all (one rerun).
+declareEnv(
+  ...Object.values(LIBPQ).flatMap(([env, use]) => env === undefined || use === "auth" ? [] : [env]),
+  ...Object.keys(ENV_SETTINGS),
+);
+
 export function parseTarget(input: TargetInput = {}): ConnectionTarget {
   const settings = new Map<string, Setting>();
   const iam = new Map<string, Setting>();

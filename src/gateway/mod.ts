@@ -25,6 +25,7 @@
 import net from "node:net";
 import tls from "node:tls";
 import { sha256Hex } from "../core/_sha256.ts";
+import { checkNotSwapped } from "../core/credentials.ts";
 import { show } from "../core/errors.ts";
 import { checkHostname, isRegion, parseHostname } from "../core/hostname.ts";
 import { checkPort } from "../core/_options.ts";
@@ -539,11 +540,22 @@ function checkCredentials(value: unknown): Map<string, VerifySecret> {
       throw new TypeError(`The "${name}" option must be an object, got ${show(c)}`);
     }
     const { accessKeyId, secretAccessKey, sessionToken } = c as Record<string, unknown>;
+    if (typeof accessKeyId === "string" && typeof secretAccessKey === "string") {
+      checkNotSwapped(
+        accessKeyId,
+        secretAccessKey,
+        `The "${name}" option`,
+        "accessKeyId",
+        "secretAccessKey",
+      );
+    }
     if (typeof accessKeyId !== "string" || !/^[A-Za-z0-9_-]+$/.test(accessKeyId)) {
+      // Not quoted when it has characters only a secret has: it may be one.
+      const shown = typeof accessKeyId === "string" && /[/+]/.test(accessKeyId)
+        ? `a string with "/" or "+" (not shown: a secret access key?)`
+        : show(accessKeyId);
       throw new TypeError(
-        `The "${name}.accessKeyId" option must be an access key id (letters and digits), got ${
-          show(accessKeyId)
-        }`,
+        `The "${name}.accessKeyId" option must be an access key id (letters and digits), got ${shown}`,
       );
     }
     if (typeof secretAccessKey !== "string" || secretAccessKey === "") {
