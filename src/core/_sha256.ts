@@ -6,7 +6,9 @@
 // needs one hash and one HMAC; with the HMAC's padded-key states computed once per signing key,
 // this costs a few µs and nothing to load. Checked against FIPS/RFC vectors and node:crypto.
 
-const K = new Uint32Array([
+// Int32Array, not Uint32Array: words above 2^31 would read as doubles, and V8 would do the round
+// arithmetic in floating point; as int32 it stays in integer registers (measured ~2x on Deno).
+const K = new Int32Array([
   0x428a2f98,
   0x71374491,
   0xb5c0fbcf,
@@ -72,7 +74,7 @@ const K = new Uint32Array([
   0xbef9a3f7,
   0xc67178f2,
 ]);
-const INITIAL = new Uint32Array([
+const INITIAL = new Int32Array([
   0x6a09e667,
   0xbb67ae85,
   0x3c6ef372,
@@ -83,9 +85,9 @@ const INITIAL = new Uint32Array([
   0x5be0cd19,
 ]);
 
-const W = new Uint32Array(64);
+const W = new Int32Array(64);
 
-function compress(h: Uint32Array, b: Uint8Array, off: number): void {
+function compress(h: Int32Array, b: Uint8Array, off: number): void {
   for (let i = 0; i < 16; i++, off += 4) {
     W[i] = (b[off] << 24) | (b[off + 1] << 16) | (b[off + 2] << 8) | b[off + 3];
   }
@@ -110,21 +112,21 @@ function compress(h: Uint32Array, b: Uint8Array, off: number): void {
     bb = a;
     a = (t1 + t2) | 0;
   }
-  h[0] += a;
-  h[1] += bb;
-  h[2] += c;
-  h[3] += d;
-  h[4] += e;
-  h[5] += f;
-  h[6] += g;
-  h[7] += hh;
+  h[0] = (h[0] + a) | 0;
+  h[1] = (h[1] + bb) | 0;
+  h[2] = (h[2] + c) | 0;
+  h[3] = (h[3] + d) | 0;
+  h[4] = (h[4] + e) | 0;
+  h[5] = (h[5] + f) | 0;
+  h[6] = (h[6] + g) | 0;
+  h[7] = (h[7] + hh) | 0;
 }
 
 const TAIL = new Uint8Array(128);
 
 // Hashes `len` bytes of `data`, continuing from `state`, which has already absorbed `prefix`
 // bytes (whole blocks: the HMAC pads). Returns a new state, the digest as eight words.
-function finish(state: Uint32Array, prefix: number, data: Uint8Array, len: number): Uint32Array {
+function finish(state: Int32Array, prefix: number, data: Uint8Array, len: number): Int32Array {
   const h = state.slice();
   let off = 0;
   for (; off + 64 <= len; off += 64) compress(h, data, off);
@@ -157,7 +159,7 @@ function utf8(text: string): number {
   return encoder.encodeInto(text, scratch).written;
 }
 
-function bytesOf(words: Uint32Array): Uint8Array {
+function bytesOf(words: Int32Array): Uint8Array {
   const out = new Uint8Array(32);
   for (let i = 0; i < 8; i++) {
     out[i * 4] = words[i] >>> 24;
@@ -177,7 +179,7 @@ export function toHex(bytes: Uint8Array): string {
   return out;
 }
 
-function hexOf(words: Uint32Array): string {
+function hexOf(words: Int32Array): string {
   let out = "";
   for (let i = 0; i < 8; i++) {
     const w = words[i];
@@ -199,8 +201,8 @@ export function sha256(data: Uint8Array): Uint8Array {
 
 /** An HMAC key with its padded blocks already hashed: each use skips two compressions. */
 export interface HmacKey {
-  readonly inner: Uint32Array;
-  readonly outer: Uint32Array;
+  readonly inner: Int32Array;
+  readonly outer: Int32Array;
 }
 
 /** Prepares an HMAC-SHA-256 key. */
@@ -218,7 +220,7 @@ export function hmacKey(key: Uint8Array): HmacKey {
   return { inner, outer };
 }
 
-function hmacWords(key: HmacKey, text: string): Uint32Array {
+function hmacWords(key: HmacKey, text: string): Int32Array {
   const len = utf8(text); // first: it may replace `scratch` with a larger buffer
   const inner = bytesOf(finish(key.inner, 64, scratch, len));
   return finish(key.outer, 64, inner, 32);
