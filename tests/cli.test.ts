@@ -76,6 +76,8 @@ function runtime(file = CLI): [string, string[]] {
 }
 
 /** The environment of a child: ours without AWS_* and PG* variables, plus `env`. */
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
 function childEnv(env: Record<string, string>): Record<string, string> {
   const base = Object.fromEntries(
     Object.entries(process.env).filter(([k, v]) =>
@@ -554,7 +556,7 @@ test(
       "--listen",
       "127.0.0.1:0",
       "--upstream",
-      `postgres://${pg.host}:${pg.port}/postgres`,
+      `postgres://${pg.host}:${pg.port}`,
       "--endpoint",
       RDS,
       "--ca-out",
@@ -586,7 +588,7 @@ test(
       "--listen",
       "127.0.0.1:0",
       "--upstream",
-      `postgres://${pg.host}:${pg.port}/postgres`,
+      `postgres://${pg.host}:${pg.port}`,
       "--endpoint",
       RDS,
       "--ca-out",
@@ -629,6 +631,117 @@ test(
 );
 
 test(
+  "pg-iam gateway logs each client in upstream as its own user, to its own database, and says so; --upstream-user and --upstream-database override; a user or database in --upstream is refused",
+  TIMEOUT,
+  async () => {
+    const pg = await upstreamPostgres();
+    const whoAmI = async (ready: Record<string, unknown>, user: string) => {
+      const url = String(ready.url).replace("postgres://postgres@", `postgres://${user}@`);
+      const sql = iamPostgres(url, {
+        max: 1,
+        credentials: KEYS,
+        onnotice: () => {},
+      });
+      try {
+        const [row] = await sql`select current_user as who, current_database() as db`;
+        return `${row.who}@${row.db}`;
+      } finally {
+        await sql.end();
+      }
+    };
+    const caOut = join(dir, "passthrough-ca.pem");
+    const base = ["--listen", "127.0.0.1:0", "--ca-out", caOut];
+    const through = await gatewayCommand([
+      ...base,
+      "--upstream",
+      `postgres://${pg.host}:${pg.port}`,
+    ]);
+    try {
+      assert.equal(through.ready.upstreamUser, null);
+      assert.equal(through.ready.upstreamDatabase, null);
+      assert.equal(await whoAmI(through.ready, "app"), "app@postgres");
+      assert.equal(await whoAmI(through.ready, "admin"), "admin@postgres");
+    } finally {
+      await through.stop();
+    }
+    // The control: told otherwise, every client is the one user upstream.
+    const fixed = await gatewayCommand([
+      ...base,
+      "--upstream",
+      `postgres://${pg.host}:${pg.port}`,
+      "--upstream-user",
+      pg.user,
+      "--upstream-database",
+      "template1",
+    ]);
+    try {
+      assert.equal(fixed.ready.upstreamUser, pg.user);
+      assert.equal(await whoAmI(fixed.ready, "app"), `${pg.user}@template1`);
+    } finally {
+      await fixed.stop();
+    }
+    // --max-connection-rate: DSQL's answer beyond it. Two clients at once, one slot a second: one
+    // gets in, the other is refused with 53400 until its 1-second connect timeout.
+    const limited = await gatewayCommand([
+      ...base,
+      "--upstream",
+      `postgres://${pg.host}:${pg.port}`,
+      "--max-connection-rate",
+      "1",
+      "--connection-burst",
+      "1",
+    ]);
+    try {
+      assert.equal(limited.ready.maxConnectionRate, 1);
+      const clients = [1, 2].map(() =>
+        iamPostgres(String(limited.ready.url), {
+          max: 1,
+          credentials: KEYS,
+          connect_timeout: 1,
+          onnotice: () => {},
+        })
+      );
+      const results = await Promise.allSettled(clients.map((sql) => sql`select 1`.execute()));
+      assert.deepEqual(results.map((r) => r.status).sort(), ["fulfilled", "rejected"]);
+      const refused = results.find((r) => r.status === "rejected") as PromiseRejectedResult;
+      assert.equal(refused.reason.code, "53400", String(refused.reason));
+      await Promise.all(clients.map((sql) => sql.end({ timeout: 0 })));
+    } finally {
+      await limited.stop();
+    }
+    // The text banner says which it uses.
+    const [cmd, pre] = runtime();
+    const text = spawn(cmd, [
+      ...pre,
+      "gateway",
+      ...base,
+      "--upstream",
+      `postgres://${pg.host}:${pg.port}`,
+    ], { env: childEnv({}) });
+    let out = "";
+    text.stdout.setEncoding("utf8").on("data", (t: string) => out += t);
+    for (let i = 0; i < 200 && !out.includes("Stop with"); i++) await sleep(50);
+    text.kill("SIGTERM");
+    assert.match(
+      out,
+      /upstream: {2}127\.0\.0\.1:\d+, logged in as each client's own user, to its own database/,
+    );
+    // A URL naming a user or database would have logged everyone in as them: refused, saying how.
+    const named = await cli([
+      "gateway",
+      "--listen",
+      "127.0.0.1:0",
+      "--upstream",
+      `postgres://postgres:hunter2@${pg.host}:${pg.port}/postgres`,
+    ]);
+    assert.equal(named.code, 2);
+    assert.match(named.stderr, /--upstream names the user "postgres" and the database "postgres"/);
+    assert.match(named.stderr, /--upstream-user postgres --upstream-database postgres/);
+    assert.doesNotMatch(named.stderr, /hunter2/);
+  },
+);
+
+test(
   "the URL pg-iam gateway prints works unchanged: iamPostgres(), the README's DATABASE_URL recipes, token, env, psql, doctor",
   TIMEOUT,
   async () => {
@@ -638,7 +751,7 @@ test(
       "--listen",
       "127.0.0.1:0",
       "--upstream",
-      `postgres://${pg.host}:${pg.port}/postgres`,
+      `postgres://${pg.host}:${pg.port}`,
       "--ca-out",
       caOut,
     ]);
@@ -995,7 +1108,7 @@ test(
     writeFileSync(caOut, before);
     const mtimes = [statSync(cacheCa).mtimeMs, statSync(caOut).mtimeMs];
     try {
-      const upstream = ["--upstream", `postgres://${pg.host}:${pg.port}/postgres`];
+      const upstream = ["--upstream", `postgres://${pg.host}:${pg.port}`];
       for (const extra of [[], ["--ca-out", caOut]]) {
         const r = await cli([
           "gateway",
@@ -1070,7 +1183,7 @@ test(
       "127.0.0.1:0",
       "--no-tls",
       "--upstream",
-      `postgres://${pg.host}:${pg.port}/postgres`,
+      `postgres://${pg.host}:${pg.port}`,
     ], { env: childEnv({}), cwd: copy });
     const ready = await new Promise<Record<string, unknown>>((resolve, reject) => {
       let out = "";

@@ -43,8 +43,18 @@ sslrootcert. Runs until interrupted.`,
     upstream: {
       type: "string",
       arg: "URL",
-      help: "The PostgreSQL server to relay to, postgres://user:password@host:port/db. " +
-        "Default: an embedded PGlite.",
+      help: "The PostgreSQL server to relay to, postgres://[:password@]host:port; each client " +
+        "logs in there as its own user, to its own database. Default: an embedded PGlite.",
+    },
+    "upstream-user": {
+      type: "string",
+      arg: "USER",
+      help: "Log every client in upstream as USER instead of its own user.",
+    },
+    "upstream-database": {
+      type: "string",
+      arg: "DB",
+      help: "Connect every client upstream to DB instead of its own database.",
     },
     endpoint: {
       type: "string",
@@ -92,13 +102,25 @@ sslrootcert. Runs until interrupted.`,
       help: "How many client connections may be open at once (logging in or relayed); one " +
         "more is refused as PostgreSQL refuses it, FATAL 53300. Default: 100.",
     },
+    "max-connection-rate": {
+      type: "string",
+      arg: "N",
+      help: "New connections accepted per second, as Aurora DSQL limits them (100); one more is " +
+        "refused as DSQL refuses it, FATAL 53400. Default: no limit.",
+    },
+    "connection-burst": {
+      type: "string",
+      arg: "N",
+      help: "How many connections may arrive at once under --max-connection-rate. " +
+        "Default: one second's.",
+    },
     json: { type: "boolean", help: "Print the ready line and each login as JSON lines." },
     quiet: { type: "boolean", help: "Do not print each login." },
   },
   positionals: 0,
   examples: [
     "AWS_ACCESS_KEY_ID=AKIDLOCAL AWS_SECRET_ACCESS_KEY=local-secret pg-iam gateway",
-    "pg-iam gateway --upstream postgres://postgres@127.0.0.1:5432/postgres \\",
+    "pg-iam gateway --upstream postgres://127.0.0.1:5432 \\",
     "  --endpoint db.cluster-abc123xyz.us-east-1.rds.amazonaws.com --credentials keys.json",
     "pg-iam gateway --listen 0 --clock-offset +16m --json",
   ],
@@ -132,10 +154,27 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
   }
   const signingPortFlag = int(v, "signing-port", 1, 65535, command.name);
   const maxConnections = int(v, "max-connections", 1, 1_000_000, command.name);
+  const maxConnectionRate = int(v, "max-connection-rate", 1, 1_000_000, command.name);
+  const connectionBurst = int(v, "connection-burst", 1, 1_000_000, command.name);
+  if (connectionBurst !== undefined && maxConnectionRate === undefined) {
+    throw usage(`--connection-burst needs --max-connection-rate`);
+  }
   const clockOffsetMs = duration(str(v, "clock-offset"));
   const credentials = loadCredentials(str(v, "credentials"), str(v, "profile"));
   const upstreamUrl = str(v, "upstream");
-  const upstream = upstreamUrl === undefined ? undefined : parseUpstream(upstreamUrl);
+  const upstreamUser = str(v, "upstream-user");
+  const upstreamDatabase = str(v, "upstream-database");
+  if (upstreamUrl === undefined && (upstreamUser ?? upstreamDatabase) !== undefined) {
+    throw usage(
+      `--upstream-${upstreamUser === undefined ? "database" : "user"} needs --upstream ` +
+        `(the embedded PGlite has one user and one database)`,
+    );
+  }
+  const upstream = upstreamUrl === undefined ? undefined : {
+    ...parseUpstream(upstreamUrl),
+    ...(upstreamUser === undefined ? {} : { user: upstreamUser }),
+    ...(upstreamDatabase === undefined ? {} : { database: upstreamDatabase }),
+  };
   const cert = str(v, "tls-cert");
   const key = str(v, "tls-key");
   if ((cert === undefined) !== (key === undefined)) {
@@ -202,6 +241,8 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
       tls: tlsOption,
       clockOffsetMs,
       maxConnections,
+      ...(maxConnectionRate === undefined ? {} : { maxConnectionRate }),
+      ...(connectionBurst === undefined ? {} : { connectionBurst }),
       onLogin: quiet ? undefined : (login) => {
         if (json) {
           out(jsonLine({ event: "login", ...login }));
@@ -269,11 +310,15 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
     tls: tlsOption !== false,
     ca: caFile,
     upstream: upstream ? `${upstream.host}:${upstream.port}` : "embedded PGlite",
+    // Who each client is upstream: its own user and database unless the flags say otherwise.
+    upstreamUser: upstream?.user ?? null,
+    upstreamDatabase: upstream?.database ?? null,
     accessKeyIds: (Array.isArray(credentials) ? credentials : [credentials]).map((c) =>
       c.accessKeyId
     ),
     clockOffsetMs,
     maxConnections: maxConnections ?? 100,
+    maxConnectionRate: maxConnectionRate ?? null,
     url,
   };
   if (json) out(jsonLine(ready));
@@ -282,7 +327,11 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
       [
         `pg-iam gateway listening on ${gateway.host}:${gateway.port} as ${endpoint} ` +
         `(${service}, ${region}${service === "rds" ? `, port ${signedPort}` : ""})`,
-        `  upstream:  ${ready.upstream}${upstream ? "" : " (in memory: data is lost on exit)"}`,
+        `  upstream:  ${ready.upstream}${
+          upstream
+            ? `, ${loginAs(upstream.user, upstream.database)}`
+            : " (in memory: data is lost on exit)"
+        }`,
         `  accepts:   tokens signed with ${ready.accessKeyIds.join(", ")}`,
         `  TLS:       ${
           tlsOption === false ? "off (--no-tls)" : caFile ? `generated; CA in ${caFile}` : cert
@@ -379,6 +428,15 @@ function freePort(host: string): Promise<number> {
   });
 }
 
+/** How clients log in upstream, for the start banner. */
+function loginAs(user: string | undefined, database: string | undefined): string {
+  const who = user === undefined ? "each client's own user" : `user ${user} (--upstream-user)`;
+  const where = database === undefined
+    ? "its own database"
+    : `database ${database} (--upstream-database)`;
+  return `logged in as ${who}, to ${where}`;
+}
+
 /** `+20m`, `-90s`, `1h`, `500ms` in milliseconds. */
 function duration(text: string | undefined): number {
   if (text === undefined) return 0;
@@ -401,12 +459,31 @@ function parseUpstream(text: string): GatewayUpstream {
       command.name,
     );
   }
+  // A user or database here would log every client in as that one, whatever it asked for: that
+  // takes saying so (--upstream-user, --upstream-database), not a URL that looks like a client's.
+  const user = url.username ? decodeURIComponent(url.username) : undefined;
+  const database = url.pathname.length > 1 ? decodeURIComponent(url.pathname.slice(1)) : undefined;
+  if (user !== undefined || database !== undefined) {
+    const named = [
+      ...(user === undefined ? [] : [`the user ${JSON.stringify(user)}`]),
+      ...(database === undefined ? [] : [`the database ${JSON.stringify(database)}`]),
+    ].join(" and ");
+    const flags = [
+      ...(user === undefined ? [] : [`--upstream-user ${user}`]),
+      ...(database === undefined ? [] : [`--upstream-database ${database}`]),
+    ].join(" ");
+    throw new UsageError(
+      `--upstream names ${named}: the gateway logs each client in upstream as the client's own ` +
+        `user, to its own database. Give the server alone (postgres://${
+          url.password ? ":…@" : ""
+        }${url.host}), and to log every client in as one user or database instead, add ${flags}`,
+      command.name,
+    );
+  }
   return {
     host: url.hostname.replace(/^\[(.*)\]$/, "$1"),
     port: url.port ? Number(url.port) : 5432,
-    ...(url.username ? { user: decodeURIComponent(url.username) } : {}),
     ...(url.password ? { password: decodeURIComponent(url.password) } : {}),
-    ...(url.pathname.length > 1 ? { database: decodeURIComponent(url.pathname.slice(1)) } : {}),
   };
 }
 
