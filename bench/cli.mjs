@@ -5,7 +5,7 @@
 //
 // The AWS CLI is Debian's `awscli` package (/usr/bin/aws; `apt-get install awscli`), else the
 // `aws` on PATH. pg-iam runs as users run it:
-//   node dist/src/cli/mod.js   what `npx pg-iam` and the npm bin execute (built by `npm run build`,
+//   node dist/pg-iam.cjs       what `npx pg-iam` and the npm bin execute (built by `npm run build`,
 //                          run first if dist/ is missing); npx's own start-up is not included
 //   deno run src/cli/mod.ts    what `deno run -A jsr:@pg-iam/pg-iam/cli` executes (TypeScript, Deno's
 //                          transpile cache warm)
@@ -33,7 +33,7 @@ const { values } = parseArgs({
 const RUNS = Number(values.runs);
 const AWS = values.aws ?? (existsSync("/usr/bin/aws") ? "/usr/bin/aws" : "aws");
 
-if (!existsSync(join(ROOT, "dist/src/cli/mod.js"))) {
+if (!existsSync(join(ROOT, "dist/pg-iam.cjs"))) {
   spawnSync("npm", ["run", "--silent", "build"], { cwd: ROOT, stdio: "inherit" });
 }
 
@@ -66,7 +66,7 @@ const variants = {
     REGION,
   ]],
   "pg-iam token (node, npm bin)": [process.execPath, [
-    join(ROOT, "dist/src/cli/mod.js"),
+    join(ROOT, "dist/pg-iam.cjs"),
     "token",
     ...flags,
   ]],

@@ -21,7 +21,7 @@ if (!Array.isArray(pkg.sideEffects)) {
 }
 const listed = new Set(pkg.sideEffects.map((p) => p.replace(/^\.\//, "")));
 const modules = readdirSync(`${root}dist`, { recursive: true })
-  .filter((f) => f.endsWith(".js"))
+  .filter((f) => /\.c?js$/.test(f))
   .map((f) => `dist/${f.split("\\").join("/")}`)
   .sort();
 const missing = [...listed].filter((f) => !modules.includes(f));

@@ -34,7 +34,7 @@ import { ca, cert, key } from "./fixtures/tls.ts";
 const RDS = "db.cluster-abc123xyz.us-east-1.rds.amazonaws.com";
 const KEYS = { accessKeyId: "AKIDPGIAMCLI", secretAccessKey: "pg-iam/cli/test/secret/0123456789" };
 const CLI = fileURLToPath(new URL("../src/cli/mod.ts", import.meta.url));
-const DIST_CLI = fileURLToPath(new URL("../dist/src/cli/mod.js", import.meta.url));
+const DIST_CLI = fileURLToPath(new URL("../dist/pg-iam.cjs", import.meta.url));
 const TIMEOUT = { timeout: 120_000 };
 const MINUTE = 60_000;
 
@@ -830,7 +830,7 @@ test(
 );
 
 test(
-  "the npm bin (dist/src/cli/mod.js, as npx and bunx run it) signs the same token as the source",
+  "the npm bin (dist/pg-iam.cjs, one bundled file, as npx and bunx run it) signs the same token as the source",
   {
     ...TIMEOUT,
     skip: existsSync(DIST_CLI) ? false : "no dist/: run npm run build (npm test does)",

@@ -200,6 +200,15 @@ test(
             await client.query(`update ${table} set n = n + 100 where id = 1`);
             await kill(rows[0].pid);
           }),
+        // The server's goodbye arriving while node-postgres's client sits idle inside fn: pg
+        // emits "error" on a checked-out client, which crashed the process without a listener.
+        (kill: (pid: number) => Promise<unknown>) =>
+          pgTransaction(pool, async (client) => {
+            const { rows } = await client.query("select pg_backend_pid() as pid");
+            await client.query(`update ${table} set n = n + 100 where id = 1`);
+            await kill(rows[0].pid);
+            await new Promise((resolve) => setTimeout(resolve, 300));
+          }),
       ]
     ) {
       let runs = 0;

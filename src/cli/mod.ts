@@ -29,6 +29,7 @@ import { realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { deniedPermissions, EnvAccessError } from "../core/_env.ts";
 import { type Command, helpText, parse, type Parsed, UsageError } from "./_args.ts";
+import { jsBackend, setCryptoBackend } from "../core/_crypto.ts";
 
 /** The version of pg-iam this command belongs to. */
 export const VERSION = "0.1.0";
@@ -186,8 +187,9 @@ function details(error: unknown): string {
 }
 
 function isEntryPoint(): boolean {
-  const meta = import.meta as ImportMeta & { main?: boolean };
-  if (typeof meta.main === "boolean") return meta.main; // Deno, Bun
+  // Deno and Bun say it; so does the npm bin (scripts/build-bin.mjs defines it).
+  const main = (import.meta as ImportMeta & { main?: boolean }).main;
+  if (typeof main === "boolean") return main;
   try {
     return realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url));
   } catch {
@@ -196,7 +198,9 @@ function isEntryPoint(): boolean {
 }
 
 if (isEntryPoint()) {
-  const code = await main(process.argv.slice(2));
+  // A command signs a token or two: the plain-JS hash takes microseconds and nothing to load, where
+  // loading node:crypto would add ~4 ms to Node's start (Bun's native hasher is a global: kept).
+  if ((globalThis as { Bun?: unknown }).Bun === undefined) setCryptoBackend(jsBackend);
   // Exit once stdout is flushed: sockets or timers left by a failed connect must not hold us.
-  process.stdout.write("", () => process.exit(code));
+  main(process.argv.slice(2)).then((code) => process.stdout.write("", () => process.exit(code)));
 }

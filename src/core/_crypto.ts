@@ -168,17 +168,19 @@ function automaticBackend(): CryptoBackend {
   return nodeCryptoBackend() ?? jsBackend;
 }
 
-const automatic: CryptoBackend = automaticBackend();
-let active: CryptoBackend = automatic;
+// Chosen on first use, not on import: a process that imports pg-iam and never signs (or signs once,
+// as `pg-iam token`, which asks for the plain-JS backend) does not load node:crypto (~4 ms on Node).
+let automatic: CryptoBackend | undefined;
+let active: CryptoBackend | undefined;
 
 /** The backend the presigner uses now. */
 export function getCryptoBackend(): CryptoBackend {
-  return active;
+  return active ??= automaticCryptoBackend();
 }
 
 /** The backend chosen for this runtime when none is forced. */
 export function automaticCryptoBackend(): CryptoBackend {
-  return automatic;
+  return automatic ??= automaticBackend();
 }
 
 /** Every backend by name, `undefined` where this runtime lacks it: for tests and benchmarks. */
@@ -196,7 +198,7 @@ export function allCryptoBackends(): Record<string, CryptoBackend | undefined> {
  * Clears the signing-key cache, whose keys are backend-specific.
  */
 export function setCryptoBackend(backend: CryptoBackend | undefined): void {
-  active = backend ?? automatic;
+  active = backend ?? automaticCryptoBackend();
   onBackendChange?.();
 }
 

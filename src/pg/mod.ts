@@ -261,6 +261,12 @@ export function transaction<T>(
     async (workDone) => {
       const client = await pool.connect();
       let failure: unknown;
+      // The server may end the connection while the client is idle between two of fn's queries
+      // (a restart, pg_terminate_backend): node-postgres then emits "error" on the client, and
+      // pg-pool listens only on idle clients, so without this the process would crash. The next
+      // query fails as a lost connection instead.
+      const onError = (error: Error) => void (failure ??= error);
+      client.on("error", onError);
       try {
         await client.query(begin ? `begin ${begin}` : "begin");
         const result = await fn(client);
@@ -272,6 +278,7 @@ export function transaction<T>(
         if (!connectionLost(error)) await client.query("rollback").catch(() => {});
         throw error;
       } finally {
+        client.off("error", onError);
         // A client whose connection broke is destroyed, not put back.
         client.release(
           failure !== undefined && connectionLost(failure) ? failure as Error : undefined,
