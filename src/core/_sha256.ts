@@ -85,12 +85,10 @@ const INITIAL = new Int32Array([
   0x5be0cd19,
 ]);
 
+// The message schedule. compress() hashes the block in W[0..15] into h.
 const W = new Int32Array(64);
 
-function compress(h: Int32Array, b: Uint8Array, off: number): void {
-  for (let i = 0; i < 16; i++, off += 4) {
-    W[i] = (b[off] << 24) | (b[off + 1] << 16) | (b[off + 2] << 8) | b[off + 3];
-  }
+function compress(h: Int32Array): void {
   for (let i = 16; i < 64; i++) {
     const x = W[i - 15], y = W[i - 2];
     const s0 = ((x >>> 7) | (x << 25)) ^ ((x >>> 18) | (x << 14)) ^ (x >>> 3);
@@ -122,20 +120,34 @@ function compress(h: Int32Array, b: Uint8Array, off: number): void {
   h[7] = (h[7] + hh) | 0;
 }
 
+// Big-endian words of the 64 bytes of `b` at `off`, into W.
+function load(b: Uint8Array, off: number): void {
+  for (let i = 0; i < 16; i++, off += 4) {
+    W[i] = (b[off] << 24) | (b[off + 1] << 16) | (b[off + 2] << 8) | b[off + 3];
+  }
+}
+
 const TAIL = new Uint8Array(128);
 
-// Hashes `len` bytes of `data`, continuing from `state`, which has already absorbed `prefix`
-// bytes (whole blocks: the HMAC pads). Returns a new state, the digest as eight words.
-function finish(state: Int32Array, prefix: number, data: Uint8Array, len: number): Int32Array {
-  const h = state.slice();
+// Hashes `len` bytes of `data` into `h`, which has already absorbed `prefix` bytes (whole blocks:
+// the HMAC pads), and pads: `h` ends as the digest.
+function finishBytes(h: Int32Array, prefix: number, data: Uint8Array, len: number): void {
   let off = 0;
-  for (; off + 64 <= len; off += 64) compress(h, data, off);
+  for (; off + 64 <= len; off += 64) {
+    load(data, off);
+    compress(h);
+  }
   const rest = len - off;
   TAIL.fill(0);
-  TAIL.set(data.subarray(off, len));
+  for (let i = 0; i < rest; i++) TAIL[i] = data[off + i];
+  pad(h, prefix + len, rest);
+}
+
+// Pads the `rest` bytes already in TAIL (a message of `total` bytes) and compresses.
+function pad(h: Int32Array, total: number, rest: number): void {
   TAIL[rest] = 0x80;
   const end = rest < 56 ? 64 : 128;
-  const bits = (prefix + len) * 8;
+  const bits = total * 8;
   const hi = Math.floor(bits / 0x100000000), lo = bits >>> 0;
   TAIL[end - 8] = hi >>> 24;
   TAIL[end - 7] = hi >>> 16;
@@ -145,18 +157,53 @@ function finish(state: Int32Array, prefix: number, data: Uint8Array, len: number
   TAIL[end - 3] = lo >>> 16;
   TAIL[end - 2] = lo >>> 8;
   TAIL[end - 1] = lo;
-  compress(h, TAIL, 0);
-  if (end === 128) compress(h, TAIL, 64);
-  return h;
+  load(TAIL, 0);
+  compress(h);
+  if (end === 128) {
+    load(TAIL, 64);
+    compress(h);
+  }
+}
+
+// Hashes the ASCII `text` into `h` (after `prefix` bytes) straight from its char codes, four to a
+// word: no UTF-8 buffer, no call into the runtime (TextEncoder is one on Deno). What is signed is
+// ASCII: the query is percent-encoded and host names are ASCII. Returns false, with `h` partly
+// updated, at the first character beyond ASCII.
+function finishAscii(h: Int32Array, prefix: number, text: string): boolean {
+  const len = text.length;
+  let off = 0;
+  for (; off + 64 <= len; off += 64) {
+    for (let i = 0, k = off; i < 16; i++, k += 4) {
+      const c0 = text.charCodeAt(k), c1 = text.charCodeAt(k + 1);
+      const c2 = text.charCodeAt(k + 2), c3 = text.charCodeAt(k + 3);
+      if ((c0 | c1 | c2 | c3) > 0x7f) return false;
+      W[i] = (c0 << 24) | (c1 << 16) | (c2 << 8) | c3;
+    }
+    compress(h);
+  }
+  const rest = len - off;
+  TAIL.fill(0);
+  for (let i = 0; i < rest; i++) {
+    const c = text.charCodeAt(off + i);
+    if (c > 0x7f) return false;
+    TAIL[i] = c;
+  }
+  pad(h, prefix + len, rest);
+  return true;
 }
 
 const encoder = new TextEncoder();
 let scratch = new Uint8Array(4096);
 
-// UTF-8 of `text` in a reused buffer; returns its length in bytes.
-function utf8(text: string): number {
+// The digest of `text` (UTF-8) after `state`, which has absorbed `prefix` bytes, into H.
+const H = new Int32Array(8);
+function digestText(state: Int32Array, prefix: number, text: string): Int32Array {
+  H.set(state);
+  if (finishAscii(H, prefix, text)) return H;
+  H.set(state);
   if (text.length * 3 > scratch.length) scratch = new Uint8Array(text.length * 3);
-  return encoder.encodeInto(text, scratch).written;
+  finishBytes(H, prefix, scratch, encoder.encodeInto(text, scratch).written);
+  return H;
 }
 
 function bytesOf(words: Int32Array): Uint8Array {
@@ -190,13 +237,14 @@ function hexOf(words: Int32Array): string {
 
 /** Hex SHA-256 of the UTF-8 encoding of `text`. */
 export function sha256Hex(text: string): string {
-  const len = utf8(text); // first: it may replace `scratch` with a larger buffer
-  return hexOf(finish(INITIAL, 0, scratch, len));
+  return hexOf(digestText(INITIAL, 0, text));
 }
 
 /** SHA-256 of raw bytes. */
 export function sha256(data: Uint8Array): Uint8Array {
-  return bytesOf(finish(INITIAL, 0, data, data.length));
+  H.set(INITIAL);
+  finishBytes(H, 0, data, data.length);
+  return bytesOf(H);
 }
 
 /** An HMAC key with its padded blocks already hashed: each use skips two compressions. */
@@ -215,15 +263,24 @@ export function hmacKey(key: Uint8Array): HmacKey {
     opad[i] ^= k[i];
   }
   const inner = INITIAL.slice(), outer = INITIAL.slice();
-  compress(inner, ipad, 0);
-  compress(outer, opad, 0);
+  load(ipad, 0);
+  compress(inner);
+  load(opad, 0);
+  compress(outer);
   return { inner, outer };
 }
 
+// HMAC(key, text) into H: the inner digest goes into the outer hash as words, one block with its
+// padding (64 + 32 bytes = 768 bits).
 function hmacWords(key: HmacKey, text: string): Int32Array {
-  const len = utf8(text); // first: it may replace `scratch` with a larger buffer
-  const inner = bytesOf(finish(key.inner, 64, scratch, len));
-  return finish(key.outer, 64, inner, 32);
+  const inner = digestText(key.inner, 64, text);
+  for (let i = 0; i < 8; i++) W[i] = inner[i];
+  W[8] = 0x80000000 | 0;
+  W.fill(0, 9, 15);
+  W[15] = 768;
+  H.set(key.outer);
+  compress(H);
+  return H;
 }
 
 /** HMAC-SHA-256 of the UTF-8 encoding of `text`, as bytes. */
