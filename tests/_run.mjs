@@ -129,6 +129,8 @@ const commands = {
   ]],
   bun: () => [bin("bun"), [
     "test",
+    // Node and Deno have no per-test default; Bun's 5 s fails end-to-end tests on a loaded machine.
+    "--timeout=60000",
     "--reporter=junit",
     `--reporter-outfile=${xmlPath("bun")}`,
     ...(FILTER ? ["-t", FILTER] : []),
