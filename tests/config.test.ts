@@ -76,8 +76,11 @@ test('package.json "files" ships dist/ and the same extra files as the JSR packa
   );
 });
 
-test('package.json "bin" runs the "./cli" export, and the CLI states the package version', async () => {
-  assert.deepEqual(pkg.bin, { "pg-iam": `${distBase(denoExports()["./cli"]).slice(2)}.js` });
+test('package.json "bin" is the "./cli" entry bundled by scripts/build-bin.mjs, and the CLI states the package version', async () => {
+  assert.deepEqual(pkg.bin, { "pg-iam": "dist/pg-iam.cjs" });
+  const build = readFileSync(new URL("../scripts/build-bin.mjs", import.meta.url), "utf8");
+  assert.match(build, new RegExp(`entryPoints: \\["${denoExports()["./cli"].slice(2)}"\\]`));
+  assert.match(build, /outfile: "dist\/pg-iam\.cjs"/);
   const { VERSION } = await import("../src/cli/mod.ts");
   assert.equal(VERSION, pkg.version);
   const source = readFileSync(new URL("../src/cli/mod.ts", import.meta.url), "utf8");
