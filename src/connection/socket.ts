@@ -15,7 +15,9 @@
 // failure becomes this socket's 'error' event, which postgres.js hands to the query that opened
 // the connection; the pool slot is released ('close'), and nothing is left unhandled.
 //
-// Runtime-specific (node:net, node:tls): works on Node, Deno and Bun.
+// Runtime-specific: node:net and node:tls on Node, Deno and Bun; on Cloudflare Workers,
+// `cloudflare:sockets` (socket-workerd.ts) behind a Node-style socket (StreamSocket below), with
+// nodejs_compat for node:buffer and node:events (postgres.js needs them there too).
 
 import { Buffer } from "node:buffer";
 import { EventEmitter } from "node:events";
@@ -35,6 +37,13 @@ import {
 } from "./pgwire.ts";
 import type { ConnectionTarget } from "./target.ts";
 import { tlsError, type TlsPlan, tlsPlan } from "./tls.ts";
+import {
+  ON_WORKERD,
+  workerdConnect,
+  type WorkerdSocket,
+  workerdTlsError,
+  workerdTlsPlan,
+} from "./socket-workerd.ts";
 import {
   authError,
   connectHost,
@@ -83,7 +92,40 @@ export interface SocketPlan {
   onStep?(step: "connect" | "tls", ms: number, socket: net.Socket): void;
   /** Checks the TLS connection before any token is sent; throws to refuse the server. */
   checkTls?(socket: tls.TLSSocket): void;
+  /** How sockets open: node:net and node:tls, or cloudflare:sockets. Default: node. */
+  backend?: SocketBackend;
 }
+
+/** Opens a connection and upgrades it to TLS; both sockets emit Node's events. */
+export interface SocketBackend {
+  /** A socket connecting to `host:port` (emits 'connect'); `tls`: TLS will follow. */
+  connect(host: string, port: number, tls: boolean): net.Socket;
+  /** The TLS socket over `socket` (emits 'secureConnect' once the handshake is done). */
+  startTls(socket: net.Socket, plan: TlsPlan): net.Socket;
+  /** A failed handshake, explained. */
+  tlsError(error: Error & { code?: string }, plan: TlsPlan, host: string, port: number): Error;
+}
+
+/** node:net and node:tls (Node, Deno, Bun). */
+export const NODE_BACKEND: SocketBackend = {
+  connect: (host, port) => net.connect({ host, port }),
+  startTls: (socket, plan) => tls.connect({ ...plan.options, socket }),
+  tlsError,
+};
+
+/** cloudflare:sockets (Cloudflare Workers), behind StreamSocket. */
+export const WORKERD_BACKEND: SocketBackend = {
+  connect: (host, port, tls) =>
+    new StreamSocket(
+      host,
+      port,
+      workerdConnect(host, port, tls),
+      "connect",
+    ) as unknown as net.Socket,
+  startTls: (socket, plan) =>
+    (socket as unknown as StreamSocket).startTls(plan.name) as unknown as net.Socket,
+  tlsError: workerdTlsError,
+};
 
 /** The steps of a connection start, in order. */
 export type ConnectStep = "credentials" | "connect" | "tls" | "auth";
@@ -129,6 +171,8 @@ export interface ConnectEvent {
  * The plan every socket of a client follows: sign, connect (for a bare DSQL cluster id, to the
  * endpoint it expands to; with libpq's hostaddr, to that address), TLS as the target asks with
  * explicit `node:tls` options merged over it, retry a rejected token once, report `onConnect`.
+ * On workerd, sockets are cloudflare:sockets', and TLS what a Worker can do: a target it cannot
+ * verify (the RDS CA, another CA) is a TypeError here, before any connection.
  */
 export function socketPlan(o: {
   target: ConnectionTarget;
@@ -138,14 +182,28 @@ export function socketPlan(o: {
   tlsOverride?: tls.ConnectionOptions;
   connectTimeoutMs: number;
   onConnect?: (event: ConnectEvent) => void;
+  /** Workers: check certificates against the platform's CAs instead of the target's. */
+  dangerouslyUsePlatformCas?: boolean;
+  /** Open sockets with cloudflare:sockets. Default: when running on workerd. */
+  workerd?: boolean;
 }): SocketPlan {
   const { signing, onConnect } = o;
   const host = connectHost(signing, o.host);
+  const workerd = o.workerd ?? ON_WORKERD;
   return {
     host,
     address: o.target.hostaddr ?? host,
     port: o.port,
-    tls: tlsPlan(o.target.ssl, signing.service, signing.signingHostname, o.tlsOverride),
+    tls: workerd
+      ? workerdTlsPlan(
+        o.target.ssl,
+        signing.service,
+        signing.signingHostname,
+        o.tlsOverride as Record<string, unknown> | undefined,
+        o.dangerouslyUsePlatformCas === true,
+      )
+      : tlsPlan(o.target.ssl, signing.service, signing.signingHostname, o.tlsOverride),
+    backend: workerd ? WORKERD_BACKEND : NODE_BACKEND,
     connectTimeoutMs: o.connectTimeoutMs,
     token: (forceRefresh) => signFor(signing, forceRefresh),
     rejected: (token) => forgetToken(signing, token),
@@ -471,7 +529,8 @@ export class IamSocket extends EventEmitter {
     const plan = this.#plan;
     let t = performance.now();
     this.#step = "connect";
-    const socket = net.connect({ host: plan.address, port: plan.port });
+    const backend = plan.backend ?? NODE_BACKEND;
+    const socket = backend.connect(plan.address, plan.port, plan.tls !== undefined);
     // Destroying this object must also destroy a socket that is still connecting. Errors are
     // handled by whoever waits on the socket; this listener only keeps an error that arrives
     // between two waits from becoming an uncaught exception.
@@ -509,17 +568,17 @@ export class IamSocket extends EventEmitter {
         { code: reply[0] === 0x4e ? "TLS_REFUSED" : "PROTOCOL_VIOLATION" },
       );
     }
-    const secure = tls.connect({ ...plan.tls.options, socket });
+    const secure = backend.startTls(socket, plan.tls);
     this.#upstream = secure;
     secure.on("error", noop);
     try {
       await once(secure, "secureConnect");
     } catch (error) {
       socket.destroy();
-      throw tlsError(error as Error & { code?: string }, plan.tls, plan.host, plan.port);
+      throw backend.tlsError(error as Error & { code?: string }, plan.tls, plan.host, plan.port);
     }
     try {
-      plan.checkTls?.(secure);
+      plan.checkTls?.(secure as tls.TLSSocket);
     } catch (error) {
       secure.destroy();
       throw error;
@@ -666,6 +725,188 @@ function serverError(fields: ServerError): Error {
     detail: fields.D,
     hint: fields.H,
   });
+}
+
+/**
+ * A Node-style socket over a Web-streams one (cloudflare:sockets): what IamSocket and, after the
+ * hand-over, postgres.js expect of a socket. It reads only while someone listens for 'data' and it
+ * is not paused, so nothing is read that nobody takes: the SSLRequest's answer leaves no read
+ * pending when startTls() needs the streams back, and a chunk arriving after pause() is held.
+ */
+class StreamSocket extends EventEmitter {
+  readyState: "opening" | "open" | "closed" = "opening";
+  #host: string;
+  #port: number;
+  #raw: WorkerdSocket | undefined;
+  #reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  #writer: WritableStreamDefaultWriter<Uint8Array> | undefined;
+  #held: Buffer[] = [];
+  #paused = false;
+  #reading = false;
+  #done = false;
+  #replaced = false; // by the TLS socket after startTls(): its events are that one's
+
+  constructor(
+    host: string,
+    port: number,
+    raw: Promise<WorkerdSocket>,
+    ready: "connect" | "secureConnect",
+  ) {
+    super();
+    this.#host = host;
+    this.#port = port;
+    // A connection that never opened says where it was going (the runtime's message does not).
+    const failed = (error: Error) =>
+      this.#fail(
+        ready === "connect" && this.readyState === "opening"
+          ? Object.assign(
+            new Error(`pg-iam: connecting to ${host}:${port} failed (${error.message})`, {
+              cause: error,
+            }),
+            { code: "CONNECT" },
+          )
+          : error,
+      );
+    raw.then((socket) => {
+      if (this.#done) return void socket.close().catch(noop);
+      this.#raw = socket;
+      this.#reader = socket.readable.getReader();
+      this.#writer = socket.writable.getWriter();
+      socket.opened.then(() => {
+        if (this.#done || this.#replaced) return;
+        this.readyState = "open";
+        this.emit(ready);
+        this.#pump();
+      }, failed);
+      socket.closed.then(() => this.#pump(), failed);
+    }, failed);
+  }
+
+  get writable(): boolean {
+    return !this.#done;
+  }
+
+  write(chunk: Uint8Array, callback?: Callback | string, cb?: Callback): boolean {
+    const done = typeof callback === "function" ? callback : cb;
+    if (this.#done || !this.#writer) {
+      const error = new Error("pg-iam: write on a socket that is not open");
+      if (done) queueMicrotask(() => done(error));
+      return false;
+    }
+    this.#writer.write(chunk).then(() => done?.(), (error) => {
+      done?.(error);
+      this.#fail(error);
+    });
+    return true;
+  }
+
+  end(data?: Uint8Array): this {
+    if (data && !this.#done && this.#writer) {
+      this.#writer.write(data).then(() => this.destroy(), () => this.destroy());
+      return this;
+    }
+    return this.destroy();
+  }
+
+  destroy(error?: Error): this {
+    this.#raw?.close().catch(noop);
+    if (error) this.#fail(error);
+    else this.#finish(false);
+    return this;
+  }
+
+  pause(): this {
+    this.#paused = true;
+    return this;
+  }
+
+  resume(): this {
+    this.#paused = false;
+    this.#pump();
+    return this;
+  }
+
+  override on(event: string | symbol, fn: Listener): this {
+    super.on(event, fn);
+    if (event === "data") this.#pump();
+    return this;
+  }
+
+  override addListener(event: string | symbol, fn: Listener): this {
+    return this.on(event, fn);
+  }
+
+  // What Node's sockets offer and a Worker's do not need.
+  setKeepAlive(): this {
+    return this;
+  }
+  setNoDelay(): this {
+    return this;
+  }
+  ref(): this {
+    return this;
+  }
+  unref(): this {
+    return this;
+  }
+  cork(): void {}
+  uncork(): void {}
+
+  /** The TLS socket over this one (this one is spent): verified for `name` by the runtime. */
+  startTls(name: string | undefined): StreamSocket {
+    const raw = this.#raw;
+    if (!raw || this.#done) throw new Error("pg-iam: the connection closed before TLS");
+    this.#replaced = true;
+    this.#reader?.releaseLock();
+    this.#writer?.releaseLock();
+    // The name checked is the one connected to unless told otherwise (a tunnel, an address).
+    const options = name === undefined || name === this.#host
+      ? undefined
+      : { expectedServerHostname: name };
+    return new StreamSocket(
+      this.#host,
+      this.#port,
+      Promise.resolve(raw.startTls(options)),
+      "secureConnect",
+    );
+  }
+
+  async #pump(): Promise<void> {
+    if (this.#reading || !this.#reader) return;
+    this.#reading = true;
+    try {
+      while (!this.#paused && !this.#done && !this.#replaced && this.listenerCount("data")) {
+        const held = this.#held.shift();
+        if (held) {
+          this.emit("data", held);
+          continue;
+        }
+        const { done, value } = await this.#reader.read();
+        if (done) return this.#finish(false);
+        const chunk = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+        if (this.#paused || !this.listenerCount("data")) this.#held.push(chunk);
+        else this.emit("data", chunk);
+      }
+    } catch (error) {
+      this.#fail(error as Error);
+    } finally {
+      this.#reading = false;
+    }
+  }
+
+  #fail(error: Error): void {
+    if (this.#done || this.#replaced) return;
+    if (this.listenerCount("error")) this.emit("error", error);
+    this.#finish(true);
+  }
+
+  #finish(hadError: boolean): void {
+    if (this.#done || this.#replaced) return;
+    this.#done = true;
+    this.readyState = "closed";
+    this.#raw?.close().catch(noop);
+    this.emit("close", hadError);
+  }
 }
 
 function noop(): void {}

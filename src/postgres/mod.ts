@@ -68,6 +68,13 @@ export type IamPostgresOptions<T extends Record<string, PostgresType> = {}> =
     ssl?: SslOption;
     /** Sends tokens without TLS. For a local gateway only: a token on the wire is a password. */
     dangerouslyDisableTls?: boolean;
+    /**
+     * Cloudflare Workers only: check the server's certificate against the CAs the Worker's
+     * runtime trusts (publicly trusted CAs; a workerd config's `trustedCertificates`) instead of
+     * the RDS CA or your `sslrootcert`/`ssl.ca`, which a Worker cannot be given. Without it, such
+     * a target is refused on Workers when the client is created. Ignored elsewhere.
+     */
+    dangerouslyUsePlatformCas?: boolean;
     /** Called for every physical connection start, with timings. */
     onConnect?: (event: ConnectEvent) => void;
     /** Open this many connections right away (IAM connects are slow); see {@linkcode prewarm}. */
@@ -107,7 +114,9 @@ export type IamSql<T extends Record<string, PostgresType> = {}> = Sql<
  * @param options postgres.js options plus IAM ones; they override the URL.
  * @returns A postgres.js `Sql` client.
  * @throws {TypeError} On a static password, several hosts, a unix socket, TLS turned off without
- * `dangerouslyDisableTls`, or a bad IAM option (the message names it).
+ * `dangerouslyDisableTls`, or a bad IAM option (the message names it); on Cloudflare Workers, for
+ * a certificate a Worker cannot verify (an RDS or Aurora endpoint other than RDS Proxy, or another
+ * CA; the message says what to do instead).
  * @throws {RangeError} When an IAM option is out of range.
  *
  * @example RDS with a connection string, region from the endpoint, credentials from the env
@@ -151,6 +160,7 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
   const iam = args.iam;
   const {
     dangerouslyDisableTls,
+    dangerouslyUsePlatformCas,
     onConnect,
     prewarm: prewarmCount,
     ssl,
@@ -166,6 +176,13 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
   } = args.rest;
   if (onConnect !== undefined && typeof onConnect !== "function") {
     throw new TypeError(`The "onConnect" option must be a function, got ${show(onConnect)}`);
+  }
+  if (dangerouslyUsePlatformCas !== undefined && typeof dangerouslyUsePlatformCas !== "boolean") {
+    throw new TypeError(
+      `The "dangerouslyUsePlatformCas" option must be a boolean, got ${
+        show(dangerouslyUsePlatformCas)
+      }`,
+    );
   }
   if (pgOptions.socket !== undefined) {
     throw new TypeError(
@@ -260,6 +277,7 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
     tlsOverride: typeof ssl === "object" && ssl !== null ? ssl as ConnectionOptions : undefined,
     connectTimeoutMs: connectTimeout * 1000,
     onConnect: onConnect as ((event: ConnectEvent) => void) | undefined,
+    dangerouslyUsePlatformCas: dangerouslyUsePlatformCas === true,
   });
   if (prewarmCount !== undefined) {
     checkCount(prewarmCount, "prewarm");

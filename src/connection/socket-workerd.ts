@@ -1,0 +1,143 @@
+// Sockets on Cloudflare Workers (workerd): `cloudflare:sockets`' connect() in starttls mode, the
+// SSLRequest, then startTls(). The connection start itself (token, retry, timings, backoff) is
+// IamSocket's, the same on every runtime; this module holds what differs on Workers: opening the
+// socket, and what a Worker's TLS can and cannot check.
+//
+// A Worker's TLS verifies every certificate, against the CAs the platform trusts (publicly
+// trusted CAs on Cloudflare; the config's tlsOptions.trustedCertificates on workerd), for the
+// name it is given. It cannot be handed another CA, nor told to skip the check. So the RDS CA,
+// which RDS and Aurora certificates chain to, cannot be trusted from a Worker: such a target is
+// refused when the client is created, saying what works instead. Aurora DSQL and RDS Proxy
+// endpoints carry publicly trusted certificates (Amazon's roots), and are verified as anywhere.
+// https://developers.cloudflare.com/workers/runtime-apis/tcp-sockets/
+//
+// Web APIs only: the `cloudflare:sockets` module is imported when the first socket opens (a
+// non-literal specifier, so neither type checkers nor bundlers try to resolve it elsewhere).
+
+import { show } from "../core/errors.ts";
+import { parseHostname } from "../core/hostname.ts";
+import type { TlsSettings } from "./target.ts";
+import type { TlsPlan } from "./tls.ts";
+
+/** Whether this is the Workers runtime (workerd, locally or on Cloudflare). */
+export const ON_WORKERD: boolean =
+  (globalThis as { navigator?: { userAgent?: string } }).navigator?.userAgent ===
+    "Cloudflare-Workers";
+
+/** A `cloudflare:sockets` Socket: the part used here. */
+export interface WorkerdSocket {
+  readonly readable: ReadableStream<Uint8Array>;
+  readonly writable: WritableStream<Uint8Array>;
+  /** Resolves once connected (after startTls(): once the handshake is done). */
+  readonly opened: Promise<unknown>;
+  readonly closed: Promise<unknown>;
+  close(): Promise<unknown>;
+  startTls(options?: { expectedServerHostname?: string }): WorkerdSocket;
+}
+
+type Connect = (
+  address: { hostname: string; port: number },
+  options: { secureTransport: "off" | "starttls"; allowHalfOpen: boolean },
+) => WorkerdSocket;
+
+const SOCKETS = "cloudflare:sockets";
+let sockets: Promise<{ connect: Connect }> | undefined;
+
+/** Opens a TCP connection; `starttls`: it may be upgraded to TLS by startTls() later. */
+export async function workerdConnect(
+  hostname: string,
+  port: number,
+  starttls: boolean,
+): Promise<WorkerdSocket> {
+  sockets ??= import(SOCKETS) as Promise<{ connect: Connect }>;
+  const { connect } = await sockets;
+  return connect({ hostname, port }, {
+    secureTransport: starttls ? "starttls" : "off",
+    allowHalfOpen: false,
+  });
+}
+
+const PLATFORM_TRUST = "the CAs the Worker's runtime trusts (publicly trusted CAs on Cloudflare; " +
+  "tlsOptions.trustedCertificates in a workerd config)";
+
+/**
+ * The TLS plan on Workers, or undefined for sslmode disable. Throws a TypeError, before any
+ * connection, for what a Worker's TLS cannot do: trust the RDS CA or another CA of the user's,
+ * present a client certificate, check a CRL. `platformCas` (`dangerouslyUsePlatformCas`): check
+ * the certificate against the platform's CAs instead of the one the target asks for.
+ */
+export function workerdTlsPlan(
+  settings: TlsSettings,
+  service: "rds" | "dsql",
+  name: string,
+  override: Record<string, unknown> | undefined,
+  platformCas: boolean,
+): TlsPlan | undefined {
+  if (settings.mode === "disable") return undefined;
+  const unsupported = [
+    settings.cert || settings.key ? "a client certificate (sslcert, sslkey)" : "",
+    settings.crl ? "a certificate revocation list (sslcrl)" : "",
+    ...Object.keys(override ?? {}).filter((key) => key !== "ca" && key !== "servername")
+      .map((key) => `the ssl option's ${JSON.stringify(key)}`),
+  ].filter(Boolean);
+  if (unsupported.length) {
+    throw new TypeError(
+      `pg-iam on Cloudflare Workers cannot honour ${unsupported.join(", ")}: a Worker's TLS ` +
+        `(cloudflare:sockets) always verifies the server's certificate and its name, against ` +
+        `${PLATFORM_TRUST}, and takes no other TLS settings`,
+    );
+  }
+  const customCa = override?.ca !== undefined
+    ? "the ssl option's ca"
+    : settings.rootcert && settings.rootcert !== "system"
+    ? `the sslrootcert file ${show(settings.rootcert.path)} (${settings.rootcert.source})`
+    : undefined;
+  const parsed = parseHostname(name);
+  const rdsCa = !customCa && settings.rootcert === undefined && service === "rds" &&
+    !(parsed?.service === "rds" && parsed.kind === "proxy");
+  if ((customCa || rdsCa) && !platformCas) {
+    throw new TypeError(
+      rdsCa
+        ? `pg-iam on Cloudflare Workers cannot verify the certificate of ${show(name)}: RDS and ` +
+          `Aurora certificates chain to the RDS CA, and a Worker's TLS can neither be told to ` +
+          `trust it nor skip the check (it trusts publicly trusted CAs only). Options: connect ` +
+          `through an RDS Proxy endpoint (<name>.proxy-<id>.<region>.rds.amazonaws.com: it takes ` +
+          `IAM tokens, and its certificates chain to Amazon's public roots); put Cloudflare ` +
+          `Hyperdrive in front (it logs in to the database itself, with a password it holds, ` +
+          `not an IAM token); or pass dangerouslyUsePlatformCas: true to check the certificate ` +
+          `against ${PLATFORM_TRUST} instead, which only succeeds if what answers presents such ` +
+          `a certificate for that name`
+        : `pg-iam on Cloudflare Workers cannot use ${customCa}: a Worker's TLS cannot be told to ` +
+          `trust another CA (it trusts publicly trusted CAs only; in a workerd config, add the CA ` +
+          `to tlsOptions.trustedCertificates). Pass dangerouslyUsePlatformCas: true to check the ` +
+          `certificate against ${PLATFORM_TRUST} instead`,
+    );
+  }
+  // The Worker checks a name whatever the mode (verify-ca and require included): ssl.servername if
+  // given, as node:tls does, else the endpoint name.
+  const checked = typeof override?.servername === "string" ? override.servername : name;
+  return {
+    mode: settings.mode,
+    options: { host: checked },
+    name: checked,
+    trust: PLATFORM_TRUST,
+    otherCa: "a Worker cannot be given another CA",
+  };
+}
+
+/**
+ * A failed startTls(), explained. The runtime tells the Worker only "internal error; reference =
+ * …" for a refused certificate (the reason goes to its own log), so say what was checked.
+ */
+export function workerdTlsError(error: Error, plan: TlsPlan, host: string, port: number): Error {
+  return Object.assign(
+    new Error(
+      `pg-iam: TLS with ${host}:${port} failed (${error.message}): the certificate must chain ` +
+        `to ${plan.trust} and be for the name ${show(plan.name)}; the Worker's runtime does not ` +
+        `say which check failed (its log does). Connecting through a tunnel or by IP address? ` +
+        `Set signingHostname to the endpoint name (the token and the certificate check both use it)`,
+      { cause: error },
+    ),
+    { code: "TLS" },
+  );
+}
