@@ -140,6 +140,54 @@ test(
   },
 );
 
+test(
+  "a client ended while prewarm is still opening connections ends, and prewarm stops (postgres.js, node-postgres; the prewarm option too)",
+  {
+    timeout: 60_000,
+  },
+  async () => {
+    const g = await testGateway(KEYS, { endpoint: DSQL });
+    const options = {
+      host: "127.0.0.1",
+      port: g.port,
+      user: "app",
+      database: "postgres",
+      signingHostname: DSQL,
+      credentials: KEYS,
+      ssl: { ca },
+    };
+    const within = <T>(p: Promise<T>, what: string) =>
+      Promise.race([
+        p,
+        new Promise<never>((_, reject) =>
+          setTimeout(() => reject(new Error(`${what} did not finish in 10 s`)), 10_000)
+        ),
+      ]);
+    // Paced at 4 per second, 6 connections take over a second: end() comes in the middle.
+    const sql = iamPostgres({ ...options, max: 6, onnotice: () => {} });
+    const warming = prewarm(sql, 6, { rate: 4 });
+    await new Promise((r) => setTimeout(r, 300));
+    await within(sql.end(), "postgres.js end()");
+    const result = await within(warming, "prewarm");
+    assert.ok(result.opened < 6, `opened ${result.opened}`);
+    const pool = iamPool({ ...options, max: 6 });
+    const poolWarming = prewarmPool(pool, 6, { rate: 4 });
+    await new Promise((r) => setTimeout(r, 300));
+    await within(pool.end(), "pool.end()");
+    assert.ok((await within(poolWarming, "prewarm")).opened < 6);
+    // The option: the first query, then end() at once (the README's app.ts did this).
+    const opted = iamPostgres({ ...options, max: 10, prewarm: 2, onnotice: () => {} });
+    await opted`select 1`;
+    await within(opted.end(), "end() with the prewarm option");
+    // After a prewarm, end() is the client's own again.
+    const plain = iamPostgres({ ...options, max: 2, onnotice: () => {} });
+    const end = plain.end;
+    await prewarm(plain, 2);
+    assert.equal(plain.end, end);
+    await plain.end();
+  },
+);
+
 interface Report {
   queries: number;
   failed: number;

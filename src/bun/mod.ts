@@ -285,6 +285,8 @@ export function prewarm(
     options,
     () => sql.reserve() as Promise<{ release(): void }>,
     (reserved) => reserved.release(),
+    sql as unknown as Record<string, unknown>,
+    ["close", "end"],
   );
 }
 

@@ -19,32 +19,78 @@ export const PREWARM_RATE = 50;
 /**
  * Opens `connections` with `open`, started `1000 / rate` ms apart, holds them all until every one
  * has opened or failed, then gives them back with `release`. Never rejects.
+ *
+ * `client[closer]` (the client's end or close method) is wrapped while this runs: a client being
+ * closed first gets its held connections back, and no more are opened, or closing it would wait
+ * for a prewarm that waits for it. The original method is put back when done.
  */
 export async function pacedPrewarm<T>(
   connections: number,
   options: PrewarmOptions | undefined,
   open: () => Promise<T>,
   release: (connection: T) => void,
+  client?: Record<string, unknown>,
+  closers: readonly string[] = [],
 ): Promise<PrewarmResult> {
   checkCount(connections, "connections");
   const rate = checkRate(options);
   const gap = 1000 / rate;
-  const started: Promise<T>[] = [];
-  const t0 = performance.now();
-  for (let i = 0; i < connections; i++) {
-    const wait = t0 + i * gap - performance.now();
-    if (wait > 1) await new Promise((resolve) => setTimeout(resolve, wait));
-    const opening = open();
-    opening.catch(() => {}); // read below
-    started.push(opening);
-  }
-  const results = await Promise.allSettled(started);
+  const held = new Set<T>();
+  let stopped = false;
+  const stop = () => {
+    stopped = true;
+    for (const connection of held) release(connection);
+    held.clear();
+  };
+  const restore = wrapClosers(client, closers, stop);
   const errors: Error[] = [];
-  for (const r of results) {
-    if (r.status === "fulfilled") release(r.value);
-    else errors.push(r.reason as Error);
+  let opened = 0;
+  try {
+    const started: Promise<unknown>[] = [];
+    const t0 = performance.now();
+    for (let i = 0; i < connections && !stopped; i++) {
+      const wait = t0 + i * gap - performance.now();
+      if (wait > 1) await new Promise((resolve) => setTimeout(resolve, wait));
+      if (stopped) break;
+      started.push(
+        open().then(
+          (connection) => {
+            opened++;
+            if (stopped) release(connection);
+            else held.add(connection);
+          },
+          (error: Error) => void errors.push(error),
+        ),
+      );
+    }
+    await Promise.all(started);
+  } finally {
+    restore();
+    stop();
   }
-  return { opened: connections - errors.length, errors };
+  return { opened, errors };
+}
+
+// Wraps client[name] for each closer: `before` runs first. Returns what puts them back.
+function wrapClosers(
+  client: Record<string, unknown> | undefined,
+  names: readonly string[],
+  before: () => void,
+): () => void {
+  const restores: (() => void)[] = [];
+  for (const name of names) {
+    const original = client?.[name];
+    if (typeof original !== "function") continue;
+    const wrapped = function (this: unknown, ...args: unknown[]) {
+      before();
+      return original.apply(this, args);
+    };
+    client![name] = wrapped;
+    restores.push(() => {
+      if (client![name] === wrapped) client![name] = original;
+    });
+  }
+  return () => restores.forEach((restore) => restore());
 }
 
 function checkRate(options: PrewarmOptions | undefined): number {

@@ -209,7 +209,14 @@ export function prewarm(
   options?: PrewarmOptions,
 ): Promise<PrewarmResult> {
   checkMax(connections, (pool as Pool & { options?: { max?: number } }).options?.max);
-  return pacedPrewarm(connections, options, () => pool.connect(), (client) => client.release());
+  return pacedPrewarm(
+    connections,
+    options,
+    () => pool.connect(),
+    (client) => client.release(),
+    pool as unknown as Record<string, unknown>,
+    ["end"],
+  );
 }
 
 /** Options of {@linkcode transaction}: the retry policy, and how to begin. */

@@ -319,6 +319,8 @@ export function prewarm(
     options,
     () => sql.reserve(),
     (reserved) => reserved.release(),
+    sql as unknown as Record<string, unknown>,
+    ["end", "close"],
   );
 }
 
