@@ -1203,3 +1203,41 @@ test(
     rmSync(copy, { recursive: true, force: true });
   },
 );
+
+test("the CLI's argument parser: --name value, --name=value, -h, positionals, --, values starting with a dash, and clear errors", async () => {
+  const { parse } = await import("../src/cli/_args.ts");
+  const command = {
+    name: "x",
+    summary: "",
+    usage: "",
+    description: "",
+    examples: [],
+    positionals: 1,
+    flags: {
+      port: { type: "string" as const, arg: "PORT", help: "" },
+      offset: { type: "string" as const, arg: "DURATION", help: "" },
+      json: { type: "boolean" as const, help: "" },
+    },
+  };
+  assert.deepEqual(
+    parse(command, ["url", "--port", "5432", "--offset=-90s", "--json", "--", "-c", "select 1"]),
+    {
+      values: { port: "5432", offset: "-90s", json: true },
+      positionals: ["url"],
+      rest: ["-c", "select 1"],
+    },
+  );
+  assert.equal(parse(command, ["--offset", "-90s"]).values.offset, "-90s"); // not a flag: a value
+  assert.equal(parse(command, ["-h"]).values.help, true);
+  const usage = (argv: string[], pattern: RegExp) =>
+    assert.throws(() => parse(command, argv), (e: Error) => {
+      assert.equal(e.name, "UsageError");
+      assert.match(e.message, pattern);
+      return true;
+    });
+  usage(["--port"], /^option --port PORT needs a value$/);
+  usage(["--port", "--json"], /needs a value, got the option --json \(for a value that starts/);
+  usage(["--json=yes"], /^option --json takes no value$/);
+  usage(["a", "b"], /^unexpected argument "b"$/);
+  usage(["--prot", "1"], /^unknown option --prot: did you mean --port\?/);
+});

@@ -24,9 +24,7 @@
  * @module
  */
 
-import process from "node:process";
-import { realpathSync } from "node:fs";
-import { fileURLToPath } from "node:url";
+import { commandArgs, exitWhenFlushed, isProgram, writeErr, writeOut } from "./_io.ts";
 import { deniedPermissions, EnvAccessError } from "../core/_env.ts";
 import { type Command, helpText, parse, type Parsed, UsageError } from "./_args.ts";
 import { jsBackend, setCryptoBackend } from "../core/_crypto.ts";
@@ -89,8 +87,6 @@ function usage(): string {
   ].join("\n");
 }
 
-const write = (stream: NodeJS.WriteStream) => (text: string) => void stream.write(text);
-
 /**
  * Runs the `pg-iam` command with `args` (what follows `pg-iam`), writing to stdout and stderr.
  * Resolves to the exit code; never rejects. `pg-iam gateway` resolves when it is stopped.
@@ -106,8 +102,8 @@ const write = (stream: NodeJS.WriteStream) => (text: string) => void stream.writ
  * ```
  */
 export async function main(args: readonly string[]): Promise<number> {
-  const out = write(process.stdout);
-  const err = write(process.stderr);
+  const out = writeOut;
+  const err = writeErr;
   const [name, ...rest] = args;
   const verbose = rest.includes("--verbose");
   if (name === undefined || name === "--help" || name === "-h" || name === "help") {
@@ -186,21 +182,12 @@ function details(error: unknown): string {
   return lines.join("\n") + "\n";
 }
 
-function isEntryPoint(): boolean {
-  // Deno and Bun say it; so does the npm bin (scripts/build-bin.mjs defines it).
-  const main = (import.meta as ImportMeta & { main?: boolean }).main;
-  if (typeof main === "boolean") return main;
-  try {
-    return realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url));
-  } catch {
-    return false;
-  }
-}
-
-if (isEntryPoint()) {
+// Deno and Bun say whether this is the program; so does the npm bin (scripts/build-bin.mjs defines
+// it); on Node, the script path tells.
+if (isProgram((import.meta as ImportMeta & { main?: boolean }).main, import.meta.url)) {
   // A command signs a token or two: the plain-JS hash takes microseconds and nothing to load, where
   // loading node:crypto would add ~4 ms to Node's start (Bun's native hasher is a global: kept).
   if ((globalThis as { Bun?: unknown }).Bun === undefined) setCryptoBackend(jsBackend);
   // Exit once stdout is flushed: sockets or timers left by a failed connect must not hold us.
-  main(process.argv.slice(2)).then((code) => process.stdout.write("", () => process.exit(code)));
+  main(commandArgs()).then(exitWhenFlushed);
 }
