@@ -180,7 +180,24 @@ const COVERAGE: Cover[] = [
   { find: "port: 5432, // default", by: [[HERE, T.tokens]] },
   { find: 'hostname: "127.0.0.1", // where you connect', by: [[HERE, T.tokens]] },
   { find: "const admin = await dsqlToken(", by: [[HERE, T.tokens]] },
-  { find: "async fetch(request: Request, env:", by: [[HERE, T.worker]] },
+  { find: "env: Record<string, string>): Promise<Response>", by: [[HERE, T.worker]] },
+  {
+    find: "DSQL_ENDPOINT: string; // abcdefghijklmnopqrstuvwxyz",
+    by: [
+      [
+        "tests/workerd-postgres.test.ts",
+        "workerd: iamPostgres() serves requests over cloudflare:sockets, TLS verified for the DSQL endpoint, a token per connection (tokenReuse: false)",
+      ],
+      [
+        "tests/workerd-postgres.test.ts",
+        "workerd: a throwing credentials provider fails the request with a clear CredentialsError (no secret), and the isolate lives on",
+      ],
+      [
+        "tests/workerd-postgres.test.ts",
+        "workerd: a client kept across requests fails there with the runtime's cross-request I/O error (hence a client per request); the next request's own client works",
+      ],
+    ],
+  },
   {
     find: "fromTemporaryCredentials({",
     by: [[
@@ -668,7 +685,7 @@ test(T.cli, SLOW, async () => {
 });
 
 test(T.worker, SLOW, async () => {
-  const r = await runBlock(block("async fetch(request: Request, env:").code, {
+  const r = await runBlock(block("env: Record<string, string>): Promise<Response>").code, {
     typed: true,
     deno: [],
     env: baseEnv(), // a Worker has no process environment: its bindings are `env`
