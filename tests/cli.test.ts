@@ -29,6 +29,7 @@ import { iamPostgres } from "../src/postgres/mod.ts";
 import { withEnv } from "./_env.ts";
 import { type Gateway, type GatewayOptions, startGateway } from "../src/gateway/mod.ts";
 import { upstreamPostgres } from "./_postgres.ts";
+import { runtimeCommand } from "./_runtime.ts";
 import { ca, cert, key } from "./fixtures/tls.ts";
 
 const RDS = "db.cluster-abc123xyz.us-east-1.rds.amazonaws.com";
@@ -69,10 +70,7 @@ function urlOf(g: Gateway, user = "app", params = ""): string {
 
 /** How this runtime runs a TypeScript file (the CLI unless told). */
 function runtime(file = CLI): [string, string[]] {
-  const g = globalThis as { Deno?: { execPath(): string }; Bun?: unknown };
-  if (g.Deno) return [g.Deno.execPath(), ["run", "-A", "--quiet", file]];
-  if (g.Bun) return [process.execPath, [file]];
-  return [process.execPath, ["--import", "tsx", file]];
+  return runtimeCommand(file);
 }
 
 /** The environment of a child: ours without AWS_* and PG* variables, plus `env`. */

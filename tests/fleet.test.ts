@@ -12,6 +12,7 @@ import { dsqlToken } from "../mod.ts";
 import { iamPostgres, prewarm } from "../src/postgres/mod.ts";
 import { iamPool, prewarm as prewarmPool } from "../src/pg/mod.ts";
 import { closeTestGateways, testGateway } from "./_gateway.ts";
+import { runtimeCommand } from "./_runtime.ts";
 import { ca } from "./fixtures/tls.ts";
 
 const DSQL = "abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws";
@@ -197,12 +198,7 @@ interface Report {
 /** A child process of this runtime running tests/_fleet_child.ts. */
 function fleetProcess(env: Record<string, string>) {
   const script = fileURLToPath(new URL("./_fleet_child.ts", import.meta.url));
-  const g = globalThis as { Deno?: { execPath(): string }; Bun?: unknown };
-  const [cmd, args] = g.Deno
-    ? [g.Deno.execPath(), ["run", "-A", "--quiet", script]]
-    : g.Bun
-    ? [process.execPath, [script]]
-    : [process.execPath, ["--import", "tsx", script]];
+  const [cmd, args] = runtimeCommand(script);
   const base = Object.fromEntries(Object.entries(process.env).filter(([, v]) => v !== undefined));
   const child = spawn(cmd, args, {
     cwd: fileURLToPath(new URL("..", import.meta.url)),

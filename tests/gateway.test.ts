@@ -26,6 +26,7 @@ import {
 } from "../src/connection/pgwire.ts";
 import { withPinnedClock } from "./_oracle.ts";
 import { upstreamPostgres } from "./_postgres.ts";
+import { runtimeCommand } from "./_runtime.ts";
 import { ca, cert, key } from "./fixtures/tls.ts";
 
 const RDS_HOST = "db.cluster-abc123xyz.us-east-1.rds.amazonaws.com";
@@ -1578,12 +1579,7 @@ const CLI = fileURLToPath(new URL("../src/cli/mod.ts", import.meta.url));
 
 /** Runs `pg-iam gateway …args` with this file's runtime; resolves once it listens. */
 async function gatewayCommand(args: string[], json: boolean) {
-  const g = globalThis as { Deno?: { execPath(): string }; Bun?: unknown };
-  const [cmd, pre] = g.Deno
-    ? [g.Deno.execPath(), ["run", "-A", "--quiet", CLI]]
-    : g.Bun
-    ? [process.execPath, [CLI]]
-    : [process.execPath, ["--import", "tsx", CLI]];
+  const [cmd, pre] = runtimeCommand(CLI);
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) {
     if (v !== undefined && !/^(AWS_|PG)/.test(k) && k !== "NODE_OPTIONS") env[k] = v;

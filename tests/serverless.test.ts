@@ -15,6 +15,7 @@ import { fileURLToPath } from "node:url";
 import type { Gateway } from "../src/gateway/mod.ts";
 import { withEnv } from "./_env.ts";
 import { closeTestGateways, RDS, testGateway } from "./_gateway.ts";
+import { runtimeCommand } from "./_runtime.ts";
 import { ca } from "./fixtures/tls.ts";
 
 const KEYS = { accessKeyId: "AKIDPGIAMSERVERLESS", secretAccessKey: "pg-iam/serverless/secret" };
@@ -210,12 +211,7 @@ for (const driver of Object.keys(EXAMPLES) as Driver[]) {
 /** Runs one invocation in a fresh process of this runtime (bench/_serverless_child.ts). */
 function child(driver: Driver, env: Record<string, string | undefined>) {
   const script = fileURLToPath(new URL("../bench/_serverless_child.ts", import.meta.url));
-  const g = globalThis as { Deno?: { execPath(): string }; Bun?: unknown };
-  const [cmd, args] = g.Deno
-    ? [g.Deno.execPath(), ["run", "-A", "--quiet", script]]
-    : g.Bun
-    ? [process.execPath, [script]]
-    : [process.execPath, ["--import", "tsx", script]];
+  const [cmd, args] = runtimeCommand(script);
   const base = Object.fromEntries(Object.entries(process.env).filter(([, v]) => v !== undefined));
   const proc = spawn(cmd, [...args, driver, "iam"], {
     cwd: fileURLToPath(new URL("..", import.meta.url)),
