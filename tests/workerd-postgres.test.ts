@@ -312,3 +312,32 @@ test(
     assert.equal(third.ok, true, JSON.stringify(third.error));
   },
 );
+
+test(
+  "workerd: iamPool() (node-postgres) serves requests too, a token per connection; the control, credentials the server does not know, is an IamAuthError",
+  SLOW,
+  async () => {
+    const before = dsql.stats.logins.length;
+    const r = await ask({
+      client: "pg",
+      ...through(dsql),
+      queries: 3,
+      max: 3,
+      sleepMs: 50,
+      tokenReuse: false,
+      tickingClock: true,
+    });
+    assert.equal(r.ok, true, JSON.stringify(r.error) + log);
+    assert.equal(new Set(r.pids).size, 3);
+    assert.equal(r.user, "postgres"); // the gateway relays as the upstream's superuser
+    assert.ok(r.connects.length === 3 && r.connects.every((c) => c.ok && c.tokenSent));
+    const logins = since(dsql, before);
+    assert.equal(logins.length, 3);
+    assert.ok(logins.every((l) => l.accepted && l.tls));
+    assert.equal(new Set(logins.map((l) => l.tokenId)).size, 3);
+    const wrong = await ask({ client: "pg", ...through(dsql), credentials: "stale" });
+    assert.equal(wrong.ok, false);
+    assert.equal(wrong.error?.name, "IamAuthError", JSON.stringify(wrong.error));
+    assert.equal(wrong.requests, r.requests + 1); // the same isolate
+  },
+);

@@ -828,7 +828,9 @@ class StreamSocket extends EventEmitter {
 
   override on(event: string | symbol, fn: Listener): this {
     super.on(event, fn);
-    if (event === "data") this.#pump();
+    // Later, not now: whoever adds a 'data' listener may have bytes of its own to emit first (the
+    // hand-over emits what came with AuthenticationOk); held chunks must follow them, in order.
+    if (event === "data") queueMicrotask(() => this.#pump());
     return this;
   }
 

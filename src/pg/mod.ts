@@ -22,6 +22,7 @@ import { show } from "../core/errors.ts";
 import { parseTarget, sslModeOption, stringOption } from "../connection/target.ts";
 import type { SslOption } from "../connection/tls.ts";
 import { checkMax, pacedPrewarm, type PrewarmOptions } from "../connection/prewarm.ts";
+import { ON_WORKERD } from "../connection/socket-workerd.ts";
 import { connectionLost, retrying, type TransactionOptions } from "../connection/retry.ts";
 import {
   checkCount,
@@ -136,7 +137,9 @@ export function iamPool(config: IamPoolConfig = {}): Pool {
     }
   }
   const pool = new pg.Pool(built.config as PoolConfig);
-  if (built.dsql && rest.maxLifetimeSeconds === undefined) {
+  // Not on Workers: a client lives for one request there, and pg-pool's lifetime timer calls
+  // unref(), which a Worker's timers do not have (the pool's connect would fail).
+  if (built.dsql && rest.maxLifetimeSeconds === undefined && !ON_WORKERD) {
     // pg-pool reads this for every new client: a getter gives each its own 45–55 minutes, so a
     // pool filled at once does not recycle at once.
     Object.defineProperty((pool as unknown as { options: object }).options, "maxLifetimeSeconds", {
