@@ -288,6 +288,12 @@ test(
         e instanceof TypeError && /password/.test(e.message) && !/secret/.test(e.message),
     );
     assert.throws(() => iamPool({ password: "x" } as IamPoolConfig), /password/);
+    assert.throws(
+      () => iamPool({ host: RDS, user: "app", dangerouslyUsePlatformCas: "yes" as never }),
+      (e: Error) =>
+        e instanceof TypeError &&
+        /"dangerouslyUsePlatformCas" option must be a boolean, got "yes"/.test(e.message),
+    );
   },
 );
 

@@ -339,5 +339,14 @@ test(
     assert.equal(wrong.ok, false);
     assert.equal(wrong.error?.name, "IamAuthError", JSON.stringify(wrong.error));
     assert.equal(wrong.requests, r.requests + 1); // the same isolate
+    // An RDS endpoint: refused at creation as with postgres.js; the opt-out logs in.
+    const rdsBefore = rds.stats.logins.length;
+    const refused = await ask({ client: "pg", ...through(rds) });
+    assert.equal(refused.error?.name, "TypeError");
+    assert.match(refused.error!.message, /RDS Proxy/);
+    assert.equal(rds.stats.logins.length, rdsBefore);
+    const optedOut = await ask({ client: "pg", ...through(rds), dangerouslyUsePlatformCas: true });
+    assert.equal(optedOut.ok, true, JSON.stringify(optedOut.error));
+    assert.equal(since(rds, rdsBefore).filter((l) => l.accepted && l.tls).length, 1);
   },
 );

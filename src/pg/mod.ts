@@ -75,6 +75,11 @@ export type IamClientConfig =
     /** Sends tokens without TLS. For a local gateway only: a token on the wire is a password. */
     dangerouslyDisableTls?: boolean;
     /**
+     * Cloudflare Workers only: verify the certificate against the CAs the Worker trusts instead of
+     * the RDS CA (or your `ssl.ca`), which a Worker cannot be given. Ignored elsewhere.
+     */
+    dangerouslyUsePlatformCas?: boolean;
+    /**
      * Called for every physical connection start, with timings (`onConnect` with postgres.js;
      * here `onConnect` stays node-postgres's own hook, called with the connected client).
      */
@@ -320,9 +325,17 @@ function buildConfig(config: IamClientConfig): { config: Record<string, unknown>
     database,
     ssl,
     dangerouslyDisableTls,
+    dangerouslyUsePlatformCas,
     onIamConnect,
     ...pgConfig
   } = rest;
+  if (dangerouslyUsePlatformCas !== undefined && typeof dangerouslyUsePlatformCas !== "boolean") {
+    throw new TypeError(
+      `The "dangerouslyUsePlatformCas" option must be a boolean, got ${
+        show(dangerouslyUsePlatformCas)
+      }`,
+    );
+  }
   if ("stream" in pgConfig) {
     throw new TypeError(
       `The "stream" option cannot be combined with pg-iam, which provides the stream (for a ` +
@@ -385,6 +398,7 @@ function buildConfig(config: IamClientConfig): { config: Record<string, unknown>
     tlsOverride: typeof ssl === "object" && ssl !== null ? ssl as ConnectionOptions : undefined,
     connectTimeoutMs: connectTimeout * 1000,
     onConnect: onIamConnect as ((event: ConnectEvent) => void) | undefined,
+    dangerouslyUsePlatformCas: dangerouslyUsePlatformCas === true,
   });
   const defaults: Record<string, unknown> = {
     application_name: params.application_name,
