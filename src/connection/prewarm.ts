@@ -32,7 +32,6 @@ export async function pacedPrewarm<T>(
   client?: Record<string, unknown>,
   closers: readonly string[] = [],
 ): Promise<PrewarmResult> {
-  checkCount(connections, "connections");
   const rate = checkRate(options);
   const gap = 1000 / rate;
   const held = new Set<T>();

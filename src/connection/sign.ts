@@ -375,7 +375,7 @@ export async function signFor(
   let signed: Signed | undefined;
   let reused = false;
   if (c.reuse && !forceRefresh) {
-    if (c.last && young(c, c.last, credentials, c.now())) {
+    if (c.last && young(c, c.last, credentials, signingDate.getTime())) {
       signed = c.last;
       reused = true;
     } else if (c.pending && same(c.pending.credentials, credentials)) {

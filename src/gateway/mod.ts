@@ -734,17 +734,19 @@ class GatewayServer implements Gateway {
       : this.#overRate()
       ? RATE_EXCEEDED
       : undefined;
-    if (refusal && this.#refusing >= this.config.maxConnections) {
-      // A flood: no TLS handshake for it, the answer at once (libpq and pg-iam read an
-      // ErrorResponse in place of the answer to their SSLRequest).
+    if (refusal) {
       this.stats.refused[refusal.code as "53300" | "53400"]++;
-      return closeWith(raw, errorResponse({ severity: "FATAL", ...refusal }));
+      if (this.#refusing >= this.config.maxConnections) {
+        // A flood: no TLS handshake for it, the answer at once (libpq and pg-iam read an
+        // ErrorResponse in place of the answer to their SSLRequest).
+        return closeWith(raw, errorResponse({ severity: "FATAL", ...refusal }));
+      }
+      this.#refusing++;
+      raw.once("close", () => this.#refusing--);
+    } else {
+      this.#clients++;
+      raw.once("close", () => this.#clients--);
     }
-    if (refusal) this.stats.refused[refusal.code as "53300" | "53400"]++;
-    const counter = refusal ? "refusing" : "clients";
-    if (refusal) this.#refusing++;
-    else this.#clients++;
-    raw.once("close", () => counter === "clients" ? this.#clients-- : this.#refusing--);
     handleClient(this, raw, refusal).catch(() => raw.destroy());
   }
 
