@@ -41,3 +41,23 @@ export function upstreamPostgres(): Promise<UpstreamPostgres> {
   })();
   return server;
 }
+
+let server18: Promise<UpstreamPostgres> | undefined;
+
+/**
+ * A PostgreSQL 18 server with TLS on (the test certificate of tests/fixtures/tls.ts), which
+ * accepts direct TLS (sslnegotiation=direct): from PGIAM_TEST_PG18=host:port (a server started
+ * with `startPostgres({ version: 18, ssl: true })`), else started on first use from the npm
+ * binaries and stopped when the process exits. Memoized; rejects saying why it cannot start.
+ */
+export function upstreamPostgres18(): Promise<UpstreamPostgres> {
+  server18 ??= (async () => {
+    const fromEnv = process.env.PGIAM_TEST_PG18;
+    if (fromEnv) return parseTestPg(fromEnv);
+    const started = await startPostgres({ version: 18, ssl: true });
+    process.on("exit", () => started.stop());
+    globalThis.addEventListener?.("unload", () => started.stop());
+    return { host: started.host, port: started.port, user: started.user };
+  })();
+  return server18;
+}

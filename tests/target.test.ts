@@ -409,6 +409,8 @@ test("parseTarget() with no input, no connection string and no variables", async
       password: undefined,
       crl: undefined,
       sni: true,
+      negotiation: "postgres",
+      negotiationSource: "default",
       minVersion: undefined,
       maxVersion: undefined,
     },
@@ -662,7 +664,33 @@ const READ: Read[] = [
   ],
   ["max_protocol_version=3.2", q("max_protocol_version=3.2"), {}, { host: HOST }],
   ["PGMAXPROTOCOLVERSION=3.0", {}, { PGMAXPROTOCOLVERSION: "3.0" }, { host: undefined }],
-  ["sslnegotiation=postgres", q("sslnegotiation=postgres"), {}, { host: HOST }],
+  ["sslnegotiation=postgres", q("sslnegotiation=postgres"), {}, {
+    ssl: { negotiation: "postgres", negotiationSource: "default" },
+  }],
+  [
+    "sslnegotiation=direct (verify-full by default)",
+    q("sslnegotiation=direct"),
+    {},
+    {
+      ssl: {
+        mode: "verify-full",
+        negotiation: "direct",
+        negotiationSource: 'the connection string parameter "sslnegotiation"',
+      },
+    },
+  ],
+  [
+    "PGSSLNEGOTIATION=direct with sslmode=require",
+    q("sslmode=require"),
+    { PGSSLNEGOTIATION: "direct" },
+    { ssl: { mode: "require", negotiation: "direct" } },
+  ],
+  [
+    "PGSSLNEGOTIATION=direct under dangerouslyDisableTls (the opt-out outranks the environment)",
+    { url: `postgres://${HOST}/app`, dangerouslyDisableTls: true },
+    { PGSSLNEGOTIATION: "direct" },
+    { ssl: { mode: "disable", negotiation: "postgres" } },
+  ],
   ["gssencmode=prefer and gssencmode=disable", q("gssencmode=prefer&gssencmode=disable"), {}, {
     host: HOST,
   }],
@@ -960,18 +988,39 @@ const REFUSED: Refused[] = [
   ],
   // what IAM authentication cannot work with
   [
-    "sslnegotiation=direct",
-    q("sslnegotiation=direct"),
+    "sslmode=prefer with sslnegotiation=direct (libpq 17 refuses it too)",
+    q("sslmode=prefer&sslnegotiation=direct"),
     {},
     TypeError,
-    /^The connection string parameter "sslnegotiation" is "direct": pg-iam starts TLS with an SSLRequest/,
+    /^The connection string parameter "sslmode" is "prefer", which may not be combined with sslnegotiation=direct \(the connection string parameter "sslnegotiation"\): use "require", "verify-ca" or "verify-full"$/,
   ],
   [
-    "PGSSLNEGOTIATION=direct",
+    "PGSSLMODE=allow with PGSSLNEGOTIATION=direct",
     {},
-    { PGSSLNEGOTIATION: "direct" },
+    { PGSSLMODE: "allow", PGSSLNEGOTIATION: "direct" },
     TypeError,
-    /^The environment variable PGSSLNEGOTIATION is "direct"/,
+    /^The environment variable PGSSLMODE is "allow", which may not be combined with sslnegotiation=direct \(the environment variable PGSSLNEGOTIATION\)/,
+  ],
+  [
+    "sslmode=disable with sslnegotiation=direct, even opted out",
+    { ...q("sslmode=disable&sslnegotiation=direct"), dangerouslyDisableTls: true },
+    {},
+    TypeError,
+    /^The connection string parameter "sslmode" is "disable", which may not be combined with sslnegotiation=direct/,
+  ],
+  [
+    "dangerouslyDisableTls with sslnegotiation=direct",
+    { ...q("sslnegotiation=direct"), dangerouslyDisableTls: true },
+    {},
+    TypeError,
+    /^dangerouslyDisableTls: true contradicts the connection string parameter "sslnegotiation" "direct" \(direct TLS\): choose one$/,
+  ],
+  [
+    "an unknown sslnegotiation",
+    q("sslnegotiation=requiredirect"),
+    {},
+    TypeError,
+    /^The connection string parameter "sslnegotiation" must be "postgres" or "direct", got "requiredirect"$/,
   ],
   [
     "gssencmode=require",
@@ -1373,6 +1422,15 @@ test("tlsPlan() for verify-full on RDS checks the name against the RDS CA bundle
   assert.ok(RDS_CA.length > 0 && RDS_CA.every((c) => c.includes("BEGIN CERTIFICATE")));
   assert.match(p.trust, /^the RDS CA bundle/);
   assert.match(p.otherCa, /sslrootcert=<file>.*PGSSLROOTCERT/);
+});
+
+test("tlsPlan() offers ALPN postgresql with sslnegotiation=direct only", async () => {
+  const direct = plan(await ssl("sslnegotiation=direct"), "rds", NAME);
+  assert.equal(direct.direct, true);
+  assert.deepEqual(direct.options.ALPNProtocols, ["postgresql"]);
+  const negotiated = plan(await ssl(""), "rds", NAME);
+  assert.equal(negotiated.direct, false);
+  assert.equal(negotiated.options.ALPNProtocols, undefined);
 });
 
 test("tlsPlan() for verify-full on DSQL trusts the system's roots (no ca)", async () => {

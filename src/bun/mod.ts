@@ -205,6 +205,15 @@ export function iamSql(url?: string | IamSqlOptions, options?: IamSqlOptions): B
       );
     }
   }
+  if (target.ssl.negotiation === "direct") {
+    // Measured on Bun 1.4.5: Bun.SQL ignores sslnegotiation and always sends an SSLRequest.
+    throw new TypeError(
+      `${
+        target.ssl.negotiationSource[0].toUpperCase() + target.ssl.negotiationSource.slice(1)
+      } is "direct", which Bun.SQL cannot do: it does its own TLS, always after an SSLRequest; ` +
+        `use sslnegotiation=postgres (the default), or iamPostgres() or iamPool() on Bun`,
+    );
+  }
   const address = connectHost(signing, targetHost);
   const plan = tlsPlan(
     target.ssl,

@@ -47,6 +47,11 @@ export class MessageReader {
     return this.#buf.length;
   }
 
+  /** The next byte, not taken, or `undefined` when none is buffered. */
+  peek(): number | undefined {
+    return this.#buf[0];
+  }
+
   /** Appends a received chunk. */
   push(chunk: Uint8Array): void {
     if (this.#buf.length === 0) {

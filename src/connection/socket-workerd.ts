@@ -74,6 +74,15 @@ export function workerdTlsPlan(
   platformCas: boolean,
 ): TlsPlan | undefined {
   if (settings.mode === "disable") return undefined;
+  if (settings.negotiation === "direct") {
+    // PostgreSQL 17+ closes a direct TLS connection whose client offered no ALPN "postgresql".
+    throw new TypeError(
+      `pg-iam on Cloudflare Workers cannot use sslnegotiation=direct: a Worker's TLS ` +
+        `(cloudflare:sockets, secureTransport "on") offers no ALPN protocol, and PostgreSQL ` +
+        `closes a direct TLS connection that does not offer "postgresql"; use ` +
+        `sslnegotiation=postgres (the default)`,
+    );
+  }
   const unsupported = [
     settings.cert || settings.key ? "a client certificate (sslcert, sslkey)" : "",
     settings.crl ? "a certificate revocation list (sslcrl)" : "",
@@ -122,6 +131,7 @@ export function workerdTlsPlan(
     name: checked,
     trust: PLATFORM_TRUST,
     otherCa: "a Worker cannot be given another CA",
+    direct: false,
   };
 }
 

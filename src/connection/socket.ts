@@ -36,7 +36,7 @@ import {
   typeName,
 } from "./pgwire.ts";
 import type { ConnectionTarget } from "./target.ts";
-import { tlsError, type TlsPlan, tlsPlan } from "./tls.ts";
+import { checkAlpn, directTlsError, tlsError, type TlsPlan, tlsPlan } from "./tls.ts";
 import {
   ON_WORKERD,
   workerdConnect,
@@ -62,7 +62,7 @@ export interface ConnectTimings {
   signMs: number;
   /** DNS lookup and TCP connect. */
   connectMs: number;
-  /** SSLRequest and TLS handshake (0 without TLS). */
+  /** SSLRequest (none with sslnegotiation=direct) and TLS handshake (0 without TLS). */
   tlsMs: number;
   /** From sending the token to the server's answer: the server's IAM check. */
   authMs: number;
@@ -524,7 +524,7 @@ export class IamSocket extends EventEmitter {
     }
   }
 
-  /** TCP connect, then SSLRequest and the TLS handshake when TLS is on. */
+  /** TCP connect, then (SSLRequest and) the TLS handshake when TLS is on. */
   async #open(timings?: ConnectTimings): Promise<net.Socket> {
     const plan = this.#plan;
     let t = performance.now();
@@ -548,26 +548,8 @@ export class IamSocket extends EventEmitter {
 
     t = performance.now();
     this.#step = "tls";
-    socket.write(sslRequest());
-    const reply = await once(socket, "data") as Buffer;
-    // More than the one byte would be injected plaintext (CVE-2021-23214 class): refuse it.
-    if (reply.length !== 1 || reply[0] !== 0x53) {
-      // A server that cannot take the connection (too many clients, …) may answer with an error.
-      const refusal = reply[0] === 0x45 ? await errorMessage(socket, reply) : undefined;
-      socket.destroy();
-      if (refusal) throw serverError(refusal);
-      throw Object.assign(
-        new Error(
-          reply[0] === 0x4e
-            ? `pg-iam: ${plan.host}:${plan.port} refused TLS (it answered the SSLRequest with ` +
-              `"N"); IAM tokens are sent only over TLS unless you opt out with ` +
-              `dangerouslyDisableTls: true`
-            : `pg-iam: ${plan.host}:${plan.port} sent an invalid answer to the SSLRequest ` +
-              `(not a PostgreSQL server, or something in between)`,
-        ),
-        { code: reply[0] === 0x4e ? "TLS_REFUSED" : "PROTOCOL_VIOLATION" },
-      );
-    }
+    // sslnegotiation=direct: the ClientHello is the first byte sent, no SSLRequest round trip.
+    if (!plan.tls.direct) await sslRequested(socket, plan.host, plan.port);
     const secure = backend.startTls(socket, plan.tls);
     this.#upstream = secure;
     secure.on("error", noop);
@@ -575,9 +557,11 @@ export class IamSocket extends EventEmitter {
       await once(secure, "secureConnect");
     } catch (error) {
       socket.destroy();
-      throw backend.tlsError(error as Error & { code?: string }, plan.tls, plan.host, plan.port);
+      const explain = plan.tls.direct ? directTlsError : backend.tlsError;
+      throw explain(error as Error & { code?: string }, plan.tls, plan.host, plan.port);
     }
     try {
+      if (plan.tls.direct) checkAlpn((secure as tls.TLSSocket).alpnProtocol, plan.host, plan.port);
       plan.checkTls?.(secure as tls.TLSSocket);
     } catch (error) {
       secure.destroy();
@@ -690,6 +674,29 @@ function protocolError(what: string): Error {
   return Object.assign(
     new Error(`pg-iam: the server sent ${what} during authentication`),
     { code: "PROTOCOL_VIOLATION" },
+  );
+}
+
+/** Sends the SSLRequest and reads its answer: `S`, or an error naming what the server said. */
+async function sslRequested(socket: net.Socket, host: string, port: number): Promise<void> {
+  socket.write(sslRequest());
+  const reply = await once(socket, "data") as Buffer;
+  // More than the one byte would be injected plaintext (CVE-2021-23214 class): refuse it.
+  if (reply.length === 1 && reply[0] === 0x53) return;
+  // A server that cannot take the connection (too many clients, …) may answer with an error.
+  const refusal = reply[0] === 0x45 ? await errorMessage(socket, reply) : undefined;
+  socket.destroy();
+  if (refusal) throw serverError(refusal);
+  throw Object.assign(
+    new Error(
+      reply[0] === 0x4e
+        ? `pg-iam: ${host}:${port} refused TLS (it answered the SSLRequest with ` +
+          `"N"); IAM tokens are sent only over TLS unless you opt out with ` +
+          `dangerouslyDisableTls: true`
+        : `pg-iam: ${host}:${port} sent an invalid answer to the SSLRequest ` +
+          `(not a PostgreSQL server, or something in between)`,
+    ),
+    { code: reply[0] === 0x4e ? "TLS_REFUSED" : "PROTOCOL_VIOLATION" },
   );
 }
 

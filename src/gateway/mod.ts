@@ -959,6 +959,16 @@ async function handleClient(
   // 1234.5680. TLS negotiated counts as both.
   let sslDone = false;
   let gssDone = false;
+  // Direct TLS (PostgreSQL 17's sslnegotiation=direct): a ClientHello as the connection's first
+  // byte (0x16 cannot begin a startup packet: its length would be hundreds of megabytes).
+  const first = await client.inbox.next(() => client.inbox.reader.buffered > 0 || undefined);
+  if (first === undefined) return void raw.destroy();
+  if (client.inbox.reader.peek() === TLS_HANDSHAKE) {
+    const secured = gateway.config.secureContext !== undefined && await directTls(client);
+    // As PostgreSQL: without TLS, or without ALPN "postgresql", the connection is closed unanswered.
+    if (!secured) return closeWith(raw);
+    sslDone = gssDone = true;
+  }
   for (;;) {
     const inbox = client.inbox;
     const packet = await inbox.next(() => inbox.reader.startup());
@@ -1010,6 +1020,42 @@ async function handleClient(
     if (refusal) return fail(client, refusal.code, refusal.message);
     return login(client, params, minor);
   }
+}
+
+// The first byte of a TLS record carrying a handshake message (the ClientHello).
+const TLS_HANDSHAKE = 0x16;
+// The ALPN protocol PostgreSQL 17 and later require on direct TLS.
+const PG_ALPN = "postgresql";
+
+/**
+ * The TLS handshake a client started without an SSLRequest; the client's inbox moves to the TLS
+ * socket. False when the handshake fails or the client did not offer ALPN "postgresql".
+ */
+async function directTls(client: Client): Promise<boolean> {
+  const { gateway, raw } = client;
+  const received = client.inbox.reader.rest();
+  client.inbox.detach();
+  // The bytes already read go back to the socket, for the TLS socket to read first.
+  raw.pause();
+  raw.unshift(received);
+  const socket = new tls.TLSSocket(raw, {
+    isServer: true,
+    secureContext: gateway.config.secureContext,
+    ALPNProtocols: [PG_ALPN],
+  });
+  gateway.track(socket);
+  const secure = await new Promise<boolean>((resolve) => {
+    socket.once("secure", () => resolve(true));
+    socket.once("error", () => resolve(false));
+    socket.once("close", () => resolve(false));
+  });
+  if (!secure || socket.alpnProtocol !== PG_ALPN) {
+    socket.destroy();
+    return false;
+  }
+  client.inbox = new Inbox(socket);
+  client.tls = true;
+  return true;
 }
 
 // Writes to a client that is logging in; drops one that does not read what it was sent.
