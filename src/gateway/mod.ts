@@ -133,7 +133,8 @@ export interface GatewayOptions {
   listen?: { host?: string; port?: number };
   /**
    * The server certificate and key (PEM). With TLS, clients must negotiate it, as RDS with
-   * `rds.force_ssl` and DSQL require; `false` refuses TLS (SSLRequest is answered `N`).
+   * `rds.force_ssl` and DSQL require, with an SSLRequest or directly (sslnegotiation=direct, ALPN
+   * `postgresql`, as PostgreSQL 17+); `false` refuses TLS (SSLRequest is answered `N`).
    */
   tls: { cert: string; key: string } | false;
   /** The initial offset of the gateway's clock from the system clock, in ms. Default: `0`. */
