@@ -3,6 +3,10 @@
 // node-postgres, each next to its negative control (the same increments without transaction()).
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
+import process from "node:process";
+import { fileURLToPath } from "node:url";
 import type postgres from "postgres";
 import {
   iamPostgres,
@@ -15,6 +19,8 @@ import { iamPool, transaction as pgTransaction } from "../src/pg/mod.ts";
 import { type BunSqlClient, iamSql, transaction as bunTransaction } from "../src/bun/mod.ts";
 import { closeTestGateways, RDS, testGateway } from "./_gateway.ts";
 import { ca } from "./fixtures/tls.ts";
+import { upstreamPostgres } from "./_postgres.ts";
+import { runtimeCommand } from "./_runtime.ts";
 
 const KEYS = { accessKeyId: "AKIDPGIAMTX", secretAccessKey: "pg-iam/transaction/secret" };
 const CONCURRENT = 8;
@@ -225,6 +231,65 @@ test(
     }
     const [{ n }] = await sql.unsafe(`select n from ${table} where id = 1`);
     assert.equal(n, 0); // here it had not committed: only the caller can find that out
+  },
+);
+
+/** tests/_nextwrite_child.ts in a child process of this runtime: its exit code and output. */
+async function nextWriteChild(driver: "plain" | "iam", after: string) {
+  const up = await upstreamPostgres();
+  const [cmd, args] = runtimeCommand(
+    fileURLToPath(new URL("./_nextwrite_child.ts", import.meta.url)),
+  );
+  const child = spawn(cmd, args, {
+    cwd: fileURLToPath(new URL("..", import.meta.url)),
+    env: {
+      ...process.env,
+      PGIAM_TEST_PG: `${up.user}@${up.host}:${up.port}`,
+      DRIVER: driver,
+      AFTER: after,
+    },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "";
+  let err = "";
+  child.stdout.setEncoding("utf8").on("data", (t: string) => out += t);
+  child.stderr.setEncoding("utf8").on("data", (t: string) => err += t);
+  const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+  return { code, out, err };
+}
+
+const POSTGRES_JS = JSON.parse(
+  readFileSync(new URL("../node_modules/postgres/package.json", import.meta.url), "utf8"),
+).version as string;
+
+// The server ends the session of a running transaction; postgres.js has handled the 'close' (and
+// dropped its socket) before the transaction's next query, COMMIT or ROLLBACK, whose write it
+// defers to a setImmediate that reads the dropped socket. NOTES-nextwrite.md says why pg-iam's
+// socket cannot reorder that.
+test(
+  `postgres.js ${POSTGRES_JS}: a transaction whose connection is lost ${
+    POSTGRES_JS.startsWith("3.")
+      ? "crashes the process in nextWrite, with or without pg-iam"
+      : "fails, and the process lives on"
+  }`,
+  TIMEOUT,
+  async () => {
+    for (const after of ["commit", "query", "inflight"]) {
+      for (const driver of ["plain", "iam"] as const) {
+        const { code, out, err } = await nextWriteChild(driver, after);
+        const what = `${driver} ${after}: exit ${code}\n${out}\n${err.slice(-1500)}`;
+        // Either way the transaction failed as a lost connection, never committed.
+        assert.match(out, /^(CONNECTION_CLOSED|57P01)$/m, what);
+        if (POSTGRES_JS.startsWith("3.")) {
+          assert.notEqual(code, 0, what);
+          assert.doesNotMatch(out, /survived/, what);
+          assert.match(err, /reading 'write'|evaluating 'socket\.write'/, what);
+        } else {
+          assert.equal(code, 0, what);
+          assert.match(out, /survived/, what);
+        }
+      }
+    }
   },
 );
 
