@@ -201,7 +201,7 @@ test(
       deferrable initially deferred for each row execute function ${table}_gate()`);
     ends.push(() => sql.unsafe(`drop function if exists ${table}_gate() cascade`));
     const holder = await sql.reserve();
-    ends.push(async () => holder.release());
+    ends.push(() => Promise.resolve(holder.release()));
     const kill = async (pid: number) => {
       const [{ done }] = await sql`select pg_terminate_backend(${pid}, 30000) as done`;
       assert.equal(done, true); // the session is gone, not just told to go
