@@ -344,3 +344,47 @@ test("pg: wrong region, wrong user and wrong signing host give clear errors", TI
   assert.equal(g.stats.rejections.scope, 2);
   assert.equal(g.stats.accepted, 1);
 });
+
+test(
+  "pg: pipeline: true sends a client's queries through pg-iam's socket before the first result is in; without it, one at a time (the control)",
+  TIMEOUT,
+  async () => {
+    const g = await gateway();
+    for (const pipeline of [true, false]) {
+      const client = await pool(g, { max: 1, pipeline }).connect();
+      try {
+        assert.equal(client.pipeline, pipeline);
+        const log: string[] = [];
+        /** A query that notes when node-postgres writes it and when its answer is in. */
+        const run = (n: number) =>
+          new Promise<unknown>((resolve) => {
+            const text = n === 3
+              ? "select 1/0" // an error in the middle: each pipelined query has its own Sync
+              : `select pg_backend_pid() as pid, ${n} as n`;
+            const query = new pg.Query(text, (error, result) => {
+              log.push(`done ${n}`);
+              resolve(error ?? result.rows[0]);
+            });
+            const submit = query.submit.bind(query);
+            query.submit = (connection) => (log.push(`sent ${n}`), submit(connection));
+            client.query(query);
+          });
+        const results = await Promise.all([1, 2, 3, 4, 5].map(run));
+        const sent = [1, 2, 3, 4, 5].map((n) => `sent ${n}`);
+        const done = [1, 2, 3, 4, 5].map((n) => `done ${n}`);
+        assert.deepEqual(
+          log,
+          pipeline ? [...sent, ...done] : sent.flatMap((s, i) => [s, done[i]]),
+          `pipeline: ${pipeline}`,
+        );
+        const rows = results.filter((r) => !(r instanceof Error)) as { pid: number; n: number }[];
+        assert.deepEqual(rows.map((r) => r.n), [1, 2, 4, 5]);
+        assert.equal(new Set(rows.map((r) => r.pid)).size, 1); // one connection
+        assert.equal((results[2] as { code?: string }).code, "22012");
+      } finally {
+        client.release();
+      }
+    }
+    assert.equal(g.stats.accepted, 2);
+  },
+);

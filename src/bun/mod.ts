@@ -23,10 +23,10 @@
  * @module
  */
 
-import type { ConnectionOptions } from "node:tls";
+import { checkServerIdentity, type ConnectionOptions, type PeerCertificate } from "node:tls";
 import { show } from "../core/errors.ts";
 import { parseTarget, sslModeOption, stringOption } from "../connection/target.ts";
-import { type SslOption, type TlsPlan, tlsPlan } from "../connection/tls.ts";
+import { type SslOption, tlsError, type TlsPlan, tlsPlan } from "../connection/tls.ts";
 import { checkMax, pacedPrewarm, type PrewarmOptions } from "../connection/prewarm.ts";
 import { connectionLost, retrying, type TransactionOptions } from "../connection/retry.ts";
 import {
@@ -250,8 +250,14 @@ export function iamSql(url?: string | IamSqlOptions, options?: IamSqlOptions): B
       refresh = false;
       return signFor(signing, forceRefresh).then((signed) => signed.token);
     },
-    onclose: (error: (Error & { errno?: string }) | null) => {
+    onclose: (error: (Error & { errno?: string; code?: string }) | null) => {
       if (error?.errno === "28P01" || error?.errno === "28000") refresh = true;
+      // The queries waiting for this connection reject with this same object, after this call.
+      if (
+        plan && error && TLS_CHECK.test(error.code ?? "") && !error.message.startsWith("pg-iam")
+      ) {
+        error.message = tlsError(error, plan, address, connectPort).message;
+      }
       userOnClose?.(error);
     },
   });
@@ -358,10 +364,24 @@ export function transaction<T>(
   );
 }
 
+/** A certificate check that failed (OpenSSL's verify codes, Node's name check). */
+const TLS_CHECK =
+  /^(UNABLE_TO_|SELF_SIGNED|DEPTH_ZERO|CERT_|ERR_TLS_CERT_ALTNAME|HOSTNAME_MISMATCH)/;
+
 /** Bun's TLS options for a plan: the same CA, name and checks as the other drivers get. */
 function bunTls(plan: TlsPlan): Record<string, unknown> {
   const { host: _host, servername, ...options } = plan.options;
-  return { ...options, ...(servername ? { serverName: servername } : {}) };
+  const name = plan.name;
+  // Bun checks the name it sends as SNI, or without SNI (sslsni=0, an IP) the address it connects
+  // to: a tunnel's. The other drivers check the signing name either way; Bun 1.4.4 and later call
+  // checkServerIdentity (earlier ones ignore it).
+  const identity = name && !options.checkServerIdentity
+    ? {
+      checkServerIdentity: (_host: string, cert: PeerCertificate) =>
+        checkServerIdentity(name, cert),
+    }
+    : {};
+  return { ...options, ...identity, ...(servername ? { serverName: servername } : {}) };
 }
 
 /** As Bun: the operating system's user name when none is given. */
