@@ -70,6 +70,9 @@ const sql = iamPostgres({
   credentials,
   ssl: { ca },
   max: 5,
+  // PGlite serves every connection in its one session, so the named statements postgres.js 4
+  // prepares per connection would meet there; a real server has one session per connection.
+  prepare: false,
   onnotice: () => {},
   now: () => Date.now() + offset,
   onToken: (e) => tokens.push(e),

@@ -297,7 +297,9 @@ test("a credentials provider that throws or hangs fails the query clearly; the p
     if (mode === "hang") return new Promise<typeof KEYS>(() => {});
     return Promise.resolve(KEYS);
   };
-  const sql = client(g, { credentials: provider, credentialsTimeout: 0.2, max: 2 });
+  // backoff: 0: postgres.js 4 answers queries with the last connect failure until its backoff
+  // has passed; every query here must try a connection of its own.
+  const sql = client(g, { credentials: provider, credentialsTimeout: 0.2, max: 2, backoff: 0 });
   try {
     // More failures than pool slots: a leaked slot would make a later query hang.
     for (let i = 0; i < 4; i++) {
@@ -524,7 +526,8 @@ test("the embedded PGlite upstream serves a pool through the gateway across toke
     tls: { cert, key },
   });
   let offset = 0;
-  const sql = client(g, { max: 3, now: () => Date.now() + offset });
+  // prepare: false: PGlite serves all connections in one session (see src/gateway/pglite.ts).
+  const sql = client(g, { max: 3, prepare: false, now: () => Date.now() + offset });
   try {
     for (let step = 0; step < 4; step++) {
       offset += 20 * MINUTE; // past a token's 15 minutes each time

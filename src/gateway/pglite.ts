@@ -4,8 +4,13 @@
 // so the rest of the package never needs them.
 //
 // PGlite itself is single-connection; pglite-socket multiplexes several client connections onto
-// it, one protocol message batch at a time (an open transaction keeps the database to its
-// connection until it ends). It accepts any user name and password (no authentication).
+// it, and keeps the database to one connection while that connection's transaction is open. It
+// does so one message at a time, though, so the extended-query messages of two connections
+// (Parse, Bind, Execute, … up to Sync) can interleave on the one session and clobber each other's
+// unnamed statement: postgres.js 4 returned another query's (empty) result and hung, 3.x was
+// spared by how its writes happened to fall. `exclusiveBatches` keeps the database to one
+// connection from the first message of a batch to its end (Sync, a simple Query, or a COPY's
+// end) as well. It accepts any user name and password (no authentication).
 
 import { importOptional } from "../core/_env.ts";
 
@@ -34,7 +39,16 @@ export interface PgliteOptions {
 
 // The parts of the two packages used here (they are loaded by computed name, so untyped).
 interface PgliteModule {
-  PGlite: { create(): Promise<{ close(): Promise<void> }> };
+  PGlite: { create(): Promise<PgliteDb> };
+}
+interface PgliteDb {
+  close(): Promise<void>;
+  isInTransaction(): boolean;
+  exec(sql: string): Promise<unknown>;
+  execProtocolRawStream(
+    message: Uint8Array,
+    options: { onRawData: (data: Uint8Array) => void },
+  ): Promise<unknown>;
 }
 interface SocketModule {
   PGLiteSocketServer: new (options: {
@@ -72,7 +86,7 @@ export async function startPglite(options: PgliteOptions = {}): Promise<PgliteSe
   const db = await PGlite.create();
   const host = options.host ?? "127.0.0.1";
   const server = new PGLiteSocketServer({
-    db,
+    db: exclusiveBatches(db),
     host,
     port: options.port ?? 0,
     maxConnections: options.maxConnections ?? 100,
@@ -99,5 +113,75 @@ export async function startPglite(options: PgliteOptions = {}): Promise<PgliteSe
       })();
       return closing;
     },
+  };
+}
+
+// Frontend message types that end a batch: the server answers ReadyForQuery after each (a
+// StartupMessage, which has no type byte, starts with a length byte of 0 and ends one too).
+const SYNC = 0x53, QUERY = 0x51, TERMINATE = 0x58, COPY_DONE = 0x63, COPY_FAIL = 0x66;
+const COPY_IN = 0x47, COPY_BOTH = 0x57; // the server's answers that start a COPY from the client
+
+/**
+ * The database as pglite-socket sees it: "in a transaction" (so its queue serves only the
+ * connection it served last) also from a batch's first message to its end. A connection that
+ * drops mid-batch gets pglite-socket's ROLLBACK, which ends the batch too.
+ */
+function exclusiveBatches(db: PgliteDb): PgliteDb {
+  let midBatch = false;
+  return new Proxy(db, {
+    get(target, key) {
+      if (key === "isInTransaction") return () => midBatch || target.isInTransaction();
+      if (key === "exec") {
+        return (sql: string) => {
+          midBatch = false;
+          return target.exec(sql);
+        };
+      }
+      if (key === "execProtocolRawStream") {
+        return (message: Uint8Array, options: { onRawData: (data: Uint8Array) => void }) => {
+          const type = message[0];
+          const ends = type === 0 || type === SYNC || type === QUERY || type === TERMINATE ||
+            type === COPY_DONE || type === COPY_FAIL;
+          const copying = messageTypes();
+          return target.execProtocolRawStream(message, {
+            onRawData: (data) => {
+              copying.push(data);
+              options.onRawData(data);
+            },
+          }).finally(() => {
+            midBatch = copying.seen(COPY_IN) || copying.seen(COPY_BOTH) || !ends;
+          });
+        };
+      }
+      const value = Reflect.get(target, key);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+}
+
+/** Notes the type of every backend message in a stream of chunks (headers may be split). */
+function messageTypes(): { push(chunk: Uint8Array): void; seen(type: number): boolean } {
+  const types = new Set<number>();
+  let skip = 0; // body bytes of the current message still to come
+  let header: number[] = []; // a header split across chunks
+  return {
+    push(chunk) {
+      let i = 0;
+      while (i < chunk.length) {
+        if (skip > 0) {
+          const n = Math.min(skip, chunk.length - i);
+          skip -= n;
+          i += n;
+          continue;
+        }
+        header.push(chunk[i++]);
+        if (header.length === 5) {
+          types.add(header[0]);
+          skip = ((header[1] << 24) | (header[2] << 16) | (header[3] << 8) | header[4]) - 4;
+          header = [];
+        }
+      }
+    },
+    seen: (type) => types.has(type),
   };
 }
