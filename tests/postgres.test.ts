@@ -893,3 +893,116 @@ test("a server at its connection limit (53300) is asked again with backoff until
   await late.end({ timeout: 0 });
   await blocker.end();
 });
+
+test("require_auth and PGREQUIREAUTH are honoured by pg-iam's own login, and postgres.js never refuses the login pg-iam forwards", async () => {
+  const g = await gateway();
+  const pg = await upstreamPostgres(); // before NO_PG hides PGIAM_TEST_PG
+  const url = `postgres://app@${g.host}:${g.port}/postgres?iam_host=${RDS}&iam_port=5432`;
+  const opts = { credentials: KEYS, ssl: { ca }, max: 1, onnotice: () => {} };
+  // A trust server lets the client in without asking for a password.
+  const trust = (extra: Record<string, unknown> = {}) =>
+    iamPostgres({
+      host: pg.host,
+      port: pg.port,
+      user: "app",
+      database: "postgres",
+      region: "us-east-1",
+      credentials: KEYS,
+      dangerouslyDisableTls: true,
+      max: 1,
+      onnotice: () => {},
+      ...extra,
+    });
+  await withEnv({ ...NO_PG, PGREQUIREAUTH: "password" }, async () => {
+    // The gateway asks for the token as a cleartext password: allowed.
+    const sql = iamPostgres(url, opts);
+    try {
+      assert.equal((await sql`select 1 as one`)[0].one, 1);
+      assert.equal(g.stats.accepted, 1);
+    } finally {
+      await sql.end();
+    }
+    // The control: the same requirement refuses a server that never asks (libpq's rule).
+    const refused = trust();
+    try {
+      await assert.rejects(refused`select 1`, (e: Error & { code?: string }) => {
+        assert.equal(e.code, "AUTH_METHOD");
+        assert.match(e.message, /require_auth does not allow "none"/);
+        return true;
+      });
+    } finally {
+      await refused.end();
+    }
+  });
+  for (
+    const [env, option] of [[{ PGREQUIREAUTH: "password,none" }, {}], [{}, {}], [
+      { PGREQUIREAUTH: "password" },
+      { require_auth: "!md5" }, // the option wins over the environment
+    ]] as const
+  ) {
+    await withEnv({ ...NO_PG, ...env }, async () => {
+      const sql = trust(option);
+      try {
+        assert.equal((await sql`select 1 as one`)[0].one, 1);
+      } finally {
+        await sql.end();
+      }
+    });
+  }
+  // A requirement IAM can never meet is an error at creation, naming where it came from.
+  await withEnv({ ...NO_PG, PGREQUIREAUTH: "scram-sha-256" }, () => {
+    assert.throws(() => iamPostgres(url, opts), (e: Error) => {
+      assert.ok(e instanceof TypeError);
+      assert.match(e.message, /PGREQUIREAUTH.*scram-sha-256.*cleartext/);
+      return true;
+    });
+  });
+  assert.throws(() => iamPostgres(url, { ...opts, require_auth: "md5" }), /"require_auth" option/);
+  await withEnv({ ...NO_PG, PGCHANNELBINDING: "require" }, () => {
+    assert.throws(() => iamPostgres(url, opts), /PGCHANNELBINDING.*SCRAM/);
+  });
+  await withEnv({ ...NO_PG, PGCHANNELBINDING: "prefer" }, async () => {
+    const sql = iamPostgres(url, opts);
+    try {
+      assert.equal((await sql`select 1 as one`)[0].one, 1);
+    } finally {
+      await sql.end();
+    }
+  });
+});
+
+test("a configuration error at connect (no region) fails the query at once with a code, and is never retried as a lost connection", async () => {
+  const events: ConnectEvent[] = [];
+  await withEnv(
+    {
+      ...NO_PG,
+      AWS_REGION: undefined,
+      AWS_DEFAULT_REGION: undefined,
+      AWS_PROFILE: undefined,
+      AWS_CONFIG_FILE: "/nonexistent/pg-iam-test-config",
+    },
+    async () => {
+      const sql = iamPostgres("postgres://app@127.0.0.1:5432/postgres", {
+        credentials: KEYS,
+        max: 2,
+        onConnect: (e) => events.push(e),
+      });
+      try {
+        for (let i = 0; i < 2; i++) {
+          await assert.rejects(sql`select 1`, (e: Error & { code?: string }) => {
+            assert.ok(e instanceof TypeError, String(e));
+            assert.equal(e.code, "INVALID_CONFIGURATION");
+            assert.match(e.message, /region/i);
+            return true;
+          });
+        }
+      } finally {
+        await sql.end();
+      }
+    },
+  );
+  // One attempt per query: postgres.js 4 retries a code-less (CONNECTION_CLOSED) failure until its
+  // connect_timeout, which is what this failed as before it had a code.
+  assert.equal(events.length, 2, JSON.stringify(events.map((e) => e.error?.message)));
+  assert.ok(events.every((e) => e.step === "credentials" && !e.tokenSent));
+});

@@ -47,6 +47,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { generateTls } from "../src/cli/_cert.ts";
 import { type Gateway, startGateway } from "../src/gateway/mod.ts";
 import { upstreamPostgres } from "./_postgres.ts";
+import { postgresMajor } from "./_postgres_major.mjs";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const README = join(ROOT, "README.md");
@@ -375,6 +376,8 @@ async function makeProject(): Promise<string> {
     // What `deno add jsr:@pg-iam/pg-iam npm:postgres` writes, with this checkout for jsr.io.
     const denoJson = JSON.parse(readFileSync(join(ROOT, "deno.json"), "utf8"));
     const imports: Record<string, string> = { ...denoJson.imports };
+    // The postgres.js major under test (tests/_postgres_major.mjs), as a user's import map says.
+    if (postgresMajor() === 3) imports.postgres = "npm:postgres@^3.4.0";
     for (const [sub, path] of Object.entries(denoJson.exports as Record<string, string>)) {
       imports[`@pg-iam/pg-iam${sub.slice(1)}`] = pathToFileURL(join(ROOT, path)).href;
     }
@@ -390,7 +393,8 @@ async function makeProject(): Promise<string> {
   } else {
     const tarball = await packTarball();
     assertOk(await run("npm", ["init", "-y"], { cwd: project }), "npm init -y");
-    assertOk(await npmInstall([tarball, "postgres", "pg"]), "npm install pg-iam postgres pg");
+    const postgres = postgresMajor() === 3 ? "postgres@3" : "postgres";
+    assertOk(await npmInstall([tarball, postgres, "pg"]), `npm install pg-iam ${postgres} pg`);
   }
   return project;
 }

@@ -88,6 +88,8 @@ export interface SocketPlan {
   onConnect(event: ConnectOutcome): void;
   /** Retry a rejected token once, with force-refreshed credentials. Default: true. */
   retry?: boolean;
+  /** Refuse a server that lets the client in without asking for the token (libpq require_auth). */
+  requirePassword?: boolean;
   /** Told as each network step completes, with its socket (pg-iam doctor describes them). */
   onStep?(step: "connect" | "tls", ms: number, socket: net.Socket): void;
   /** Checks the TLS connection before any token is sent; throws to refuse the server. */
@@ -205,6 +207,7 @@ export function socketPlan(o: {
       : tlsPlan(o.target.ssl, signing.service, signing.signingHostname, o.tlsOverride),
     backend: workerd ? WORKERD_BACKEND : NODE_BACKEND,
     connectTimeoutMs: o.connectTimeoutMs,
+    requirePassword: o.target.requirePassword,
     token: (forceRefresh) => signFor(signing, forceRefresh),
     rejected: (token) => forgetToken(signing, token),
     authError: (fields) => authError(fields, signing),
@@ -246,6 +249,11 @@ export class IamSocket extends EventEmitter {
     this.#plan = plan;
     this.host = plan.host;
     this.port = plan.port;
+  }
+
+  /** postgres.js 4: TLS is this socket's business (it skips its own SSLRequest). */
+  get negotiated(): boolean {
+    return this.#plan.tls !== undefined;
   }
 
   /** postgres.js sends Terminate only when this says "open". */
@@ -489,6 +497,17 @@ export class IamSocket extends EventEmitter {
         const answer = await within(authenticate(socket, signed.token, timings));
         tokenSent ||= answer.tokenSent;
         if (this.#closed) return;
+        if (answer.ok && !answer.tokenSent && plan.requirePassword) {
+          socket.destroy();
+          throw Object.assign(
+            new Error(
+              `pg-iam: ${plan.host}:${plan.port} let the client in without asking for a ` +
+                `password, and require_auth does not allow "none" (as libpq: authentication ` +
+                `method requirement failed: server did not complete authentication)`,
+            ),
+            { code: "AUTH_METHOD" },
+          );
+        }
         if (answer.ok) {
           timings.totalMs = performance.now() - t0;
           clearTimeout(timer);
@@ -512,6 +531,12 @@ export class IamSocket extends EventEmitter {
     } catch (error) {
       clearTimeout(timer);
       timings.totalMs = performance.now() - t0;
+      // A bad option or a missing region (TypeError, RangeError) is no network failure: a code of
+      // its own, which postgres.js 4's pool does not retry as it retries CONNECTION_CLOSED.
+      const e = error as Error & { code?: unknown };
+      if (e.code === undefined && (e instanceof TypeError || e instanceof RangeError)) {
+        Object.assign(e, { code: "INVALID_CONFIGURATION" });
+      }
       plan.onConnect({
         ok: false,
         attempts,

@@ -83,6 +83,11 @@ export interface ConnectionTarget {
   serverParams: Record<string, string>;
   /** Connection string parameters neither libpq nor pg-iam knows (driver options, or server settings for drivers that forward them). */
   extraParams: Record<string, string>;
+  /**
+   * libpq's `require_auth` forbids `none`: a server that lets the client in without asking for
+   * the password (trust) is refused, as libpq refuses it.
+   */
+  requirePassword: boolean;
 }
 
 /** Values given explicitly (an options object, command-line flags): they win over the rest. */
@@ -98,6 +103,8 @@ export interface ExplicitTarget {
   sslkey?: string;
   sslpassword?: string;
   sslcrl?: string;
+  require_auth?: string;
+  channel_binding?: string;
 }
 
 /** How to read the target. */
@@ -290,7 +297,7 @@ export function parseTarget(input: TargetInput = {}): ConnectionTarget {
     serverParams.application_name = get("fallback_application_name")!.value;
   }
 
-  checkAuthParams(get);
+  const requirePassword = checkAuthParams(get);
   const host = hostOf(get("host"));
   const hostaddr = hostOf(get("hostaddr"));
   return {
@@ -317,6 +324,7 @@ export function parseTarget(input: TargetInput = {}): ConnectionTarget {
     ]),
     serverParams,
     extraParams,
+    requirePassword,
   };
 }
 
@@ -518,13 +526,28 @@ function keepAliveOf(
   return idle ? wholeNumber(idle, 0, 2147483) || undefined : undefined;
 }
 
-function checkAuthParams(get: (key: string) => Setting | undefined): void {
+/** Checks the authentication parameters; returns whether require_auth forbids "none". */
+function checkAuthParams(get: (key: string) => Setting | undefined): boolean {
   // IAM tokens are sent as a cleartext password (over TLS): every other method is out.
   const requireAuth = get("require_auth");
+  let requirePassword = false;
   if (requireAuth) {
     const methods = requireAuth.value.split(",").map((s) => s.trim());
     const negated = methods.every((m) => m.startsWith("!"));
+    const known = ["password", "md5", "gss", "sspi", "scram-sha-256", "oauth", "none"];
+    const unknown = methods.find((m) =>
+      m.startsWith("!") !== negated || !known.includes(negated ? m.slice(1) : m)
+    );
+    if (unknown !== undefined) {
+      throw new TypeError(
+        `${cap(requireAuth.source)} is ${show(requireAuth.value)}: ${show(unknown)} is not ` +
+          `${list(known)}, or mixes negated and plain methods`,
+      );
+    }
     const allowed = negated ? !methods.includes("!password") : methods.includes("password");
+    // libpq: a server that lets the client in without asking (trust) is refused unless "none"
+    // is allowed.
+    requirePassword = negated ? methods.includes("!none") : !methods.includes("none");
     if (!allowed) {
       throw new TypeError(
         `${cap(requireAuth.source)} is ${show(requireAuth.value)}, which forbids the cleartext ` +
@@ -548,6 +571,7 @@ function checkAuthParams(get: (key: string) => Setting | undefined): void {
   oneOf(get("max_protocol_version"), ["3.0", "3.2", "latest"]);
   oneOf(get("sslcompression"), ["0", "1"]);
   oneOf(get("load_balance_hosts"), ["disable", "random"]);
+  return requirePassword;
 }
 
 const VERSIONS: TlsVersion[] = ["TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"];

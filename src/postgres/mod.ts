@@ -2,7 +2,7 @@
  * postgres.js with IAM authentication: every physical connection signs a fresh token, TLS is
  * verified by default, and a rejected token is retried once with force-refreshed credentials.
  *
- * postgres.js (`npm:postgres@^3.4`) is a peer dependency: install it next to pg-iam.
+ * postgres.js (`npm:postgres`, 4.x or 3.4.x) is a peer dependency: install it next to pg-iam.
  *
  * @example RDS or Aurora PostgreSQL
  * ```ts ignore
@@ -172,6 +172,8 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
     database,
     db,
     path,
+    require_auth: requireAuth,
+    channel_binding: channelBinding,
     ...pgOptions
   } = args.rest;
   if (onConnect !== undefined && typeof onConnect !== "function") {
@@ -206,6 +208,8 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
       user: stringOption(username ?? userOption, username === undefined ? "user" : "username"),
       database: stringOption(database ?? db, database === undefined ? "database" : "db"),
       sslmode: sslModeOption(ssl),
+      require_auth: stringOption(requireAuth, "require_auth"),
+      channel_binding: stringOption(channelBinding, "channel_binding"),
     },
     explicitName: (key) => `the "${key === "sslmode" ? "ssl" : key}" option`,
     dangerouslyDisableTls: dangerouslyDisableTls === true,
@@ -236,6 +240,12 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
     ...(target.database === undefined ? {} : { database: target.database }),
     connection: { ...target.serverParams, ...pgOptions.connection as object },
     ssl: false, // TLS is done by IamSocket, before postgres.js sees the connection
+    // postgres.js 4 checks the login itself (require_auth, channel_binding, and PGREQUIREAUTH /
+    // PGCHANNELBINDING when these are unset), but it sees only the AuthenticationOk that follows
+    // pg-iam's own login: to postgres.js, no method was used, which is true. pg-iam honours
+    // require_auth for the login it does (target.requirePassword). postgres.js 3 ignores both.
+    require_auth: "none",
+    channel_binding: "disable",
     socket: () => new IamSocket(ref.plan!),
   } as PgOptions<T>;
   // Constructing a client opens nothing (its connections open on first use).
@@ -245,28 +255,32 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
     connect_timeout: number | null;
     max_lifetime: number | null | (() => number);
   };
+  const v4 = "require_auth" in parsed;
   const connectTimeout = parsed.connect_timeout || 30;
   const config = signingConfig(
     { ...target.iam as IamOptions, ...iam as IamOptions, host, port, user: parsed.user },
     connectTimeout,
   );
 
-  if (config.service === "dsql") {
-    const lifetime = parsed.max_lifetime; // a function: postgres.js's default (30–60 minutes)
-    if (typeof lifetime !== "function" && !(typeof lifetime === "number" && lifetime < 3600)) {
-      throw new RangeError(
-        `The "max_lifetime" option must be below 3600 seconds for Aurora DSQL, which closes ` +
-          `connections at 60 minutes; got ${show(lifetime)}`,
-      );
-    }
-    // Below DSQL's 60 minutes, jittered per pool slot so connections do not all recycle at once.
-    // postgres.js draws each slot's lifetime when it builds the client, so build it again.
-    if (typeof lifetime === "function") {
-      sql = postgres(pgUrl as string, {
-        ...pgOpts,
-        max_lifetime: dsqlLifetime as unknown as number,
-      }) as unknown as IamSql<T>;
-    }
+  const lifetime = parsed.max_lifetime; // a function: postgres.js's default (30–60 minutes)
+  const dsql = config.service === "dsql" && typeof lifetime === "function";
+  if (config.service === "dsql" && !dsql && !(typeof lifetime === "number" && lifetime < 3600)) {
+    throw new RangeError(
+      `The "max_lifetime" option must be below 3600 seconds for Aurora DSQL, which closes ` +
+        `connections at 60 minutes; got ${show(lifetime)}`,
+    );
+  }
+  // Built again, with what only the parsed options tell: for DSQL a lifetime below its 60
+  // minutes, jittered per connection so that connections do not all recycle at once (postgres.js
+  // 4 draws it per connection; 3.x per pool slot, when it builds the client); on postgres.js 4 the
+  // TLS pg-iam negotiates, so that its `ssl` (and what it reports, in diagnostics channels too)
+  // is true: the socket says it is `negotiated`, and postgres.js leaves TLS to it.
+  if (dsql || (v4 && target.ssl.mode !== "disable")) {
+    sql = postgres(pgUrl as string, {
+      ...pgOpts,
+      ...(dsql ? { max_lifetime: dsqlLifetime as unknown as number } : {}),
+      ...(v4 && target.ssl.mode !== "disable" ? { ssl: target.ssl.mode } : {}),
+    } as PgOptions<T>) as unknown as IamSql<T>;
   }
 
   ref.plan = socketPlan({
