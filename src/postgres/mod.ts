@@ -17,6 +17,7 @@
 
 import type { ConnectionOptions } from "node:tls";
 import postgres from "postgres";
+import * as postgresModule from "postgres";
 import type { Options as PgOptions, PostgresType, Sql, TransactionSql } from "postgres";
 import { show } from "../core/errors.ts";
 import { checkPort } from "../core/_options.ts";
@@ -57,7 +58,7 @@ export type { Credentials, CredentialsOption, CredentialsProvider } from "../cor
 // `{}` mirrors postgres.js's own signature, so inferred custom types stay identical.
 // deno-lint-ignore ban-types
 export type IamPostgresOptions<T extends Record<string, PostgresType> = {}> =
-  & Omit<PgOptions<T>, "password" | "pass" | "ssl">
+  & Omit<PgOptions<T>, "password" | "pass" | "ssl" | "require_auth" | "channel_binding">
   & IamOptions
   & {
     /**
@@ -79,6 +80,18 @@ export type IamPostgresOptions<T extends Record<string, PostgresType> = {}> =
     onConnect?: (event: ConnectEvent) => void;
     /** Open this many connections right away (IAM connects are slow); see {@linkcode prewarm}. */
     prewarm?: number;
+    /**
+     * libpq's `require_auth` (also `PGREQUIREAUTH`) for pg-iam's login, which sends the token as
+     * a cleartext password: `"password"` and lists allowing it are accepted, anything else is a
+     * TypeError; a server that never asks for the password (trust) is refused unless `none` is
+     * allowed too. postgres.js 4 does not check the login itself: pg-iam did it.
+     */
+    require_auth?: string;
+    /**
+     * libpq's `channel_binding` (also `PGCHANNELBINDING`): `"require"` is a TypeError (binding is
+     * part of SCRAM, which IAM does not use); `"prefer"` and `"disable"` change nothing.
+     */
+    channel_binding?: string;
   };
 
 /** The postgres.js client type {@linkcode iamPostgres} returns for these options. */
@@ -255,7 +268,7 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
     connect_timeout: number | null;
     max_lifetime: number | null | (() => number);
   };
-  const v4 = "require_auth" in parsed;
+  const v4 = POSTGRES_4;
   const connectTimeout = parsed.connect_timeout || 30;
   const config = signingConfig(
     { ...target.iam as IamOptions, ...iam as IamOptions, host, port, user: parsed.user },
@@ -415,16 +428,20 @@ export interface IamPasswordOptions extends Omit<IamOptions, "tokenReuse"> {
   username?: string;
   /**
    * Called when no token can be made (credentials missing, expired, provider failed or too slow).
-   * The password function then resolves to an empty password, which the server rejects: the
-   * query fails and the process lives. Default: `console.error` with the reason.
+   * With postgres.js 4 the password function then rejects with that error, which postgres.js
+   * gives the query. With 3.x, where a rejection would crash the process, it resolves to an empty
+   * password instead, which the server rejects: the query fails and the process lives; the
+   * default there is `console.error` with the reason.
    */
   onError?: (error: Error) => void;
 }
 
 /**
  * A postgres.js `password` function that signs a fresh token each time postgres.js opens a
- * connection, for clients you build yourself. It never rejects (postgres.js would crash the
- * process) and never hangs: credentials are bounded by `credentialsTimeout` (default 10 s).
+ * connection, for clients you build yourself. It never hangs (credentials are bounded by
+ * `credentialsTimeout`, default 10 s), and fails as the installed postgres.js can take it: with
+ * 4.x it rejects with the credentials error, which the query gets; with 3.x it never rejects
+ * (postgres.js 3 would crash the process) and reports to `onError` instead.
  * Prefer {@linkcode iamPostgres}, which also verifies TLS by default, retries a rejected token and
  * reports the credential error to the query itself.
  *
@@ -494,6 +511,12 @@ export function iamPassword(options: IamPasswordOptions): () => Promise<string> 
     signFor(config, false).then(
       (signed) => signed.token,
       (error: Error) => {
+        // postgres.js 4 fails the connection attempt with a rejection (the query gets the
+        // CredentialsError itself); 3.x would crash the process on one.
+        if (POSTGRES_4) {
+          if (onError) safely(() => onError(error));
+          throw error;
+        }
         safely(() => report(error));
         return "";
       },
@@ -501,6 +524,9 @@ export function iamPassword(options: IamPasswordOptions): () => Promise<string> 
 }
 
 // ---- internals ----
+
+// The installed major: postgres.js 4 also exports PostgresError by name (3.x only a default).
+const POSTGRES_4: boolean = "PostgresError" in postgresModule;
 
 /** A postgres.js host or port option: one value (postgres.js also takes a list, for failover). */
 function one(value: unknown, option: string): string | number | undefined {
