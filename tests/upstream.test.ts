@@ -6,6 +6,9 @@ import postgres from "postgres";
 import { TEST_ROLES, upstreamPostgres } from "./_postgres.ts";
 import { freePort } from "./_postgres_server.mjs";
 import { type PgliteServer, startPglite } from "../src/gateway/pglite.ts";
+import { message, startupMessage } from "../src/connection/pgwire.ts";
+import { Buffer } from "node:buffer";
+import { createConnection } from "node:net";
 
 const clients: postgres.Sql[] = [];
 let pglite: PgliteServer | undefined;
@@ -110,3 +113,109 @@ test("PGlite (embedded upstream): after close(), a new connection is refused", a
   });
   await late.end();
 });
+
+// ---- PGlite: one session for all connections, so a batch must not interleave with another ----
+
+/** A raw protocol client: write messages, read until a message of a type arrives. */
+async function rawClient(server: { host: string; port: number }) {
+  const socket = createConnection({ host: server.host, port: server.port });
+  let buffer = Buffer.alloc(0);
+  const waiters: Array<() => void> = [];
+  socket.on("data", (chunk: Buffer) => {
+    buffer = Buffer.concat([buffer, chunk]);
+    for (const wake of waiters.splice(0)) wake();
+  });
+  await new Promise((resolve, reject) => socket.once("connect", resolve).once("error", reject));
+  /** Messages up to and including the first of type `until`, as [type, body] pairs. */
+  const read = async (until: string): Promise<Array<[string, Buffer]>> => {
+    for (;;) {
+      const out: Array<[string, Buffer]> = [];
+      let at = 0;
+      while (buffer.length >= at + 5 && buffer.length >= at + 1 + buffer.readUInt32BE(at + 1)) {
+        const end = at + 1 + buffer.readUInt32BE(at + 1);
+        out.push([String.fromCharCode(buffer[at]), buffer.subarray(at + 5, end)]);
+        at = end;
+        if (out[out.length - 1][0] === until) {
+          buffer = buffer.subarray(at);
+          return out;
+        }
+      }
+      await new Promise<void>((wake) => waiters.push(wake));
+    }
+  };
+  const cstr = (s: string) => Buffer.from(`${s}\0`);
+  const i16 = (n: number) => Buffer.from([n >> 8, n & 255]);
+  socket.write(startupMessage(new Map([["user", "postgres"], ["database", "postgres"]])));
+  await read("Z");
+  return {
+    read,
+    /** The text of the first column of the first DataRow in `messages`. */
+    value: (messages: Array<[string, Buffer]>) => {
+      const row = messages.find(([type]) => type === "D")?.[1];
+      return row ? row.subarray(6, 6 + row.readInt32BE(2)).toString() : undefined;
+    },
+    parse: (sql: string) =>
+      socket.write(message("P", Buffer.concat([cstr(""), cstr(sql), i16(0)]))),
+    flush: () => socket.write(message("H")),
+    run: () =>
+      socket.write(Buffer.concat([
+        message("B", Buffer.concat([cstr(""), cstr(""), i16(0), i16(0), i16(0)])),
+        message("E", Buffer.concat([cstr(""), Buffer.alloc(4)])),
+        message("S"),
+      ])),
+    close: () => socket.destroy(),
+  };
+}
+
+test(
+  "PGlite (embedded upstream): another connection's extended-query batch waits for this one's Sync (pglite-socket alone interleaves them: the control)",
+  {
+    timeout: 60_000,
+  },
+  async () => {
+    // pg-iam's server: B's batch waits while A is between Parse and Sync; A runs its own statement.
+    const server = await startPglite();
+    try {
+      const a = await rawClient(server);
+      const b = await rawClient(server);
+      a.parse("select 'a'::text");
+      a.flush();
+      assert.equal((await a.read("1"))[0][0], "1"); // ParseComplete: A's Parse was run
+      b.parse("select 'b'::text");
+      b.run();
+      a.run();
+      assert.equal(a.value(await a.read("Z")), "a");
+      assert.equal(b.value(await b.read("Z")), "b");
+      a.close();
+      b.close();
+    } finally {
+      await server.close();
+    }
+
+    // The control: pglite-socket's own server, one message at a time. B's batch runs in the middle
+    // of A's, its Parse replaces A's unnamed statement, and A's Bind runs B's query.
+    const { PGlite } = await import("@electric-sql/pglite");
+    const { PGLiteSocketServer } = await import("@electric-sql/pglite-socket");
+    const db = await PGlite.create();
+    const plain = new PGLiteSocketServer({ db, host: "127.0.0.1", port: 0, maxConnections: 10 });
+    await plain.start();
+    const address = { host: "127.0.0.1", port: Number(plain.getServerConn().split(":").pop()) };
+    try {
+      const a = await rawClient(address);
+      const b = await rawClient(address);
+      a.parse("select 'a'::text");
+      a.flush();
+      await a.read("1");
+      b.parse("select 'b'::text");
+      b.run();
+      assert.equal(b.value(await b.read("Z")), "b"); // not held back
+      a.run();
+      assert.equal(a.value(await a.read("Z")), "b"); // A got B's statement
+      a.close();
+      b.close();
+    } finally {
+      await plain.stop();
+      await db.close();
+    }
+  },
+);
