@@ -753,7 +753,7 @@ function serverError(fields: ServerError): Error {
   return Object.assign(new Error(fields.M ?? "server error"), {
     name: "PostgresError",
     severity: fields.S,
-    code: fields.C,
+    code: fields.C ?? "XX000", // an ErrorResponse must carry a SQLSTATE: internal_error if not
     detail: fields.D,
     hint: fields.H,
   });
