@@ -14,6 +14,7 @@ import { iamPool, prewarm as prewarmPool } from "../src/pg/mod.ts";
 import { closeTestGateways, testGateway } from "./_gateway.ts";
 import { runtimeCommand } from "./_runtime.ts";
 import { ca } from "./fixtures/tls.ts";
+import { postgresMajor } from "./_postgres_major.mjs";
 
 const DSQL = "abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws";
 const KEYS = { accessKeyId: "AKIDPGIAMFLEET", secretAccessKey: "pg-iam/fleet/secret/key" };
@@ -54,10 +55,14 @@ test(
   },
 );
 
+// postgres.js 4 does not lose queries this way: it opens a pool's connections once the first has
+// loaded types, and gives a refused connection's queries to those that opened (measured: 200
+// connections at 100 per second, no refusal; at 10 per second, 21 refusals and no failed query).
 test(
-  "the control: plain postgres.js pools with a valid token, opening at once under the same limit, lose queries to 53400",
+  "the control: plain postgres.js 3 pools with a valid token, opening at once under the same limit, lose queries to 53400",
   {
     timeout: 60_000,
+    skip: postgresMajor() === 4 ? "postgres.js 4 loses no queries to a connection storm" : false,
   },
   async () => {
     const g = await testGateway(KEYS, { endpoint: DSQL, ...LIMITS });

@@ -420,6 +420,7 @@ test("parseTarget() with no input, no connection string and no variables", async
     targetSessionAttrs: undefined,
     serverParams: {},
     extraParams: {},
+    requirePassword: false,
   });
 });
 
@@ -436,6 +437,19 @@ const READ: Read[] = [
     { host: HOST, hostaddr: "10.0.0.5" },
   ],
   ["PGHOSTADDR", {}, { PGHOSTADDR: "10.0.0.6" }, { host: undefined, hostaddr: "10.0.0.6" }],
+  // require_auth: whether a server that never asks for the password (trust) is refused
+  ["require_auth=password (trust refused)", q("require_auth=password"), {}, {
+    requirePassword: true,
+  }],
+  ["require_auth=password,none (trust allowed)", q("require_auth=password%2Cnone"), {}, {
+    requirePassword: false,
+  }],
+  ["PGREQUIREAUTH=!md5 (trust allowed)", {}, { PGREQUIREAUTH: "!md5" }, {
+    requirePassword: false,
+  }],
+  ["PGREQUIREAUTH=!none,!md5 (trust refused)", {}, { PGREQUIREAUTH: "!none,!md5" }, {
+    requirePassword: true,
+  }],
   // connect_timeout
   ["connect_timeout=0 as no timeout (null)", q("connect_timeout=0"), {}, { connectTimeout: null }],
   ["a negative connect_timeout as no timeout", q("connect_timeout=-5"), {}, {

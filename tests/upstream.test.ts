@@ -76,7 +76,9 @@ test("PGlite (embedded upstream): 5 concurrent connections each answer select 1"
   pglite = await startPglite();
   assert.equal(pglite.host, "127.0.0.1");
   assert.ok(pglite.port > 0);
-  const sql = connect(pglite, { max: 5 });
+  // prepare: false: PGlite serves all connections in one session, where the named statements
+  // postgres.js 4 prepares per connection would meet (src/gateway/pglite.ts).
+  const sql = connect(pglite, { max: 5, prepare: false });
   const reserved = await Promise.all(Array.from({ length: 5 }, () => sql.reserve()));
   try {
     const answers = await Promise.all(reserved.map((conn) => conn`select 1 as one`));

@@ -88,6 +88,8 @@ export interface SocketPlan {
   onConnect(event: ConnectOutcome): void;
   /** Retry a rejected token once, with force-refreshed credentials. Default: true. */
   retry?: boolean;
+  /** SQLSTATEs of a busy server, asked again with backoff within the connect timeout. */
+  busy?: readonly string[];
   /** Refuse a server that lets the client in without asking for the token (libpq require_auth). */
   requirePassword?: boolean;
   /** Told as each network step completes, with its socket (pg-iam doctor describes them). */
@@ -188,6 +190,8 @@ export function socketPlan(o: {
   dangerouslyUsePlatformCas?: boolean;
   /** Open sockets with cloudflare:sockets. Default: when running on workerd. */
   workerd?: boolean;
+  /** Busy answers to ask again (default 53300 and 53400): those the driver does not retry. */
+  busy?: readonly string[];
 }): SocketPlan {
   const { signing, onConnect } = o;
   const host = connectHost(signing, o.host);
@@ -208,6 +212,7 @@ export function socketPlan(o: {
     backend: workerd ? WORKERD_BACKEND : NODE_BACKEND,
     connectTimeoutMs: o.connectTimeoutMs,
     requirePassword: o.target.requirePassword,
+    busy: o.busy,
     token: (forceRefresh) => signFor(signing, forceRefresh),
     rejected: (token) => forgetToken(signing, token),
     authError: (fields) => authError(fields, signing),
@@ -218,6 +223,9 @@ export function socketPlan(o: {
     },
   };
 }
+
+/** A server at its connection limit (53300), or over DSQL's new-connection rate (53400). */
+const BUSY: readonly string[] = ["53300", "53400"];
 
 type Callback = (error?: Error | null) => void;
 const EMPTY: Buffer = Buffer.alloc(0);
@@ -458,7 +466,8 @@ export class IamSocket extends EventEmitter {
     // asked again after a jittered wait, until connect_timeout: a fleet starting at once spreads
     // out instead of failing.
     let waits = 0;
-    const busy = (code: unknown) => (code === "53300" || code === "53400") && plan.retry !== false;
+    const busyCodes = plan.busy ?? BUSY;
+    const busy = (code: unknown) => busyCodes.includes(code as string) && plan.retry !== false;
     const wait = (answer: Error) => {
       const ms = Math.random() * Math.min(2000, 50 * 2 ** ++waits);
       // No wait that would end past the deadline (the driver's own timeout fires there too).

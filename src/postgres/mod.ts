@@ -305,6 +305,9 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
     connectTimeoutMs: connectTimeout * 1000,
     onConnect: onConnect as ((event: ConnectEvent) => void) | undefined,
     dangerouslyUsePlatformCas: dangerouslyUsePlatformCas === true,
+    // postgres.js 4 asks again itself on 53300 (with its backoff, within connect_timeout), as
+    // without pg-iam; DSQL's 53400 it does not.
+    busy: v4 ? ["53400"] : undefined,
   });
   if (prewarmCount !== undefined) {
     checkCount(prewarmCount, "prewarm");
