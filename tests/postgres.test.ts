@@ -1022,3 +1022,31 @@ test("a configuration error at connect (no region) fails the query at once with 
   assert.equal(events.length, 2, JSON.stringify(events.map((e) => e.error?.message)));
   assert.ok(events.every((e) => e.step === "credentials" && !e.tokenSent));
 });
+
+test("query.cancel() reaches the server through pg-iam's socket (a CancelRequest on a connection of its own) on both postgres.js majors", async () => {
+  const g = await gateway();
+  const pg = await upstreamPostgres();
+  const sql = client(g, { max: 1 });
+  const observer = postgres({ host: pg.host, port: pg.port, user: pg.user, max: 1 });
+  try {
+    const query = sql`select pg_sleep(30), 'pg-iam cancel test' as tag`;
+    const outcome = query.then(() => undefined, (e: Error & { code?: string }) => e);
+    // Cancelled once the server runs it, not before (the cancel would find nothing to cancel).
+    for (let i = 0; i < 500; i++) {
+      const [{ n }] = await observer`
+        select count(*)::int as n from pg_stat_activity
+        where state = 'active' and query like '%pg-iam cancel test%' and pid <> pg_backend_pid()`;
+      if (n === 1) break;
+      await sleep(10);
+    }
+    query.cancel();
+    const error = await outcome;
+    assert.equal(error?.code, "57014", String(error));
+    assert.equal(g.stats.cancels, 1);
+    // The connection stays usable.
+    assert.equal((await sql`select 1 as one`)[0].one, 1);
+  } finally {
+    await sql.end();
+    await observer.end();
+  }
+});

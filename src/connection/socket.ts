@@ -245,6 +245,7 @@ export class IamSocket extends EventEmitter {
   #pending: Buffer[] = [];
   #first: Buffer = EMPTY;
   #started = false;
+  #cancelling = false;
   #closed = false;
   #step: ConnectStep = "credentials";
   // What the driver asked of its socket before the hand-over, applied to the TCP socket.
@@ -289,7 +290,7 @@ export class IamSocket extends EventEmitter {
         // Held only until the login is done (a slice would keep Buffer's shared 8 KB pool alive).
         this.#first = EMPTY;
         const code = message.readUInt32BE(4);
-        if (code === CANCEL_REQUEST) this.#cancel(message);
+        if (code === CANCEL_REQUEST) this.#cancel(message), this.#cancelling = true;
         else if (code === PROTOCOL_3) this.#start(message);
         else {
           this.destroy(new Error(`pg-iam: unexpected first message from postgres.js (${code})`));
@@ -303,6 +304,9 @@ export class IamSocket extends EventEmitter {
   end(data?: Uint8Array): this {
     if (this.#to) return (data ? this.#to.end(data) : this.#to.end()), this;
     if (data) this.write(data);
+    // postgres.js 4 hands its CancelRequest to end(): sent once its connection is open, which
+    // then ends with it (#cancel). Destroyed now, it was never sent.
+    if (this.#cancelling) return this;
     return this.destroy();
   }
 

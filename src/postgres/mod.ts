@@ -35,6 +35,7 @@ import {
   signingConfig,
 } from "../connection/sign.ts";
 import { type ConnectEvent, IamSocket, type SocketPlan, socketPlan } from "../connection/socket.ts";
+import { ON_WORKERD } from "../connection/socket-workerd.ts";
 import { checkMax, pacedPrewarm, type PrewarmOptions } from "../connection/prewarm.ts";
 
 export type { ConnectEvent, ConnectStep, ConnectTimings } from "../connection/socket.ts";
@@ -260,6 +261,9 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
     require_auth: "none",
     channel_binding: "disable",
     socket: () => new IamSocket(ref.plan!),
+    ...(POSTGRES_4 && ON_WORKERD && pgOptions.timers === undefined
+      ? { timers: WORKER_TIMERS }
+      : {}),
   } as PgOptions<T>;
   // Constructing a client opens nothing (its connections open on first use).
   let sql = postgres(pgUrl as string, pgOpts) as unknown as IamSql<T>;
@@ -530,6 +534,17 @@ export function iamPassword(options: IamPasswordOptions): () => Promise<string> 
 
 // The installed major: postgres.js 4 also exports PostgresError by name (3.x only a default).
 const POSTGRES_4: boolean = "PostgresError" in postgresModule;
+
+// postgres.js 4.2's default timers are the global functions, called as methods of its own object
+// (`timers.setTimeout(…)`), which a Worker's runtime refuses ("Illegal invocation"): cancelling a
+// query threw, with plain postgres.js too. The same functions, called as plain functions.
+const WORKER_TIMERS = {
+  setTimeout: (fn: () => void, ms?: number) => setTimeout(fn, ms),
+  clearTimeout: (timer: ReturnType<typeof setTimeout>) => clearTimeout(timer),
+  setImmediate: (fn: () => void) => setTimeout(fn, 0),
+  clearImmediate: (timer: ReturnType<typeof setTimeout>) => clearTimeout(timer),
+  now: () => performance.now(),
+};
 
 /** A postgres.js host or port option: one value (postgres.js also takes a list, for failover). */
 function one(value: unknown, option: string): string | number | undefined {
