@@ -8,6 +8,10 @@
 //     [--pglite]
 //   (also: deno run -A bench/connect.ts, bun bench/connect.ts)
 //
+// postgres.js 3.x instead of 4 (the default): PGIAM_TEST_POSTGRES=3 with "postgres" remapped as the
+// tests do it (tests/_postgres_major.mjs; the commands are in bench/README.md). The script checks
+// that the postgres.js it loaded is the major asked for, and names it in its report.
+//
 // Drivers (--driver, default postgres):
 // - postgres: iamPostgres() against postgres.js with a static password (pg-iam's socket does
 //   credentials, signing, TCP, TLS and the password exchange, then hands the socket over);
@@ -28,6 +32,7 @@ import { type BunSqlClient, iamSql } from "../src/bun/mod.ts";
 import { startPglite } from "../src/gateway/pglite.ts";
 import { upstreamPostgres } from "../tests/_postgres.ts";
 import { ca, cert, key } from "../tests/fixtures/tls.ts";
+import { postgresMajor } from "../tests/_postgres_major.mjs";
 
 const arg = (name: string, fallback: number) => {
   const at = process.argv.indexOf(name);
@@ -50,6 +55,15 @@ if (!(driverName in DRIVERS)) {
 const names = DRIVERS[driverName];
 const BunSQL = (globalThis as { Bun?: { SQL?: new (options: object) => BunSqlClient } }).Bun?.SQL;
 if (driverName === "bun" && !BunSQL) throw new Error("--driver bun needs Bun (Bun.SQL)");
+
+// postgres.js 4 parses require_auth, 3.x does not; constructing a client opens nothing.
+const loadedMajor = "require_auth" in postgres({ max: 1 }).options ? 4 : 3;
+if (loadedMajor !== postgresMajor()) {
+  throw new Error(
+    `loaded postgres.js ${loadedMajor}, but PGIAM_TEST_POSTGRES asks for ${postgresMajor()}: ` +
+      `remap "postgres" as bench/README.md says`,
+  );
+}
 
 const credentials = { accessKeyId: "AKIDBENCH", secretAccessKey: "bench/secret/key" };
 const endpoint = "db.cluster-abc123xyz.us-east-1.rds.amazonaws.com";
@@ -86,9 +100,19 @@ const makers: Record<DriverName, { iam: Make; static: Make }> = {
       max: POOL,
       onnotice: () => {},
     };
-    // postgres.js opens a new connection for each query while none is idle.
+    // Reserving POOL connections at once opens POOL, on postgres.js 3 and 4 alike. Queries issued
+    // at once do not: 3.x opened a connection for each while none was idle, but 4 pipelines them
+    // onto the first connections ready (10 queries at once ran on 1–3 backends here), so the fill
+    // would end before the pool had opened.
     const wrap = (sql: postgres.Sql): Pool => ({
-      fill: async () => void await Promise.all(Array.from({ length: POOL }, () => sql`select 1`)),
+      fill: async () => {
+        const reserved = await Promise.all(Array.from({ length: POOL }, () => sql.reserve()));
+        const pids = await Promise.all(
+          reserved.map(async (r) => (await r`select pg_backend_pid() as pid`)[0].pid),
+        );
+        for (const r of reserved) r.release();
+        distinct(pids);
+      },
       end: () => sql.end(),
     });
     return {
@@ -221,7 +245,9 @@ const runtime = "Deno" in globalThis
   ? "Bun"
   : `Node ${process.versions.node}`;
 console.log(
-  `Connect cost, ${runtime}, ${names.driver}, pool of ${POOL} opened at once through the ` +
+  `Connect cost, ${runtime}, ${names.driver}${
+    driverName === "postgres" ? ` ${loadedMajor}` : ""
+  }, pool of ${POOL} opened at once through the ` +
     `gateway (TLS, token verified) to ${lite ? "PGlite" : "PostgreSQL"}; median of ${ROUNDS} ` +
     `alternating rounds:\n`,
 );

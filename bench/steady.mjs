@@ -3,17 +3,22 @@
 // server, and prints one markdown report to stdout (progress to stderr).
 //
 //   node bench/steady.mjs [--quick] [--rounds N] [--cases a,b,c,d,e] [--runtimes node,deno,bun]
-//     [--drivers postgres,pg,bun]
+//     [--drivers postgres,pg,bun] [--postgres 3|4]
+//
+// --postgres 3: every child loads postgres.js 3.x (the `postgres3` alias) where src/ and the bench
+// import "postgres", remapped as the tests do it (tests/_postgres_major.mjs); the default is 4.
 //
 // postgres (iamPostgres vs postgres.js) and pg (iamPool vs node-postgres) run on Node, Deno and
 // Bun; bun (iamSql vs Bun.SQL) on Bun only. A run that fails is reported as failed; the others
 // still run.
 
 import { spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { cpus, loadavg, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
+import { postgres3Remap } from "../tests/_postgres_major.mjs";
 
 const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
 const BIN = join(ROOT, "node_modules", ".bin");
@@ -26,6 +31,18 @@ const passOn = [
   ...(process.argv.includes("--quick") ? ["--quick"] : []),
   ...["--rounds", "--cases"].flatMap((name) => arg(name) ? [name, arg(name)] : []),
 ];
+
+const major = arg("--postgres") ?? "4";
+if (major !== "3" && major !== "4") throw new Error(`--postgres must be 3 or 4, not ${major}`);
+// A child of the default major must not inherit a remap from this process's environment.
+const { PGIAM_TEST_POSTGRES: _, TSX_TSCONFIG_PATH: __, ...baseEnv } = process.env;
+const remap = major === "3" ? postgres3Remap() : { env: {}, deno: [], bun: [] };
+const postgresVersion = JSON.parse(
+  readFileSync(
+    join(ROOT, "node_modules", major === "3" ? "postgres3" : "postgres", "package.json"),
+    "utf8",
+  ),
+).version;
 
 const RUNTIMES = {
   node: [process.execPath, [join(ROOT, "node_modules", "tsx", "dist", "cli.mjs"), "--expose-gc"]],
@@ -76,10 +93,12 @@ for (
 ) {
   const [cmd, pre] = RUNTIMES[runtime];
   log(`${driver} on ${runtime}...`);
-  const r = spawnSync(cmd, [...pre, STEADY, "--json", "--driver", driver, ...passOn], {
+  const remapArgs = { node: [], deno: remap.deno, bun: remap.bun }[runtime];
+  const args = [...pre, ...remapArgs, STEADY, "--json", "--driver", driver, ...passOn];
+  const r = spawnSync(cmd, args, {
     cwd: ROOT,
     encoding: "utf8",
-    env: { ...process.env, DENO_NO_UPDATE_CHECK: "1" },
+    env: { ...baseEnv, ...remap.env, DENO_NO_UPDATE_CHECK: "1" },
     stdio: ["ignore", "pipe", "inherit"],
   });
   const line = (r.stdout ?? "").split("\n").find((l) => l.startsWith("BENCH_JSON "));
@@ -99,7 +118,7 @@ const report = [
   "",
   `Machine: ${cpu.length} cores (${cpu[0]?.model.trim() ?? "unknown CPU"}), ` +
   `${Math.round(totalmem() / 2 ** 30)} GiB, ${process.platform}-${process.arch}. ` +
-  `Code: ${code}.` +
+  `Code: ${code}; postgres.js ${postgresVersion}.` +
   (codeState() === code ? "" : ` **The code changed during the run** (now: ${codeState()}).`),
   "",
   "Medians over the rounds; the ratios are medians of per-round iam/plain ratios (rounds " +

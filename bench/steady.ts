@@ -25,6 +25,10 @@
 // The server: one started here (tests/_postgres_server.mjs, with the test certificate), or
 // PGIAM_BENCH_PG=host:port (TLS with that certificate, trust auth for `postgres`; the memory
 // children get their parent's this way). --json also prints one `BENCH_JSON {...}` line.
+//
+// postgres.js 3.x instead of 4 (the default): PGIAM_TEST_POSTGRES=3 with "postgres" remapped as the
+// tests do it (tests/_postgres_major.mjs), which `node bench/steady.mjs --postgres 3` does; the
+// script checks that the postgres.js it loaded is the major asked for (the memory children too).
 
 import { execFileSync } from "node:child_process";
 import process from "node:process";
@@ -36,6 +40,16 @@ import { iamPool } from "../src/pg/mod.ts";
 import { type BunSqlClient, iamSql } from "../src/bun/mod.ts";
 import { startPostgres } from "../tests/_postgres_server.mjs";
 import { ca, cert, key } from "../tests/fixtures/tls.ts";
+import { childRuntimeArgs, postgresMajor } from "../tests/_postgres_major.mjs";
+
+// postgres.js 4 parses require_auth, 3.x does not; constructing a client opens nothing.
+const loadedMajor = "require_auth" in postgres({ max: 1 }).options ? 4 : 3;
+if (loadedMajor !== postgresMajor()) {
+  throw new Error(
+    `loaded postgres.js ${loadedMajor}, but PGIAM_TEST_POSTGRES asks for ${postgresMajor()}: ` +
+      `remap "postgres" as bench/README.md says, or run node bench/steady.mjs --postgres 3`,
+  );
+}
 
 const quick = process.argv.includes("--quick");
 const arg = (name: string): string | undefined => {
@@ -138,14 +152,18 @@ function postgresDb(client: Client, max: number): Db {
     ? postgres({ ...common, max, ssl: { ca, servername: "localhost" } })
     : iamPostgres({ ...common, max, ...iamOptions }) as unknown as postgres.Sql;
   return {
-    // postgres.js opens a new connection while none is idle.
-    backends: async (count) =>
-      (await Promise.all(
-        Array.from(
-          { length: count },
-          () => sql`select pid, ssl, version, cipher from pg_stat_ssl where pid = pg_backend_pid()`,
-        ),
-      )).map(([r]) => r as unknown as Backend),
+    // Reserves `count` connections at once: postgres.js 4 pipelines queries issued at once onto
+    // the connections already open (3.x opened a new one for each while none was idle).
+    backends: async (count) => {
+      const reserved = await Promise.all(Array.from({ length: count }, () => sql.reserve()));
+      try {
+        return await Promise.all(
+          reserved.map(async (r) => (await r.unsafe(STAT_SSL))[0] as unknown as Backend),
+        );
+      } finally {
+        for (const r of reserved) r.release();
+      }
+    },
     sequential: async (n) => {
       for (let i = 0; i < n; i++) await sql`select 1`;
     },
@@ -498,9 +516,19 @@ if (CASES.includes("e")) {
   const heap: Record<Client, number[]> = { plain: [], iam: [] };
   const rss: Record<Client, number[]> = { plain: [], iam: [] };
   const script = fileURLToPath(import.meta.url);
+  // The same postgres.js major as this process: tsx follows the inherited environment, Deno and
+  // Bun need their remapping flags again.
   const [cmd, pre] = "Deno" in globalThis
-    ? [process.execPath, ["run", "-A", "--quiet", "--v8-flags=--expose-gc"]]
-    : [process.execPath, process.execArgv]; // Node: tsx's loader flags and --expose-gc; Bun: none
+    ? [process.execPath, [
+      "run",
+      "-A",
+      "--quiet",
+      "--v8-flags=--expose-gc",
+      ...childRuntimeArgs("deno"),
+    ]]
+    : "Bun" in globalThis
+    ? [process.execPath, childRuntimeArgs("bun")]
+    : [process.execPath, process.execArgv]; // Node: tsx's loader flags and --expose-gc
   for (let round = 0; round < n; round++) {
     for (const client of round % 2 ? [...CLIENTS].reverse() : CLIENTS) {
       const out = execFileSync(
@@ -530,7 +558,9 @@ if (CASES.includes("e")) {
 const ms = (n: number) => n.toFixed(1);
 const kb = (n: number) => (n / 1024).toFixed(1);
 const lines = [
-  `### ${runtime}: ${names.iam} vs plain ${names.driver}, steady state over TLS`,
+  `### ${runtime}: ${names.iam} vs plain ${names.driver}${
+    driverName === "postgres" ? ` ${loadedMajor}` : ""
+  }, steady state over TLS`,
   "",
   `TLS seen: ${[...tlsSeen].sort().join("; ") || "(checked in the memory children)"}.`,
   "",
@@ -562,6 +592,7 @@ if (process.argv.includes("--json")) {
         runtime,
         driver: driverName,
         driverName: names.driver,
+        postgresMajor: loadedMajor,
         iamName: names.iam,
         tls: [...tlsSeen],
         rows,
