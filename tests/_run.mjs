@@ -252,7 +252,9 @@ if (MAJORS.includes(3)) {
     label: ` (postgres.js 3${pg18 ? `, PostgreSQL ${pg18.version}` : ""})`,
     files: reaching,
     env: { ...remap.env, ...(pg18 ? { PGIAM_TEST_PG: `${pg18.host}:${pg18.port}` } : {}) },
-    args: { deno: remap.deno, bun: remap.bun },
+    // Type-checked against postgres.js 3 by the deno check above (the library); in the tests,
+    // drizzle's own "postgres" types stay 4.x under the import map, a mix no user has.
+    args: { deno: [...remap.deno, "--no-check"], bun: remap.bun },
   });
 }
 if (!MAJORS.includes(4)) passes.shift();

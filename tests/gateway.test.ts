@@ -1377,7 +1377,7 @@ test("gateway: beyond maxConnections a connection gets FATAL 53300 after its sta
   const h = await gateway({ tls: false, maxConnections: 2 });
   // postgres.js 4 asks again on 53300 until connect_timeout, then answers queries with that failure
   // until its backoff has passed: no backoff, so the slot freed below serves the next query.
-  const sql = client(h.gateway, { ssl: false, connect_timeout: 1, backoff: 0 });
+  const sql = client(h.gateway, { ssl: false, connect_timeout: 1, backoff: () => 0 });
   await within(h, [sql], async () => {
     const a = await RawClient.connect(h.gateway);
     const b = await RawClient.connect(h.gateway);

@@ -98,7 +98,7 @@ async function errorFrom(port: number, useTls = false, connectTimeout = 3): Prom
     // postgres.js 4 retries a connection closed mid-login (CONNECTION_CLOSED) until connect_timeout,
     // waiting its growing backoff between tries (seconds, after a few), as without pg-iam; here
     // a short one, so that the bound below is connect_timeout's.
-    backoff: 0.1,
+    backoff: () => 0.1,
     max: 1,
     onnotice: () => {},
     ...(useTls ? { ssl: { ca } } : { dangerouslyDisableTls: true }),

@@ -300,7 +300,12 @@ test("a credentials provider that throws or hangs fails the query clearly; the p
   };
   // backoff: 0: postgres.js 4 answers queries with the last connect failure until its backoff
   // has passed; every query here must try a connection of its own.
-  const sql = client(g, { credentials: provider, credentialsTimeout: 0.2, max: 2, backoff: 0 });
+  const sql = client(g, {
+    credentials: provider,
+    credentialsTimeout: 0.2,
+    max: 2,
+    backoff: () => 0,
+  });
   try {
     // More failures than pool slots: a leaked slot would make a later query hang.
     for (let i = 0; i < 4; i++) {

@@ -170,7 +170,7 @@ test(
       credentials: () => Promise.resolve(keys),
       now: () => tick += 1000, // every token a new signing second, so a fresh token differs
       // postgres.js 4 answers queries with the last connect failure until its backoff has passed.
-      backoff: 0,
+      backoff: () => 0,
       onToken: (e: TokenEvent) => events.push(e),
     });
     await assert.rejects(client`select 1`, { code: "28P01" }); // rejected, retried, rejected
