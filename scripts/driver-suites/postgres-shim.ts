@@ -20,12 +20,17 @@ const driver = await import(
 );
 const real = driver.default as (...args: unknown[]) => unknown;
 
-const gateway = await startGateway({
-  endpoint: ENDPOINT,
-  credentials: KEYS,
-  upstream: { host: PGHOST, port: PGPORT },
-  tls: { cert, key },
-});
+// One gateway, in the suite's main process; the processes a test spawns use it too (a gateway of
+// their own would keep them from exiting when idle).
+const gateway = process.env.DRIVER_SUITES_GATEWAY
+  ? JSON.parse(process.env.DRIVER_SUITES_GATEWAY) as { host: string; port: number }
+  : await startGateway({
+    endpoint: ENDPOINT,
+    credentials: KEYS,
+    upstream: { host: PGHOST, port: PGPORT },
+    tls: { cert, key },
+  });
+process.env.DRIVER_SUITES_GATEWAY = JSON.stringify({ host: gateway.host, port: gateway.port });
 
 /** Whether `host:port` (as the test gave them, or not) is the suite's PostgreSQL. */
 function isSuiteServer(host: unknown, port: unknown): boolean {
