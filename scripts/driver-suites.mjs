@@ -17,7 +17,7 @@
 // at the end. The checkout's driver runs as it is (postgres.js needs no build or install).
 import { execFileSync, spawn } from "node:child_process";
 import { createServer } from "node:net";
-import { chownSync, existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { chownSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import process from "node:process";
@@ -31,6 +31,9 @@ const SUITES = {
   // pg-pool's mocha tests (the checkout at pg-pool@3.14.0), with mocha and their other test
   // dependencies from DRIVER_SUITES_NODE_PATH (e.g. the checkout's node_modules after an install).
   "pg-pool": { entry: "packages/pg-pool/test/index.js", timeoutMs: 20 * 60_000 },
+  // node-postgres's integration tests (the checkout at pg@8.23.0): each file a process, as its
+  // Makefile runs them; its dependencies (pg-protocol built, …) from pg-iam's node_modules.
+  pg: { entry: "packages/pg/test/integration", timeoutMs: 30 * 60_000 },
 };
 
 const args = process.argv.slice(2);
@@ -168,6 +171,7 @@ function runSuite(server) {
       `output=${report}`,
     ];
   }
+  if (suite === "pg") return runPgFiles(env, tsx, hooks);
   return new Promise((resolvePromise, reject) => {
     const child = spawn(process.execPath, command, {
       cwd,
@@ -221,6 +225,65 @@ function runSuite(server) {
       } else resolvePromise(results);
     });
   });
+}
+
+/** node-postgres's integration test files, one process each; their results, by name. */
+async function runPgFiles(env, tsx, hooks) {
+  const cwd = join(checkout, "packages", "pg");
+  env.NODE_PATH = [
+    ...(process.env.DRIVER_SUITES_NODE_PATH ?? "").split(":"),
+    join(ROOT, "node_modules"),
+    join(checkout, "packages"),
+  ].filter(Boolean).join(":");
+  env.DRIVER_SUITES_PG_LIB = join(cwd, "lib", "index.js");
+  const files = readdirSync(join(cwd, "test", "integration"), { recursive: true })
+    .filter((f) => f.endsWith("-tests.js"))
+    .map((f) => join("test", "integration", f))
+    .sort();
+  const results = new Map();
+  for (const file of files) {
+    const command = [
+      "--import",
+      tsx,
+      ...(plain ? [] : [
+        "--import",
+        hooks,
+        "--import",
+        join(ROOT, "scripts", "driver-suites", "pg-setup.ts"),
+      ]),
+      "--require",
+      join(ROOT, "scripts", "driver-suites", "pg-runner.cjs"),
+      file,
+      "postgres://",
+    ];
+    const { code, stdout } = await new Promise((resolvePromise) => {
+      const child = spawn(process.execPath, command, {
+        cwd,
+        env,
+        stdio: ["ignore", "pipe", "ignore"],
+      });
+      let out = "";
+      child.stdout.on("data", (chunk) => (out += chunk));
+      const timer = setTimeout(() => child.kill("SIGKILL"), 120_000);
+      child.on("exit", (exitCode, signal) => {
+        clearTimeout(timer);
+        // Spawned processes of its own may hold stdout: read what arrived.
+        setTimeout(() => resolvePromise({ code: exitCode ?? signal, stdout: out }), 100);
+      });
+    });
+    for (const line of stdout.split("\n")) {
+      if (!line.startsWith(MARK)) continue;
+      const result = JSON.parse(line.slice(MARK.length));
+      results.set(uniqueName(results, result.name), result);
+    }
+    if (code !== 0) {
+      results.set(uniqueName(results, `${file}: (exit)`), {
+        status: "failed",
+        error: `exit ${code}`,
+      });
+    }
+  }
+  return results;
 }
 
 /** Test names repeat in some suites: the second "x" is "x (2)". */
