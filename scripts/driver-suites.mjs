@@ -264,7 +264,7 @@ async function runPgFiles(env, tsx, hooks) {
       });
       let out = "";
       child.stdout.on("data", (chunk) => (out += chunk));
-      const timer = setTimeout(() => child.kill("SIGKILL"), 120_000);
+      const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
       child.on("exit", (exitCode, signal) => {
         clearTimeout(timer);
         // Spawned processes of its own may hold stdout: read what arrived.

@@ -5,6 +5,7 @@
 // test's own (another port) goes there without TLS. What pg-iam refuses by design (a password, a
 // unix socket, a stream of the caller's) is passed on, and refused.
 import Module from "node:module";
+import net from "node:net";
 import process from "node:process";
 import { startGateway } from "../../src/gateway/mod.ts";
 import { ca, cert, key } from "../../tests/fixtures/tls.ts";
@@ -25,6 +26,10 @@ const gateway = process.env.DRIVER_SUITES_GATEWAY
     tls: { cert, key },
   });
 process.env.DRIVER_SUITES_GATEWAY = JSON.stringify({ host: gateway.host, port: gateway.port });
+// The gateway's listening socket does not keep a test file's process alive (node-postgres's files
+// end when idle, as pg-pool's spawned programs must).
+const handles = (process as unknown as { _getActiveHandles(): unknown[] })._getActiveHandles();
+for (const handle of handles) if (handle instanceof net.Server) handle.unref();
 
 function isSuiteServer(host: unknown, port: unknown): boolean {
   const h = host === undefined || host === null || host === "" ? PGHOST : String(host);
