@@ -78,7 +78,9 @@ export interface SocketPlan {
   address: string;
   port: number;
   tls: TlsPlan | undefined;
-  connectTimeoutMs: number;
+  /** Bounds each connection start; a function is read as each one begins (postgres.js reads its
+   * `connect_timeout` per connection). */
+  connectTimeoutMs: number | (() => number);
   /** Credentials (bounded in time) and a token; throws a clear error. */
   token(forceRefresh: boolean): Promise<{ token: string; credentialsMs: number; signMs: number }>;
   /** Told when the server rejected a token, so that it is never handed out again. */
@@ -184,7 +186,7 @@ export function socketPlan(o: {
   port: number;
   signing: SigningConfig;
   tlsOverride?: tls.ConnectionOptions;
-  connectTimeoutMs: number;
+  connectTimeoutMs: number | (() => number);
   onConnect?: (event: ConnectEvent) => void;
   /** Workers: check certificates against the platform's CAs instead of the target's. */
   dangerouslyUsePlatformCas?: boolean;
@@ -227,6 +229,15 @@ export function socketPlan(o: {
 /** A server at its connection limit (53300), or over DSQL's new-connection rate (53400). */
 const BUSY: readonly string[] = ["53300", "53400"];
 
+/**
+ * Milliseconds of a driver's connect timeout `seconds`, read when each connection starts, as
+ * postgres.js reads its `connect_timeout` (a number, or an object it multiplies, hence its
+ * `valueOf()`, per connection; a function is called). 0, null or not a number: `fallback` seconds.
+ */
+export function connectTimeoutReader(seconds: unknown, fallback = 30): () => number {
+  return () => (Number(typeof seconds === "function" ? seconds() : seconds) || fallback) * 1000;
+}
+
 type Callback = (error?: Error | null) => void;
 const EMPTY: Buffer = Buffer.alloc(0);
 type Listener = (...args: unknown[]) => void;
@@ -247,6 +258,7 @@ export class IamSocket extends EventEmitter {
   #started = false;
   #cancelling = false;
   #closed = false;
+  #closeEmitted = false;
   #step: ConnectStep = "credentials";
   // What the driver asked of its socket before the hand-over, applied to the TCP socket.
   #noDelay: boolean | undefined;
@@ -275,7 +287,10 @@ export class IamSocket extends EventEmitter {
     if (this.#to) return this.#to.write(chunk, callback as never, cb);
     const done = typeof callback === "function" ? callback : cb;
     if (this.#closed) {
-      if (done) queueMicrotask(() => done(new Error("pg-iam: write after the socket closed")));
+      if (done) {
+        const error = new Error("pg-iam: write after the socket closed");
+        queueMicrotask(() => done(Object.assign(error, { code: "ERR_STREAM_DESTROYED" })));
+      }
       return false;
     }
     if (this.#started) this.#pending.push(Buffer.from(chunk));
@@ -293,7 +308,11 @@ export class IamSocket extends EventEmitter {
         if (code === CANCEL_REQUEST) this.#cancel(message), this.#cancelling = true;
         else if (code === PROTOCOL_3) this.#start(message);
         else {
-          this.destroy(new Error(`pg-iam: unexpected first message from postgres.js (${code})`));
+          this.destroy(
+            Object.assign(new Error(`pg-iam: unexpected first message from the driver (${code})`), {
+              code: "PROTOCOL_VIOLATION",
+            }),
+          );
         }
       }
     }
@@ -319,6 +338,7 @@ export class IamSocket extends EventEmitter {
     this.#upstream = undefined;
     queueMicrotask(() => {
       if (error) this.emit("error", error);
+      this.#closeEmitted = true;
       this.emit("close", error !== undefined);
     });
     return this;
@@ -367,10 +387,97 @@ export class IamSocket extends EventEmitter {
     return this;
   }
 
-  /** node-postgres connects its stream itself: the connection starts when it writes. */
+  /**
+   * node-postgres connects its stream itself: the connection starts when it writes. On a socket
+   * destroyed before any login began, whose 'close' has gone out, this starts afresh, as
+   * net.Socket's connect() does (else the caller would wait for a 'connect' or 'close' that never
+   * comes); after a login began, it fails.
+   */
   connect(_port?: number, _host?: string): this {
+    if (this.#closeEmitted && !this.#to) {
+      if (!this.#started) {
+        this.#closed = false;
+        this.#closeEmitted = false;
+      } else {
+        const error = new Error("pg-iam: connect() on a socket whose connection was destroyed");
+        queueMicrotask(() => {
+          this.emit("error", Object.assign(error, { code: "ERR_SOCKET_CLOSED" }));
+          this.emit("close", true);
+        });
+        return this;
+      }
+    }
     queueMicrotask(() => this.#closed || this.emit("connect"));
     return this;
+  }
+
+  // What node:net and node:tls sockets tell (drivers, their tests and users read them): the
+  // connection's own, once it exists.
+
+  get destroyed(): boolean {
+    return this.#to ? this.#to.destroyed : this.#closed;
+  }
+
+  get remoteAddress(): string | undefined {
+    return (this.#to ?? this.#upstream)?.remoteAddress;
+  }
+
+  get remotePort(): number | undefined {
+    return (this.#to ?? this.#upstream)?.remotePort;
+  }
+
+  get remoteFamily(): string | undefined {
+    return (this.#to ?? this.#upstream)?.remoteFamily;
+  }
+
+  get localAddress(): string | undefined {
+    return (this.#to ?? this.#upstream)?.localAddress;
+  }
+
+  get localPort(): number | undefined {
+    return (this.#to ?? this.#upstream)?.localPort;
+  }
+
+  get bytesRead(): number {
+    return (this.#to ?? this.#upstream)?.bytesRead ?? 0;
+  }
+
+  get bytesWritten(): number {
+    return (this.#to ?? this.#upstream)?.bytesWritten ?? 0;
+  }
+
+  /** True over TLS (a TLSSocket's), undefined otherwise (as on a net.Socket). */
+  get encrypted(): boolean | undefined {
+    return (this.#to as tls.TLSSocket | undefined)?.encrypted;
+  }
+
+  get authorized(): boolean | undefined {
+    return (this.#to as tls.TLSSocket | undefined)?.authorized;
+  }
+
+  get authorizationError(): Error | undefined {
+    return (this.#to as tls.TLSSocket | undefined)?.authorizationError;
+  }
+
+  get alpnProtocol(): string | false | null | undefined {
+    return (this.#to as tls.TLSSocket | undefined)?.alpnProtocol;
+  }
+
+  address(): net.AddressInfo | Record<string, never> {
+    return (this.#to ?? this.#upstream)?.address() as net.AddressInfo ?? {};
+  }
+
+  getPeerCertificate(detailed?: boolean): tls.PeerCertificate | Record<string, never> | null {
+    const socket = this.#to as tls.TLSSocket | undefined;
+    return socket?.getPeerCertificate ? socket.getPeerCertificate(detailed as true) : null;
+  }
+
+  getCipher(): tls.CipherNameAndProtocol | undefined {
+    return (this.#to as tls.TLSSocket | undefined)?.getCipher?.();
+  }
+
+  getProtocol(): string | null {
+    return (this.#to as tls.TLSSocket | undefined)?.getProtocol?.() ?? null;
   }
 
   /** node-postgres writes only while this says so. */
@@ -426,13 +533,16 @@ export class IamSocket extends EventEmitter {
       this.#handOver(socket, undefined);
       socket.end(message);
     } catch (error) {
-      this.destroy(error as Error);
+      this.destroy(withCode(error as Error));
     }
   }
 
   async #start(startup: Buffer): Promise<void> {
     const plan = this.#plan;
     const t0 = performance.now();
+    const timeoutMs = typeof plan.connectTimeoutMs === "function"
+      ? plan.connectTimeoutMs()
+      : plan.connectTimeoutMs;
     const timings: ConnectTimings = {
       credentialsMs: 0,
       signMs: 0,
@@ -445,7 +555,7 @@ export class IamSocket extends EventEmitter {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
-        const seconds = plan.connectTimeoutMs / 1000;
+        const seconds = timeoutMs / 1000;
         const error = Object.assign(
           new Error(
             `pg-iam: connecting to ${plan.host}:${plan.port} timed out after ${seconds}s ` +
@@ -461,7 +571,7 @@ export class IamSocket extends EventEmitter {
           { code: "CONNECT_TIMEOUT" },
         );
         reject(error);
-      }, plan.connectTimeoutMs);
+      }, timeoutMs);
     });
     timeout.catch(() => {});
     const within = <T>(p: Promise<T>): Promise<T> => Promise.race([p, timeout]);
@@ -475,7 +585,7 @@ export class IamSocket extends EventEmitter {
     const wait = (answer: Error) => {
       const ms = Math.random() * Math.min(2000, 50 * 2 ** ++waits);
       // No wait that would end past the deadline (the driver's own timeout fires there too).
-      if (performance.now() + ms + 500 > t0 + plan.connectTimeoutMs) {
+      if (performance.now() + ms + 500 > t0 + timeoutMs) {
         throw Object.assign(answer, {
           message: `${answer.message} (asked ${waits} times, with backoff, within the connect ` +
             `timeout)`,
@@ -558,7 +668,7 @@ export class IamSocket extends EventEmitter {
         step: this.#step,
         tokenSent,
       });
-      this.destroy(error as Error);
+      this.destroy(withCode(error as Error));
     }
   }
 
@@ -957,6 +1067,13 @@ class StreamSocket extends EventEmitter {
 }
 
 function noop(): void {}
+
+/** `error`, given pg-iam's code for a failed connection start when it has none of its own. */
+function withCode(error: Error): Error {
+  const e = error as Error & { code?: unknown };
+  if (e.code === undefined && Object.isExtensible(e)) e.code = "CONNECT_FAILED";
+  return e;
+}
 
 /** Resolves on the first `event`, rejects on 'error' or an early 'close'. */
 function once(emitter: net.Socket, event: string): Promise<unknown> {

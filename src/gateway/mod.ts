@@ -36,6 +36,7 @@ import {
   authCleartext,
   authCode,
   CANCEL_REQUEST,
+  errorFields,
   errorResponse,
   GSSENC_REQUEST,
   MAX_PASSWORD_LENGTH,
@@ -1252,8 +1253,21 @@ async function connectUpstream(session: Session, params: Map<string, string>): P
     }
     const type = String.fromCharCode(m.type);
     if (type === "E") {
-      // The upstream's own refusal (no such database, …): the client sees it as is.
       upstream.destroy();
+      const fields = Object.fromEntries(errorFields(m.body));
+      // The upstream refusing the gateway's own login (a wrong upstream password, pg_hba.conf)
+      // is not the client's token failing: as 28P01/28000 the client would retry with a new
+      // token and report it rejected.
+      if (fields.C === "28P01" || fields.C === "28000") {
+        return fail(
+          session,
+          UPSTREAM_LOGIN_FAILED,
+          `the gateway accepted the IAM token, but its own login to the upstream server at ` +
+            `${target} as "${upstreamUser}" failed: ${fields.M ?? "no message"}`,
+          { detail: `The upstream server answered with SQLSTATE ${fields.C}.` },
+        );
+      }
+      // The upstream's own refusal (no such database, …): the client sees it as is.
       inbox.detach();
       return closeWith(client, m.raw);
     }
@@ -1280,8 +1294,10 @@ async function connectUpstream(session: Session, params: Map<string, string>): P
         : `a ${typeName(m.type)} message`;
       return fail(
         session,
-        "28000",
-        `the gateway cannot log in to the upstream server at ${target}: it asks for ${what}`,
+        UPSTREAM_LOGIN_FAILED,
+        `the gateway accepted the IAM token, but cannot log in to the upstream server at ` +
+          `${target} as "${upstreamUser}": it asks for ${what}` +
+          (code === AUTH_CLEARTEXT || code === AUTH_MD5 ? ", and no upstream password is set" : ""),
         {
           hint: code === AUTH_CLEARTEXT || code === AUTH_MD5
             ? `Set the gateway's "upstream.password" option.`
@@ -1292,6 +1308,10 @@ async function connectUpstream(session: Session, params: Map<string, string>): P
     upstream.write(passwordMessage(reply));
   }
 }
+
+// 08004 (sqlserver_rejected_establishment_of_sqlconnection): the connection was refused for a
+// reason other than the client's credentials, so pg-iam's clients do not retry with a new token.
+const UPSTREAM_LOGIN_FAILED = "08004";
 
 const AUTH_NAMES: Record<number, string> = {
   2: "Kerberos V5",

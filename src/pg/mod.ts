@@ -364,9 +364,10 @@ function buildConfig(config: IamClientConfig): { config: Record<string, unknown>
     explicitName: (key) => `the "${key === "sslmode" ? "ssl" : key}" option`,
     dangerouslyDisableTls: dangerouslyDisableTls === true,
   });
-  const address = target.host ?? target.hostaddr ?? "localhost";
-  const targetPort = target.port ?? 5432;
-  // As node-postgres: the user from the options, URL or PGUSER, else the operating system's.
+  // As node-postgres: each from the options, URL or PG* variable, else pg.defaults (whose user is
+  // the operating system's).
+  const address = target.host ?? target.hostaddr ?? pgDefault("host") ?? "localhost";
+  const targetPort = target.port ?? pgDefaultPort() ?? 5432;
   const targetUser = target.user ?? pg.defaults.user;
   if (!targetUser) {
     throw new TypeError(`The "user" option is required (or a connectionString, or PGUSER)`);
@@ -417,12 +418,35 @@ function buildConfig(config: IamClientConfig): { config: Record<string, unknown>
       host: address,
       port: targetPort,
       user: targetUser,
-      database: target.database ?? targetUser,
+      database: target.database ?? pgDefault("database") ?? targetUser,
       ssl: false, // TLS is done by pg-iam's socket, before node-postgres sees the connection
       stream: () => new IamSocket(plan),
     },
     dsql: signing.service === "dsql",
   };
+}
+
+/** `pg.defaults[key]` when set: a string, else a TypeError naming it (empty: unset, as in pg). */
+function pgDefault(key: "host" | "database"): string | undefined {
+  const value: unknown = (pg.defaults as Record<string, unknown>)[key];
+  if (value === undefined || value === null || value === "") return undefined;
+  if (typeof value !== "string") {
+    throw new TypeError(`pg.defaults.${key} must be a string, got ${show(value)}`);
+  }
+  return value;
+}
+
+/** `pg.defaults.port` when set: a port number (or its digits), else a RangeError naming it. */
+function pgDefaultPort(): number | undefined {
+  const value: unknown = pg.defaults.port;
+  if (value === undefined || value === null || value === "") return undefined;
+  const port = typeof value === "string" && /^\d+$/.test(value) ? Number(value) : value;
+  if (typeof port !== "number" || !Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new RangeError(
+      `pg.defaults.port must be a port number from 1 to 65535, got ${show(value)}`,
+    );
+  }
+  return port;
 }
 
 /** Seconds to bound a connection start by: the driver's timeout, libpq's, else 30. */

@@ -34,7 +34,13 @@ import {
   signFor,
   signingConfig,
 } from "../connection/sign.ts";
-import { type ConnectEvent, IamSocket, type SocketPlan, socketPlan } from "../connection/socket.ts";
+import {
+  type ConnectEvent,
+  connectTimeoutReader,
+  IamSocket,
+  type SocketPlan,
+  socketPlan,
+} from "../connection/socket.ts";
 import { ON_WORKERD } from "../connection/socket-workerd.ts";
 import { checkMax, pacedPrewarm, type PrewarmOptions } from "../connection/prewarm.ts";
 
@@ -273,7 +279,10 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
     max_lifetime: number | null | (() => number);
   };
   const v4 = POSTGRES_4;
-  const connectTimeout = parsed.connect_timeout || 30;
+  // Not read here (an object's valueOf() is postgres.js's to call, once per connection).
+  const connectTimeout = typeof parsed.connect_timeout === "number"
+    ? parsed.connect_timeout || 30
+    : 30;
   const config = signingConfig(
     { ...target.iam as IamOptions, ...iam as IamOptions, host, port, user: parsed.user },
     connectTimeout,
@@ -306,7 +315,7 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
     port,
     signing: config,
     tlsOverride: typeof ssl === "object" && ssl !== null ? ssl as ConnectionOptions : undefined,
-    connectTimeoutMs: connectTimeout * 1000,
+    connectTimeoutMs: connectTimeoutReader(parsed.connect_timeout),
     onConnect: onConnect as ((event: ConnectEvent) => void) | undefined,
     dangerouslyUsePlatformCas: dangerouslyUsePlatformCas === true,
     // postgres.js 4 asks again itself on 53300 (with its backoff, within connect_timeout), as
