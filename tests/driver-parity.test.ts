@@ -284,9 +284,11 @@ test("parity: a server resetting the connection during login gives ECONNRESET th
         ? iamClient({ ...target, port, ...opts })
         : new pg.Client({ ...target, port });
       all.push(await c.connect().then(() => "connected", (e: { code?: string }) => e.code));
+      // postgres.js 4 asks again after a CONNECTION_CLOSED until connect_timeout: a short one.
+      const retry = { connect_timeout: 1, backoff: () => 0.1 };
       const sql = iamed
-        ? iamPostgres({ ...target, port, max: 1, ...opts })
-        : postgres({ ...target, port, max: 1 });
+        ? iamPostgres({ ...target, port, max: 1, ...retry, ...opts })
+        : postgres({ ...target, port, max: 1, ...retry });
       all.push(await sql`select 1`.then(() => "connected", (e: { code?: string }) => e.code));
       await sql.end({ timeout: 0 });
     }
