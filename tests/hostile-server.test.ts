@@ -86,7 +86,12 @@ const concat = (...parts: Uint8Array[]) => {
 };
 
 /** Runs `select 1` through iamPostgres() against the server on `port`; returns its error. */
-async function errorFrom(port: number, useTls = false, connectTimeout = 3): Promise<Error> {
+async function errorFrom(
+  port: number,
+  useTls = false,
+  connectTimeout = 3,
+  extra: Record<string, unknown> = {},
+): Promise<Error> {
   const sql = iamPostgres({
     host: "127.0.0.1",
     port,
@@ -102,6 +107,7 @@ async function errorFrom(port: number, useTls = false, connectTimeout = 3): Prom
     max: 1,
     onnotice: () => {},
     ...(useTls ? { ssl: { ca } } : { dangerouslyDisableTls: true }),
+    ...extra,
   });
   const t = performance.now();
   try {
@@ -305,4 +311,44 @@ test("fuzz: 300 random replies to the startup message each end pg-iam's login wi
       /^(PROTOCOL_VIOLATION|AUTH_METHOD|CONNECTION_CLOSED|handed over|IamAuthError|\w{5})$/,
     );
   }
+});
+
+test("a connection dropped in the middle of the SSLRequest's answer or of the TLS handshake is said as such (not garbage, not the certificate)", async () => {
+  const resetAfter = (then: (socket: net.Socket) => void) => {
+    const server = net.createServer((socket) => {
+      socket.on("error", () => {});
+      readPacket(socket, () => then(socket));
+    });
+    servers.push(server);
+    return new Promise<number>((resolve) =>
+      server.listen(0, "127.0.0.1", () => resolve((server.address() as net.AddressInfo).port))
+    );
+  };
+  // Half an ErrorResponse, then a reset.
+  const midError = await resetAfter((socket) => {
+    socket.write(
+      msg("E", text("SFATAL\0C53300\0Msorry, too many clients already\0\0")).slice(0, 12),
+    );
+    setImmediate(() => socket.resetAndDestroy());
+  });
+  // (Whether the reset reaches the client as ECONNRESET or as a close is the kernel's to say.)
+  const dropped = ["ECONNRESET", "CONNECTION_CLOSED"];
+  const first = await errorFrom(midError, true);
+  assert.ok(dropped.includes((first as { code?: string }).code!), String(first));
+  // "S", then a reset as the ClientHello arrives.
+  const midHandshake = await resetAfter((socket) => {
+    socket.write("S");
+    socket.once("data", () => socket.resetAndDestroy());
+  });
+  const second = await errorFrom(midHandshake, true);
+  assert.ok(dropped.includes((second as { code?: string }).code!), String(second));
+  assert.match(second.message, /dropped during the TLS handshake|closed/);
+  assert.doesNotMatch(second.message, /certificate was checked against/);
+  // The control: a handshake that completes with a certificate the client does not trust is
+  // still explained as the certificate's.
+  const untrusted = await errorFrom(await hostile(new Uint8Array(0), { tls: true }), true, 3, {
+    ssl: { ca: [] },
+  });
+  assert.match(untrusted.message, /certificate chain does not lead to a CA/);
+  assert.doesNotMatch(untrusted.message, /dropped during the TLS handshake/);
 });

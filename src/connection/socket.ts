@@ -848,13 +848,16 @@ async function sslRequested(socket: net.Socket, host: string, port: number): Pro
   );
 }
 
-/** The fields of the ErrorResponse starting in `first` (the rest read from `socket`, bounded). */
+/**
+ * The fields of the ErrorResponse starting in `first` (the rest read from `socket`, bounded);
+ * undefined when it claims to be longer than any login message. Rejects as the socket does.
+ */
 async function errorMessage(socket: net.Socket, first: Buffer): Promise<ServerError | undefined> {
   let buffer = first;
   while (buffer.length < 5 || buffer.length < buffer.readUInt32BE(1) + 1) {
     if (buffer.length >= 5 && buffer.readUInt32BE(1) > MAX_LOGIN_MESSAGE) return undefined;
-    const more = await once(socket, "data").catch(() => undefined) as Buffer | undefined;
-    if (!more) return undefined;
+    // A reset or a close mid-message is that (ECONNRESET, CONNECTION_CLOSED), not garbage.
+    const more = await once(socket, "data") as Buffer;
     buffer = Buffer.concat([buffer, more]);
   }
   return Object.fromEntries(errorFields(buffer.subarray(5, buffer.readUInt32BE(1) + 1)));

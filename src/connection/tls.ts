@@ -113,6 +113,8 @@ function readPem(file: NamedFile, what: string): string {
 }
 
 // The certificate is fine but for other names.
+// A system error, or Node's words for a peer that went away mid-handshake.
+const DROPPED = /ECONNRESET|EPIPE|ECONNABORTED|socket disconnected|socket hang up/i;
 const NAME_MISMATCH = /ALTNAME|HOSTNAME|NotValidForName|name mismatch|does not match/i;
 // The chain does not end at a trusted CA.
 const UNTRUSTED =
@@ -138,6 +140,9 @@ export function tlsError(
       `and the certificate check both use it)`;
   } else if (UNTRUSTED.test(what)) {
     advice = `the certificate chain does not lead to a CA in ${plan.trust}: ${plan.otherCa}`;
+  } else if (DROPPED.test(what)) {
+    advice = `the connection was dropped during the TLS handshake, before any certificate was ` +
+      `checked (the server, or something in between, closed it)`;
   } else if (EXPIRED.test(what)) {
     advice = `the certificate is outside its validity period (or this machine's clock is off); ` +
       `it was checked against ${plan.trust}`;
