@@ -278,7 +278,6 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
     connect_timeout: number | null;
     max_lifetime: number | null | (() => number);
   };
-  const v4 = POSTGRES_4;
   // Not read here (an object's valueOf() is postgres.js's to call, once per connection).
   const connectTimeout = typeof parsed.connect_timeout === "number"
     ? parsed.connect_timeout || 30
@@ -301,11 +300,11 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
   // 4 draws it per connection; 3.x per pool slot, when it builds the client); on postgres.js 4 the
   // TLS pg-iam negotiates, so that its `ssl` (and what it reports, in diagnostics channels too)
   // is true: the socket says it is `negotiated`, and postgres.js leaves TLS to it.
-  if (dsql || (v4 && target.ssl.mode !== "disable")) {
+  if (dsql || (POSTGRES_4 && target.ssl.mode !== "disable")) {
     sql = postgres(pgUrl as string, {
       ...pgOpts,
       ...(dsql ? { max_lifetime: dsqlLifetime as unknown as number } : {}),
-      ...(v4 && target.ssl.mode !== "disable" ? { ssl: target.ssl.mode } : {}),
+      ...(POSTGRES_4 && target.ssl.mode !== "disable" ? { ssl: target.ssl.mode } : {}),
     } as PgOptions<T>) as unknown as IamSql<T>;
   }
 
@@ -320,7 +319,7 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
     dangerouslyUsePlatformCas: dangerouslyUsePlatformCas === true,
     // postgres.js 4 asks again itself on 53300 (with its backoff, within connect_timeout), as
     // without pg-iam; DSQL's 53400 it does not.
-    busy: v4 ? ["53400"] : undefined,
+    busy: POSTGRES_4 ? ["53400"] : undefined,
   });
   if (prewarmCount !== undefined) {
     checkCount(prewarmCount, "prewarm");
