@@ -6,6 +6,7 @@
 // entry to remove.
 //
 //   node scripts/driver-suites.mjs postgres <checkout of porsager/postgres at v3.4.9> [--plain]
+//   node scripts/driver-suites.mjs pg <checkout of brianc/node-postgres at pg@8.23.0> [--plain]
 //
 // Or DRIVER_SUITES_CHECKOUT=<path>. `--plain` runs the same suite with the plain driver (no pg-iam)
 // and compares nothing: every test should pass (the baseline). Nothing of the checkout is changed
@@ -20,6 +21,7 @@ import { createServer } from "node:net";
 import { chownSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { userInfo } from "node:os";
 import process from "node:process";
 import { findPgBinDir, startPostgres } from "../tests/_postgres_server.mjs";
 
@@ -236,6 +238,8 @@ async function runPgFiles(env, tsx, hooks) {
     join(checkout, "packages"),
   ].filter(Boolean).join(":");
   env.DRIVER_SUITES_PG_LIB = join(cwd, "lib", "index.js");
+  // pg.defaults.user is $USER, which a test compares with; a login shell (and CI) sets it.
+  env.USER ??= userInfo().username;
   const files = readdirSync(join(cwd, "test", "integration"), { recursive: true })
     .filter((f) => f.endsWith("-tests.js"))
     .map((f) => join("test", "integration", f))
@@ -272,8 +276,10 @@ async function runPgFiles(env, tsx, hooks) {
       });
     });
     for (const line of stdout.split("\n")) {
-      if (!line.startsWith(MARK)) continue;
-      const result = JSON.parse(line.slice(MARK.length));
+      // The suite's helper prints the file's name with no newline before the first result.
+      const at = line.indexOf(MARK);
+      if (at < 0) continue;
+      const result = JSON.parse(line.slice(at + MARK.length));
       results.set(uniqueName(results, result.name), result);
     }
     if (code !== 0) {

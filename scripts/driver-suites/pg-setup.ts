@@ -2,9 +2,10 @@
 // by scripts/driver-suites.mjs): every pg.Client the suite makes, itself or through a pool, is
 // made by pg-iam's iamClient() instead. A client meant for the suite's PostgreSQL goes through
 // pg-iam's gateway in front of it (IAM token checked, TLS verified); one meant for a server of the
-// test's own (another port) goes there without TLS. What pg-iam refuses by design (a password, a
-// unix socket, a stream of the caller's) is passed on, and refused.
-import Module from "node:module";
+// test's own (another port) goes there without TLS, unless the test asks for TLS. What pg-iam
+// refuses by design (a password, a unix socket, a stream of the caller's) is passed on, and
+// refused; the empty password of node-postgres's test helper is none, and left out.
+import Module, { createRequire } from "node:module";
 import net from "node:net";
 import process from "node:process";
 import { startGateway } from "../../src/gateway/mod.ts";
@@ -31,9 +32,13 @@ process.env.DRIVER_SUITES_GATEWAY = JSON.stringify({ host: gateway.host, port: g
 const handles = (process as unknown as { _getActiveHandles(): unknown[] })._getActiveHandles();
 for (const handle of handles) if (handle instanceof net.Server) handle.unref();
 
+/** node-postgres's Client defaults (pg.defaults) of the copy being wrapped, for isSuiteServer. */
+let pgDefaults: Record<string, unknown> = {};
+
+/** Whether host and port (unset: as pg reads them, PG* variables then pg.defaults) are the suite's. */
 function isSuiteServer(host: unknown, port: unknown): boolean {
-  const h = host === undefined || host === null || host === "" ? PGHOST : String(host);
-  const p = port === undefined || port === null || port === "" ? PGPORT : Number(port);
+  const h = String(host || process.env.PGHOST || pgDefaults.host || "localhost");
+  const p = Number(port || process.env.PGPORT || pgDefaults.port || 5432);
   return ["localhost", "127.0.0.1", PGHOST].includes(h) && p === PGPORT;
 }
 
@@ -59,8 +64,12 @@ function iamConfig(config: unknown): Record<string, unknown> {
   for (const k of ["password", "stream"]) {
     if (options[k] === undefined || options[k] === null) delete options[k];
   }
-  // pg-pool passes its own options on to each client; pg-iam's clients take no pool options.
-  for (const k of ["Client", "max", "min", "idleTimeoutMillis", "maxUses", "log", "Promise"]) {
+  // node-postgres's test helper sets `password: process.env.PGPASSWORD || ""`: no password, which
+  // a user of pg-iam leaves out (pg-iam refuses the empty one too, as any password).
+  if (options.password === "") delete options.password;
+  // pg-pool passes its own options on to each client; pg-iam's clients take no pool options (but
+  // `Promise` is pg.Client's too).
+  for (const k of ["Client", "max", "min", "idleTimeoutMillis", "maxUses", "log"]) {
     delete options[k];
   }
   if (typeof host === "string" && host.startsWith("/")) {
@@ -68,9 +77,10 @@ function iamConfig(config: unknown): Record<string, unknown> {
   } else if (isSuiteServer(host, port)) {
     Object.assign(options, { host: gateway.host, port: gateway.port });
     if (given.ssl === undefined || given.ssl === false) options.ssl = { ca };
-  } else {
+  } else if (given.ssl === undefined || given.ssl === false) {
+    // A server of the test's own, which speaks no TLS.
     options.dangerouslyDisableTls = true;
-    if (given.ssl === undefined || given.ssl === false) delete options.ssl;
+    delete options.ssl;
   }
   return options;
 }
@@ -95,6 +105,7 @@ const load = (Module as unknown as { _load: (...args: unknown[]) => unknown })._
   } catch { /* not resolvable here */ }
   if (!/[/\\]pg[/\\]lib[/\\]client\.js$/.test(filename)) return exports;
   if (!wrapped.has(exports)) {
+    pgDefaults = createRequire(filename)("./defaults.js");
     const Client = exports as new (config?: unknown) => object;
     class IamShimClient extends Client {
       // Returns iamClient()'s client instead of constructing one (an instance of this class too).
