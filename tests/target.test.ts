@@ -1678,17 +1678,23 @@ test("tlsError() for an expired certificate speaks of validity, not signingHostn
   assert.doesNotMatch(error.message, /signingHostname/);
 });
 
-test("tlsError() for another failure names the trust and the name checked", async () => {
+test("tlsError() for another failure names the trust and the name checked; a dropped connection is said as such", async () => {
   const p = plan(await ssl(""), "rds", NAME);
-  const error = tlsError(tlsFailure(undefined, "socket hang up"), p, NAME, 6543) as Error & {
+  const error = tlsError(tlsFailure(undefined, "wrong version number"), p, NAME, 6543) as Error & {
     code?: string;
   };
   assert.equal(
     error.message,
-    `pg-iam: TLS with ${NAME}:6543 failed (socket hang up): the certificate was checked ` +
+    `pg-iam: TLS with ${NAME}:6543 failed (wrong version number): the certificate was checked ` +
       `against ${p.trust} for the name ${JSON.stringify(NAME)}`,
   );
   assert.equal(error.code, "TLS");
+  // A connection dropped mid-handshake is said as such, not as a certificate check.
+  const dropped = tlsError(tlsFailure(undefined, "socket hang up"), p, NAME, 6543);
+  assert.match(dropped.message, /dropped during the TLS handshake, before any certificate/);
+  const reset = tlsError(tlsFailure("ECONNRESET", "read ECONNRESET"), p, NAME, 6543);
+  assert.match(reset.message, /dropped during the TLS handshake/);
+  assert.equal((reset as { code?: string }).code, "ECONNRESET");
 });
 
 test("tlsPlan() for an RDS Proxy endpoint trusts the Amazon roots its certificates chain to, in the default bundle", async () => {
