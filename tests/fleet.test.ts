@@ -189,32 +189,35 @@ test(
           setTimeout(() => reject(new Error(`${what} did not finish in 10 s`)), 10_000)
         ),
       ]);
-    // fetch_types: false for postgres.js: 3.x leaves the rejection of a new connection's type
-    // fetch unhandled when the client ends meanwhile (connection.js calls fetchArrayTypes()
-    // without a catch; plain postgres.js 3 does the same): Deno saw it as an uncaught error.
-    const pgjs = { ...options, fetch_types: false, onnotice: () => {} };
-    // Paced at 4 per second, 6 connections take over a second: end() comes in the middle.
-    const sql = iamPostgres({ ...pgjs, max: 6 });
-    const warming = prewarm(sql, 6, { rate: 4 });
-    await new Promise((r) => setTimeout(r, 300));
-    await within(sql.end(), "postgres.js end()");
-    const result = await within(warming, "prewarm");
-    assert.ok(result.opened < 6, `opened ${result.opened}`);
+    // postgres.js 3 leaves the rejection of a new connection's type fetch unhandled when the
+    // client ends meanwhile (connection.js calls fetchArrayTypes() without a catch; plain 3.x
+    // alike): ending during a prewarm is what this test does, so its postgres.js part is for 4.x.
+    if (postgresMajor() === 4) {
+      // Paced at 4 per second, 6 connections take over a second: end() comes in the middle.
+      const sql = iamPostgres({ ...options, max: 6, onnotice: () => {} });
+      const warming = prewarm(sql, 6, { rate: 4 });
+      await new Promise((r) => setTimeout(r, 300));
+      await within(sql.end(), "postgres.js end()");
+      const result = await within(warming, "prewarm");
+      assert.ok(result.opened < 6, `opened ${result.opened}`);
+    }
     const pool = iamPool({ ...options, max: 6 });
     const poolWarming = prewarmPool(pool, 6, { rate: 4 });
     await new Promise((r) => setTimeout(r, 300));
     await within(pool.end(), "pool.end()");
     assert.ok((await within(poolWarming, "prewarm")).opened < 6);
-    // The option: the first query, then end() at once (the README's app.ts did this).
-    const opted = iamPostgres({ ...pgjs, max: 10, prewarm: 2 });
-    await opted`select 1`;
-    await within(opted.end(), "end() with the prewarm option");
-    // After a prewarm, end() is the client's own again.
-    const plain = iamPostgres({ ...pgjs, max: 2 });
-    const end = plain.end;
-    await prewarm(plain, 2);
-    assert.equal(plain.end, end);
-    await plain.end();
+    if (postgresMajor() === 4) {
+      // The option: the first query, then end() at once (the README's app.ts did this).
+      const opted = iamPostgres({ ...options, max: 10, prewarm: 2, onnotice: () => {} });
+      await opted`select 1`;
+      await within(opted.end(), "end() with the prewarm option");
+      // After a prewarm, end() is the client's own again.
+      const plain = iamPostgres({ ...options, max: 2, onnotice: () => {} });
+      const end = plain.end;
+      await prewarm(plain, 2);
+      assert.equal(plain.end, end);
+      await plain.end();
+    }
   },
 );
 
