@@ -654,12 +654,6 @@ export class IamSocket extends EventEmitter {
     } catch (error) {
       clearTimeout(timer);
       timings.totalMs = performance.now() - t0;
-      // A bad option or a missing region (TypeError, RangeError) is no network failure: a code of
-      // its own, which postgres.js 4's pool does not retry as it retries CONNECTION_CLOSED.
-      const e = error as Error & { code?: unknown };
-      if (e.code === undefined && (e instanceof TypeError || e instanceof RangeError)) {
-        Object.assign(e, { code: "INVALID_CONFIGURATION" });
-      }
       plan.onConnect({
         ok: false,
         attempts,
@@ -1071,10 +1065,17 @@ class StreamSocket extends EventEmitter {
 
 function noop(): void {}
 
-/** `error`, given pg-iam's code for a failed connection start when it has none of its own. */
+/**
+ * `error`, given pg-iam's code for a failed connection start when it has none of its own: a bad
+ * option or a missing region (TypeError, RangeError) is no network failure, and postgres.js 4's
+ * pool must not retry it as it retries a code-less CONNECTION_CLOSED.
+ */
 function withCode(error: Error): Error {
   const e = error as Error & { code?: unknown };
-  if (e.code === undefined && Object.isExtensible(e)) e.code = "CONNECT_FAILED";
+  if (e.code !== undefined || !Object.isExtensible(e)) return e;
+  e.code = e instanceof TypeError || e instanceof RangeError
+    ? "INVALID_CONFIGURATION"
+    : "CONNECT_FAILED";
   return e;
 }
 
