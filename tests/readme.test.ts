@@ -93,10 +93,17 @@ const COVERAGE: Cover[] = [
   { find: "&& node app.mjs", by: [[HERE, T.postgres]] },
   { find: 'user: "admin", // DbConnectAdmin', by: [[HERE, T.dsql]] },
   {
-    find: "await transaction(sql, async (tx) => {",
+    find: "}, { maxAttempts: 5, onRetry: (e) => console.warn(",
     by: [[
       "tests/transaction.test.ts",
       "postgres.js: concurrent SERIALIZABLE increments all land with transaction(); without it some fail (the control)",
+    ]],
+  },
+  {
+    find: "await transaction(tx, (sp) => sp`insert into audit (order_id)",
+    by: [[
+      "tests/transaction.test.ts",
+      "postgres.js: transaction() three deep on a pool of 2: given the pool inside fn it fails at once with a TypeError, given fn's handle it nests in savepoints; the pool answers after",
     ]],
   },
   { find: "export async function handler(event: { id: number })", by: [[HERE, T.serverless]] },

@@ -23,12 +23,20 @@
  * @module
  */
 
+import * as asyncHooks from "node:async_hooks";
 import { checkServerIdentity, type ConnectionOptions, type PeerCertificate } from "node:tls";
 import { show } from "../core/errors.ts";
 import { parseTarget, sslModeOption, stringOption } from "../connection/target.ts";
 import { type SslOption, tlsError, type TlsPlan, tlsPlan } from "../connection/tls.ts";
 import { checkMax, pacedPrewarm, type PrewarmOptions } from "../connection/prewarm.ts";
-import { connectionLost, retrying, type TransactionOptions } from "../connection/retry.ts";
+import {
+  checkNestedMode,
+  checkTransactionOptions,
+  connectionLost,
+  Nesting,
+  retrying,
+  type TransactionOptions,
+} from "../connection/retry.ts";
 import {
   checkCount,
   connectHost,
@@ -318,10 +326,17 @@ export interface BunTransactionOptions extends TransactionOptions {
  * 5). Never runs it again when the outcome is unknown (the connection was lost while committing):
  * that is a {@linkcode TransactionOutcomeUnknownError}. `fn` may run more than once.
  *
- * @param sql A client from {@linkcode iamSql} (or any `Bun.SQL` client).
+ * Given the `tx` of a running transaction instead of `sql`, `fn` runs in a savepoint of it
+ * (`tx.savepoint`; rolled back to on error, which is thrown on): never retried by itself, as a
+ * conflict fails the whole transaction, which the outermost transaction() runs again. Given `sql`
+ * while a transaction() of it runs in the same async context (inside its `fn`), it throws a
+ * TypeError at once: it would wait for a second connection while holding the first.
+ *
+ * @param sql A client from {@linkcode iamSql} (or any `Bun.SQL` client), or the `tx` of a running
+ * transaction, for a savepoint.
  * @param fn The transaction's work, given the transaction's `sql`.
  * @param options The retry policy (`maxAttempts`, `baseDelayMs`, `maxDelayMs`, `onRetry`) and
- * `begin`.
+ * `begin` (in a savepoint: none, or the outer transaction's).
  * @returns What `fn` returned, from the attempt that committed.
  * @throws The last conflict after `maxAttempts`, any other error at once, or a
  * {@linkcode TransactionOutcomeUnknownError}.
@@ -334,6 +349,8 @@ export interface BunTransactionOptions extends TransactionOptions {
  * await transaction(sql, async (tx) => {
  *   const [{ n }] = await tx`select n from counters where id = 1`;
  *   await tx`update counters set n = ${n + 1} where id = 1`;
+ *   // a savepoint: its failure rolls back only its own work
+ *   await transaction(tx, (sp) => sp`insert into audit (n) values (${n})`).catch(() => {});
  * });
  * ```
  */
@@ -349,8 +366,27 @@ export function transaction<T>(
   if (begin !== undefined && typeof begin !== "string") {
     throw new TypeError(`The "begin" option must be a string, got ${show(begin)}`);
   }
+  if (typeof sql?.savepoint === "function") {
+    // A transaction's sql (Bun gives only those a savepoint()).
+    checkTransactionOptions(options);
+    const mode = modes.get(sql);
+    checkNestedMode(begin, mode);
+    return sql.savepoint((sp: BunSqlClient) => {
+      if (mode !== undefined) modes.set(sp, mode);
+      return fn(sp);
+    }) as Promise<T>;
+  }
+  if (typeof sql?.begin !== "function") {
+    throw new TypeError(
+      `transaction() expects a Bun.SQL client, or the tx of a running transaction, got ${
+        show(sql)
+      }`,
+    );
+  }
+  nesting.check(sql);
   const run = async (tx: BunSqlClient, workDone: () => void) => {
-    const result = await fn(tx);
+    modes.set(tx, begin ?? "");
+    const result = await nesting.run(sql, () => fn(tx));
     workDone();
     return result;
   };
@@ -363,6 +399,15 @@ export function transaction<T>(
     connectionLost,
   );
 }
+
+/** The mode (`begin`) of each transaction()'s `tx`, and of the savepoints in it. */
+const modes = new WeakMap<object, string>();
+
+/** A marker of transaction()s running in an async context (nested ones on the same sql fail). */
+const nesting = new Nesting(
+  () => asyncHooks.AsyncLocalStorage ? new asyncHooks.AsyncLocalStorage() : undefined,
+  "tx",
+);
 
 /** A certificate check that failed (OpenSSL's verify codes, Node's name check). */
 const TLS_CHECK =

@@ -49,8 +49,9 @@ export interface RetryEvent {
 /**
  * Whether `error` is an optimistic-concurrency or serialization conflict that running the
  * transaction again can resolve: SQLSTATE `40001` (Aurora DSQL's OC000 and OC001, PostgreSQL's
- * serialization failures), whatever the driver (postgres.js and node-postgres put the SQLSTATE in
- * `code`, Bun.SQL in `errno`).
+ * serialization failures), read from the driver's own field: `code` on postgres.js's and
+ * node-postgres's errors, `errno` on Bun.SQL's (whose `code` is `ERR_POSTGRES_SERVER_ERROR`). Never
+ * from the message: an application's error that merely mentions `(OC000)` is not retried.
  *
  * @param error Anything a query rejected with.
  * @returns `true` for a conflict.
@@ -59,15 +60,29 @@ export interface RetryEvent {
  * ```ts
  * import { isOccError } from "@pg-iam/pg-iam/postgres";
  *
- * console.log(isOccError(Object.assign(new Error("change conflicts with another transaction, please retry: (OC000)"), { code: "40001" })));
+ * const conflict = Object.assign(new Error("change conflicts with another transaction (OC000)"), {
+ *   code: "40001",
+ * });
+ * console.log(isOccError(conflict)); // true
+ * console.log(isOccError(new Error("validation failed (OC000)"))); // false: no SQLSTATE
  * ```
  */
 export function isOccError(error: unknown): boolean {
-  if (typeof error !== "object" || error === null) return false;
-  const e = error as { code?: unknown; errno?: unknown; message?: unknown };
-  if (e.code === "40001" || e.errno === "40001") return true;
-  // A driver that keeps the SQLSTATE elsewhere still carries DSQL's own codes in the message.
-  return typeof e.message === "string" && /\(OC00[01]\)/.test(e.message) && e.code === undefined;
+  return sqlstate(error) === "40001";
+}
+
+/**
+ * The SQLSTATE of an error the server sent, from the driver's own field: `code` (postgres.js,
+ * node-postgres) or, on Bun.SQL, `errno` beside the code `ERR_POSTGRES_SERVER_ERROR`. Nothing for
+ * any other error: a driver's own code (CONNECTION_CLOSED) is not one, nor a system error's (EPIPE,
+ * whose `errno` is a number).
+ */
+export function sqlstate(error: unknown): string | undefined {
+  if (typeof error !== "object" || error === null) return undefined;
+  const { code, errno } = error as { code?: unknown; errno?: unknown };
+  const state = (c: unknown): c is string => typeof c === "string" && /^[0-9A-Z]{5}$/.test(c);
+  if (code === "ERR_POSTGRES_SERVER_ERROR") return state(errno) ? errno : undefined;
+  return state(code) && typeof errno !== "number" ? code : undefined;
 }
 
 /**
@@ -106,22 +121,18 @@ export class TransactionOutcomeUnknownError extends Error {
 }
 
 /**
- * Whether `error` means the connection was lost (rather than the server refusing something): a
- * driver's own code (CONNECTION_CLOSED, ECONNRESET, …) or SQLSTATE class 08 and 57P01–57P03.
+ * Whether a COMMIT that failed with `error` may have committed: unless the server answered (a
+ * SQLSTATE, read as {@linkcode sqlstate} does) other than connection exceptions (class 08) and
+ * shutdowns (57P01–57P03), the connection was lost with the COMMIT in flight, or the driver failed
+ * in a way that says nothing about the server.
  */
 export function connectionLost(error: unknown): boolean {
-  const e = error as { code?: unknown; errno?: unknown } | undefined;
-  // The SQLSTATE is `code` (postgres.js, node-postgres) or `errno` (Bun.SQL, whose `code` is its own).
-  const sqlstate = [e?.code, e?.errno].find((c) =>
-    typeof c === "string" && /^[0-9A-Z]{5}$/.test(c)
-  );
-  if (sqlstate === undefined) return true;
-  const code = sqlstate as string;
-  return code.startsWith("08") || /^57P0[123]$/.test(code);
+  const code = sqlstate(error);
+  return code === undefined || code.startsWith("08") || /^57P0[123]$/.test(code);
 }
 
 /** Checked TransactionOptions with their defaults. */
-function checkTransactionOptions(
+export function checkTransactionOptions(
   o: TransactionOptions | undefined,
 ): Required<Omit<TransactionOptions, "onRetry">> & Pick<TransactionOptions, "onRetry"> {
   if (o !== undefined && (typeof o !== "object" || o === null)) {
@@ -179,4 +190,97 @@ export async function retrying<T>(
       await new Promise((resolve) => setTimeout(resolve, delayMs));
     }
   }
+}
+
+/** AsyncLocalStorage's two methods: the adapters pass node:async_hooks' in (this layer is Web-only). */
+export interface AsyncContext<T> {
+  getStore(): T | undefined;
+  run<R>(store: T, callback: () => R): R;
+}
+
+/** A transaction() running in an async context: of which pool, whether it still runs, and the one around it. */
+export interface Running {
+  readonly pool: object;
+  done: boolean;
+  readonly outer: Running | undefined;
+}
+
+/**
+ * The mark a running transaction() leaves in its async context. A transaction() of the same pool
+ * inside it would wait for a second connection while holding the first: once the pool is
+ * exhausted (a pool of 2, three levels deep), forever, and the pool answers nothing after. It fails
+ * at once instead, telling the caller to pass the transaction's handle (a savepoint). Without
+ * AsyncLocalStorage (`context` gives nothing) nothing is marked, and nothing checked.
+ */
+export class Nesting {
+  #context: AsyncContext<Running> | undefined | null = null;
+  readonly #make: () => AsyncContext<Running> | undefined;
+  readonly #handle: string;
+
+  /**
+   * @param make Makes the AsyncLocalStorage, on first use.
+   * @param handle What `fn` is given, as the error names it ("the client", "tx").
+   */
+  constructor(make: () => AsyncContext<Running> | undefined, handle: string) {
+    this.#make = make;
+    this.#handle = handle;
+  }
+
+  #get(): AsyncContext<Running> | undefined {
+    if (this.#context === null) {
+      try {
+        this.#context = this.#make();
+      } catch {
+        this.#context = undefined;
+      }
+    }
+    return this.#context;
+  }
+
+  /** Throws a TypeError when a transaction() of `pool` is running in this async context. */
+  check(pool: object): void {
+    for (let mark = this.#get()?.getStore(); mark; mark = mark.outer) {
+      if (mark.pool === pool && !mark.done) {
+        throw new TypeError(
+          `transaction() was given the pool of a transaction() that is running here: it would wait ` +
+            `for a second connection while holding the first (forever once the pool is ` +
+            `exhausted). Pass ${this.#handle}, the handle fn was given, to run the inner one in a ` +
+            `savepoint of the outer transaction, or start it outside fn`,
+        );
+      }
+    }
+  }
+
+  /** Runs `fn` marked as inside a transaction() of `pool`; the mark ends when `fn` settles. */
+  async run<T>(pool: object, fn: () => T | Promise<T>): Promise<T> {
+    const context = this.#get();
+    if (context === undefined) return await fn();
+    const mark: Running = { pool, done: false, outer: context.getStore() };
+    try {
+      return await context.run(mark, fn);
+    } finally {
+      mark.done = true;
+    }
+  }
+}
+
+/**
+ * A transaction's mode as `begin` gives it, for comparing: lower case, single spaces.
+ */
+export function normalMode(mode: string): string {
+  return mode.trim().replace(/\s+/g, " ").toLowerCase();
+}
+
+/**
+ * Throws unless a nested transaction() may run with `begin`: a savepoint runs in its transaction's
+ * mode, and cannot change it (as postgres.js 4's nested `begin` refuses to).
+ */
+export function checkNestedMode(begin: string | undefined, outer: string | undefined): void {
+  if (!begin || (outer !== undefined && normalMode(begin) === normalMode(outer))) return;
+  throw new TypeError(
+    `The "begin" option (${show(begin)}) cannot apply to a nested transaction(): it runs in a ` +
+      `savepoint, in the mode of the transaction around it (${
+        outer === undefined ? "not known" : show(outer)
+      })`,
+  );
 }

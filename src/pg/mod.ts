@@ -16,6 +16,7 @@
  * @module
  */
 
+import * as asyncHooks from "node:async_hooks";
 import type { ConnectionOptions } from "node:tls";
 import pg from "pg";
 import { show } from "../core/errors.ts";
@@ -23,7 +24,14 @@ import { parseTarget, sslModeOption, stringOption } from "../connection/target.t
 import type { SslOption } from "../connection/tls.ts";
 import { checkMax, pacedPrewarm, type PrewarmOptions } from "../connection/prewarm.ts";
 import { ON_WORKERD } from "../connection/socket-workerd.ts";
-import { connectionLost, retrying, type TransactionOptions } from "../connection/retry.ts";
+import {
+  checkNestedMode,
+  checkTransactionOptions,
+  connectionLost,
+  Nesting,
+  retrying,
+  type TransactionOptions,
+} from "../connection/retry.ts";
 import {
   checkCount,
   dsqlLifetime,
@@ -241,10 +249,20 @@ export interface PgTransactionOptions extends TransactionOptions {
  * unknown (the connection was lost while committing): that is a
  * {@linkcode TransactionOutcomeUnknownError}. `fn` may run more than once.
  *
- * @param pool A pool from {@linkcode iamPool} (or any `pg.Pool`).
+ * Any error of `fn`'s rolls the transaction back, and the client goes back to the pool; only a
+ * client whose connection is gone (the `ROLLBACK` fails) is destroyed.
+ *
+ * Given the client of a running transaction() instead of the pool, `fn` runs in a savepoint of it
+ * (`SAVEPOINT`, `fn`, `RELEASE`; `ROLLBACK TO` on error, which is thrown on): never retried by
+ * itself, as a conflict fails the whole transaction, which the outermost transaction() runs again.
+ * Given the pool while a transaction() of it runs in the same async context (inside its `fn`), it
+ * throws a TypeError at once: it would wait for a second connection while holding the first.
+ *
+ * @param pool A pool from {@linkcode iamPool} (or any `pg.Pool`), or the client a running
+ * transaction() gave its `fn`, for a savepoint.
  * @param fn The transaction's work, given the client it runs on.
  * @param options The retry policy (`maxAttempts`, `baseDelayMs`, `maxDelayMs`, `onRetry`) and
- * `begin`.
+ * `begin` (in a savepoint: none, or the outer transaction's).
  * @returns What `fn` returned, from the attempt that committed.
  * @throws The last conflict after `maxAttempts`, any other error at once, or a
  * {@linkcode TransactionOutcomeUnknownError}.
@@ -257,11 +275,14 @@ export interface PgTransactionOptions extends TransactionOptions {
  * await transaction(pool, async (client) => {
  *   const { rows } = await client.query("select n from counters where id = 1");
  *   await client.query("update counters set n = $1 where id = 1", [rows[0].n + 1]);
+ *   // a savepoint: its failure rolls back only its own work
+ *   await transaction(client, (c) => c.query("insert into audit (n) values ($1)", [rows[0].n]))
+ *     .catch(() => {});
  * });
  * ```
  */
 export function transaction<T>(
-  pool: Pool,
+  pool: Pool | PoolClient,
   fn: (client: PoolClient) => T | Promise<T>,
   options?: PgTransactionOptions,
 ): Promise<T> {
@@ -272,37 +293,93 @@ export function transaction<T>(
   if (typeof begin !== "string") {
     throw new TypeError(`The "begin" option must be a string, got ${show(begin)}`);
   }
+  const inside = running.get(pool as PoolClient);
+  if (inside !== undefined) {
+    checkTransactionOptions(options);
+    checkNestedMode(begin, inside.mode);
+    return savepoint(pool as PoolClient, inside, fn);
+  }
+  if (!isPool(pool)) {
+    throw new TypeError(
+      `transaction() expects a pg.Pool, or the client of a running transaction(), got ${
+        show(pool)
+      }`,
+    );
+  }
+  nesting.check(pool);
   return retrying(
     async (workDone) => {
-      const client = await pool.connect();
-      let failure: unknown;
-      // The server may end the connection while the client is idle between two of fn's queries
-      // (a restart, pg_terminate_backend): node-postgres then emits "error" on the client, and
-      // pg-pool listens only on idle clients, so without this the process would crash. The next
-      // query fails as a lost connection instead.
-      const onError = (error: Error) => void (failure ??= error);
+      const client = await (pool as Pool).connect();
+      // The connection's own error: it is gone. The server may end the connection while the
+      // client is idle between two of fn's queries (a restart, pg_terminate_backend): node-postgres
+      // then emits "error" on the client, and pg-pool listens only on idle clients, so without
+      // this the process would crash. The next query fails as a lost connection instead.
+      let lost: unknown;
+      const onError = (error: Error) => void (lost ??= error);
       client.on("error", onError);
+      const state = { mode: begin, savepoints: 0 };
       try {
         await client.query(begin ? `begin ${begin}` : "begin");
-        const result = await fn(client);
+        running.set(client, state);
+        const result = await nesting.run(pool, () => fn(client));
+        running.delete(client);
         workDone();
         await client.query("commit");
         return result;
       } catch (error) {
-        failure = error;
-        if (!connectionLost(error)) await client.query("rollback").catch(() => {});
+        running.delete(client);
+        // Whatever failed (fn, a query, the COMMIT), the connection is rolled back and kept: an
+        // application's error costs no connection. One that cannot roll back is gone.
+        if (lost === undefined) {
+          await client.query("rollback").catch((rollbackError) => void (lost = rollbackError));
+        }
         throw error;
       } finally {
         client.off("error", onError);
-        // A client whose connection broke is destroyed, not put back.
-        client.release(
-          failure !== undefined && connectionLost(failure) ? failure as Error : undefined,
-        );
+        client.release(lost === undefined ? undefined : lost instanceof Error ? lost : true);
       }
     },
     options,
     connectionLost,
   );
+}
+
+/** The clients of running transaction()s: their mode, and how many savepoints they have named. */
+const running = new WeakMap<PoolClient, { mode: string; savepoints: number }>();
+
+/** A marker of transaction()s running in an async context (nested ones on the same pool fail). */
+const nesting = new Nesting(
+  () => asyncHooks.AsyncLocalStorage ? new asyncHooks.AsyncLocalStorage() : undefined,
+  "the client",
+);
+
+/** A pool: this module's `pg.Pool`, or another that connects (another copy of pg), not a client. */
+function isPool(value: unknown): boolean {
+  if (value instanceof pg.Pool) return true;
+  if (value instanceof pg.Client) return false;
+  const v = value as { connect?: unknown; release?: unknown } | null;
+  return typeof v === "object" && v !== null && typeof v.connect === "function" &&
+    v.release === undefined;
+}
+
+/** `fn` in a savepoint of the transaction running on `client`. */
+async function savepoint<T>(
+  client: PoolClient,
+  state: { savepoints: number },
+  fn: (client: PoolClient) => T | Promise<T>,
+): Promise<T> {
+  const name = `pg_iam_${state.savepoints++}`;
+  await client.query(`savepoint ${name}`);
+  let result: T;
+  try {
+    result = await fn(client);
+  } catch (error) {
+    // A connection that cannot do this is gone: the outer transaction finds out and destroys it.
+    await client.query(`rollback to savepoint ${name}`).catch(() => {});
+    throw error;
+  }
+  await client.query(`release savepoint ${name}`);
+  return result;
 }
 
 // ---- internals ----

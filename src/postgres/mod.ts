@@ -15,6 +15,7 @@
  * @module
  */
 
+import * as asyncHooks from "node:async_hooks";
 import type { ConnectionOptions } from "node:tls";
 import postgres from "postgres";
 import * as postgresModule from "postgres";
@@ -23,7 +24,14 @@ import { show } from "../core/errors.ts";
 import { checkPort } from "../core/_options.ts";
 import { parseTarget, sslModeOption, stringOption } from "../connection/target.ts";
 import type { SslOption } from "../connection/tls.ts";
-import { connectionLost, retrying, type TransactionOptions } from "../connection/retry.ts";
+import {
+  checkNestedMode,
+  checkTransactionOptions,
+  connectionLost,
+  Nesting,
+  retrying,
+  type TransactionOptions,
+} from "../connection/retry.ts";
 import {
   checkCount,
   driverArgs,
@@ -380,10 +388,17 @@ export interface PostgresTransactionOptions extends TransactionOptions {
  * lost while committing): that is a {@linkcode TransactionOutcomeUnknownError}. `fn` may run more
  * than once: keep side effects outside the database out of it.
  *
- * @param sql A client from {@linkcode iamPostgres} (or any postgres.js client).
+ * Given the `tx` of a running transaction instead of `sql`, `fn` runs in a savepoint of it
+ * (`tx.savepoint`; rolled back to on error, which is thrown on): never retried by itself, as a
+ * conflict fails the whole transaction, which the outermost transaction() runs again. Given `sql`
+ * while a transaction() of it runs in the same async context (inside its `fn`), it throws a
+ * TypeError at once: it would wait for a second connection while holding the first.
+ *
+ * @param sql A client from {@linkcode iamPostgres} (or any postgres.js client), or the `tx` of a
+ * running transaction, for a savepoint.
  * @param fn The transaction's work, given the transaction's `sql`.
  * @param options The retry policy (`maxAttempts`, `baseDelayMs`, `maxDelayMs`, `onRetry`) and
- * `begin`.
+ * `begin` (in a savepoint: none, or the outer transaction's).
  * @returns What `fn` returned, from the attempt that committed.
  * @throws The last conflict after `maxAttempts`, any other error at once, or a
  * {@linkcode TransactionOutcomeUnknownError}.
@@ -396,12 +411,14 @@ export interface PostgresTransactionOptions extends TransactionOptions {
  * await transaction(sql, async (tx) => {
  *   const [{ n }] = await tx`select n from counters where id = 1`;
  *   await tx`update counters set n = ${n + 1} where id = 1`;
+ *   // a savepoint: its failure rolls back only its own work
+ *   await transaction(tx, (sp) => sp`insert into audit (n) values (${n})`).catch(() => {});
  * });
  * ```
  */
 export function transaction<T>(
   // deno-lint-ignore no-explicit-any
-  sql: Sql<any>,
+  sql: Sql<any> | TransactionSql<any>,
   // deno-lint-ignore no-explicit-any
   fn: (tx: TransactionSql<any>) => T | Promise<T>,
   options?: PostgresTransactionOptions,
@@ -413,10 +430,32 @@ export function transaction<T>(
   if (typeof begin !== "string") {
     throw new TypeError(`The "begin" option must be a string, got ${show(begin)}`);
   }
+  if (typeof (sql as { savepoint?: unknown })?.savepoint === "function") {
+    // A transaction's sql (postgres.js gives only those a savepoint()).
+    // deno-lint-ignore no-explicit-any
+    const tx = sql as TransactionSql<any>;
+    checkTransactionOptions(options);
+    const mode = modes.get(tx);
+    checkNestedMode(begin, mode);
+    // deno-lint-ignore no-explicit-any
+    return tx.savepoint((sp: TransactionSql<any>) => {
+      if (mode !== undefined) modes.set(sp, mode);
+      return fn(sp);
+    }) as Promise<T>;
+  }
+  if (typeof (sql as { begin?: unknown })?.begin !== "function") {
+    throw new TypeError(
+      `transaction() expects a postgres.js client, or the tx of a running transaction, got ${
+        show(sql)
+      }`,
+    );
+  }
+  nesting.check(sql);
   return retrying(
     (workDone) =>
-      sql.begin(begin, async (tx) => {
-        const result = await fn(tx);
+      (sql as Sql).begin(begin, async (tx) => {
+        modes.set(tx, begin);
+        const result = await nesting.run(sql, () => fn(tx));
         workDone();
         return result;
       }) as Promise<T>,
@@ -424,6 +463,15 @@ export function transaction<T>(
     connectionLost,
   );
 }
+
+/** The mode (`begin`) of each transaction()'s `tx`, and of the savepoints in it. */
+const modes = new WeakMap<object, string>();
+
+/** A marker of transaction()s running in an async context (nested ones on the same sql fail). */
+const nesting = new Nesting(
+  () => asyncHooks.AsyncLocalStorage ? new asyncHooks.AsyncLocalStorage() : undefined,
+  "tx",
+);
 
 /**
  * Options of {@linkcode iamPassword}: the IAM options but `tokenReuse` (a password function cannot
