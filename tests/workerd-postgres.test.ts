@@ -62,6 +62,7 @@ interface Answer {
   pids?: number[];
   user?: string;
   error?: { name: string; message: string; code?: string; cause?: string };
+  inner?: string;
   connects: Array<{
     ok: boolean;
     attempts: number;
@@ -123,6 +124,20 @@ test(
     assert.equal(logins.length, 3);
     assert.ok(logins.every((l) => l.accepted && l.tls && l.action === "DbConnect"));
     assert.equal(new Set(logins.map((l) => l.tokenId)).size, 3, "one token per connection");
+  },
+);
+
+test(
+  "workerd: transaction() of a client inside a transaction() of it fails at once (AsyncLocalStorage, nodejs_compat) on a pool of 1, which waited forever before; given the handle it nests in a savepoint",
+  SLOW,
+  async () => {
+    const r = await ask({ client: "iam", ...through(dsql), max: 1, nesting: true });
+    assert.equal(r.ok, true, JSON.stringify(r.error) + log);
+    assert.equal(r.onWorkerd, true);
+    assert.match(r.inner ?? "", /^TypeError: .*savepoint/);
+    assert.equal(r.pids?.length, 2);
+    assert.equal(r.pids?.[0], r.pids?.[1]); // the savepoint ran on the transaction's connection
+    assert.equal(r.connects.length, 1);
   },
 );
 
