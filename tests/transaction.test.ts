@@ -420,6 +420,11 @@ interface Driver {
   nested<T>(tx: unknown, fn: Work<T>, options?: { begin?: string }): Promise<T>;
   /** A query on the pool, outside any transaction. */
   query: Query;
+  /**
+   * node-postgres only: how many checkouts wait after three nested ones by hand on the plain pool
+   * (each asked for while holding the one before).
+   */
+  waitingAfterThreeCheckouts?: () => Promise<number>;
 }
 
 type DriverName = "node-postgres" | "postgres.js" | "Bun.SQL";
@@ -447,6 +452,16 @@ async function driver(name: DriverName, max: number): Promise<Driver> {
       run: (fn, options) => pgTransaction(pool, (c) => fn(q(c), c), options),
       nested: (tx, fn, options) => pgTransaction(tx as PoolClient, (c) => fn(q(c), c), options),
       query: async (text) => (await pool.query(text)).rows,
+      waitingAfterThreeCheckouts: async () => {
+        const first = await pool.connect();
+        const second = await pool.connect();
+        const third = pool.connect();
+        const waiting = pool.waitingCount;
+        second.release();
+        (await third).release();
+        first.release();
+        return waiting;
+      },
     };
   }
   if (name === "postgres.js") {
@@ -566,6 +581,9 @@ async function nestedThreeDeep(name: DriverName): Promise<void> {
   assert.ok(error instanceof TypeError, String(error));
   assert.match(error.message, /running here.*savepoint/s);
   assert.equal(depth, 1);
+  // The control: the same nesting by hand on node-postgres's own pool; the third checkout waits
+  // for a connection the two before it hold, and would forever were they waiting for it.
+  if (d.waitingAfterThreeCheckouts) assert.equal(await d.waitingAfterThreeCheckouts(), 1);
   const answers = await Promise.all([d.query("select 1 as n"), d.query("select 2 as n")]);
   assert.deepEqual(answers.map((rows) => Number(rows[0].n)), [1, 2]);
 
