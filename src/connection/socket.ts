@@ -32,7 +32,9 @@ import {
   errorFields,
   passwordMessage,
   PROTOCOL_3,
+  readProtocolNegotiation,
   sslRequest,
+  startupParameters,
   typeName,
 } from "./pgwire.ts";
 import type { ConnectionTarget } from "./target.ts";
@@ -552,6 +554,9 @@ export class IamSocket extends EventEmitter {
       totalMs: 0,
     };
     let attempts = 0;
+    // The parameter names the driver's StartupMessage carries: the only protocol options a
+    // NegotiateProtocolVersion may say the server did not recognize.
+    const requested = new Set(startupParameters(startup)?.keys());
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
@@ -617,7 +622,7 @@ export class IamSocket extends EventEmitter {
 
         this.#step = "auth";
         socket.write(startup);
-        const answer = await within(authenticate(socket, signed.token, timings));
+        const answer = await within(authenticate(socket, signed.token, timings, requested));
         tokenSent ||= answer.tokenSent;
         if (this.#closed) return;
         if (answer.ok && !answer.tokenSent && plan.requirePassword) {
@@ -737,6 +742,7 @@ function authenticate(
   socket: net.Socket,
   token: string,
   timings: ConnectTimings,
+  requested: ReadonlySet<string>,
 ): Promise<
   | { ok: true; rest: Buffer; tokenSent: boolean }
   | { ok: false; error: ServerError; tokenSent: boolean }
@@ -745,6 +751,7 @@ function authenticate(
     let buffer: Buffer = Buffer.alloc(0);
     // The server's IAM check: from the token sent to the server's answer.
     let sentAt: number | undefined;
+    let negotiated = false;
     const answered = () => {
       if (sentAt !== undefined) timings.authMs += performance.now() - sentAt;
     };
@@ -798,9 +805,29 @@ function authenticate(
             error: Object.fromEntries(errorFields(body)),
             tokenSent: sentAt !== undefined,
           });
+        } else if (type === 0x76 /* v */) {
+          // NegotiateProtocolVersion, once, before the server asks for the password: the protocol
+          // version it supports and the `_pq_.` options of the StartupMessage it did not
+          // recognize. The server goes on without them, as plain postgres.js 4 does; libpq 18
+          // refuses the same malformed ones (they are its words).
+          const read = negotiated || sentAt !== undefined
+            ? { ok: false as const, reason: "received duplicate or late message" }
+            : readProtocolNegotiation(body, requested);
+          if (!read.ok) {
+            cleanup();
+            return reject(
+              protocolError(`an invalid NegotiateProtocolVersion ('v') message (${read.reason})`),
+            );
+          }
+          negotiated = true;
         } else if (type !== 0x4e /* N: notices before auth are dropped */) {
           cleanup();
-          return reject(protocolError(`an unexpected ${typeName(type)} message`));
+          return reject(
+            protocolError(
+              `an unexpected ${typeName(type)} message`,
+              `received invalid response: ${type.toString(16)}`,
+            ),
+          );
         }
         buffer = buffer.subarray(length);
       }
@@ -812,9 +839,9 @@ function authenticate(
 // Longer than any message a server sends before AuthenticationOk (an ErrorResponse is well below).
 const MAX_LOGIN_MESSAGE = 1 << 20;
 
-function protocolError(what: string): Error {
+function protocolError(what: string, note?: string): Error {
   return Object.assign(
-    new Error(`pg-iam: the server sent ${what} during authentication`),
+    new Error(`pg-iam: the server sent ${what} during authentication${note ? ` (${note})` : ""}`),
     { code: "PROTOCOL_VIOLATION" },
   );
 }

@@ -42,6 +42,7 @@ import {
   socketPlan,
 } from "../connection/socket.ts";
 import { ON_WORKERD } from "../connection/socket-workerd.ts";
+import { checkStartupParameters } from "../connection/pgwire.ts";
 import { checkMax, pacedPrewarm, type PrewarmOptions } from "../connection/prewarm.ts";
 
 export type { ConnectEvent, ConnectStep, ConnectTimings } from "../connection/socket.ts";
@@ -275,9 +276,19 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
   let sql = postgres(pgUrl as string, pgOpts) as unknown as IamSql<T>;
   const parsed = sql.options as unknown as {
     user: string;
+    database: unknown;
+    connection: Record<string, unknown>;
     connect_timeout: number | null;
     max_lifetime: number | null | (() => number);
   };
+  // What postgres.js will send as startup parameters, as it will send them: pg-iam's socket sees
+  // them only as bytes, where a NUL already split one (postgres.js 4 refuses one at connect, 3
+  // sends it).
+  checkStartupParameters([
+    ["user", parsed.user],
+    ["database", parsed.database],
+    ...Object.entries(parsed.connection ?? {}),
+  ]);
   // Not read here (an object's valueOf() is postgres.js's to call, once per connection).
   const connectTimeout = typeof parsed.connect_timeout === "number"
     ? parsed.connect_timeout || 30
