@@ -17,6 +17,8 @@ import { parseTarget } from "../src/connection/target.ts";
 import { upstreamPostgres, upstreamPostgres18 } from "./_postgres.ts";
 import { postgresMajor } from "./_postgres_major.mjs";
 import { withEnv } from "./_env.ts";
+import { closeTestGateways, testGateway } from "./_gateway.ts";
+import { ca } from "./fixtures/tls.ts";
 
 const KEYS = { accessKeyId: "AKIDSTARTUP", secretAccessKey: "pg-iam/startup/secret/key" };
 const BUN = (globalThis as { Bun?: { SQL?: unknown } }).Bun?.SQL !== undefined;
@@ -26,6 +28,7 @@ const EVIL = "postgres\0options\0-c search_path=evil";
 const servers: net.Server[] = [];
 after(async () => {
   await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
+  await closeTestGateways();
 });
 
 /** `postgres://postgres@host:port/<path>` of the test server. */
@@ -320,3 +323,21 @@ for (const major of [15, 18] as const) {
     assert.equal(result, postgresMajor() === 3 ? "MESSAGE_NOT_SUPPORTED" : 1);
   });
 }
+
+test("startup params: pg-iam's gateway answers a _pq_. option with a NegotiateProtocolVersion PostgreSQL's way (version 3.0 whole), and iamPostgres() logs in through it with a token", async () => {
+  const g = await testGateway(KEYS);
+  const sql = iamPostgres(`postgres://app@${g.host}:${g.port}/postgres?_pq_.something=1`, {
+    signingHostname: g.endpoint,
+    signingPort: 5432,
+    credentials: KEYS,
+    ssl: { ca },
+    onnotice: () => {},
+  });
+  try {
+    assert.deepEqual([...await sql`select 1 as x`], [{ x: 1 }]);
+  } finally {
+    await sql.end({ timeout: 0 });
+  }
+  // A login with a token, checked by the gateway (the option never reaches the upstream).
+  assert.equal(g.stats.accepted, 1);
+});

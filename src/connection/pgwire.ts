@@ -148,7 +148,8 @@ export function startupParameters(packet: Uint8Array): Map<string, string> | und
 
 /**
  * NegotiateProtocolVersion ('v'): the newest minor version of protocol 3 the server supports, and
- * the `_pq_.` options of the StartupMessage it does not recognize.
+ * the `_pq_.` options of the StartupMessage it does not recognize. The version is sent whole
+ * (`3 << 16 | minor`), as PostgreSQL sends it: libpq 18 refuses one below 3.0.
  */
 export function negotiateProtocolVersion(
   minor: number,
@@ -156,7 +157,7 @@ export function negotiateProtocolVersion(
 ): Uint8Array {
   const names = encoder.encode(unrecognized.map((name) => name + "\0").join(""));
   const body = new Uint8Array(8 + names.length);
-  writeInt32(body, 0, minor);
+  writeInt32(body, 0, PROTOCOL_3 | minor);
   writeInt32(body, 4, unrecognized.length);
   body.set(names, 8);
   return message("v", body);
