@@ -194,6 +194,18 @@ test("startup params: tabs, newlines and backslashes in a parameter reach the se
   // neither (pg-iam adds none: the control, the server's default); Bun.SQL its connection option.
   const expected = [{ u: value, c: value }, { u: null, c: null }, { u: null, c: value }];
   assert.deepEqual(rows, expected.slice(0, BUN ? 3 : 2));
+  // application_name, which every driver sends: the server cleans control characters itself
+  // ("a?b" on 15, "a\x09b" on 18), the same for pg-iam as for the plain driver.
+  const up = await upstreamPostgres();
+  const name = "a\tb\nc";
+  const pool = iamPool({ ...up, database: "postgres", application_name: name, ...IAM });
+  const ours = (await pool.query("select current_setting('application_name') as a")).rows[0].a;
+  await pool.end();
+  const plain = await plainClientRow("select current_setting('application_name') as a", {
+    application_name: name,
+  });
+  assert.equal(ours, plain.a);
+  assert.match(ours, /^a(\?|\\x09)b(\?|\\x0a)c$/);
 });
 
 // ---- 2. options built from PGTZ, PGDATESTYLE and PGGEQO ----
