@@ -181,6 +181,37 @@ test("startup params: a NUL in any startup parameter from options (database, use
   }
 });
 
+test("startup params: iamPostgres() checks what postgres.js will send again as each connection starts: a NUL put in its options after creation fails the query (a TypeError from pg-iam's socket on postgres.js 3, which would send it; postgres.js 4's own error), nothing signed; the control: a value put there reaches the server", async () => {
+  const base = await url();
+  const events: { ok: boolean; step?: string }[] = [];
+  const sql = iamPostgres(base, { ...IAM, onConnect: (e) => events.push(e), onnotice: () => {} });
+  const connection = (sql.options as unknown as { connection: Record<string, string> }).connection;
+  try {
+    connection.application_name = "x\0options\0-c search_path=evil";
+    const error = await sql`select current_setting('search_path') as s`.then(
+      () => undefined,
+      (e) => e,
+    );
+    if (postgresMajor() === 3) {
+      // postgres.js 3 writes the StartupMessage, split: pg-iam's socket refuses it.
+      assert.ok(error instanceof TypeError, String(error));
+      assert.equal((error as { code?: string }).code, "INVALID_CONFIGURATION");
+      assert.match(error.message, /startup parameter "application_name".*"x\\u0000options/);
+      assert.deepEqual(events.map((e) => [e.ok, e.step]), [[false, "credentials"]]);
+    } else {
+      // postgres.js 4 refuses it itself, before writing anything.
+      assert.equal(error?.code, "NUL_CHARACTER", String(error));
+      assert.deepEqual(events, []);
+    }
+    // The control: postgres.js reads its options as it connects.
+    connection.application_name = "mutated";
+    const [row] = await sql`select current_setting('application_name') as a`;
+    assert.equal(row.a, "mutated");
+  } finally {
+    await sql.end({ timeout: 0 });
+  }
+});
+
 test("startup params: tabs, newlines and backslashes in a parameter reach the server exactly as given (URL and connection option), through every driver that can send them", async () => {
   const value = "a\tb\nc\\d\re\vf\fg h";
   const rows = await everyDriver(

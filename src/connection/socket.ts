@@ -29,6 +29,7 @@ import {
   AUTH_OK,
   authMethodName,
   CANCEL_REQUEST,
+  checkStartupParameters,
   errorFields,
   passwordMessage,
   PROTOCOL_3,
@@ -102,6 +103,12 @@ export interface SocketPlan {
   checkTls?(socket: tls.TLSSocket): void;
   /** How sockets open: node:net and node:tls, or cloudflare:sockets. Default: node. */
   backend?: SocketBackend;
+  /**
+   * The startup parameters the driver will send, read as each connection starts (its options may
+   * have changed since): a NUL in any fails the connection start before anything is signed or
+   * sent. In the StartupMessage this socket is given, a NUL has already split a parameter in two.
+   */
+  startupParams?(): Iterable<readonly [string, unknown]>;
 }
 
 /** Opens a connection and upgrades it to TLS; both sockets emit Node's events. */
@@ -196,6 +203,8 @@ export function socketPlan(o: {
   workerd?: boolean;
   /** Busy answers to ask again (default 53300 and 53400): those the driver does not retry. */
   busy?: readonly string[];
+  /** The startup parameters the driver will send, read as each connection starts. */
+  startupParams?: () => Iterable<readonly [string, unknown]>;
 }): SocketPlan {
   const { signing, onConnect } = o;
   const host = connectHost(signing, o.host);
@@ -217,6 +226,7 @@ export function socketPlan(o: {
     connectTimeoutMs: o.connectTimeoutMs,
     requirePassword: o.target.requirePassword,
     busy: o.busy,
+    startupParams: o.startupParams,
     token: (forceRefresh) => signFor(signing, forceRefresh),
     rejected: (token) => forgetToken(signing, token),
     authError: (fields) => authError(fields, signing),
@@ -599,6 +609,7 @@ export class IamSocket extends EventEmitter {
       return within(new Promise((resolve) => setTimeout(resolve, ms)));
     };
     try {
+      if (plan.startupParams) checkStartupParameters(plan.startupParams());
       for (attempts = 1;; attempts++) {
         this.#step = "credentials";
         const signed = await within(plan.token(attempts > 1));

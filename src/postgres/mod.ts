@@ -283,12 +283,8 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
   };
   // What postgres.js will send as startup parameters, as it will send them: pg-iam's socket sees
   // them only as bytes, where a NUL already split one (postgres.js 4 refuses one at connect, 3
-  // sends it).
-  checkStartupParameters([
-    ["user", parsed.user],
-    ["database", parsed.database],
-    ...Object.entries(parsed.connection ?? {}),
-  ]);
+  // sends it). Checked now, and again as each connection starts (socketPlan's startupParams).
+  checkStartupParameters(startupOf(parsed));
   // Not read here (an object's valueOf() is postgres.js's to call, once per connection).
   const connectTimeout = typeof parsed.connect_timeout === "number"
     ? parsed.connect_timeout || 30
@@ -331,6 +327,7 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
     // postgres.js 4 asks again itself on 53300 (with its backoff, within connect_timeout), as
     // without pg-iam; DSQL's 53400 it does not.
     busy: POSTGRES_4 ? ["53400"] : undefined,
+    startupParams: () => startupOf(sql.options as unknown as typeof parsed),
   });
   if (prewarmCount !== undefined) {
     checkCount(prewarmCount, "prewarm");
@@ -564,6 +561,17 @@ const WORKER_TIMERS = {
   clearImmediate: (timer: ReturnType<typeof setTimeout>) => clearTimeout(timer),
   now: () => performance.now(),
 };
+
+/** The startup parameters postgres.js sends for its parsed `options` (its StartupMessage's). */
+function startupOf(
+  options: { user: unknown; database: unknown; connection?: Record<string, unknown> },
+): [string, unknown][] {
+  return [
+    ["user", options.user],
+    ["database", options.database],
+    ...Object.entries(options.connection ?? {}),
+  ];
+}
 
 /** A postgres.js host or port option: one value (postgres.js also takes a list, for failover). */
 function one(value: unknown, option: string): string | number | undefined {
