@@ -251,11 +251,17 @@ test("startup params: PGTZ with tabs, newlines or other whitespace reaches the s
       await pool.end();
       assert.equal((error as { code?: string })?.code, "22023", String(error));
       assert.equal(error!.message, `invalid value for parameter "TimeZone": "${tz}"`);
-      // postgres.js sends it as a startup parameter of its own, as libpq does.
+      // postgres.js (and Bun.SQL) send it as a startup parameter of its own, as libpq does.
       const sql = iamPostgres({ host: up.host, port: up.port, user: up.user, ...IAM });
       const e2 = await sql`select 1`.then(() => undefined, (e: Error) => e);
       await sql.end({ timeout: 0 });
       assert.equal(e2!.message, `invalid value for parameter "TimeZone": "${tz}"`);
+      if (BUN) {
+        const bun = iamSql({ host: up.host, port: up.port, user: up.user, ...IAM });
+        const e3 = await bun`select 1`.then(() => undefined, (e: Error) => e);
+        await bun.close({ timeout: 0 });
+        assert.equal(e3?.message, `invalid value for parameter "TimeZone": "${tz}"`);
+      }
     });
     // The control: only spaces and backslashes escaped, as pg-iam built `options` before.
     if (space !== " ") {
