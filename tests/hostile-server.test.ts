@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import net from "node:net";
 import tls from "node:tls";
 import { iamPostgres } from "../src/postgres/mod.ts";
+import { iamClient } from "../src/pg/mod.ts";
 import { IamSocket, socketPlan } from "../src/connection/socket.ts";
 import { signingConfig } from "../src/connection/sign.ts";
 import { parseTarget } from "../src/connection/target.ts";
@@ -125,7 +126,10 @@ async function errorFrom(
  * pg-iam's login alone (its socket, no driver) against the server on `port`: the error it fails
  * with, or undefined when it handed the connection over (what follows is the driver's to read).
  */
-function loginError(port: number): Promise<Error | undefined> {
+function loginError(
+  port: number,
+  params: [string, string][] = [],
+): Promise<Error | undefined> {
   const target = parseTarget({ url: `postgres://app@127.0.0.1:${port}/postgres` });
   const signing = signingConfig(
     { host: "127.0.0.1", port, user: "app", region: "us-east-1", credentials: KEYS },
@@ -142,7 +146,9 @@ function loginError(port: number): Promise<Error | undefined> {
     });
     const socket = new IamSocket(plan);
     socket.on("error", () => {}); // reported through onConnect
-    socket.write(startupMessage(new Map([["user", "app"], ["database", "postgres"]])));
+    socket.write(
+      startupMessage(new Map([["user", "app"], ["database", "postgres"], ...params])),
+    );
     socket.on("close", () => socket.destroy());
   });
 }
@@ -152,7 +158,13 @@ const CASES: [string, Reply, RegExp, string?][] = [
   ["an R with no body", msg("R"), /malformed 'R' message/, "PROTOCOL_VIOLATION"],
   ["a length below 4", msg("E", [], 2), /malformed 'E' message/, "PROTOCOL_VIOLATION"],
   ["a 2 GB length", msg("R", int32(3), 0x7fffffff), /malformed 'R'/, "PROTOCOL_VIOLATION"],
-  ["an unexpected Z", msg("Z", text("I")), /unexpected 'Z' message/, "PROTOCOL_VIOLATION"],
+  [
+    "an unexpected Z",
+    msg("Z", text("I")),
+    // node-postgres's words too ("received invalid response: 5a").
+    /unexpected 'Z' message during authentication \(received invalid response: 5a\)/,
+    "PROTOCOL_VIOLATION",
+  ],
   ["a NUL type byte", msg(0, int32(0)), /unexpected 0x0 message/, "PROTOCOL_VIOLATION"],
   ["an escape type byte", msg(0x1b, int32(0)), /unexpected 0x1b message/, "PROTOCOL_VIOLATION"],
   ["an MD5 request", msg("R", [...int32(5), 1, 2, 3, 4]), /MD5 password/, "AUTH_METHOD"],
@@ -351,4 +363,99 @@ test("a connection dropped in the middle of the SSLRequest's answer or of the TL
   });
   assert.match(untrusted.message, /certificate chain does not lead to a CA/);
   assert.doesNotMatch(untrusted.message, /dropped during the TLS handshake/);
+});
+
+// NegotiateProtocolVersion ('v'): the newest minor version the server supports and the `_pq_.`
+// options of the StartupMessage it did not recognize. pg-iam asks for protocol 3.0.
+const negotiate = (version: number, names: string[], count = names.length) =>
+  msg("v", [...int32(version), ...int32(count), ...names.flatMap((n) => text(n + "\0"))]);
+const V3_0 = 0x30000;
+const AUTH_OK = msg("R", int32(0));
+
+test("a NegotiateProtocolVersion naming a _pq_. option the startup message carried is accepted, and the login goes on (to the password, or to AuthenticationOk)", async () => {
+  const asked: [string, string][] = [["_pq_.something", "1"], ["_pq_.other", "on"]];
+  for (const names of [["_pq_.something"], ["_pq_.something", "_pq_.other"]]) {
+    const port = await hostile(concat(negotiate(V3_0, names), AUTH_OK));
+    assert.equal(await loginError(port, asked), undefined, "handed over");
+  }
+  // After it, the password is asked for and sent, as without it.
+  let password = "";
+  const port = await hostile((s) => {
+    s.write(concat(negotiate(V3_0, ["_pq_.something"]), msg("R", int32(3))));
+    s.once("data", (chunk: Uint8Array) => {
+      password = new TextDecoder().decode(chunk.subarray(5, -1));
+      s.end(AUTH_OK);
+    });
+  });
+  assert.equal(await loginError(port, asked), undefined);
+  assert.match(password, /Action=connect&DBUser=app/);
+});
+
+const NEGOTIATION_CASES: [string, Uint8Array, RegExp][] = [
+  ["an option not asked for", negotiate(V3_0, ["_pq_.other"]), /that was not requested/],
+  ["a name without _pq_.", negotiate(V3_0, ["search_path"]), /without a "_pq_." prefix/],
+  ["a higher version (3.2)", negotiate(0x30002, ["_pq_.something"]), /higher-numbered version/],
+  ["a version below 3.0 (2.0)", negotiate(0x20000, ["_pq_.something"]), /pre-3.0 protocol/],
+  ["no change asked for", negotiate(V3_0, []), /asks for no changes/],
+  ["a negative count", negotiate(V3_0, [], -1), /negative number/],
+  ["more names counted than sent", negotiate(V3_0, ["_pq_.something"], 0x7fffffff), /too short/],
+  ["a body shorter than its counts", msg("v", int32(V3_0)), /too short/],
+  [
+    "bytes after the last name",
+    msg("v", [...int32(V3_0), ...int32(1), ...text("_pq_.something\0extra")]),
+    /too long/,
+  ],
+  [
+    "a second one",
+    concat(negotiate(V3_0, ["_pq_.something"]), negotiate(V3_0, ["_pq_.something"])),
+    /duplicate or late/,
+  ],
+  [
+    "one after the password was asked for",
+    concat(msg("R", int32(3)), negotiate(V3_0, ["_pq_.something"])),
+    /duplicate or late/,
+  ],
+  ["a 2 GB length", msg("v", int32(V3_0), 0x7fffffff), /malformed 'v' message/],
+];
+
+for (const [name, reply, pattern] of NEGOTIATION_CASES) {
+  test(`a NegotiateProtocolVersion with ${name} fails the login with PROTOCOL_VIOLATION, saying so`, async () => {
+    const port = await hostile(concat(reply, AUTH_OK));
+    const error = await loginError(port, [["_pq_.something", "1"]]);
+    assert.equal(
+      (error as { code?: string } | undefined)?.code,
+      "PROTOCOL_VIOLATION",
+      String(error),
+    );
+    assert.match(error!.message, pattern);
+    // Through postgres.js too, as a failed query.
+    const failed = await errorFrom(port, false, 3, { connection: { "_pq_.something": "1" } });
+    assert.equal((failed as { code?: string }).code, "PROTOCOL_VIOLATION");
+  });
+}
+
+test("a server that answers the startup with another protocol's bytes (a MySQL handshake) fails with node-postgres's words too, through iamPostgres() and iamClient()", async () => {
+  // pg's own gh-2627 test: the first bytes a MySQL 8 server sends.
+  const mysql = Uint8Array.from(
+    atob(
+      "SgAAAAo4LjAuMjgAHwAAAB4dKyUJZ2p6AP///wIA/98VAAAAAAAAAAAAAAo1YiNJajgKKGkpfgBjYWNoaW5nX3NoYTJf" +
+        "cGFzc3dvcmQAIQAAAf+EBCMwOFMwMUdvdCBwYWNrZXRzIG91dCBvZiBvcmRlcg==",
+    ),
+    (c) => c.charCodeAt(0),
+  );
+  const port = await hostile(mysql);
+  const error = await errorFrom(port);
+  assert.match(error.message, /unexpected 'J' message.*received invalid response: 4a/);
+  const client = iamClient({
+    host: "127.0.0.1",
+    port,
+    user: "not",
+    database: "existing",
+    region: "us-east-1",
+    credentials: KEYS,
+    dangerouslyDisableTls: true,
+    connectionTimeoutMillis: 2000,
+  });
+  const failed = await client.connect().then(() => undefined, (e: Error) => e);
+  assert.ok(failed?.message.includes("invalid response"), String(failed));
 });

@@ -10,6 +10,7 @@ import { join } from "node:path";
 import {
   type ConnectionTarget,
   KNOWN_PARAMS,
+  optionsSetting,
   parseTarget,
   type TargetInput,
   type TlsSettings,
@@ -276,7 +277,73 @@ const BAD_STRINGS: Refused[] = [
     RangeError,
     /^The connection string's port must be a port from 1 to 65535, got "70000"$/,
   ],
+  // As libpq: "forbidden value %00 in percent-encoded value". A NUL would end the startup
+  // parameter and start another (database "app\0options\0-c search_path=evil").
+  [
+    "%00 in the path's database",
+    { url: "postgres://db.example.com/app%00options%00-c%20search_path%3Devil" },
+    {},
+    TypeError,
+    /^The connection string's database has the forbidden value %00 in a percent-encoded value/,
+  ],
+  [
+    "%00 in the user",
+    { url: "postgres://app%00x@db.example.com/app" },
+    {},
+    TypeError,
+    /^The connection string's user has the forbidden value %00/,
+  ],
+  [
+    "%00 in a parameter's value",
+    q("application_name=x%00options%00-c%20search_path%3Devil"),
+    {},
+    TypeError,
+    /^The connection string parameter "application_name" has the forbidden value %00/,
+  ],
+  [
+    "%00 in a parameter's name",
+    q("search%00path=evil"),
+    {},
+    TypeError,
+    /^The connection string parameter "search\\u0000path" has the forbidden value %00/,
+  ],
+  [
+    "a NUL character, unquoted",
+    { url: "host=db.example.com dbname=app\0options password=secret" },
+    {},
+    TypeError,
+    /^The connection string contains a NUL character, which would end a startup parameter and start another: remove it$/,
+  ],
+  [
+    "a NUL in an explicit value, escaped",
+    { explicit: { database: "app\0options\0-c search_path=evil" } },
+    {},
+    TypeError,
+    /^The "database" option contains a NUL character, .*: "app\\u0000options\\u0000-c search_path=evil"$/,
+  ],
+  // As libpq: "invalid URI query parameter" (and "invalid connection option" in key=value form).
+  [
+    "database= as a URL parameter",
+    q("database=template1"),
+    {},
+    TypeError,
+    /^The connection string parameter "database" is not libpq's .*: name the database in the URL's path or with dbname=$/,
+  ],
+  [
+    "database= in key=value form",
+    { url: "host=db.example.com dbname=app database=template1" },
+    {},
+    TypeError,
+    /parameter "database" is not libpq's/,
+  ],
 ];
+
+test("optionsSetting() escapes every character the server splits options at (C's isspace) and backslashes, so that the server reads one -c setting with exactly the value", () => {
+  assert.equal(
+    optionsSetting("timezone", "UTC \t\n\v\f\r-c search_path=evil\\"),
+    "-c timezone=UTC\\ \\\t\\\n\\\v\\\f\\\r-c\\ search_path=evil\\\\",
+  );
+});
 
 for (const [what, input, env, type, message] of BAD_STRINGS) {
   test(`parseTarget() refuses ${what} with a ${type.name}`, async () => {
@@ -514,6 +581,10 @@ const READ: Read[] = [
     { PGDATESTYLE: "ISO, MDY", PGTZ: "UTC", PGGEQO: "off" },
     { serverParams: { datestyle: "ISO, MDY", timezone: "UTC", geqo: "off" } },
   ],
+  // libpq sends none of them whose value is "default", in any case.
+  ["PGTZ=default and PGGEQO=DEFAULT, not sent", {}, { PGTZ: "default", PGGEQO: "DEFAULT" }, {
+    serverParams: {},
+  }],
   // target_session_attrs
   ["target_session_attrs", q("target_session_attrs=read-write"), {}, {
     targetSessionAttrs: "read-write",

@@ -47,6 +47,7 @@ import {
   signFor,
   signingConfig,
 } from "../connection/sign.ts";
+import { checkStartupParameters } from "../connection/pgwire.ts";
 
 export {
   IamAuthError,
@@ -233,6 +234,15 @@ export function iamSql(url?: string | IamSqlOptions, options?: IamSqlOptions): B
   let refresh = false;
   const userOnClose = bunOptions.onclose as ((error: Error | null) => void) | undefined;
   const dbname = target.database ?? connectUser;
+  const connection = Object.keys(target.serverParams).length
+    ? { ...target.serverParams, ...bunOptions.connection as object }
+    : bunOptions.connection;
+  // Bun refuses a NUL itself, but a database's only when a query opens a connection.
+  checkStartupParameters([
+    ["user", connectUser],
+    ["database", dbname],
+    ...Object.entries(connection ?? {}),
+  ]);
   const sql = new bun.SQL({
     ...bunOptions,
     adapter: "postgres",
@@ -249,9 +259,7 @@ export function iamSql(url?: string | IamSqlOptions, options?: IamSqlOptions): B
     ...(connectTimeout === undefined || connectTimeout === null
       ? {}
       : { connectionTimeout: connectTimeout }),
-    ...(Object.keys(target.serverParams).length
-      ? { connection: { ...target.serverParams, ...bunOptions.connection as object } }
-      : {}),
+    ...(connection === undefined ? {} : { connection }),
     tls: plan ? bunTls(plan) : false,
     password: () => {
       const forceRefresh = refresh;

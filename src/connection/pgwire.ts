@@ -148,7 +148,8 @@ export function startupParameters(packet: Uint8Array): Map<string, string> | und
 
 /**
  * NegotiateProtocolVersion ('v'): the newest minor version of protocol 3 the server supports, and
- * the `_pq_.` options of the StartupMessage it does not recognize.
+ * the `_pq_.` options of the StartupMessage it does not recognize. The version is sent whole
+ * (`3 << 16 | minor`), as PostgreSQL sends it: libpq 18 refuses one below 3.0.
  */
 export function negotiateProtocolVersion(
   minor: number,
@@ -156,14 +157,88 @@ export function negotiateProtocolVersion(
 ): Uint8Array {
   const names = encoder.encode(unrecognized.map((name) => name + "\0").join(""));
   const body = new Uint8Array(8 + names.length);
-  writeInt32(body, 0, minor);
+  writeInt32(body, 0, PROTOCOL_3 | minor);
   writeInt32(body, 4, unrecognized.length);
   body.set(names, 8);
   return message("v", body);
 }
 
-/** A StartupMessage for protocol 3.0 with `params`. */
+/**
+ * Refuses a NUL in a startup parameter's name or value: in the StartupMessage it would end the
+ * parameter and start another (`database` = `"db\0options\0-c search_path=evil"` sends an
+ * `options` of its own), and no libpq connection string can hold one. Other control characters
+ * travel as they are: the server reads each value up to its NUL terminator.
+ */
+export function checkStartupParameters(params: Iterable<readonly [string, unknown]>): void {
+  for (const [name, value] of params) {
+    if (name.includes("\0")) {
+      throw new TypeError(
+        `A startup parameter's name contains a NUL character, which would end it and start ` +
+          `another parameter: ${JSON.stringify(name)}`,
+      );
+    }
+    if ((typeof value === "string" || typeof value === "number") && String(value).includes("\0")) {
+      throw new TypeError(
+        `The startup parameter "${name}" contains a NUL character, which would end it and start ` +
+          `another parameter: ${JSON.stringify(value)}`,
+      );
+    }
+  }
+}
+
+/** What a NegotiateProtocolVersion ('v') body says, or why it is invalid. */
+export type ProtocolNegotiation =
+  | { ok: true; minor: number; unrecognized: string[] }
+  | { ok: false; reason: string };
+
+/**
+ * Reads a NegotiateProtocolVersion ('v') body as libpq 18 does, for a StartupMessage that asked for
+ * protocol 3.0 with the parameter names `requested`: the version must be 3.0 (no higher than asked
+ * for, no lower than 3.0), it must ask for a change, and each option named must be a `_pq_.` one
+ * the StartupMessage carried, with nothing after the last.
+ */
+export function readProtocolNegotiation(
+  body: Uint8Array,
+  requested: ReadonlySet<string>,
+): ProtocolNegotiation {
+  const fail = (reason: string) => ({ ok: false as const, reason });
+  if (body.length < 8) return fail("message too short");
+  const version = readInt32(body, 0) | 0;
+  const count = readInt32(body, 4) | 0;
+  if (version > PROTOCOL_3) return fail("server requested downgrade to a higher-numbered version");
+  if (version < PROTOCOL_3) return fail("server requested downgrade to pre-3.0 protocol version");
+  if (count < 0) return fail("server reported negative number of unsupported parameters");
+  if (count === 0) return fail("server negotiated but asks for no changes");
+  const unrecognized: string[] = [];
+  let at = 8;
+  for (let i = 0; i < count; i++) {
+    const end = body.indexOf(0, at);
+    if (end < 0) return fail("message too short");
+    const name = decoder.decode(body.subarray(at, end));
+    at = end + 1;
+    if (!name.startsWith("_pq_.")) {
+      return fail(
+        `server reported unsupported parameter name without a "_pq_." prefix (${
+          JSON.stringify(name.slice(0, 64))
+        })`,
+      );
+    }
+    if (!requested.has(name)) {
+      return fail(
+        `server reported an unsupported parameter that was not requested (${
+          JSON.stringify(name.slice(0, 64))
+        })`,
+      );
+    }
+    unrecognized.push(name);
+  }
+  if (at !== body.length) return fail("message too long");
+  return { ok: true, minor: version & 0xffff, unrecognized };
+}
+
+/** A StartupMessage for protocol 3.0 with `params` (a NUL in any is a TypeError). */
 export function startupMessage(params: ReadonlyMap<string, string>): Uint8Array {
+  checkStartupParameters(params);
   let text = "";
   for (const [name, value] of params) text += `${name}\0${value}\0`;
   const body = encoder.encode(text + "\0");

@@ -29,10 +29,13 @@ import {
   AUTH_OK,
   authMethodName,
   CANCEL_REQUEST,
+  checkStartupParameters,
   errorFields,
   passwordMessage,
   PROTOCOL_3,
+  readProtocolNegotiation,
   sslRequest,
+  startupParameters,
   typeName,
 } from "./pgwire.ts";
 import type { ConnectionTarget } from "./target.ts";
@@ -100,6 +103,12 @@ export interface SocketPlan {
   checkTls?(socket: tls.TLSSocket): void;
   /** How sockets open: node:net and node:tls, or cloudflare:sockets. Default: node. */
   backend?: SocketBackend;
+  /**
+   * The startup parameters the driver will send, read as each connection starts (its options may
+   * have changed since): a NUL in any fails the connection start before anything is signed or
+   * sent. In the StartupMessage this socket is given, a NUL has already split a parameter in two.
+   */
+  startupParams?(): Iterable<readonly [string, unknown]>;
 }
 
 /** Opens a connection and upgrades it to TLS; both sockets emit Node's events. */
@@ -194,6 +203,8 @@ export function socketPlan(o: {
   workerd?: boolean;
   /** Busy answers to ask again (default 53300 and 53400): those the driver does not retry. */
   busy?: readonly string[];
+  /** The startup parameters the driver will send, read as each connection starts. */
+  startupParams?: () => Iterable<readonly [string, unknown]>;
 }): SocketPlan {
   const { signing, onConnect } = o;
   const host = connectHost(signing, o.host);
@@ -215,6 +226,7 @@ export function socketPlan(o: {
     connectTimeoutMs: o.connectTimeoutMs,
     requirePassword: o.target.requirePassword,
     busy: o.busy,
+    startupParams: o.startupParams,
     token: (forceRefresh) => signFor(signing, forceRefresh),
     rejected: (token) => forgetToken(signing, token),
     authError: (fields) => authError(fields, signing),
@@ -552,6 +564,9 @@ export class IamSocket extends EventEmitter {
       totalMs: 0,
     };
     let attempts = 0;
+    // The parameter names the driver's StartupMessage carries: the only protocol options a
+    // NegotiateProtocolVersion may say the server did not recognize.
+    const requested = new Set(startupParameters(startup)?.keys());
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
@@ -594,6 +609,7 @@ export class IamSocket extends EventEmitter {
       return within(new Promise((resolve) => setTimeout(resolve, ms)));
     };
     try {
+      if (plan.startupParams) checkStartupParameters(plan.startupParams());
       for (attempts = 1;; attempts++) {
         this.#step = "credentials";
         const signed = await within(plan.token(attempts > 1));
@@ -617,7 +633,7 @@ export class IamSocket extends EventEmitter {
 
         this.#step = "auth";
         socket.write(startup);
-        const answer = await within(authenticate(socket, signed.token, timings));
+        const answer = await within(authenticate(socket, signed.token, timings, requested));
         tokenSent ||= answer.tokenSent;
         if (this.#closed) return;
         if (answer.ok && !answer.tokenSent && plan.requirePassword) {
@@ -737,6 +753,7 @@ function authenticate(
   socket: net.Socket,
   token: string,
   timings: ConnectTimings,
+  requested: ReadonlySet<string>,
 ): Promise<
   | { ok: true; rest: Buffer; tokenSent: boolean }
   | { ok: false; error: ServerError; tokenSent: boolean }
@@ -745,6 +762,7 @@ function authenticate(
     let buffer: Buffer = Buffer.alloc(0);
     // The server's IAM check: from the token sent to the server's answer.
     let sentAt: number | undefined;
+    let negotiated = false;
     const answered = () => {
       if (sentAt !== undefined) timings.authMs += performance.now() - sentAt;
     };
@@ -798,9 +816,29 @@ function authenticate(
             error: Object.fromEntries(errorFields(body)),
             tokenSent: sentAt !== undefined,
           });
+        } else if (type === 0x76 /* v */) {
+          // NegotiateProtocolVersion, once, before the server asks for the password: the protocol
+          // version it supports and the `_pq_.` options of the StartupMessage it did not
+          // recognize. The server goes on without them, as plain postgres.js 4 does; libpq 18
+          // refuses the same malformed ones (they are its words).
+          const read = negotiated || sentAt !== undefined
+            ? { ok: false as const, reason: "received duplicate or late message" }
+            : readProtocolNegotiation(body, requested);
+          if (!read.ok) {
+            cleanup();
+            return reject(
+              protocolError(`an invalid NegotiateProtocolVersion ('v') message (${read.reason})`),
+            );
+          }
+          negotiated = true;
         } else if (type !== 0x4e /* N: notices before auth are dropped */) {
           cleanup();
-          return reject(protocolError(`an unexpected ${typeName(type)} message`));
+          return reject(
+            protocolError(
+              `an unexpected ${typeName(type)} message`,
+              `received invalid response: ${type.toString(16)}`,
+            ),
+          );
         }
         buffer = buffer.subarray(length);
       }
@@ -812,9 +850,9 @@ function authenticate(
 // Longer than any message a server sends before AuthenticationOk (an ErrorResponse is well below).
 const MAX_LOGIN_MESSAGE = 1 << 20;
 
-function protocolError(what: string): Error {
+function protocolError(what: string, note?: string): Error {
   return Object.assign(
-    new Error(`pg-iam: the server sent ${what} during authentication`),
+    new Error(`pg-iam: the server sent ${what} during authentication${note ? ` (${note})` : ""}`),
     { code: "PROTOCOL_VIOLATION" },
   );
 }

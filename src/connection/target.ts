@@ -233,11 +233,19 @@ export function parseTarget(input: TargetInput = {}): ConnectionTarget {
   }
   for (const [env, name] of Object.entries(ENV_SETTINGS)) {
     const value = readEnv(env);
-    if (value !== undefined) serverParams[name] = value;
+    // As libpq: "default" (any case) leaves the server's own setting.
+    if (value !== undefined && value.toLowerCase() !== "default") serverParams[name] = value;
   }
   if (input.url !== undefined) {
     if (typeof input.url !== "string") {
       throw new TypeError(`The connection string must be a string, got ${show(input.url)}`);
+    }
+    if (input.url.includes("\0")) {
+      // Not quoted: it may hold a password. libpq's connection strings are C strings.
+      throw new TypeError(
+        `The connection string contains a NUL character, which would end a startup parameter ` +
+          `and start another: remove it`,
+      );
     }
     const parsed = /^\s*postgres(?:ql)?:\/\//i.test(input.url)
       ? parseUri(input.url)
@@ -263,13 +271,27 @@ export function parseTarget(input: TargetInput = {}): ConnectionTarget {
           }`,
         );
       } else if (key in LIBPQ) settings.set(key, setting);
-      else extraParams[key] = setting.value;
+      else if (key === "database") {
+        // Not a driver option or a server setting but the StartupMessage's own database, which
+        // postgres.js would send over the path's: libpq refuses it ("invalid URI query
+        // parameter"), and so does pg-iam, whatever the driver.
+        throw new TypeError(
+          `The connection string parameter "database" is not libpq's (libpq: invalid URI query ` +
+            `parameter): name the database in the URL's path or with dbname=`,
+        );
+      } else extraParams[key] = setting.value;
     }
   }
   const name = input.explicitName ?? ((key: string) => `the "${key}" option`);
   for (const [key, value] of Object.entries(input.explicit ?? {})) {
     if (value === undefined) continue;
     const keyword = key === "database" ? "dbname" : key;
+    if (typeof value === "string" && value.includes("\0") && keyword !== "sslpassword") {
+      throw new TypeError(
+        `${cap(name(key))} contains a NUL character, which would end a startup parameter and ` +
+          `start another: ${JSON.stringify(value)}`,
+      );
+    }
     settings.set(keyword, { value: String(value), source: name(key) });
   }
 
@@ -344,6 +366,15 @@ export function sslModeOption(ssl: unknown): string | undefined {
   );
 }
 
+/**
+ * `-c name=value` for the `options` startup parameter, escaped so that the server sees exactly
+ * `value`: it splits `options` at every space, tab, newline, vertical tab, form feed and carriage
+ * return (C's isspace, in pg_split_opts), and a backslash keeps the character after it.
+ */
+export function optionsSetting(name: string, value: string): string {
+  return `-c ${name}=${value.replace(/[\\ \t\n\v\f\r]/g, "\\$&")}`;
+}
+
 /** A driver's string option (host, user, …), checked. */
 export function stringOption(value: unknown, option: string): string | undefined {
   if (value !== undefined && typeof value !== "string") {
@@ -386,26 +417,46 @@ function parseUri(text: string): Map<string, Setting> {
     );
   }
   const m = /^(\[[^\]]*\]|[^:]*)(?::(.*))?$/.exec(hostport)!;
-  const host = m[1].startsWith("[") ? m[1].slice(1, -1) : decode(m[1]);
+  const host = m[1].startsWith("[")
+    ? m[1].slice(1, -1)
+    : decode(m[1], "the connection string's host");
   // DNS names are case-insensitive; lower case signs the same token whatever the URL's case.
-  part("user", "user", decode(userinfo));
+  part("user", "user", decode(userinfo, "the connection string's user"));
   part("host", "host", host.startsWith("/") ? host : host.toLowerCase());
   part("port", "port", m[2] ?? "");
-  part("dbname", "database", decode(slash < 0 ? "" : beforeQuery.slice(slash + 1)));
+  part(
+    "dbname",
+    "database",
+    decode(slash < 0 ? "" : beforeQuery.slice(slash + 1), "the connection string's database"),
+  );
   // The last of a repeated parameter wins, as in libpq.
   for (const [key, value] of new URLSearchParams(query)) {
+    // URLSearchParams decodes %00 without a word: refused here as decode() refuses it.
+    if (key.includes("\0")) forbiddenNul(`the connection string parameter ${show(key)}`);
+    if (value.includes("\0")) forbiddenNul(`the connection string parameter "${key}"`);
     if (value === "") continue;
     out.set(key, { value, source: `the connection string parameter "${key}"` });
   }
   return out;
 }
 
-function decode(text: string): string {
+/** A percent-decoded part of a URL (`what` names it); `%00` is refused, as libpq refuses it. */
+function decode(text: string, what: string): string {
+  let decoded: string;
   try {
-    return decodeURIComponent(text);
+    decoded = decodeURIComponent(text);
   } catch {
     throw new TypeError(`The connection string has a bad percent-encoding in ${show(text)}`);
   }
+  if (decoded.includes("\0")) forbiddenNul(what);
+  return decoded;
+}
+
+function forbiddenNul(what: string): never {
+  throw new TypeError(
+    `${cap(what)} has the forbidden value %00 in a percent-encoded value (as libpq says): a NUL ` +
+      `would end the startup parameter and start another`,
+  );
 }
 
 /** A libpq keyword/value string: `host=db port=5432 dbname='my db'`. */

@@ -20,7 +20,7 @@ import * as asyncHooks from "node:async_hooks";
 import type { ConnectionOptions } from "node:tls";
 import pg from "pg";
 import { show } from "../core/errors.ts";
-import { parseTarget, sslModeOption, stringOption } from "../connection/target.ts";
+import { optionsSetting, parseTarget, sslModeOption, stringOption } from "../connection/target.ts";
 import type { SslOption } from "../connection/tls.ts";
 import { checkMax, pacedPrewarm, type PrewarmOptions } from "../connection/prewarm.ts";
 import { ON_WORKERD } from "../connection/socket-workerd.ts";
@@ -41,6 +41,7 @@ import {
   splitIam,
 } from "../connection/sign.ts";
 import { type ConnectEvent, IamSocket, socketPlan } from "../connection/socket.ts";
+import { checkStartupParameters } from "../connection/pgwire.ts";
 
 export type { ConnectEvent, ConnectStep, ConnectTimings } from "../connection/socket.ts";
 export type { SslOption } from "../connection/tls.ts";
@@ -149,6 +150,8 @@ export function iamPool(config: IamPoolConfig = {}): Pool {
       );
     }
   }
+  // What its clients will send: a client's startup parameters, read as node-postgres reads them.
+  checkStartup(new pg.Client(built.config as ClientConfig));
   const pool = new pg.Pool(built.config as PoolConfig);
   // Not on Workers: a client lives for one request there, and pg-pool's lifetime timer calls
   // unref(), which a Worker's timers do not have (the pool's connect would fail).
@@ -195,7 +198,11 @@ export function iamPool(config: IamPoolConfig = {}): Pool {
  * ```
  */
 export function iamClient(config: IamClientConfig = {}): Client {
-  return new pg.Client(buildConfig(checkConfig(config, "iamClient")).config as ClientConfig);
+  const client = new pg.Client(
+    buildConfig(checkConfig(config, "iamClient")).config as ClientConfig,
+  );
+  checkStartup(client);
+  return client;
 }
 
 /**
@@ -384,6 +391,16 @@ async function savepoint<T>(
 
 // ---- internals ----
 
+/**
+ * Refuses a NUL in what node-postgres will send as startup parameters (getStartupConf(), which it
+ * serializes as is): pg-iam's socket sees them only as bytes, where a NUL already split one.
+ */
+function checkStartup(client: Client): void {
+  const startup = (client as unknown as { getStartupConf?(): Record<string, unknown> })
+    .getStartupConf?.();
+  if (startup) checkStartupParameters(Object.entries(startup));
+}
+
 function checkConfig<T extends object>(config: T, fn: string): T {
   if (typeof config !== "object" || config === null) {
     throw new TypeError(`${fn}() expects a config object, got ${show(config)}`);
@@ -465,7 +482,7 @@ function buildConfig(config: IamClientConfig): { config: Record<string, unknown>
   // PGTZ and friends do.
   const settings = Object.entries(params)
     .filter(([k]) => !["application_name", "options", "replication", "client_encoding"].includes(k))
-    .map(([k, v]) => `-c ${k}=${v.replace(/[\\ ]/g, "\\$&")}`);
+    .map(([k, v]) => optionsSetting(k, v));
   const options = [params.options, ...settings].filter(Boolean).join(" ") || undefined;
   const keepAlive = target.keepAlive;
   const plan = socketPlan({

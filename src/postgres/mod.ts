@@ -50,6 +50,7 @@ import {
   socketPlan,
 } from "../connection/socket.ts";
 import { ON_WORKERD } from "../connection/socket-workerd.ts";
+import { checkStartupParameters } from "../connection/pgwire.ts";
 import { checkMax, pacedPrewarm, type PrewarmOptions } from "../connection/prewarm.ts";
 
 export type { ConnectEvent, ConnectStep, ConnectTimings } from "../connection/socket.ts";
@@ -283,9 +284,15 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
   let sql = postgres(pgUrl as string, pgOpts) as unknown as IamSql<T>;
   const parsed = sql.options as unknown as {
     user: string;
+    database: unknown;
+    connection: Record<string, unknown>;
     connect_timeout: number | null;
     max_lifetime: number | null | (() => number);
   };
+  // What postgres.js will send as startup parameters, as it will send them: pg-iam's socket sees
+  // them only as bytes, where a NUL already split one (postgres.js 4 refuses one at connect, 3
+  // sends it). Checked now, and again as each connection starts (socketPlan's startupParams).
+  checkStartupParameters(startupOf(parsed));
   // Not read here (an object's valueOf() is postgres.js's to call, once per connection).
   const connectTimeout = typeof parsed.connect_timeout === "number"
     ? parsed.connect_timeout || 30
@@ -328,6 +335,7 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
     // postgres.js 4 asks again itself on 53300 (with its backoff, within connect_timeout), as
     // without pg-iam; DSQL's 53400 it does not.
     busy: POSTGRES_4 ? ["53400"] : undefined,
+    startupParams: () => startupOf(sql.options as unknown as typeof parsed),
   });
   if (prewarmCount !== undefined) {
     checkCount(prewarmCount, "prewarm");
@@ -601,6 +609,17 @@ const WORKER_TIMERS = {
   clearImmediate: (timer: ReturnType<typeof setTimeout>) => clearTimeout(timer),
   now: () => performance.now(),
 };
+
+/** The startup parameters postgres.js sends for its parsed `options` (its StartupMessage's). */
+function startupOf(
+  options: { user: unknown; database: unknown; connection?: Record<string, unknown> },
+): [string, unknown][] {
+  return [
+    ["user", options.user],
+    ["database", options.database],
+    ...Object.entries(options.connection ?? {}),
+  ];
+}
 
 /** A postgres.js host or port option: one value (postgres.js also takes a list, for failover). */
 function one(value: unknown, option: string): string | number | undefined {
