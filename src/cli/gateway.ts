@@ -1,7 +1,7 @@
 // pg-iam gateway: the local IAM-verifying PostgreSQL gateway (./gateway) as a command, in front of
 // a PostgreSQL server of yours or, when none is given, an embedded in-memory PGlite.
 
-import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { type AddressInfo, createServer } from "node:net";
 import { dirname, join } from "node:path";
 import process from "node:process";
@@ -15,6 +15,7 @@ import {
 } from "../gateway/mod.ts";
 import { checkNotSwapped } from "../core/credentials.ts";
 import { type Command, int, type Parsed, str, UsageError } from "./_args.ts";
+import { writeFileAtomically } from "./_file.ts";
 import { lower } from "./_target.ts";
 import { cacheDir } from "./env.ts";
 
@@ -280,7 +281,8 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
   }
   if (caFile !== undefined) {
     try {
-      writeAtomically(caFile, caPem!);
+      mkdirSync(dirname(caFile), { recursive: true });
+      writeFileAtomically(caFile, caPem!, 0o644);
     } catch (error) {
       await gateway.close();
       await pglite?.close();
@@ -402,19 +404,6 @@ function jsonLine(value: unknown): string {
     /[\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/g,
     (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
   ) + "\n";
-}
-
-/** Writes `text` to `file` whole or not at all: a client reading it never sees half a CA. */
-function writeAtomically(file: string, text: string): void {
-  mkdirSync(dirname(file), { recursive: true });
-  const temp = `${file}.${process.pid}.tmp`;
-  try {
-    writeFileSync(temp, text, { mode: 0o644 });
-    renameSync(temp, file);
-  } catch (error) {
-    rmSync(temp, { force: true });
-    throw error;
-  }
 }
 
 function freePort(host: string): Promise<number> {
