@@ -100,8 +100,22 @@ sslrootcert. Runs until interrupted.`,
     "max-connections": {
       type: "string",
       arg: "N",
-      help: "How many client connections may be open at once (logging in or relayed); one " +
-        "more is refused as PostgreSQL refuses it, FATAL 53300. Default: 100.",
+      help: "How many sessions (clients logged in) may be open at once, as PostgreSQL's " +
+        "max_connections; one more is refused as PostgreSQL refuses it, FATAL 53300. " +
+        "Connections still logging in count against --max-startups instead. Default: 100.",
+    },
+    "max-startups": {
+      type: "string",
+      arg: "N",
+      help: "How many connections may be logging in at once (token not yet accepted), as sshd's " +
+        "MaxStartups; one more is refused, FATAL 53300. Default: 10 × --max-connections (1000).",
+    },
+    "max-startups-per-address": {
+      type: "string",
+      arg: "N",
+      help: "How many of those may come from one client address, so that one host's " +
+        "unfinished logins cannot lock the others out; one more is refused, FATAL 53300. " +
+        "Default: --max-connections (100).",
     },
     "max-connection-rate": {
       type: "string",
@@ -154,7 +168,10 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
     throw usage(`--region is not an AWS region, got ${JSON.stringify(region)}`);
   }
   const signingPortFlag = int(v, "signing-port", 1, 65535, command.name);
-  const maxConnections = int(v, "max-connections", 1, 1_000_000, command.name);
+  const maxConnections = int(v, "max-connections", 1, 1_000_000, command.name) ?? 100;
+  const maxStartups = int(v, "max-startups", 1, 10_000_000, command.name) ?? 10 * maxConnections;
+  const maxStartupsPerAddress = int(v, "max-startups-per-address", 1, 10_000_000, command.name) ??
+    Math.min(maxConnections, maxStartups);
   const maxConnectionRate = int(v, "max-connection-rate", 1, 1_000_000, command.name);
   const connectionBurst = int(v, "connection-burst", 1, 1_000_000, command.name);
   if (connectionBurst !== undefined && maxConnectionRate === undefined) {
@@ -242,6 +259,8 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
       tls: tlsOption,
       clockOffsetMs,
       maxConnections,
+      maxStartups,
+      maxStartupsPerAddress,
       ...(maxConnectionRate === undefined ? {} : { maxConnectionRate }),
       ...(connectionBurst === undefined ? {} : { connectionBurst }),
       onLogin: quiet ? undefined : (login) => {
@@ -319,7 +338,9 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
       c.accessKeyId
     ),
     clockOffsetMs,
-    maxConnections: maxConnections ?? 100,
+    maxConnections,
+    maxStartups,
+    maxStartupsPerAddress,
     maxConnectionRate: maxConnectionRate ?? null,
     url,
   };
