@@ -821,6 +821,8 @@ class GatewayServer implements Gateway {
    * maxConnections are open (then the client is to be refused with 53300).
    */
   beginSession(client: Client): boolean {
+    // Gone already (its close may have been emitted): nothing to count, nothing to answer.
+    if (client.raw.destroyed) return false;
     if (!this.hasSessionSlot()) {
       this.stats.refused["53300"]++;
       return false;
