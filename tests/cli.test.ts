@@ -1274,7 +1274,7 @@ test(
 );
 
 test(
-  "pg-iam gateway --ca-out refuses to replace a file another user owns in a shared directory, and to write into a directory every user may write to that is not sticky, saying why",
+  "pg-iam gateway --ca-out refuses to replace a file another user owns in a shared directory, saying why",
   AS_ROOT,
   async () => {
     const pg = await upstreamPostgres();
@@ -1304,19 +1304,40 @@ test(
     assert.equal(readFileSync(caOut, "utf8"), theirs);
     assert.equal(lstatSync(caOut).uid, NOBODY);
 
-    const open = sharedDir("open-dir", 0o777);
-    assert.match(
-      await start(join(open, "gateway-ca.pem")),
-      new RegExp(
-        `cannot write --ca-out "${open}/gateway-ca.pem": its directory ${open} is writable by ` +
-          `every user and not sticky \\(mode 777\\): anyone could replace the file`,
-      ),
-    );
-    assert.deepEqual(readdirSync(open), []);
-
     // The control: a file of our own in the shared directory is replaced.
     chownSync(caOut, 0, 0);
     assert.equal(await start(caOut), "the gateway started");
+    assertOwnCa(caOut);
+  },
+);
+
+test(
+  "pg-iam gateway --ca-out refuses a directory every user may write to that is not sticky (anyone could replace the file there), saying why",
+  TIMEOUT,
+  async () => {
+    const pg = await upstreamPostgres();
+    const open = sharedDir("open-dir", 0o777);
+    const caOut = join(open, "gateway-ca.pem");
+    const args = ["--listen", "127.0.0.1:0", "--upstream", `postgres://${pg.host}:${pg.port}`];
+    const started = await gatewayCommand([...args, "--ca-out", caOut]).then(
+      async (gw) => {
+        await gw.stop();
+        return "the gateway started";
+      },
+      (error: Error) => error.message,
+    );
+    assert.match(
+      started,
+      new RegExp(
+        `cannot write --ca-out "${caOut}": its directory ${open} is writable by every user and ` +
+          `not sticky \\(mode 777\\): anyone could replace the file`,
+      ),
+    );
+    assert.deepEqual(readdirSync(open), []);
+    // The control: the same directory, sticky, takes it.
+    chmodSync(open, 0o1777);
+    const gw = await gatewayCommand([...args, "--ca-out", caOut]);
+    await gw.stop();
     assertOwnCa(caOut);
   },
 );

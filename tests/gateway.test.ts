@@ -1428,6 +1428,35 @@ test("gateway: beyond maxConnections sessions a connection gets FATAL 53300 afte
   });
 });
 
+test("gateway: a connection logging in holds no session slot: when the last one is taken while it logs in, its accepted token is answered 53300 and the slot stays with the session", async () => {
+  const h = await gateway({ tls: false, maxConnections: 1 });
+  await within(h, [], async () => {
+    // Asked for its password while the slot is free.
+    const early = await RawClient.connect(h.gateway);
+    early.socket.write(startup("app"));
+    assert.equal(authCode((await early.message())!.body), 3);
+    // Meanwhile another client logs in and takes the one session slot (from another address:
+    // with maxConnections 1, one connection logging in per address is the default).
+    const taken = await session(h.gateway, "127.0.0.2");
+    assert.equal(h.gateway.connections(), 1);
+    const token = await rdsToken({ hostname: RDS_HOST, username: "app", credentials: KEY });
+    early.socket.write(passwordMessage(token));
+    assert.deepEqual(await fatal(early), {
+      code: "53300",
+      message: "sorry, too many clients already",
+      detail: undefined,
+    });
+    assert.equal(h.gateway.stats.accepted, 2); // its token was good
+    assert.equal(h.gateway.stats.refused["53300"], 1);
+    await until(() => h.gateway.clients() === 1, "the refused connection gone");
+    assert.equal(h.gateway.connections(), 1);
+    // The session goes on.
+    taken.socket.write(query("select 1"));
+    assert.equal(await untilReady(taken), "TDCZ");
+    taken.socket.destroy();
+  });
+});
+
 /** `count` connections from `from`, each sending one byte of a startup packet, then nothing. */
 async function trickles(gw: Gateway, count: number, from: string): Promise<RawClient[]> {
   const flood: RawClient[] = [];
