@@ -20,6 +20,14 @@
 // connection floods: while a flood holds every slot, a new login is refused with 53300 by design,
 // as PostgreSQL refuses it beyond max_connections.
 //
+// --only trickle (not part of the default load) is another scenario: a flood of one-byte trickles
+// beside legitimate logins. In alternate 10 s phases, flood on and flood off: 150 connections from
+// each of 127.0.0.2 and 127.0.0.3 that send one byte of a startup packet and then nothing (300,
+// three times the gateway's old limit of 100 connections, logging in or not), and from 127.0.0.1
+// a fresh iamPostgres() login every 250 ms, each one's time recorded with the phase it started
+// in. --limits old starts the gateway with the old shared limit instead (100 connections logging
+// in, whatever their address): the control.
+//
 // The server: PGIAM_TEST_PG=host:port, or one started here (tests/_postgres.ts).
 
 import { spawn } from "node:child_process";
@@ -53,6 +61,8 @@ const sampleSeconds = Number(arg("--sample") ?? 5);
 // A subset of the load, to look at one kind alone: legit,ssl,gss,slowloris,connections,malformed,
 // long-user,cancel.
 const only = arg("--only")?.split(",");
+// "old": 100 connections logging in, from any address, as the gateway's one limit was.
+const oldLimits = arg("--limits") === "old";
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const runtime = "Deno" in globalThis
   ? `Deno ${(globalThis as unknown as { Deno: { version: { deno: string } } }).Deno.version.deno}`
@@ -72,6 +82,8 @@ interface Sample {
   fds: number;
   /** The most client connections open at once since the previous sample (polled every 100 ms). */
   clients: number;
+  /** The most connections logging in at once since the previous sample. */
+  startups: number;
   relayed: number;
   /** How many logins stats.logins holds. */
   logins: number;
@@ -93,6 +105,7 @@ async function soak(): Promise<void> {
     credentials: KEY,
     upstream: { host: pg.host, port: pg.port, user: pg.user },
     tls: { cert, key },
+    ...(oldLimits ? { maxStartups: 100, maxStartupsPerAddress: 100 } : {}),
   });
   const fds = () => {
     try {
@@ -104,7 +117,11 @@ async function soak(): Promise<void> {
   const samples: Sample[] = [];
   const started = Date.now();
   let peak = 0;
-  const poll = setInterval(() => (peak = Math.max(peak, gateway.clients())), 100);
+  let peakStartups = 0;
+  const poll = setInterval(() => {
+    peak = Math.max(peak, gateway.clients());
+    peakStartups = Math.max(peakStartups, gateway.startups());
+  }, 100);
   const sample = async () => {
     // V8 frees dead ArrayBuffers' memory concurrently after a collection: a second one, a moment
     // later, counts only what is live.
@@ -119,17 +136,18 @@ async function soak(): Promise<void> {
       arrayBuffers: m.arrayBuffers,
       fds: fds(),
       clients: Math.max(peak, gateway.clients()),
+      startups: Math.max(peakStartups, gateway.startups()),
       relayed: gateway.connections(),
       logins: gateway.stats.logins.length,
       accepted: gateway.stats.accepted,
       rejected: gateway.stats.rejected,
     };
-    peak = 0;
+    peak = peakStartups = 0;
     samples.push(s);
     process.stderr.write(
       `${String(s.t).padStart(4)} s  rss ${mb(s.rss)}  heap ${mb(s.heapUsed)}  ` +
         `arrayBuffers ${mb(s.arrayBuffers)}  fds ${s.fds}  ` +
-        `clients ${s.clients}  relayed ${s.relayed}  logins kept ${s.logins}  ` +
+        `clients ${s.clients}  logging in ${s.startups}  relayed ${s.relayed}  logins kept ${s.logins}  ` +
         `accepted ${s.accepted}  rejected ${s.rejected}\n`,
     );
   };
@@ -150,12 +168,14 @@ async function soak(): Promise<void> {
   const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
   clearInterval(timer);
   clearInterval(poll);
-  peak = 0; // the last sample: what is left once the clients are gone
+  peak = peakStartups = 0; // the last sample: what is left once the clients are gone
   await sample();
   const report = JSON.parse(out.trim().split("\n").at(-1) ?? "{}") as LoadReport;
   await gateway.close();
   summarize(report, samples, gateway.stats, code);
-  process.exit(report.legit.ok === report.legit.attempts ? 0 : 1);
+  const trickleOk = !report.trickle ||
+    Object.values(report.trickle).every((p) => p.failures.length === 0);
+  process.exit(report.legit.ok === report.legit.attempts && trickleOk ? 0 : 1);
 }
 
 const mb = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MB`;
@@ -177,15 +197,37 @@ function summarize(
   const sorted = [...legit.loginMs].sort((a, b) => a - b);
   const pct = (p: number) => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
   const kinds = Object.entries(report.hostile).sort(([a], [b]) => a.localeCompare(b));
+  const trickle = Object.entries(report.trickle ?? {}).map(([phase, p]) => {
+    const ms = [...p.loginMs].sort((a, b) => a - b);
+    const at = (q: number) => ms[Math.min(ms.length - 1, Math.floor(q * ms.length))];
+    const within = (limit: number) => ms.filter((t) => t <= limit).length;
+    return `| ${phase} | ${p.attempts} | ${p.attempts - p.failures.length} | ` +
+      `${
+        ms.length
+          ? `${at(0.5).toFixed(0)} / ${at(0.95).toFixed(0)} / ${ms.at(-1)!.toFixed(0)}`
+          : "–"
+      } | ` +
+      `${within(1000)} | ${p.failures.length ? p.failures.slice(0, 2).join("; ") : "none"} |`;
+  });
   const lines = [
-    `### ${runtime}, ${seconds} s (load exited ${code})`,
-    "",
-    `Legitimate logins: **${legit.ok} of ${legit.attempts} succeeded**` +
-    (legit.failures.length ? ` (failures: ${legit.failures.slice(0, 3).join("; ")})` : "") +
-    `; queries: ${legit.queriesOk} of ${legit.queries} succeeded, ` +
-    `the steady connection's ${legit.steadyOk} of ${legit.steady} without a reconnect; ` +
-    `login time median ${pct(0.5)?.toFixed(0)} ms, p95 ${pct(0.95)?.toFixed(0)} ms, ` +
-    `max ${sorted.at(-1)?.toFixed(0)} ms.`,
+    `### ${runtime}, ${seconds} s (load exited ${code})${oldLimits ? ", old limits" : ""}`,
+    ...(trickle.length
+      ? [
+        "",
+        "| one-byte trickles | logins | succeeded | ms median / p95 / max | within 1 s | failures |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
+        ...trickle,
+      ]
+      : []),
+    ...(legit.attempts === 0 && trickle.length ? [] : [
+      "",
+      `Legitimate logins: **${legit.ok} of ${legit.attempts} succeeded**` +
+      (legit.failures.length ? ` (failures: ${legit.failures.slice(0, 3).join("; ")})` : "") +
+      `; queries: ${legit.queriesOk} of ${legit.queries} succeeded, ` +
+      `the steady connection's ${legit.steadyOk} of ${legit.steady} without a reconnect; ` +
+      `login time median ${pct(0.5)?.toFixed(0)} ms, p95 ${pct(0.95)?.toFixed(0)} ms, ` +
+      `max ${sorted.at(-1)?.toFixed(0)} ms.`,
+    ]),
     "",
     "| hostile kind | connections | outcomes |",
     "| --- | ---: | --- |",
@@ -208,6 +250,7 @@ function summarize(
     row("arrayBuffers", samples.map((s) => s.arrayBuffers), mb),
     row("open descriptors", samples.map((s) => s.fds), (n) => n.toFixed(0)),
     row("client connections (peak)", samples.map((s) => s.clients), (n) => n.toFixed(0)),
+    row("connections logging in (peak)", samples.map((s) => s.startups), (n) => n.toFixed(0)),
     row("relayed connections", samples.map((s) => s.relayed), (n) => n.toFixed(0)),
     row("logins kept in stats.logins", samples.map((s) => s.logins), (n) => n.toFixed(0)),
     "",
@@ -236,6 +279,15 @@ interface LoadReport {
     steadyOk: number;
   };
   hostile: Record<string, Kind>;
+  /** --only trickle: the legitimate logins by the phase they started in, flood on or off. */
+  trickle?: Record<string, TricklePhase>;
+}
+
+interface TricklePhase {
+  attempts: number;
+  failures: string[];
+  /** Each login's time, from the start of the connect to the end of its first query, ms. */
+  loginMs: number[];
 }
 
 async function load(port: number): Promise<void> {
@@ -326,9 +378,12 @@ async function load(port: number): Promise<void> {
     malformed: () => loop(2, () => malformed(port, tally), 50),
     "long-user": () => loop(2, () => longUser(port, tally), 50),
     cancel: () => loop(1, () => cancel(port, tally), 200),
+    trickle: () => trickles(port, running, report, tally),
   };
   await Promise.all(
-    Object.entries(kinds).filter(([name]) => !only || only.includes(name)).map(([, run]) => run()),
+    Object.entries(kinds)
+      .filter(([name]) => only ? only.includes(name) : name !== "trickle")
+      .map(([, run]) => run()),
   );
   console.log(JSON.stringify(report));
   process.exit(0);
@@ -336,11 +391,84 @@ async function load(port: number): Promise<void> {
 
 type Tally = (kind: string, outcome: string, connections?: number) => void;
 
-function open(port: number): Promise<net.Socket> {
+function open(port: number, localAddress?: string): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const socket = net.connect(port, "127.0.0.1", () => resolve(socket));
+    const socket = net.connect(
+      { port, host: "127.0.0.1", ...(localAddress ? { localAddress } : {}) },
+      () => resolve(socket),
+    );
     socket.once("error", reject);
   });
+}
+
+// Alternate phases of TRICKLE_MS, flood on and flood off; a fresh login every 250 ms throughout.
+const TRICKLE_MS = 10_000;
+const TRICKLE_FROM = ["127.0.0.2", "127.0.0.3"];
+const TRICKLES_PER_ADDRESS = 150;
+
+async function trickles(
+  port: number,
+  running: () => boolean,
+  report: LoadReport,
+  tally: Tally,
+): Promise<void> {
+  const phases: Record<string, TricklePhase> = report.trickle = {
+    "flood on": { attempts: 0, failures: [], loginMs: [] },
+    "flood off": { attempts: 0, failures: [], loginMs: [] },
+  };
+  let on = false;
+  const logins = (async () => {
+    const pending: Promise<void>[] = [];
+    while (running()) {
+      const phase = phases[on ? "flood on" : "flood off"];
+      phase.attempts++;
+      const sql = iamPostgres({
+        host: "127.0.0.1",
+        port,
+        user: "app",
+        database: "postgres",
+        signingHostname: ENDPOINT,
+        signingPort: 5432,
+        credentials: KEY,
+        ssl: { ca, servername: ENDPOINT },
+        max: 1,
+        connect_timeout: 5,
+        onnotice: () => {},
+      });
+      const started = performance.now();
+      pending.push(
+        sql`select 1 as one`.then(
+          () => void phase.loginMs.push(performance.now() - started),
+          (e: Error & { code?: string }) => void phase.failures.push(`${e.code}: ${e.message}`),
+        ).finally(() => sql.end({ timeout: 1 })),
+      );
+      await sleep(250);
+    }
+    await Promise.all(pending);
+  })();
+  while (running()) {
+    const flood = (await Promise.all(
+      TRICKLE_FROM.flatMap((from) =>
+        Array.from({ length: TRICKLES_PER_ADDRESS }, () => open(port, from).catch(() => undefined))
+      ),
+    )).filter((s) => s !== undefined);
+    const results = flood.map((s) => {
+      s.write(new Uint8Array([0]));
+      return outcome(s, 60_000);
+    });
+    on = true;
+    await sleep(TRICKLE_MS);
+    on = false;
+    for (const s of flood) s.destroy();
+    for (const result of await Promise.all(results)) {
+      tally(
+        "one-byte trickle",
+        result.startsWith("closed without") ? "held until the phase ended" : result,
+      );
+    }
+    await sleep(TRICKLE_MS);
+  }
+  await logins;
 }
 
 // Reads everything until the gateway closes (or `ms` pass): "FATAL <code>", or how it closed.

@@ -4,8 +4,11 @@ import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import {
+  chmodSync,
+  chownSync,
   cpSync,
   existsSync,
+  lstatSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
@@ -101,9 +104,13 @@ interface Result {
 }
 
 /** Runs `pg-iam …args` to completion. */
-function cli(args: string[], env: Record<string, string> = {}): Promise<Result> {
+function cli(
+  args: string[],
+  env: Record<string, string> = {},
+  onSpawn?: (pid: number) => void,
+): Promise<Result> {
   const [cmd, pre] = runtime();
-  return run(cmd, [...pre, ...args], childEnv(env));
+  return run(cmd, [...pre, ...args], childEnv(env), undefined, onSpawn);
 }
 
 /** Logs in to `g` with `password` over verified TLS; resolves current_user or rejects. */
@@ -497,9 +504,11 @@ function run(
   args: string[],
   env: Record<string, string>,
   cwd?: string,
+  onSpawn?: (pid: number) => void,
 ): Promise<Result> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { env, cwd });
+    onSpawn?.(child.pid!);
     let stdout = "";
     let stderr = "";
     child.stdout.setEncoding("utf8").on("data", (s: string) => (stdout += s));
@@ -510,9 +519,15 @@ function run(
 }
 
 /** Starts `pg-iam gateway …args --json`; resolves its ready line and a stop() that awaits exit. */
-async function gatewayCommand(args: string[], env: Record<string, string> = {}) {
+async function gatewayCommand(
+  args: string[],
+  env: Record<string, string> = {},
+  onSpawn?: (pid: number) => void,
+) {
   const [cmd, pre] = runtime();
   const child = spawn(cmd, [...pre, "gateway", "--json", ...args], { env: childEnv(env) });
+  // Before the child has even loaded its runtime, so before it writes any file.
+  onSpawn?.(child.pid!);
   let stderr = "";
   child.stderr.setEncoding("utf8").on("data", (s: string) => (stderr += s));
   const lines: string[] = [];
@@ -1145,6 +1160,235 @@ test(
     } finally {
       busy.close();
     }
+  },
+);
+
+// Another user, for the files a shared directory lets them plant: nobody, when we are root.
+const ROOT = process.getuid?.() === 0;
+const NOBODY = 65534;
+const AS_ROOT = {
+  ...TIMEOUT,
+  skip: ROOT ? false : "needs root, to create files owned by another user (uid 65534)",
+};
+
+/** A directory shared as /tmp is: writable by every user, sticky. */
+function sharedDir(name: string, mode = 0o1777): string {
+  const shared = join(dir, name);
+  mkdirSync(shared, { recursive: true });
+  chmodSync(shared, mode);
+  return shared;
+}
+
+/** An unrelated private file (mode 600) outside the shared directory: what a planted link aims at. */
+function privateFile(name: string): { file: string; text: string } {
+  const file = join(dir, name);
+  const text = `${name}: private, not a CA\n`;
+  writeFileSync(file, text, { mode: 0o600 });
+  return { file, text };
+}
+
+/** Asserts `file` is a regular file of ours, mode 644, holding a PEM certificate. */
+function assertOwnCa(file: string): void {
+  const stat = lstatSync(file);
+  assert.ok(stat.isFile(), `${file} is not a regular file`);
+  assert.equal(stat.mode & 0o7777, 0o644);
+  assert.equal(stat.uid, process.getuid?.());
+  assert.match(readFileSync(file, "utf8"), /^-----BEGIN CERTIFICATE-----/);
+}
+
+test(
+  "pg-iam gateway --ca-out in a shared directory writes through no link planted at a name it could predict: the unrelated mode-600 file is untouched, the CA is a file of its own",
+  TIMEOUT,
+  async () => {
+    const pg = await upstreamPostgres();
+    const shared = sharedDir("shared-link");
+    const caOut = join(shared, "gateway-ca.pem");
+    const victim = privateFile("victim-of-ca-out");
+    const planted: string[] = [];
+    // The attack: links at the names the gateway's process id made predictable.
+    const gw = await gatewayCommand(
+      [
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        `postgres://${pg.host}:${pg.port}`,
+        "--ca-out",
+        caOut,
+      ],
+      {},
+      (pid) => {
+        for (const name of [`${caOut}.${pid}.tmp`, `${caOut}.tmp`]) {
+          symlinkSync(victim.file, name);
+          planted.push(name);
+        }
+      },
+    );
+    try {
+      assert.equal(gw.ready.ca, caOut);
+    } finally {
+      await gw.stop();
+    }
+    assert.equal(readFileSync(victim.file, "utf8"), victim.text);
+    assert.equal(statSync(victim.file).mode & 0o777, 0o600);
+    assertOwnCa(caOut);
+    for (const name of planted) assert.ok(lstatSync(name).isSymbolicLink());
+    // Nothing else is left behind: the temporary file was renamed.
+    assert.deepEqual(
+      readdirSync(shared).sort(),
+      ["gateway-ca.pem", ...planted.map((p) => p.slice(shared.length + 1))].sort(),
+    );
+  },
+);
+
+test(
+  "pg-iam gateway --ca-out in a shared directory does not adopt a file another user created at a name it could predict: the CA is its own, not theirs to rewrite",
+  AS_ROOT,
+  async () => {
+    const pg = await upstreamPostgres();
+    const shared = sharedDir("shared-planted");
+    const caOut = join(shared, "gateway-ca.pem");
+    const theirs = "another user's file, writable by them\n";
+    let planted = "";
+    const gw = await gatewayCommand(
+      [
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        `postgres://${pg.host}:${pg.port}`,
+        "--ca-out",
+        caOut,
+      ],
+      {},
+      (pid) => {
+        planted = `${caOut}.${pid}.tmp`;
+        writeFileSync(planted, theirs, { mode: 0o666 });
+        chmodSync(planted, 0o666);
+        chownSync(planted, NOBODY, NOBODY);
+      },
+    );
+    await gw.stop();
+    assertOwnCa(caOut);
+    assert.equal(lstatSync(planted).uid, NOBODY);
+    assert.equal(readFileSync(planted, "utf8"), theirs);
+  },
+);
+
+test(
+  "pg-iam gateway --ca-out refuses to replace a file another user owns in a shared directory, saying why",
+  AS_ROOT,
+  async () => {
+    const pg = await upstreamPostgres();
+    const args = ["--listen", "127.0.0.1:0", "--upstream", `postgres://${pg.host}:${pg.port}`];
+    const start = (caOut: string) =>
+      gatewayCommand([...args, "--ca-out", caOut]).then(
+        async (gw) => {
+          await gw.stop();
+          return "the gateway started";
+        },
+        (error: Error) => error.message,
+      );
+
+    const shared = sharedDir("shared-owned");
+    const caOut = join(shared, "gateway-ca.pem");
+    const theirs = "another user's CA\n";
+    writeFileSync(caOut, theirs);
+    chownSync(caOut, NOBODY, NOBODY);
+    assert.match(
+      await start(caOut),
+      new RegExp(
+        `^gateway exited \\d+: pg-iam gateway: cannot write --ca-out "${caOut}": ${caOut} ` +
+          `already exists, owned by another user \\(uid ${NOBODY}\\), in the shared directory ` +
+          `${shared} \\(writable by every user, sticky\\): it is not replaced`,
+      ),
+    );
+    assert.equal(readFileSync(caOut, "utf8"), theirs);
+    assert.equal(lstatSync(caOut).uid, NOBODY);
+
+    // The control: a file of our own in the shared directory is replaced.
+    chownSync(caOut, 0, 0);
+    assert.equal(await start(caOut), "the gateway started");
+    assertOwnCa(caOut);
+  },
+);
+
+test(
+  "pg-iam gateway --ca-out refuses a directory every user may write to that is not sticky (anyone could replace the file there), saying why",
+  TIMEOUT,
+  async () => {
+    const pg = await upstreamPostgres();
+    const open = sharedDir("open-dir", 0o777);
+    const caOut = join(open, "gateway-ca.pem");
+    const args = ["--listen", "127.0.0.1:0", "--upstream", `postgres://${pg.host}:${pg.port}`];
+    const started = await gatewayCommand([...args, "--ca-out", caOut]).then(
+      async (gw) => {
+        await gw.stop();
+        return "the gateway started";
+      },
+      (error: Error) => error.message,
+    );
+    assert.match(
+      started,
+      new RegExp(
+        `cannot write --ca-out "${caOut}": its directory ${open} is writable by every user and ` +
+          `not sticky \\(mode 777\\): anyone could replace the file`,
+      ),
+    );
+    assert.deepEqual(readdirSync(open), []);
+    // The control: the same directory, sticky, takes it.
+    chmodSync(open, 0o1777);
+    const gw = await gatewayCommand([...args, "--ca-out", caOut]);
+    await gw.stop();
+    assertOwnCa(caOut);
+  },
+);
+
+test(
+  "pg-iam env caching the RDS CA bundle in a shared directory writes through no link planted at a name it could predict",
+  TIMEOUT,
+  async () => {
+    const cache = join(dir, "shared-cache");
+    const shared = sharedDir(join("shared-cache", "pg-iam"));
+    const bundle = join(shared, "rds-ca-bundle.pem");
+    const victim = privateFile("victim-of-env");
+    const env = { XDG_CACHE_HOME: cache };
+    const url = `postgres://app@${RDS}/orders`;
+    let planted = "";
+    const r = await cli(["env", url], env, (pid) => {
+      planted = `${bundle}.${pid}.tmp`;
+      symlinkSync(victim.file, planted);
+    });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`^export PGSSLROOTCERT='${bundle}'$`, "m"));
+    assert.equal(readFileSync(victim.file, "utf8"), victim.text);
+    assert.ok(lstatSync(planted).isSymbolicLink());
+    const stat = lstatSync(bundle);
+    assert.ok(stat.isFile());
+    assert.equal(stat.mode & 0o7777, 0o644);
+    assert.match(readFileSync(bundle, "utf8"), /^-----BEGIN CERTIFICATE-----/);
+  },
+);
+
+test(
+  "pg-iam env does not hand out a cached RDS CA bundle another user owns in a shared directory, even one saying the right thing: they could rewrite it once it is trusted",
+  AS_ROOT,
+  async () => {
+    const cache = join(dir, "shared-cache-owned");
+    const shared = sharedDir(join("shared-cache-owned", "pg-iam"));
+    const bundle = join(shared, "rds-ca-bundle.pem");
+    const env = { XDG_CACHE_HOME: cache };
+    const url = `postgres://app@${RDS}/orders`;
+    // The control: the bundle cached by us is used.
+    assert.equal((await cli(["env", url], env)).code, 0);
+    chownSync(bundle, NOBODY, NOBODY);
+    const refused = await cli(["env", url], env);
+    assert.equal(refused.code, 1, refused.stderr);
+    assert.equal(refused.stdout, "");
+    assert.match(
+      refused.stderr,
+      new RegExp(
+        `^pg-iam env: ${bundle} already exists, owned by another user \\(uid ${NOBODY}\\)`,
+      ),
+    );
   },
 );
 

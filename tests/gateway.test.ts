@@ -759,9 +759,13 @@ class RawClient {
     });
   }
 
-  static connect(gw: Gateway): Promise<RawClient> {
+  /** Connects to `gw`, from `localAddress` when given (127.0.0.2 …: another client address). */
+  static connect(gw: Gateway, localAddress?: string): Promise<RawClient> {
     return new Promise((resolve, reject) => {
-      const socket = net.connect(gw.port, gw.host, () => resolve(new RawClient(socket)));
+      const socket = net.connect(
+        { port: gw.port, host: gw.host, ...(localAddress ? { localAddress } : {}) },
+        () => resolve(new RawClient(socket)),
+      );
       socket.once("error", reject);
     });
   }
@@ -832,6 +836,15 @@ async function untilReady(c: RawClient): Promise<string> {
     if (m.type === "Z".charCodeAt(0)) break;
   }
   return types;
+}
+
+/** A raw client logged in through `gw` (without TLS) and at ReadyForQuery: one session. */
+async function session(gw: Gateway, localAddress?: string): Promise<RawClient> {
+  const c = await RawClient.connect(gw, localAddress);
+  const token = await rdsToken({ hostname: RDS_HOST, username: "app", credentials: KEY });
+  c.socket.write(concat(startup("app"), passwordMessage(token)));
+  assert.match(await untilReady(c), /^R.*Z$/);
+  return c;
 }
 
 test("gateway: messages split into one-byte chunks, and a query pipelined with the password", async () => {
@@ -1058,6 +1071,16 @@ test("startGateway: bad options are errors naming the option and the value, neve
     [{ onLogin: "log" }, /"onLogin" option must be a function/],
     [{ maxConnections: 0 }, /"maxConnections" option must be an integer of at least 1, got 0/],
     [{ maxConnections: "10" }, /"maxConnections" option must be a number, got "10"/],
+    [{ maxStartups: 0 }, /"maxStartups" option must be an integer of at least 1, got 0/],
+    [{ maxStartups: 1.5 }, /"maxStartups" option must be an integer of at least 1, got 1\.5/],
+    [
+      { maxStartupsPerAddress: "5" },
+      /"maxStartupsPerAddress" option must be a number, got "5"/,
+    ],
+    [
+      { maxStartupsPerAddress: -1 },
+      /"maxStartupsPerAddress" option must be an integer of at least 1, got -1/,
+    ],
     [
       { authenticationTimeoutMs: 2 ** 31 },
       /"authenticationTimeoutMs" option must be an integer from 1 to 2147483647, got 2147483648/,
@@ -1375,15 +1398,16 @@ test("gateway: the authentication deadline is fixed from the connection, whateve
   });
 });
 
-test("gateway: beyond maxConnections a connection gets FATAL 53300 after its startup packet, as PostgreSQL, and is closed; a freed slot serves again", async () => {
+test("gateway: beyond maxConnections sessions a connection gets FATAL 53300 after its startup packet, as PostgreSQL, and is closed; a freed slot serves again", async () => {
   const h = await gateway({ tls: false, maxConnections: 2 });
   // postgres.js 4 asks again on 53300 until connect_timeout, then answers queries with that failure
   // until its backoff has passed: no backoff, so the slot freed below serves the next query.
   const sql = client(h.gateway, { ssl: false, connect_timeout: 1, backoff: () => 0 });
   await within(h, [sql], async () => {
-    const a = await RawClient.connect(h.gateway);
-    const b = await RawClient.connect(h.gateway);
-    await until(() => h.gateway.clients() === 2, "two connections counted");
+    const a = await session(h.gateway);
+    const b = await session(h.gateway);
+    assert.equal(h.gateway.connections(), 2);
+    assert.equal(h.gateway.startups(), 0);
     // Answered once it says who it is, as PostgreSQL (which checks in ProcessStartupPacket).
     const c = await RawClient.connect(h.gateway);
     c.socket.write(startup("app"));
@@ -1395,12 +1419,112 @@ test("gateway: beyond maxConnections a connection gets FATAL 53300 after its sta
     // postgres.js reads it as the server's error.
     assert.equal((await errorOf(sql`select 1`)).code, "53300");
     assert.equal(h.gateway.clients(), 2);
-    assert.equal(h.gateway.stats.logins.length, 0); // not logins
+    assert.equal(h.gateway.stats.logins.length, 2); // the two sessions' only
     a.socket.destroy();
     await until(() => h.gateway.clients() === 1, "the closed connection uncounted");
     assert.deepEqual((await sql`select 1 as x`)[0], { x: 1 });
     assert.equal(h.gateway.clients(), 2);
     b.socket.destroy();
+  });
+});
+
+test("gateway: a connection logging in holds no session slot: when the last one is taken while it logs in, its accepted token is answered 53300 and the slot stays with the session", async () => {
+  const h = await gateway({ tls: false, maxConnections: 1 });
+  await within(h, [], async () => {
+    // Asked for its password while the slot is free.
+    const early = await RawClient.connect(h.gateway);
+    early.socket.write(startup("app"));
+    assert.equal(authCode((await early.message())!.body), 3);
+    // Meanwhile another client logs in and takes the one session slot (from another address:
+    // with maxConnections 1, one connection logging in per address is the default).
+    const taken = await session(h.gateway, "127.0.0.2");
+    assert.equal(h.gateway.connections(), 1);
+    const token = await rdsToken({ hostname: RDS_HOST, username: "app", credentials: KEY });
+    early.socket.write(passwordMessage(token));
+    assert.deepEqual(await fatal(early), {
+      code: "53300",
+      message: "sorry, too many clients already",
+      detail: undefined,
+    });
+    assert.equal(h.gateway.stats.accepted, 2); // its token was good
+    assert.equal(h.gateway.stats.refused["53300"], 1);
+    await until(() => h.gateway.clients() === 1, "the refused connection gone");
+    assert.equal(h.gateway.connections(), 1);
+    // The session goes on.
+    taken.socket.write(query("select 1"));
+    assert.equal(await untilReady(taken), "TDCZ");
+    taken.socket.destroy();
+  });
+});
+
+/** `count` connections from `from`, each sending one byte of a startup packet, then nothing. */
+async function trickles(gw: Gateway, count: number, from: string): Promise<RawClient[]> {
+  const flood: RawClient[] = [];
+  for (let i = 0; i < count; i++) {
+    const c = await RawClient.connect(gw, from);
+    c.socket.write(new Uint8Array([0]));
+    flood.push(c);
+  }
+  return flood;
+}
+
+// The finding: 120 one-byte sockets held every one of the 100 connection slots for the whole
+// authentication deadline (60 s), so no login got in; the attacker reconnects at the deadline.
+test("gateway: a flood of one-byte trickles from one address beyond the old connection limit is capped per address (maxStartupsPerAddress), and logins from another address succeed; the control, the old shared limit, locks them out", async () => {
+  const h = await gateway(); // the defaults: maxConnections 100, maxStartups 1000, 100 per address
+  const sqls = [1, 2, 3, 4].map(() => client(h.gateway));
+  await within(h, sqls, async () => {
+    const flood = await trickles(h.gateway, 120, "127.0.0.2");
+    // (Counted as the old code counts too: there, the 100 left hold every connection slot.)
+    await until(() => h.gateway.stats.refused["53300"] === 20, "20 of the flood refused");
+    // Four logins at once from 127.0.0.1, beside the flood.
+    const rows = await Promise.all(sqls.map((sql, x) => sql`select ${x}::int as x`));
+    assert.deepEqual(rows.map((r) => r[0].x), [0, 1, 2, 3]);
+    assert.equal(h.gateway.stats.accepted, 4);
+    assert.equal(h.gateway.connections(), 4);
+    assert.equal(h.gateway.startups(), 100);
+    for (const c of flood) c.socket.destroy();
+  });
+
+  // The control: one limit of 100 for every connection logging in, as maxConnections was.
+  const old = await gateway({ maxStartups: 100, maxStartupsPerAddress: 1000 });
+  const locked = client(old.gateway, { connect_timeout: 1, backoff: () => 0 });
+  await within(old, [locked], async () => {
+    const flood = await trickles(old.gateway, 120, "127.0.0.2");
+    await until(() => old.gateway.startups() === 100, "the flood holding every slot");
+    assert.equal((await errorOf(locked`select 1`)).code, "53300");
+    assert.equal(old.gateway.stats.accepted, 0);
+    for (const c of flood) c.socket.destroy();
+  });
+});
+
+test("gateway: a flood beyond maxStartups from many addresses is refused with 53300 while sessions go on, and a login gets in once slots free", async () => {
+  const h = await gateway({ tls: false, maxStartups: 6, maxStartupsPerAddress: 2 });
+  const sql = client(h.gateway, { ssl: false });
+  // postgres.js 4 asks again on 53300 until connect_timeout: a short one, and no backoff.
+  const late = client(h.gateway, { ssl: false, connect_timeout: 1, backoff: () => 0 });
+  await within(h, [sql, late], async () => {
+    assert.deepEqual((await sql`select 1 as x`)[0], { x: 1 }); // a session before the flood
+    // Each address is capped at 2: three of them fill the 6 slots; the flood goes on from more.
+    const flood: RawClient[] = [];
+    for (const host of [2, 3, 4, 5, 6]) {
+      flood.push(...await trickles(h.gateway, 3, `127.0.0.${host}`));
+    }
+    await until(() => h.gateway.startups() === 6, "six of the flood logging in");
+    assert.equal(h.gateway.stats.refused["53300"], 9);
+    const refused = await RawClient.connect(h.gateway, "127.0.0.7");
+    refused.socket.write(startup("app"));
+    assert.equal((await fatal(refused)).code, "53300");
+    // The session goes on; a new login is refused, as PostgreSQL refuses one when full.
+    assert.deepEqual((await sql`select 2 as x`)[0], { x: 2 });
+    assert.equal((await errorOf(late`select 1`)).code, "53300");
+    // Two of the flood's slots free: a login gets in.
+    for (const c of flood.slice(0, 3)) c.socket.destroy();
+    await until(() => h.gateway.startups() === 4, "two slots freed");
+    assert.deepEqual((await late`select 3 as x`)[0], { x: 3 });
+    assert.deepEqual((await sql`select 4 as x`)[0], { x: 4 });
+    assert.equal(h.gateway.connections(), 2);
+    for (const c of flood) c.socket.destroy();
   });
 });
 
@@ -1449,11 +1573,11 @@ test("gateway: beyond maxConnectionRate a connection gets DSQL's FATAL 53400 aft
   });
 });
 
-test("gateway: refusals beyond maxConnections at once are answered without waiting for the client (a flood costs no TLS handshakes)", async () => {
-  const h = await gateway({ maxConnections: 1 });
+test("gateway: refusals beyond maxStartups at once are answered without waiting for the client (a flood costs no TLS handshakes)", async () => {
+  const h = await gateway({ maxStartups: 1 });
   await within(h, [], async () => {
     const held = await RawClient.connect(h.gateway);
-    await until(() => h.gateway.clients() === 1, "one connection counted");
+    await until(() => h.gateway.startups() === 1, "one connection counted");
     const waiting = await RawClient.connect(h.gateway); // refused once it sends its startup packet
     await sleep(50);
     const flood = await RawClient.connect(h.gateway); // nothing sent: answered at once
@@ -1651,20 +1775,38 @@ test("pg-iam gateway escapes control characters in its log lines and bounds clie
     "--no-tls",
     "--max-connections",
     "2",
+    "--max-startups",
+    "3",
+    "--max-startups-per-address",
+    "2",
   ];
   // deno-lint-ignore no-control-regex
   const controls = /[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]/;
 
   const text = await gatewayCommand(args, false);
   try {
-    // --max-connections: with two connections open, the next is refused.
+    // --max-startups-per-address: with two connections from 127.0.0.1 logging in, the next one
+    // from there is refused; one from 127.0.0.2 is served; --max-startups: a fourth, refused.
     const at = { host: "127.0.0.1", port: text.port } as Gateway;
     const idle = [await RawClient.connect(at), await RawClient.connect(at)];
     await sleep(100);
     const refused = await RawClient.connect(at);
     refused.socket.write(startup("app"));
     assert.equal((await fatal(refused)).code, "53300");
-    for (const c of idle) c.socket.destroy();
+    const other = await RawClient.connect(at, "127.0.0.2");
+    other.socket.write(startup("app"));
+    assert.equal(authCode((await other.message())!.body), 3);
+    const full = await RawClient.connect(at, "127.0.0.3");
+    full.socket.write(startup("app"));
+    assert.equal((await fatal(full)).code, "53300");
+    for (const c of [...idle, other]) c.socket.destroy();
+    await sleep(100);
+    // --max-connections: two sessions open, the next login is refused.
+    const sessions = [await session(at), await session(at)];
+    const third = await RawClient.connect(at);
+    third.socket.write(startup("app"));
+    assert.equal((await fatal(third)).code, "53300");
+    for (const c of sessions) c.socket.destroy();
     await sleep(100);
     await logins(text.port);
   } finally {

@@ -7,7 +7,7 @@
 
 import { spawn } from "node:child_process";
 import { lookup } from "node:dns/promises";
-import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { homedir, platform, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -16,6 +16,7 @@ import { rootCertificates } from "node:tls";
 import { readEnv } from "../core/_env.ts";
 import { RDS_CA } from "../connection/tls.ts";
 import { type Command, type Parsed, str, UsageError } from "./_args.ts";
+import { checkReplaceable, writeFileAtomically } from "./_file.ts";
 import { resolveTarget, signFor, type Target, TARGET_FLAGS } from "./_target.ts";
 
 /** The `env` subcommand. */
@@ -195,13 +196,12 @@ export function cacheDir(): string {
 function cachedFile(pem: string, name: string): string {
   const dir = cacheDir();
   const file = join(dir, name);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  checkReplaceable(file);
   try {
     if (readFileSync(file, "utf8") === pem) return file;
   } catch { /* not there yet */ }
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const temp = `${file}.${process.pid}.tmp`;
-  writeFileSync(temp, pem, { mode: 0o644 });
-  renameSync(temp, file);
+  writeFileAtomically(file, pem, 0o644);
   return file;
 }
 

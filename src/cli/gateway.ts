@@ -1,7 +1,7 @@
 // pg-iam gateway: the local IAM-verifying PostgreSQL gateway (./gateway) as a command, in front of
 // a PostgreSQL server of yours or, when none is given, an embedded in-memory PGlite.
 
-import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { type AddressInfo, createServer } from "node:net";
 import { dirname, join } from "node:path";
 import process from "node:process";
@@ -15,6 +15,7 @@ import {
 } from "../gateway/mod.ts";
 import { checkNotSwapped } from "../core/credentials.ts";
 import { type Command, int, type Parsed, str, UsageError } from "./_args.ts";
+import { writeFileAtomically } from "./_file.ts";
 import { lower } from "./_target.ts";
 import { cacheDir } from "./env.ts";
 
@@ -99,8 +100,22 @@ sslrootcert. Runs until interrupted.`,
     "max-connections": {
       type: "string",
       arg: "N",
-      help: "How many client connections may be open at once (logging in or relayed); one " +
-        "more is refused as PostgreSQL refuses it, FATAL 53300. Default: 100.",
+      help: "How many sessions (clients logged in) may be open at once, as PostgreSQL's " +
+        "max_connections; one more is refused as PostgreSQL refuses it, FATAL 53300. " +
+        "Connections still logging in count against --max-startups instead. Default: 100.",
+    },
+    "max-startups": {
+      type: "string",
+      arg: "N",
+      help: "How many connections may be logging in at once (token not yet accepted), as sshd's " +
+        "MaxStartups; one more is refused, FATAL 53300. Default: 10 × --max-connections (1000).",
+    },
+    "max-startups-per-address": {
+      type: "string",
+      arg: "N",
+      help: "How many of those may come from one client address, so that one host's " +
+        "unfinished logins cannot lock the others out; one more is refused, FATAL 53300. " +
+        "Default: --max-connections (100).",
     },
     "max-connection-rate": {
       type: "string",
@@ -153,7 +168,10 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
     throw usage(`--region is not an AWS region, got ${JSON.stringify(region)}`);
   }
   const signingPortFlag = int(v, "signing-port", 1, 65535, command.name);
-  const maxConnections = int(v, "max-connections", 1, 1_000_000, command.name);
+  const maxConnections = int(v, "max-connections", 1, 1_000_000, command.name) ?? 100;
+  const maxStartups = int(v, "max-startups", 1, 10_000_000, command.name) ?? 10 * maxConnections;
+  const maxStartupsPerAddress = int(v, "max-startups-per-address", 1, 10_000_000, command.name) ??
+    Math.min(maxConnections, maxStartups);
   const maxConnectionRate = int(v, "max-connection-rate", 1, 1_000_000, command.name);
   const connectionBurst = int(v, "connection-burst", 1, 1_000_000, command.name);
   if (connectionBurst !== undefined && maxConnectionRate === undefined) {
@@ -241,6 +259,8 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
       tls: tlsOption,
       clockOffsetMs,
       maxConnections,
+      maxStartups,
+      maxStartupsPerAddress,
       ...(maxConnectionRate === undefined ? {} : { maxConnectionRate }),
       ...(connectionBurst === undefined ? {} : { connectionBurst }),
       onLogin: quiet ? undefined : (login) => {
@@ -280,7 +300,8 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
   }
   if (caFile !== undefined) {
     try {
-      writeAtomically(caFile, caPem!);
+      mkdirSync(dirname(caFile), { recursive: true });
+      writeFileAtomically(caFile, caPem!, 0o644);
     } catch (error) {
       await gateway.close();
       await pglite?.close();
@@ -317,7 +338,9 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
       c.accessKeyId
     ),
     clockOffsetMs,
-    maxConnections: maxConnections ?? 100,
+    maxConnections,
+    maxStartups,
+    maxStartupsPerAddress,
     maxConnectionRate: maxConnectionRate ?? null,
     url,
   };
@@ -402,19 +425,6 @@ function jsonLine(value: unknown): string {
     /[\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/g,
     (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
   ) + "\n";
-}
-
-/** Writes `text` to `file` whole or not at all: a client reading it never sees half a CA. */
-function writeAtomically(file: string, text: string): void {
-  mkdirSync(dirname(file), { recursive: true });
-  const temp = `${file}.${process.pid}.tmp`;
-  try {
-    writeFileSync(temp, text, { mode: 0o644 });
-    renameSync(temp, file);
-  } catch (error) {
-    rmSync(temp, { force: true });
-    throw error;
-  }
 }
 
 function freePort(host: string): Promise<number> {

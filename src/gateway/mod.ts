@@ -146,12 +146,28 @@ export interface GatewayOptions {
    */
   onLogin?: (login: GatewayLogin) => void;
   /**
-   * How many client connections may be open at once: logging in, relayed, or cancel requests
-   * being forwarded. A connection beyond it is answered as PostgreSQL answers one beyond
-   * `max_connections`: after TLS and its startup packet, `FATAL 53300 sorry, too many clients
-   * already`, then closed. Default: `100`.
+   * How many sessions may be open at once, as PostgreSQL's `max_connections`: clients whose token
+   * was accepted, relayed or being logged in upstream. Connections still logging in do not count
+   * (`maxStartups` bounds those), so unauthenticated sockets cannot lock logins out. A connection
+   * beyond it is answered as PostgreSQL answers one beyond `max_connections`: after TLS and its
+   * startup packet, `FATAL 53300 sorry, too many clients already`, then closed. Default: `100`.
    */
   maxConnections?: number;
+  /**
+   * How many connections may be logging in at once (connected, token not yet accepted), as
+   * sshd's `MaxStartups`: a connection beyond it is refused as one beyond `maxConnections` is
+   * (53300). Each one is dropped at `authenticationTimeoutMs` in any case. Default:
+   * 10 × `maxConnections` (`1000`).
+   */
+  maxStartups?: number;
+  /**
+   * How many of the connections logging in may come from one client address, as sshd's
+   * `PerSourceMaxStartups`: one address opening sockets and sending nothing cannot take the
+   * slots of all the others. A connection beyond it is refused as one beyond `maxConnections` is
+   * (53300). Default: `maxConnections` (at most `maxStartups`), so a whole pool can log in at
+   * once from one host, as every client of a gateway on 127.0.0.1 does.
+   */
+  maxStartupsPerAddress?: number;
   /**
    * New connections accepted per second, as Aurora DSQL limits them (100 per second per cluster):
    * a token bucket refilled at this rate, holding `connectionBurst`. A connection beyond it is
@@ -282,8 +298,8 @@ export interface GatewayStats {
   /** Cancel requests relayed upstream. */
   cancels: number;
   /**
-   * Connections refused before login: `53300` beyond `maxConnections`, `53400` beyond
-   * `maxConnectionRate`.
+   * Connections refused before login: `53300` beyond `maxConnections`, `maxStartups` or
+   * `maxStartupsPerAddress`, `53400` beyond `maxConnectionRate`.
    */
   refused: { "53300": number; "53400": number };
 }
@@ -317,9 +333,14 @@ export interface Gateway extends AsyncDisposable {
   connections(): number;
   /**
    * How many client connections are open now: logging in, relayed, or cancel requests being
-   * forwarded; what `maxConnections` bounds.
+   * forwarded (not those being refused).
    */
   clients(): number;
+  /**
+   * How many client connections are logging in now (their token not yet accepted), cancel
+   * requests included: what `maxStartups` bounds.
+   */
+  startups(): number;
   /** Drops every relayed connection, as a server restart would; returns how many. */
   disconnectAll(): number;
   /** Stops listening and drops every connection. */
@@ -383,6 +404,8 @@ interface Config {
   clockOffsetMs: number;
   onLogin: ((login: GatewayLogin) => void) | undefined;
   maxConnections: number;
+  maxStartups: number;
+  maxStartupsPerAddress: number;
   maxConnectionRate: number | undefined;
   connectionBurst: number;
   authenticationTimeoutMs: number;
@@ -461,6 +484,8 @@ function checkGatewayOptions(options: unknown): Config {
     throw new TypeError(`The "onLogin" option must be a function, got ${show(o.onLogin)}`);
   }
 
+  const maxConnections = checkCount(o.maxConnections, "maxConnections", 1, 100);
+  const maxStartups = checkCount(o.maxStartups, "maxStartups", 1, 10 * maxConnections);
   return {
     endpoint,
     port: checkPort(o.port),
@@ -473,7 +498,14 @@ function checkGatewayOptions(options: unknown): Config {
     secureContext: checkTls(o.tls),
     clockOffsetMs: clockOffsetMs as number,
     onLogin: o.onLogin as Config["onLogin"],
-    maxConnections: checkCount(o.maxConnections, "maxConnections", 1, 100),
+    maxConnections,
+    maxStartups,
+    maxStartupsPerAddress: checkCount(
+      o.maxStartupsPerAddress,
+      "maxStartupsPerAddress",
+      1,
+      Math.min(maxConnections, maxStartups),
+    ),
     maxConnectionRate: o.maxConnectionRate === undefined
       ? undefined
       : checkRate(o.maxConnectionRate, "maxConnectionRate"),
@@ -668,8 +700,12 @@ class GatewayServer implements Gateway {
   // Every socket the gateway holds, so close() can drop connections still logging in.
   readonly #sockets = new Set<net.Socket>();
   readonly #relays = new Set<Relay>();
-  // Client connections open now: what maxConnections bounds.
-  #clients = 0;
+  // Sessions (token accepted: relayed, or logging in upstream): what maxConnections bounds.
+  #sessions = 0;
+  // Connections logging in, in all and by client address: what maxStartups and
+  // maxStartupsPerAddress bound. An address leaves the map with its last connection.
+  #startups = 0;
+  readonly #startupsFrom = new Map<string, number>();
   // Connections being refused (over a limit) after their startup packet, as PostgreSQL does.
   #refusing = 0;
   #bucket = Infinity;
@@ -726,30 +762,75 @@ class GatewayServer implements Gateway {
   }
 
   clients(): number {
-    return this.#clients;
+    return this.#startups + this.#sessions;
+  }
+
+  startups(): number {
+    return this.#startups;
   }
 
   #accept(raw: net.Socket): void {
     this.track(raw);
-    const refusal = this.#clients >= this.config.maxConnections
+    const c = this.config;
+    const address = clientAddress(raw);
+    const refusal = this.#sessions >= c.maxConnections || this.#startups >= c.maxStartups ||
+        (this.#startupsFrom.get(address) ?? 0) >= c.maxStartupsPerAddress
       ? TOO_MANY
       : this.#overRate()
       ? RATE_EXCEEDED
       : undefined;
     if (refusal) {
       this.stats.refused[refusal.code as "53300" | "53400"]++;
-      if (this.#refusing >= this.config.maxConnections) {
+      // As many refusals wait for their startup packet as connections may be logging in.
+      if (this.#refusing >= c.maxStartups) {
         // A flood: no TLS handshake for it, the answer at once (libpq and pg-iam read an
         // ErrorResponse in place of the answer to their SSLRequest).
         return closeWith(raw, errorResponse({ severity: "FATAL", ...refusal }));
       }
       this.#refusing++;
       raw.once("close", () => this.#refusing--);
-    } else {
-      this.#clients++;
-      raw.once("close", () => this.#clients--);
     }
-    handleClient(this, raw, refusal).catch(() => raw.destroy());
+    const endStartup = refusal ? () => {} : this.#startup(address, raw);
+    handleClient(this, raw, endStartup, refusal).catch(() => raw.destroy());
+  }
+
+  // Counts a connection logging in until it closes or becomes a session; returns what ends that.
+  #startup(address: string, raw: net.Socket): () => void {
+    this.#startups++;
+    this.#startupsFrom.set(address, (this.#startupsFrom.get(address) ?? 0) + 1);
+    let counted = true;
+    const end = () => {
+      if (!counted) return;
+      counted = false;
+      this.#startups--;
+      const left = this.#startupsFrom.get(address)! - 1;
+      if (left === 0) this.#startupsFrom.delete(address);
+      else this.#startupsFrom.set(address, left);
+    };
+    raw.once("close", end);
+    return end;
+  }
+
+  /** Whether a session can start now (fewer than maxConnections are open). */
+  hasSessionSlot(): boolean {
+    return this.#sessions < this.config.maxConnections;
+  }
+
+  /**
+   * Makes a client whose token was accepted a session, out of the startups; false when
+   * maxConnections are open (then the client is to be refused with 53300).
+   */
+  beginSession(client: Client): boolean {
+    // Gone already (its close may have been emitted): nothing to count, nothing to answer.
+    if (client.raw.destroyed) return false;
+    if (!this.hasSessionSlot()) {
+      this.stats.refused["53300"]++;
+      return false;
+    }
+    client.endStartup();
+    this.#sessions++;
+    client.raw.once("close", () => this.#sessions--);
+    return true;
   }
 
   // A token bucket of connectionBurst, refilled at maxConnectionRate per second.
@@ -828,9 +909,10 @@ class GatewayServer implements Gateway {
 // One client connection
 
 // What the gateway holds of a client's input before it stops reading (the rest waits in the
-// client's own TCP buffers): far more than a login needs (a startup packet is at most 10,000
-// bytes, a password 65,535); only a client pipelining behind its password gets there.
-const MAX_BUFFERED = 1 << 20;
+// client's own TCP buffers): more than a login needs (a startup packet is at most 10,000 bytes, a
+// password 65,535); only a client pipelining behind its password gets there. Times maxStartups,
+// the most that connections logging in hold.
+const MAX_BUFFERED = 1 << 17;
 // What the gateway queues for a client during login before it drops one that does not read.
 const MAX_UNSENT = 1 << 20;
 // How long a refused client has to read the ErrorResponse and close before it is dropped.
@@ -916,6 +998,8 @@ interface Client {
   deadline: ReturnType<typeof setTimeout>;
   /** Whether the deadline passed (and the connection was dropped for it). */
   timedOut: boolean;
+  /** Stops counting it among the connections logging in (it became a session). */
+  endStartup: () => void;
 }
 
 /** A client that sent its StartupMessage. */
@@ -939,6 +1023,7 @@ const RATE_EXCEEDED: Refusal = {
 async function handleClient(
   gateway: GatewayServer,
   raw: net.Socket,
+  endStartup: () => void,
   refusal?: Refusal,
 ): Promise<void> {
   raw.setNoDelay(true);
@@ -954,6 +1039,7 @@ async function handleClient(
       raw.destroy();
     }, gateway.config.authenticationTimeoutMs),
     timedOut: false,
+    endStartup,
   };
   raw.once("close", () => clearTimeout(client.deadline));
   // One SSLRequest and one GSSENCRequest, in either order, as PostgreSQL (which fixed clients
@@ -1020,8 +1106,18 @@ async function handleClient(
     }
     // PostgreSQL says it is full only now, after TLS and the startup packet.
     if (refusal) return fail(client, refusal.code, refusal.message);
+    if (!gateway.hasSessionSlot()) {
+      gateway.stats.refused["53300"]++;
+      return fail(client, TOO_MANY.code, TOO_MANY.message);
+    }
     return login(client, params, minor);
   }
+}
+
+// The address a connection comes from, IPv4 as such when it arrives on an IPv6 socket.
+function clientAddress(socket: net.Socket): string {
+  const address = socket.remoteAddress ?? "";
+  return address.startsWith("::ffff:") && address.includes(".") ? address.slice(7) : address;
 }
 
 // The first byte of a TLS record carrying a handshake message (the ClientHello).
@@ -1175,6 +1271,8 @@ async function login(client: Client, params: Map<string, string>, minor: number)
     tokenAgeMs: result.ageMs,
     tls: client.tls,
   });
+  // Sessions that started since the startup packet took the last slot.
+  if (!gateway.beginSession(client)) return fail(client, TOO_MANY.code, TOO_MANY.message);
   await connectUpstream(session, params);
 }
 
