@@ -1,7 +1,8 @@
-// Checks shared by rdsToken() and dsqlToken(). Each error names the option and quotes the value.
+// Checks of single inputs, shared by the resolver of what to sign (signing.ts) and the gateway.
+// Each error names the input in the caller's words (see `phrase`) and quotes the value.
 
-import { hasLoneSurrogate, show } from "./errors.ts";
-import { isRegion, type ParsedHostname } from "./hostname.ts";
+import { hasLoneSurrogate, phrase, show, subject } from "./errors.ts";
+import { isDsqlClusterId, isRegion, type ParsedHostname } from "./hostname.ts";
 import { EnvAccessError, readEnv } from "./_env.ts";
 import { profileRegion } from "./_chain.ts";
 
@@ -15,26 +16,11 @@ export function checkOptions(options: unknown, fn: string): Record<string, unkno
 export function checkPort(value: unknown, option = "port"): number {
   if (value === undefined) return 5432;
   if (typeof value !== "number") {
-    throw new TypeError(`The "${option}" option must be a number, got ${show(value)}`);
+    throw new TypeError(`${subject(option)} must be a number, got ${show(value)}`);
   }
   if (!Number.isInteger(value) || value < 1 || value > 65535) {
     throw new RangeError(
-      `The "${option}" option must be an integer from 1 to 65535, got ${show(value)}`,
-    );
-  }
-  return value;
-}
-
-export function checkExpiresIn(value: unknown, max: number): number {
-  if (value === undefined) return 900;
-  if (typeof value !== "number") {
-    throw new TypeError(`The "expiresIn" option must be a number of seconds, got ${show(value)}`);
-  }
-  if (!Number.isInteger(value) || value < 1 || value > max) {
-    throw new RangeError(
-      `The "expiresIn" option must be a whole number of seconds from 1 to ${max}, got ${
-        show(value)
-      }`,
+      `${subject(option)} must be an integer from 1 to 65535, got ${show(value)}`,
     );
   }
   return value;
@@ -55,61 +41,70 @@ export function checkSigningDate(value: unknown): Date {
   return value;
 }
 
-export function checkUsername(value: unknown, fallback?: string): string {
+export function checkUsername(value: unknown, fallback?: string, option = "username"): string {
   if (value === undefined && fallback !== undefined) return fallback;
+  const s = subject(option);
   if (value === undefined || value === null) {
-    throw new TypeError(`The "username" option is required: pass the database user name`);
+    throw new TypeError(`${s} is required: pass the database user name`);
   }
-  if (typeof value !== "string") {
-    throw new TypeError(`The "username" option must be a string, got ${show(value)}`);
-  }
-  if (value === "") throw new TypeError(`The "username" option must not be empty`);
+  if (typeof value !== "string") throw new TypeError(`${s} must be a string, got ${show(value)}`);
+  if (value === "") throw new TypeError(`${s} must not be empty`);
   if (hasLoneSurrogate(value)) {
-    throw new TypeError(`The "username" option is not valid Unicode, got ${show(value)}`);
+    throw new TypeError(`${s} is not valid Unicode, got ${show(value)}`);
   }
   return value;
 }
 
+/** The words naming the region and the host it is checked against, in messages. */
+export interface RegionNames {
+  /** The region's input (`region`, `--region`, `iam_region`). */
+  region: string;
+  /** The host name's input (`hostname`, `signingHostname`, `--hostname`, `iam_host`, …). */
+  host: string;
+}
+
 /**
- * The signing region: the `region` option, else the one in the endpoint name, else `AWS_REGION`
- * or `AWS_DEFAULT_REGION`. A `region` option that contradicts the endpoint name is an error: a
- * token signed for the wrong region is always rejected, and only at connect time.
+ * The signing region: the `region` input, else the one in the endpoint name, else `AWS_REGION`
+ * or `AWS_DEFAULT_REGION`. A region that contradicts the endpoint name is an error: a token signed
+ * for the wrong region is always rejected, and only at connect time.
  */
 export function resolveRegion(
   value: unknown,
   parsed: ParsedHostname | undefined,
-  hostOption: string,
+  names: RegionNames,
   host: string,
 ): string {
+  const region = phrase(names.region);
   if (value !== undefined) {
     if (typeof value !== "string") {
-      throw new TypeError(`The "region" option must be a string, got ${show(value)}`);
+      throw new TypeError(`${subject(names.region)} must be a string, got ${show(value)}`);
     }
     if (!isRegion(value)) {
       throw new RangeError(
-        `The "region" option is not an AWS region name (like "us-east-1"), got ${show(value)}`,
+        `${subject(names.region)} is not an AWS region name (like "us-east-1"), got ${show(value)}`,
       );
     }
     if (parsed && parsed.region !== value) {
       throw new RangeError(
-        `The "region" option ${show(value)} contradicts the region ${show(parsed.region)} of ` +
-          `the "${hostOption}" ${show(host)}: omit "region" or fix it`,
+        `${subject(names.region)} ${show(value)} contradicts the region ${
+          show(parsed.region)
+        } of the endpoint ${show(host)} (${phrase(names.host)}): a token signed for another ` +
+          `region is always rejected; drop ${region} or correct it`,
       );
     }
     return value;
   }
   if (parsed) return parsed.region;
+  const why = `No region: ${show(host)} (${phrase(names.host)}) is ${
+    isDsqlClusterId(host) ? "a bare DSQL cluster id" : "not an AWS endpoint name"
+  }, so `;
   for (const name of ["AWS_REGION", "AWS_DEFAULT_REGION"]) {
     let env;
     try {
       env = readEnv(name);
     } catch (cause) {
       if (!(cause instanceof EnvAccessError)) throw cause;
-      throw new TypeError(
-        `No region: the "${hostOption}" ${show(host)} is not an AWS endpoint name, so pass the ` +
-          `"region" option. ${cause.message}`,
-        { cause },
-      );
+      throw new TypeError(`${why}pass ${region}. ${cause.message}`, { cause });
     }
     if (env === undefined) continue;
     if (!isRegion(env)) {
@@ -120,13 +115,12 @@ export function resolveRegion(
     return env;
   }
   throw new NoRegionError(
-    `No region: the "${hostOption}" ${show(host)} is not an AWS endpoint name, so no region ` +
-      `can be derived from it. Pass the "region" option (or set AWS_REGION, or a region in the ` +
-      `AWS config file's profile)`,
+    `${why}no region can be derived from it. Pass ${region} (or set AWS_REGION, or a region in ` +
+      `the AWS config file's profile)`,
   );
 }
 
-/** No region from the option, the endpoint name or the environment: the profile may have one. */
+/** No region from the input, the endpoint name or the environment: the profile may have one. */
 export class NoRegionError extends TypeError {}
 
 /**
@@ -136,12 +130,12 @@ export class NoRegionError extends TypeError {}
 export function resolveRegionOrProfile(
   value: unknown,
   parsed: ParsedHostname | undefined,
-  hostOption: string,
+  names: RegionNames,
   host: string,
   profile: string | undefined,
 ): string | Promise<string> {
   try {
-    return resolveRegion(value, parsed, hostOption, host);
+    return resolveRegion(value, parsed, names, host);
   } catch (error) {
     if (!(error instanceof NoRegionError)) throw error;
     return profileRegion(profile).then((region) => {

@@ -75,3 +75,18 @@ const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[
 export function hasLoneSurrogate(s: string): boolean {
   return LONE_SURROGATE.test(s);
 }
+
+/**
+ * How a message names an input, from the word the user typed: a library option (`region`) reads
+ * `the "region" option`; anything else (`--region`, `iam_region`, `PGHOST`, a whole phrase such as
+ * `the URL's host`) is used as it is.
+ */
+export function phrase(word: string): string {
+  return /^[a-z][a-zA-Z.]*$/.test(word) ? `the "${word}" option` : word;
+}
+
+/** {@linkcode phrase} starting a sentence. */
+export function subject(word: string): string {
+  const p = phrase(word);
+  return p[0].toUpperCase() + p.slice(1);
+}

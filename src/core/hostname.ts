@@ -3,7 +3,7 @@
 // https://docs.aws.amazon.com/AmazonRDS/latest/AuroraUserGuide/Aurora.Overview.Endpoints.html
 // https://docs.aws.amazon.com/aurora-dsql/latest/userguide/SECTION_authentication-token.html
 
-import { show } from "./errors.ts";
+import { show, subject } from "./errors.ts";
 
 /** The AWS partition an endpoint lives in. */
 export type Partition =
@@ -217,7 +217,7 @@ const PLAIN_NAME = /^[A-Za-z0-9_-]{1,63}(?:\.[A-Za-z0-9_-]{1,63})*\.?$/;
 const IPV6 = /^\[?[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\]?$/;
 
 /**
- * Checks that `value` is a bare host name for the option `option` and returns it without a
+ * Checks that `value` is a bare host name for the input `option` (see `phrase`) and returns it without a
  * trailing dot. Rejects schemes, paths, ports, credentials, whitespace and non-ASCII names, each
  * with a message that says what to pass instead.
  */
@@ -225,17 +225,18 @@ export function checkHostname(value: unknown, option: string): string {
   if (typeof value === "string" && value.length <= 253 && PLAIN_NAME.test(value)) {
     return value.endsWith(".") ? value.slice(0, -1) : value;
   }
+  const s = subject(option);
   if (value === undefined || value === null) {
-    throw new TypeError(`The "${option}" option is required: pass the database endpoint name`);
+    throw new TypeError(`${s} is required: pass the database endpoint name`);
   }
   if (typeof value !== "string") {
-    throw new TypeError(`The "${option}" option must be a string, got ${show(value)}`);
+    throw new TypeError(`${s} must be a string, got ${show(value)}`);
   }
   if (value.trim() === "") {
-    throw new TypeError(`The "${option}" option must not be empty, got ${show(value)}`);
+    throw new TypeError(`${s} must not be empty, got ${show(value)}`);
   }
   const fix = (what: string) =>
-    new TypeError(`The "${option}" option ${what}, got ${show(value)}: pass the bare host name`);
+    new TypeError(`${s} ${what}, got ${show(value)}: pass the bare host name`);
   if (/\s/.test(value)) throw fix("must not contain whitespace");
   if (value.includes("://")) throw fix("must not include a scheme");
   if (value.includes("/")) throw fix("must not include a path");
@@ -244,7 +245,7 @@ export function checkHostname(value: unknown, option: string): string {
   if (value.includes(":")) throw fix("must not include a port (use the port option)");
   if (!HOST_CHARS.test(value)) {
     throw new TypeError(
-      `The "${option}" option has characters a DNS name cannot have, got ${show(value)}` +
+      `${s} has characters a DNS name cannot have, got ${show(value)}` +
         (/[^ -~]/.test(value) ? ": use the ASCII (punycode) form" : ""),
     );
   }

@@ -1,15 +1,14 @@
 import type { CredentialsOption } from "./credentials.ts";
-import { show } from "./errors.ts";
-import { checkEndpoint } from "./hostname.ts";
+import { checkOptions, checkSigningDate } from "./_options.ts";
 import {
-  checkExpiresIn,
-  checkOptions,
-  checkPort,
-  checkSigningDate,
-  checkUsername,
-  resolveRegionOrProfile,
-} from "./_options.ts";
-import { credentialsContext, signToken } from "./_token.ts";
+  credentialsContext,
+  RDS_MAX_EXPIRES_IN,
+  resolveSigning,
+  signToken,
+  TOKEN_NAMES,
+} from "./signing.ts";
+
+export { RDS_MAX_EXPIRES_IN };
 
 /** Options of {@linkcode rdsToken}. */
 export interface RdsTokenOptions {
@@ -52,17 +51,6 @@ export interface RdsTokenOptions {
 }
 
 /**
- * The longest lifetime of an RDS token, in seconds: 15 minutes.
- *
- * @example
- * ```ts
- * import { RDS_MAX_EXPIRES_IN } from "@pg-iam/pg-iam";
- * console.log(RDS_MAX_EXPIRES_IN); // 900
- * ```
- */
-export const RDS_MAX_EXPIRES_IN = 900;
-
-/**
  * Creates an IAM authentication token for RDS or Aurora (PostgreSQL or MySQL): the password to
  * connect with. Byte-identical to `Signer#getAuthToken()` of `@aws-sdk/rds-signer`.
  *
@@ -102,36 +90,18 @@ export const RDS_MAX_EXPIRES_IN = 900;
 // deno-lint-ignore require-await
 export async function rdsToken(options: RdsTokenOptions): Promise<string> {
   const o = checkOptions(options, "rdsToken");
-  const hostname = checkEndpoint(o.hostname, "hostname");
-  const hostOption = o.signingHostname === undefined ? "hostname" : "signingHostname";
-  const { name: signingHostname, parsed } = o.signingHostname === undefined
-    ? hostname
-    : checkEndpoint(o.signingHostname, hostOption);
-  const port = checkPort(o.port);
-  const username = checkUsername(o.username);
-  const expiresIn = checkExpiresIn(o.expiresIn, RDS_MAX_EXPIRES_IN);
-  const signingDate = checkSigningDate(o.signingDate);
-  if (parsed?.service === "dsql") {
-    throw new TypeError(
-      `The "${hostOption}" ${show(signingHostname)} is an Aurora DSQL endpoint: use dsqlToken()`,
-    );
-  }
   const context = credentialsContext(o);
-  const region = resolveRegionOrProfile(
-    o.region,
-    parsed,
-    hostOption,
-    signingHostname,
-    context?.profile,
-  );
-  const sign = (region: string) =>
-    signToken(o.credentials, {
-      host: `${signingHostname}:${port}`,
-      params: { Action: "connect", DBUser: username },
-      service: "rds-db",
-      region,
-      signingDate,
-      expiresIn,
-    }, context);
-  return typeof region === "string" ? sign(region) : region.then(sign);
+  const signingDate = checkSigningDate(o.signingDate);
+  const signing = resolveSigning({
+    host: o.hostname,
+    signingHostname: o.signingHostname,
+    port: o.port,
+    user: o.username,
+    region: o.region,
+    service: "rds",
+    expiresIn: o.expiresIn,
+    profile: context?.profile,
+    fn: true,
+  }, TOKEN_NAMES);
+  return signToken(o.credentials, signing, signingDate, context);
 }
