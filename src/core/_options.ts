@@ -1,7 +1,7 @@
 // Checks of single inputs, shared by the resolver of what to sign (signing.ts) and the gateway.
 // Each error names the input in the caller's words (see `phrase`) and quotes the value.
 
-import { hasLoneSurrogate, phrase, show, subject } from "./errors.ts";
+import { bad, hasLoneSurrogate, phrase, show, subject } from "./errors.ts";
 import { isDsqlClusterId, isRegion, type ParsedHostname } from "./hostname.ts";
 import { EnvAccessError, readEnv } from "./_env.ts";
 import { profileRegion } from "./_chain.ts";
@@ -14,44 +14,43 @@ export function checkOptions(options: unknown, fn: string): Record<string, unkno
 }
 
 export function checkPort(value: unknown, option = "port"): number {
-  if (value === undefined) return 5432;
-  if (typeof value !== "number") {
-    throw new TypeError(`${subject(option)} must be a number, got ${show(value)}`);
-  }
-  if (!Number.isInteger(value) || value < 1 || value > 65535) {
-    throw new RangeError(
-      `${subject(option)} must be an integer from 1 to 65535, got ${show(value)}`,
-    );
+  return value === undefined ? 5432 : checkWhole(value, option, 65535);
+}
+
+/** A whole number from 1 to `max`: `what` and `unit` say which (`a whole number`, ` of seconds`). */
+export function checkWhole(
+  value: unknown,
+  word: string,
+  max: number,
+  what = "an integer",
+  unit = "",
+): number {
+  if (typeof value !== "number") throw bad(word, `must be a number${unit}`, value);
+  if (!Number.isInteger(value) || value < 1 || value > max) {
+    throw bad(word, `must be ${what}${unit} from 1 to ${max}`, value, RangeError);
   }
   return value;
 }
 
 export function checkSigningDate(value: unknown): Date {
   if (value === undefined) return new Date();
-  if (!(value instanceof Date)) {
-    throw new TypeError(`The "signingDate" option must be a Date, got ${show(value)}`);
-  }
+  if (!(value instanceof Date)) throw bad("signingDate", "must be a Date", value);
   const t = value.getTime();
   // SigV4 dates have four-digit years; toISOString() would give "+010000-…" past 9999.
   if (isNaN(t) || t < 0 || t >= 253402300800000) {
-    throw new RangeError(
-      `The "signingDate" option must be a valid date from 1970 to 9999, got ${show(value)}`,
-    );
+    throw bad("signingDate", "must be a valid date from 1970 to 9999", value, RangeError);
   }
   return value;
 }
 
 export function checkUsername(value: unknown, fallback?: string, option = "username"): string {
   if (value === undefined && fallback !== undefined) return fallback;
-  const s = subject(option);
   if (value === undefined || value === null) {
-    throw new TypeError(`${s} is required: pass the database user name`);
+    throw new TypeError(`${subject(option)} is required: pass the database user name`);
   }
-  if (typeof value !== "string") throw new TypeError(`${s} must be a string, got ${show(value)}`);
-  if (value === "") throw new TypeError(`${s} must not be empty`);
-  if (hasLoneSurrogate(value)) {
-    throw new TypeError(`${s} is not valid Unicode, got ${show(value)}`);
-  }
+  if (typeof value !== "string") throw bad(option, "must be a string", value);
+  if (value === "") throw new TypeError(`${subject(option)} must not be empty`);
+  if (hasLoneSurrogate(value)) throw bad(option, "is not valid Unicode", value);
   return value;
 }
 
@@ -76,13 +75,9 @@ export function resolveRegion(
 ): string {
   const region = phrase(names.region);
   if (value !== undefined) {
-    if (typeof value !== "string") {
-      throw new TypeError(`${subject(names.region)} must be a string, got ${show(value)}`);
-    }
+    if (typeof value !== "string") throw bad(names.region, "must be a string", value);
     if (!isRegion(value)) {
-      throw new RangeError(
-        `${subject(names.region)} is not an AWS region name (like "us-east-1"), got ${show(value)}`,
-      );
+      throw bad(names.region, `${NOT_REGION} (like "us-east-1")`, value, RangeError);
     }
     if (parsed && parsed.region !== value) {
       throw new RangeError(
@@ -108,9 +103,7 @@ export function resolveRegion(
     }
     if (env === undefined) continue;
     if (!isRegion(env)) {
-      throw new RangeError(
-        `The environment variable ${name} is not an AWS region name, got ${show(env)}`,
-      );
+      throw bad(`the environment variable ${name}`, NOT_REGION, env, RangeError);
     }
     return env;
   }
@@ -119,6 +112,8 @@ export function resolveRegion(
       `the AWS config file's profile)`,
   );
 }
+
+const NOT_REGION = "is not an AWS region name";
 
 /** No region from the input, the endpoint name or the environment: the profile may have one. */
 export class NoRegionError extends TypeError {}
@@ -141,10 +136,8 @@ export function resolveRegionOrProfile(
     return profileRegion(profile).then((region) => {
       if (region === undefined) throw error;
       if (!isRegion(region)) {
-        throw new RangeError(
-          `The region of the AWS profile ${show(profile ?? "default")} is not an AWS region ` +
-            `name, got ${show(region)}`,
-        );
+        const where = `the region of the AWS profile ${show(profile ?? "default")}`;
+        throw bad(where, NOT_REGION, region, RangeError);
       }
       return region;
     });
@@ -154,7 +147,7 @@ export function resolveRegionOrProfile(
 export function checkProfile(value: unknown): string | undefined {
   if (value === undefined) return undefined;
   if (typeof value !== "string" || value === "" || hasLoneSurrogate(value)) {
-    throw new TypeError(`The "profile" option must be a non-empty string, got ${show(value)}`);
+    throw bad("profile", "must be a non-empty string", value);
   }
   return value;
 }

@@ -74,41 +74,35 @@ export type CredentialsOption = Credentials | CredentialsProvider;
 
 const OPTION = `The "credentials" option`;
 
+const invalid = (message: string) => new CredentialsError("invalid", message);
+
 function check(value: unknown, source: string): Credentials {
   if (typeof value !== "object" || value === null) {
-    throw new CredentialsError("invalid", `${source} must be an object, got ${typeName(value)}`);
+    throw invalid(`${source} must be an object, got ${typeName(value)}`);
   }
   const c = value as Record<string, unknown>;
   // Only the types of the key fields are ever described: their values may be secret.
   for (const field of ["accessKeyId", "secretAccessKey"] as const) {
     if (typeof c[field] !== "string" || c[field] === "") {
       const got = c[field] === "" ? "an empty string" : typeName(c[field]);
-      throw new CredentialsError(
-        "invalid",
+      throw invalid(
         `${source} must have a non-empty string ${field}, got ${got}`,
       );
     }
   }
-  if (
-    c.sessionToken !== undefined && c.sessionToken !== null && typeof c.sessionToken !== "string"
-  ) {
-    throw new CredentialsError(
-      "invalid",
+  if (c.sessionToken != null && typeof c.sessionToken !== "string") {
+    throw invalid(
       `${source} has a sessionToken that is not a string (${typeof c.sessionToken})`,
     );
   }
-  if (
-    c.expiration !== undefined && c.expiration !== null &&
-    !(c.expiration instanceof Date && !isNaN(c.expiration.getTime()))
-  ) {
-    throw new CredentialsError(
-      "invalid",
+  if (c.expiration != null && !(c.expiration instanceof Date && !isNaN(c.expiration.getTime()))) {
+    throw invalid(
       `${source} has an expiration that is not a valid Date, got ${dateLike(c.expiration)}`,
     );
   }
   for (const field of ["accessKeyId", "sessionToken"] as const) {
     if (typeof c[field] === "string" && hasLoneSurrogate(c[field] as string)) {
-      throw new CredentialsError("invalid", `${source} has a ${field} that is not valid Unicode`);
+      throw invalid(`${source} has a ${field} that is not valid Unicode`);
     }
   }
   checkNotSwapped(
@@ -149,13 +143,9 @@ export function checkNotSwapped(
   const secretIsId = secretAccessKey.length === 20 && KEY_ID_SHAPE.test(secretAccessKey);
   if (!idIsSecret && !secretIsId) return;
   const why = [
-    ...(idIsSecret
-      ? [`${idName} has the shape of a secret access key (40 characters of base64)`]
-      : []),
-    ...(secretIsId
-      ? [`${secretName} has the shape of an access key id (AKIA or ASIA and 16 more)`]
-      : []),
-  ].join(", and ");
+    idIsSecret && `${idName} has the shape of a secret access key (40 characters of base64)`,
+    secretIsId && `${secretName} has the shape of an access key id (AKIA or ASIA and 16 more)`,
+  ].filter(Boolean).join(", and ");
   throw new CredentialsError(
     "invalid",
     `${source} seems to have its keys swapped: ${why}. Give the access key id as ${idName} ` +
@@ -178,7 +168,7 @@ function typeName(value: unknown): string {
 }
 
 function lastsUntil(c: Credentials, until: number): boolean {
-  return c.expiration === undefined || c.expiration === null || c.expiration.getTime() > until;
+  return c.expiration == null || c.expiration.getTime() > until;
 }
 
 function fromEnv(): Credentials | undefined {
@@ -218,8 +208,7 @@ function fromEnv(): Credentials | undefined {
   if (expiration !== undefined) {
     expires = new Date(expiration);
     if (isNaN(expires.getTime())) {
-      throw new CredentialsError(
-        "invalid",
+      throw invalid(
         `The environment variable AWS_CREDENTIAL_EXPIRATION is not a date: ${dateLike(expiration)}`,
       );
     }

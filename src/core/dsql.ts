@@ -1,12 +1,5 @@
 import type { CredentialsOption } from "./credentials.ts";
-import { checkOptions, checkSigningDate } from "./_options.ts";
-import {
-  credentialsContext,
-  DSQL_MAX_EXPIRES_IN,
-  resolveSigning,
-  signToken,
-  TOKEN_NAMES,
-} from "./signing.ts";
+import { DSQL_MAX_EXPIRES_IN, token } from "./signing.ts";
 
 export { DSQL_MAX_EXPIRES_IN };
 
@@ -90,18 +83,10 @@ export interface DsqlTokenOptions {
 // Async although nothing is awaited here: a bad option must reject, never throw synchronously.
 // deno-lint-ignore require-await
 export async function dsqlToken(options: DsqlTokenOptions): Promise<string> {
-  const o = checkOptions(options, "dsqlToken");
-  const context = credentialsContext(o);
-  const signingDate = checkSigningDate(o.signingDate);
-  const signing = resolveSigning({
+  return token(options, "dsqlToken", (o) => ({
     host: o.hostname,
     user: o.username,
     admin: o.admin,
-    region: o.region,
     service: "dsql",
-    expiresIn: o.expiresIn,
-    profile: context?.profile,
-    fn: true,
-  }, TOKEN_NAMES);
-  return signToken(o.credentials, signing, signingDate, context);
+  }));
 }

@@ -85,6 +85,16 @@ export function phrase(word: string): string {
   return /^[a-z][a-zA-Z.]*$/.test(word) ? `the "${word}" option` : word;
 }
 
+/** The error for a bad `value` of the input `word`: `The "port" option must …, got 0`. */
+export function bad(
+  word: string,
+  what: string,
+  value: unknown,
+  E: typeof TypeError | typeof RangeError = TypeError,
+): Error {
+  return new E(`${subject(word)} ${what}, got ${show(value)}`);
+}
+
 /** {@linkcode phrase} starting a sentence. */
 export function subject(word: string): string {
   const p = phrase(word);

@@ -1,12 +1,5 @@
 import type { CredentialsOption } from "./credentials.ts";
-import { checkOptions, checkSigningDate } from "./_options.ts";
-import {
-  credentialsContext,
-  RDS_MAX_EXPIRES_IN,
-  resolveSigning,
-  signToken,
-  TOKEN_NAMES,
-} from "./signing.ts";
+import { RDS_MAX_EXPIRES_IN, token } from "./signing.ts";
 
 export { RDS_MAX_EXPIRES_IN };
 
@@ -89,19 +82,11 @@ export interface RdsTokenOptions {
 // Async although nothing is awaited here: a bad option must reject, never throw synchronously.
 // deno-lint-ignore require-await
 export async function rdsToken(options: RdsTokenOptions): Promise<string> {
-  const o = checkOptions(options, "rdsToken");
-  const context = credentialsContext(o);
-  const signingDate = checkSigningDate(o.signingDate);
-  const signing = resolveSigning({
+  return token(options, "rdsToken", (o) => ({
     host: o.hostname,
     signingHostname: o.signingHostname,
     port: o.port,
     user: o.username,
-    region: o.region,
     service: "rds",
-    expiresIn: o.expiresIn,
-    profile: context?.profile,
-    fn: true,
-  }, TOKEN_NAMES);
-  return signToken(o.credentials, signing, signingDate, context);
+  }));
 }

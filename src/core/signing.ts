@@ -4,14 +4,16 @@
 // Each caller says how its user typed each input (an option, a connection string parameter, a
 // flag), and every message names it so.
 
-import type { CredentialsContext } from "./credentials.ts";
-import { resolveCredentials } from "./credentials.ts";
-import { phrase, show, subject } from "./errors.ts";
+import { type CredentialsContext, resolveCredentials } from "./credentials.ts";
+import { bad, phrase, show, subject } from "./errors.ts";
 import { checkEndpoint, dsqlEndpoint, isDsqlClusterId, type ParsedHostname } from "./hostname.ts";
 import {
+  checkOptions,
   checkPort,
   checkProfile,
+  checkSigningDate,
   checkUsername,
+  checkWhole,
   type RegionNames,
   resolveRegion,
   resolveRegionOrProfile,
@@ -61,11 +63,6 @@ export interface SigningInput {
   expiresIn?: unknown;
   /** The AWS profile whose region serves when nothing else gives one. */
   profile?: string;
-  /**
-   * Set by rdsToken() and dsqlToken(), whose service is their own: a host of the other service
-   * is told to use the other function, and a bare DSQL cluster id may take the profile's region.
-   */
-  fn?: boolean;
 }
 
 /**
@@ -74,9 +71,6 @@ export interface SigningInput {
  * (`iam_host`), a flag (`--signing-hostname`) or a phrase (`the URL's host`). Default: the key.
  */
 export type SigningNames = Partial<Record<keyof SigningInput, string>>;
-
-/** The words of rdsToken() and dsqlToken() where they differ from the resolver's keys. */
-export const TOKEN_NAMES: SigningNames = { host: "hostname", user: "username" };
 
 /** What is signed, checked. */
 export interface Signing {
@@ -100,52 +94,54 @@ export interface Signing {
  * in `names`' words.
  */
 export function resolveSigning(input: SigningInput, names: SigningNames = {}): Signing {
+  // What only drivers and the CLI take: the service, and a port to sign other than the one used.
+  const s = input.service;
+  if (s !== undefined && s !== "rds" && s !== "dsql") {
+    throw bad(names.service ?? "service", 'must be "rds" or "dsql"', s);
+  }
+  const signingPort = input.signingPort === undefined
+    ? undefined
+    : checkPort(input.signingPort, names.signingPort ?? "signingPort");
+  const signing = resolve(input, names);
+  if (input.admin !== undefined && signing.service !== "dsql") {
+    throw new TypeError(`${subject(names.admin ?? "admin")} is for Aurora DSQL only (this is RDS)`);
+  }
+  if (signingPort !== undefined) signing.signingPort = signingPort;
+  return signing;
+}
+
+// What every caller shares. `fn`: rdsToken() or dsqlToken(), whose service is their own.
+function resolve(input: SigningInput, names: SigningNames, fn?: boolean): Signing {
   const n = (key: keyof SigningInput) => names[key] ?? key;
   const hostKey = input.signingHostname === undefined ? "host" : "signingHostname";
   const host = checkEndpoint(input.host, n("host"));
   const { name, parsed } = hostKey === "host"
     ? host
     : checkEndpoint(input.signingHostname, n(hostKey));
-  const port = checkPort(input.port, n("port"));
-  const signingPort = input.signingPort === undefined
-    ? port
-    : checkPort(input.signingPort, n("signingPort"));
-  const s = input.service;
-  if (s !== undefined && s !== "rds" && s !== "dsql") {
-    throw new TypeError(`${subject(n("service"))} must be "rds" or "dsql", got ${show(s)}`);
-  }
-  const service = s ?? (parsed?.service === "dsql" ? "dsql" : "rds");
+  const service = (input.service ?? (parsed?.service === "dsql" ? "dsql" : "rds")) as
+    | "rds"
+    | "dsql";
   const what = (service: string) => service === "dsql" ? "Aurora DSQL" : "RDS";
   if (parsed && parsed.service !== service) {
     throw new TypeError(
       `${subject(n(hostKey))} ${show(name)} is an ${what(parsed.service)} endpoint` +
-        (input.fn
+        (fn
           ? `: use ${parsed.service}Token()`
           : `, but ${phrase(n("service"))} asks for ${what(service)}`),
     );
   }
   const admin = input.admin;
-  if (admin !== undefined) {
-    if (typeof admin !== "boolean") {
-      throw new TypeError(`${subject(n("admin"))} must be a boolean, got ${show(admin)}`);
-    }
-    if (service !== "dsql") {
-      throw new TypeError(`${subject(n("admin"))} is for Aurora DSQL only (this is RDS)`);
-    }
+  if (admin !== undefined && typeof admin !== "boolean") {
+    throw bad(n("admin"), "must be a boolean", admin);
   }
   const user = checkUsername(input.user, service === "dsql" ? "admin" : undefined, n("user"));
-  const max = service === "rds" ? RDS_MAX_EXPIRES_IN : DSQL_MAX_EXPIRES_IN;
-  const e = input.expiresIn ?? RDS_MAX_EXPIRES_IN;
-  if (typeof e !== "number") {
-    throw new TypeError(`${subject(n("expiresIn"))} must be a number of seconds, got ${show(e)}`);
-  }
-  if (!Number.isInteger(e) || e < 1 || e > max) {
-    throw new RangeError(
-      `${subject(n("expiresIn"))} must be a whole number of seconds from 1 to ${max}, got ${
-        show(e)
-      }`,
-    );
-  }
+  const expiresIn = checkWhole(
+    input.expiresIn ?? RDS_MAX_EXPIRES_IN,
+    n("expiresIn"),
+    service === "rds" ? RDS_MAX_EXPIRES_IN : DSQL_MAX_EXPIRES_IN,
+    "a whole number",
+    " of seconds",
+  );
   const regionNames: RegionNames = { region: n("region"), host: n(hostKey) };
   let signingHostname = name;
   let region: string | Promise<string>;
@@ -157,7 +153,7 @@ export function resolveSigning(input: SigningInput, names: SigningNames = {}): S
       );
     }
     // The name to connect to is needed now, but rdsToken() and dsqlToken() can wait for it.
-    region = input.fn
+    region = fn
       ? resolveRegionOrProfile(input.region, undefined, regionNames, name, input.profile)
       : resolveRegion(input.region, undefined, regionNames, name);
     if (typeof region === "string") signingHostname = dsqlEndpoint(name, region);
@@ -168,7 +164,7 @@ export function resolveSigning(input: SigningInput, names: SigningNames = {}): S
   return {
     service,
     signingHostname,
-    signingPort,
+    signingPort: checkPort(input.port, n("port")),
     user,
     action: service === "rds"
       ? "connect"
@@ -176,7 +172,7 @@ export function resolveSigning(input: SigningInput, names: SigningNames = {}): S
       ? "DbConnectAdmin"
       : "DbConnect",
     region,
-    expiresIn: e,
+    expiresIn,
     parsed,
   };
 }
@@ -227,13 +223,31 @@ export function signToken(
   return typeof region === "string" ? sign(region) : region.then(sign);
 }
 
+/**
+ * The body of rdsToken() and dsqlToken(), named `fn`: `options` checked, `input` picks the
+ * resolver's inputs from them, and a token is signed.
+ */
+export function token(
+  options: unknown,
+  fn: string,
+  input: (o: Record<string, unknown>) => SigningInput,
+): Promise<string> {
+  const o = checkOptions(options, fn);
+  const context = credentialsContext(o);
+  const signingDate = checkSigningDate(o.signingDate);
+  const signing = resolve(
+    { region: o.region, expiresIn: o.expiresIn, ...input(o), profile: context?.profile },
+    { host: "hostname", user: "username" },
+    true,
+  );
+  return signToken(o.credentials, signing, signingDate, context);
+}
+
 /** The `profile` and `onRefreshError` options, checked; undefined when neither is given. */
 export function credentialsContext(o: Record<string, unknown>): CredentialsContext | undefined {
   if (o.profile === undefined && o.onRefreshError === undefined) return undefined;
   if (o.onRefreshError !== undefined && typeof o.onRefreshError !== "function") {
-    throw new TypeError(
-      `The "onRefreshError" option must be a function, got ${show(o.onRefreshError)}`,
-    );
+    throw bad("onRefreshError", "must be a function", o.onRefreshError);
   }
   return {
     profile: checkProfile(o.profile),
