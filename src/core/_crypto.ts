@@ -4,6 +4,7 @@
 // bundles for edge runtimes stay clean.
 
 import * as sha256 from "./_sha256.ts";
+import { onDeno } from "./_env.ts";
 
 /** An opaque, ready-to-use signing key produced by a backend. */
 export type SigningKey = unknown;
@@ -75,7 +76,7 @@ export const jsBackend: CryptoBackend = {
     const secretKey = sha256.encoder.encode("AWS4" + secret);
     return sha256.hmacKey(deriveKey(hmac, secretKey, date, region, service));
   },
-  hmacHex: (key, data) => sha256.hmacHex(key as sha256.HmacKey, data),
+  hmacHex: sha256.hmacHex as CryptoBackend["hmacHex"],
 };
 
 // The slice of node:crypto we use, typed here so the core needs no @types/node.
@@ -162,7 +163,7 @@ export const bunBackend: CryptoBackend | undefined = (() => {
 // call, is kept as an independent implementation the others are tested against.
 function automaticBackend(): CryptoBackend {
   if (bunBackend) return bunBackend;
-  if ((globalThis as { Deno?: unknown }).Deno !== undefined) return jsBackend;
+  if (onDeno()) return jsBackend;
   return nodeCryptoBackend() ?? jsBackend;
 }
 

@@ -6,13 +6,6 @@ import { isDsqlClusterId, isRegion, type ParsedHostname } from "./hostname.ts";
 import { EnvAccessError, readEnv } from "./_env.ts";
 import { profileRegion } from "./_chain.ts";
 
-export function checkOptions(options: unknown, fn: string): Record<string, unknown> {
-  if (typeof options !== "object" || options === null) {
-    throw new TypeError(`${fn}() expects an options object, got ${show(options)}`);
-  }
-  return options as Record<string, unknown>;
-}
-
 export function checkPort(value: unknown, option = "port"): number {
   return value === undefined ? 5432 : checkWhole(value, option, 65535);
 }

@@ -182,18 +182,16 @@ export interface HmacKey {
 /** Prepares an HMAC-SHA-256 key. */
 export function hmacKey(key: Uint8Array): HmacKey {
   const k = key.length > 64 ? sha256(key) : key;
-  const ipad = new Uint8Array(64).fill(0x36);
-  const opad = new Uint8Array(64).fill(0x5c);
-  for (let i = 0; i < k.length; i++) {
-    ipad[i] ^= k[i];
-    opad[i] ^= k[i];
-  }
-  const inner = INITIAL.slice(), outer = INITIAL.slice();
-  load(ipad, 0);
-  compress(inner);
-  load(opad, 0);
-  compress(outer);
-  return { inner, outer };
+  // The state after one block of the key XOR `pad`.
+  const padded = (pad: number) => {
+    const block = new Uint8Array(64).fill(pad);
+    for (let i = 0; i < k.length; i++) block[i] ^= k[i];
+    const h = INITIAL.slice();
+    load(block, 0);
+    compress(h);
+    return h;
+  };
+  return { inner: padded(0x36), outer: padded(0x5c) };
 }
 
 // HMAC(key, text) into H: the inner digest goes into the outer hash as words, one block with its

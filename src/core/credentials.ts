@@ -171,13 +171,18 @@ function lastsUntil(c: Credentials, until: number): boolean {
   return c.expiration == null || c.expiration.getTime() > until;
 }
 
+// The variables of the environment's credentials, in the order read.
+const ENV = [
+  "AWS_ACCESS_KEY_ID",
+  "AWS_SECRET_ACCESS_KEY",
+  "AWS_SESSION_TOKEN",
+  "AWS_CREDENTIAL_EXPIRATION",
+];
+
 function fromEnv(): Credentials | undefined {
-  let accessKeyId, secretAccessKey, sessionToken, expiration;
+  let values;
   try {
-    accessKeyId = readEnv("AWS_ACCESS_KEY_ID");
-    secretAccessKey = readEnv("AWS_SECRET_ACCESS_KEY");
-    sessionToken = readEnv("AWS_SESSION_TOKEN");
-    expiration = readEnv("AWS_CREDENTIAL_EXPIRATION");
+    values = ENV.map((name) => readEnv(name));
   } catch (cause) {
     if (!(cause instanceof EnvAccessError)) throw cause;
     throw new CredentialsError(
@@ -187,30 +192,21 @@ function fromEnv(): Credentials | undefined {
       { cause },
     );
   }
+  const [accessKeyId, secretAccessKey, sessionToken, expiration] = values;
   if (accessKeyId === undefined && secretAccessKey === undefined) return undefined;
   if (accessKeyId === undefined || secretAccessKey === undefined) {
-    const [set, unset] = accessKeyId === undefined
-      ? ["AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID"]
-      : ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"];
+    const [set, unset] = accessKeyId === undefined ? [ENV[1], ENV[0]] : ENV;
     throw new CredentialsError(
       "missing",
       `Incomplete AWS credentials in the environment: ${set} is set but ${unset} is not`,
     );
   }
-  checkNotSwapped(
-    accessKeyId,
-    secretAccessKey,
-    "The environment",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-  );
+  checkNotSwapped(accessKeyId, secretAccessKey, "The environment", ENV[0], ENV[1]);
   let expires: Date | undefined;
   if (expiration !== undefined) {
     expires = new Date(expiration);
     if (isNaN(expires.getTime())) {
-      throw invalid(
-        `The environment variable AWS_CREDENTIAL_EXPIRATION is not a date: ${dateLike(expiration)}`,
-      );
+      throw invalid(`The environment variable ${ENV[3]} is not a date: ${dateLike(expiration)}`);
     }
   }
   return { accessKeyId, secretAccessKey, sessionToken, expiration: expires };

@@ -50,9 +50,7 @@ export function show(value: unknown): string {
   if (typeof value === "string") {
     return TOKEN_LIKE.test(value) ? WITHHELD : JSON.stringify(cut(value, 80));
   }
-  if (typeof value === "number" || typeof value === "boolean" || typeof value === "bigint") {
-    return String(value);
-  }
+  if (["number", "boolean", "bigint"].includes(typeof value)) return String(value);
   if (value === null) return "null";
   if (value === undefined) return "undefined";
   if (value instanceof Date) return isNaN(value.getTime()) ? "Invalid Date" : value.toISOString();

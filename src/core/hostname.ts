@@ -84,7 +84,6 @@ const RDS_NAME = new RegExp(
 // `<cluster id>.dsql[-<suffix>].<region>.on.aws`
 const DSQL_NAME = new RegExp(`^([^.]+)\\.dsql(?:-[a-z0-9]+)?\\.(${R})\\.on\\.aws$`);
 const LABEL = /^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$/;
-const IPV4 = /^\d{1,3}(?:\.\d{1,3}){3}$/;
 
 /** Whether `value` has the shape of an AWS region name (`us-east-1`, `us-gov-west-1`, …). */
 export function isRegion(value: string): boolean {
@@ -124,9 +123,7 @@ export function parseHostname(hostname: string): ParsedHostname | undefined {
   if (typeof hostname !== "string") {
     throw new TypeError(`parseHostname() expects a string hostname, got ${show(hostname)}`);
   }
-  let name = hostname.toLowerCase();
-  if (name.endsWith(".")) name = name.slice(0, -1);
-  if (IPV4.test(name) || name.includes(":")) return undefined;
+  const name = hostname.toLowerCase().replace(/\.$/, "");
   const labels = name.split(".");
   if (!labels.every((l) => LABEL.test(l))) return undefined;
   const rds = RDS_NAME.exec(name);
@@ -180,10 +177,10 @@ const IPV6 = /^\[?[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\]?$/;
  */
 export function checkHostname(value: unknown, option: string): string {
   if (typeof value === "string" && value.length <= 253 && PLAIN_NAME.test(value)) {
-    return value.endsWith(".") ? value.slice(0, -1) : value;
+    return value.replace(/\.$/, "");
   }
   const s = subject(option);
-  if (value === undefined || value === null) {
+  if (value == null) {
     throw new TypeError(`${s} is required: pass the database endpoint name`);
   }
   if (typeof value !== "string") throw bad(option, "must be a string", value);
@@ -202,7 +199,7 @@ export function checkHostname(value: unknown, option: string): string {
         (/[^ -~]/.test(value) ? ": use the ASCII (punycode) form" : ""),
     );
   }
-  const name = value.endsWith(".") ? value.slice(0, -1) : value;
+  const name = value.replace(/\.$/, "");
   if (name.length > 253 || name.split(".").some((l) => l.length === 0 || l.length > 63)) {
     throw fix("is not a valid DNS name (empty or over-long label)");
   }
@@ -227,7 +224,7 @@ export function checkEndpoint(value: unknown, option: string): Endpoint {
   // names are lower case, and a signature over "DB.Cluster-…" is not one over the name AWS checks.
   // (@aws-sdk/rds-signer signs the name as typed.)
   const name = checkHostname(value, option).toLowerCase();
-  const endpoint: Endpoint = Object.freeze({ name, parsed: parseHostname(name) });
+  const endpoint: Endpoint = { name, parsed: parseHostname(name) };
   if (endpoints.size >= MAX_ENDPOINTS) endpoints.delete(endpoints.keys().next().value!);
   endpoints.set(value as string, endpoint);
   return endpoint;

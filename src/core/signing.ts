@@ -8,7 +8,6 @@ import { type CredentialsContext, resolveCredentials } from "./credentials.ts";
 import { bad, phrase, show, subject } from "./errors.ts";
 import { checkEndpoint, dsqlEndpoint, isDsqlClusterId, type ParsedHostname } from "./hostname.ts";
 import {
-  checkOptions,
   checkPort,
   checkProfile,
   checkSigningDate,
@@ -122,9 +121,11 @@ function resolve(input: SigningInput, names: SigningNames, fn?: boolean): Signin
     | "rds"
     | "dsql";
   const what = (service: string) => service === "dsql" ? "Aurora DSQL" : "RDS";
+  // The host's input and value, starting a message.
+  const hostIs = () => `${subject(n(hostKey))} ${show(name)} is`;
   if (parsed && parsed.service !== service) {
     throw new TypeError(
-      `${subject(n(hostKey))} ${show(name)} is an ${what(parsed.service)} endpoint` +
+      `${hostIs()} an ${what(parsed.service)} endpoint` +
         (fn
           ? `: use ${parsed.service}Token()`
           : `, but ${phrase(n("service"))} asks for ${what(service)}`),
@@ -148,7 +149,7 @@ function resolve(input: SigningInput, names: SigningNames, fn?: boolean): Signin
   if (service === "dsql" && !name.includes(".")) {
     if (!isDsqlClusterId(name)) {
       throw new RangeError(
-        `${subject(n(hostKey))} ${show(name)} is neither a DSQL endpoint nor a DSQL cluster id ` +
+        `${hostIs()} neither a DSQL endpoint nor a DSQL cluster id ` +
           `(26 lowercase letters and digits)`,
       );
     }
@@ -232,20 +233,22 @@ export function token(
   fn: string,
   input: (o: Record<string, unknown>) => SigningInput,
 ): Promise<string> {
-  const o = checkOptions(options, fn);
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError(`${fn}() expects an options object, got ${show(options)}`);
+  }
+  const o = options as Record<string, unknown>;
   const context = credentialsContext(o);
   const signingDate = checkSigningDate(o.signingDate);
   const signing = resolve(
-    { region: o.region, expiresIn: o.expiresIn, ...input(o), profile: context?.profile },
+    { region: o.region, expiresIn: o.expiresIn, ...input(o), profile: context.profile },
     { host: "hostname", user: "username" },
     true,
   );
   return signToken(o.credentials, signing, signingDate, context);
 }
 
-/** The `profile` and `onRefreshError` options, checked; undefined when neither is given. */
-export function credentialsContext(o: Record<string, unknown>): CredentialsContext | undefined {
-  if (o.profile === undefined && o.onRefreshError === undefined) return undefined;
+/** The `profile` and `onRefreshError` options, checked. */
+export function credentialsContext(o: Record<string, unknown>): CredentialsContext {
   if (o.onRefreshError !== undefined && typeof o.onRefreshError !== "function") {
     throw bad("onRefreshError", "must be a function", o.onRefreshError);
   }
