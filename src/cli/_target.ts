@@ -187,7 +187,9 @@ export function resolveTarget(
     region: regionFrom,
     service: values.dsql === true ? "--dsql" : "iam_service",
     admin: values.admin === true ? "--admin" : "iam_admin",
-    expiresIn: flag("expires-in") !== undefined ? "--expires-in" : "iam_expires_in",
+    expiresIn: flag("expires-in") !== undefined
+      ? "--expires-in"
+      : t.iamParams?.expiresIn ?? "iam_expires_in",
   };
   // The CLI's own default: a bare DSQL cluster id (and --dsql) signs for DSQL, whose user is admin.
   const dsql = values.dsql === true ||

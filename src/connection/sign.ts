@@ -292,6 +292,22 @@ export function signingConfig(
   };
 }
 
+/**
+ * The names of the IAM options a connection string gave (and `options` did not), as the user
+ * wrote them, for {@linkcode signingConfig}'s messages: `the connection string parameter
+ * "iam_host"`.
+ */
+export function urlNames(
+  target: { iamParams?: Partial<Record<string, string>> },
+  options: Record<string, unknown>,
+): SigningNames {
+  const names: Record<string, string> = {};
+  for (const [key, param] of Object.entries(target.iamParams ?? {})) {
+    if (options[key] === undefined) names[key] = `the connection string parameter "${param}"`;
+  }
+  return names;
+}
+
 /** The host to connect to: for a bare DSQL cluster id, the endpoint it expands to. */
 export function connectHost(c: SigningConfig, host: string): string {
   return c.service === "dsql" && isDsqlClusterId(host) ? c.signingHostname : host;
