@@ -72,8 +72,6 @@ export type CredentialsProvider = (
  */
 export type CredentialsOption = Credentials | CredentialsProvider;
 
-const OPTION = `The "credentials" option`;
-
 const invalid = (message: string) => new CredentialsError("invalid", message);
 
 function check(value: unknown, source: string): Credentials {
@@ -324,7 +322,7 @@ export function resolveCredentials(
     return fromProvider(option, until, forceRefresh, context?.onRefreshError)
       .then((c) => unexpired(c, signingDate));
   }
-  if (option != null) return unexpired(check(option, OPTION), signingDate);
+  if (option != null) return unexpired(check(option, `The "credentials" option`), signingDate);
   const profile = context?.profile ?? envProfile();
   if (profile === undefined) {
     const env = fromEnv();
