@@ -234,3 +234,20 @@ test("the CLI signs for the RDS user admin (no DSQL admin action), and refuses -
     );
   });
 });
+
+test("a connection's host is checked only when it is signed for; rdsToken() checks its hostname", async () => {
+  await withEnv(CLEAN, async () => {
+    // A link-local address with its zone, behind a tunnel to the endpoint: only RDS is signed for.
+    const zoned = { host: "fe80::1%eth0", port: 5432, user: "app", credentials: KEYS };
+    const config = signingConfig({ ...zoned, signingHostname: RDS }, 30);
+    assert.equal(config.signingHostname, RDS);
+    // The controls: signed for itself, the address is refused; so is rdsToken()'s hostname.
+    assert.throws(() => signingConfig(zoned, 30), /^TypeError: The host connected to must not/);
+    assert.match(
+      await message(() =>
+        rdsToken({ hostname: "fe80::1%eth0", signingHostname: RDS, username: "app" })
+      ),
+      /^The "hostname" option must not include a port/,
+    );
+  });
+});

@@ -113,10 +113,9 @@ export function resolveSigning(input: SigningInput, names: SigningNames = {}): S
 function resolve(input: SigningInput, names: SigningNames, fn?: boolean): Signing {
   const n = (key: keyof SigningInput) => names[key] ?? key;
   const hostKey = input.signingHostname === undefined ? "host" : "signingHostname";
-  const host = checkEndpoint(input.host, n("host"));
-  const { name, parsed } = hostKey === "host"
-    ? host
-    : checkEndpoint(input.signingHostname, n(hostKey));
+  // The host connected to matters only when it is signed for, but rdsToken() requires its own.
+  if (fn && hostKey !== "host") checkEndpoint(input.host, n("host"));
+  const { name, parsed } = checkEndpoint(input.signingHostname ?? input.host, n(hostKey));
   const service = (input.service ?? (parsed?.service === "dsql" ? "dsql" : "rds")) as
     | "rds"
     | "dsql";
