@@ -46,6 +46,7 @@ import {
   type PrewarmResult,
   signFor,
   signingConfig,
+  urlNames,
 } from "../connection/sign.ts";
 import { checkStartupParameters } from "../connection/pgwire.ts";
 
@@ -203,6 +204,7 @@ export function iamSql(url?: string | IamSqlOptions, options?: IamSqlOptions): B
       user: connectUser,
     },
     connectTimeout ?? 30,
+    urlNames(target, iam),
   );
   if (signing.service === "dsql") {
     const lifetime = bunOptions.maxLifetime;

@@ -3,9 +3,15 @@
 // usage fails before any network traffic.
 
 import type { Credentials } from "../core/credentials.ts";
-import { dsqlToken } from "../core/dsql.ts";
-import { rdsToken } from "../core/rds.ts";
-import { readEnv } from "../core/_env.ts";
+import { isDsqlClusterId, isRegion, parseHostname } from "../core/hostname.ts";
+import {
+  DSQL_MAX_EXPIRES_IN,
+  RDS_MAX_EXPIRES_IN,
+  resolveSigning,
+  type Signing,
+  type SigningNames,
+  signToken,
+} from "../core/signing.ts";
 import {
   type ConnectionTarget,
   KNOWN_PARAMS,
@@ -13,13 +19,6 @@ import {
   type SslMode,
   type TlsSettings,
 } from "../connection/target.ts";
-import {
-  dsqlEndpoint,
-  isDsqlClusterId,
-  isRegion,
-  type ParsedHostname,
-  parseHostname,
-} from "../core/hostname.ts";
 import { type Flag, int, type Parsed, str, UsageError } from "./_args.ts";
 
 /** Flags shared by token, env, psql and doctor; the names of `aws rds generate-db-auth-token`. */
@@ -48,7 +47,8 @@ export const TARGET_FLAGS: Record<string, Flag> = {
   "expires-in": {
     type: "string",
     arg: "SECONDS",
-    help: "Token lifetime: 1 to 900 (RDS), to 604800 (DSQL). Default: 900.",
+    help: `Token lifetime: 1 to ${RDS_MAX_EXPIRES_IN} (RDS), to ${DSQL_MAX_EXPIRES_IN} (DSQL). ` +
+      `Default: ${RDS_MAX_EXPIRES_IN}.`,
   },
   dsql: { type: "boolean", help: "Sign for Aurora DSQL (automatic for DSQL endpoint names)." },
   admin: { type: "boolean", help: "DSQL: sign DbConnectAdmin (automatic for the user admin)." },
@@ -83,28 +83,19 @@ export const TARGET_FLAGS: Record<string, Flag> = {
 
 export type { SslMode };
 
-/** A resolved target. */
-export interface Target {
+/** A resolved target: what to connect to, and what to sign (the core's {@linkcode Signing}). */
+export interface Target extends Signing {
   /** The address to connect to: libpq's hostaddr if given, else the host (a bare DSQL cluster id expanded). */
   host: string;
   port: number;
-  user: string;
   database: string;
-  service: "rds" | "dsql";
-  /** Explicit region (flag, URL or environment); undefined: the endpoint's or the profile's. */
-  region: string | undefined;
+  /** DSQL: whether `DbConnectAdmin` is signed. */
   admin: boolean;
-  /** The endpoint name the token is signed for, and the certificate must carry. */
-  signingHostname: string;
-  signingPort: number;
-  /** The flag or URL parameter the region came from: `--region` or `iam_region`. */
-  regionFrom: string;
-  /** Where the signing hostname came from, as the user wrote it (`--hostname`, `iam_host`, …). */
-  hostFrom: string;
-  /** What parseHostname() makes of the signing hostname. */
-  parsed: ParsedHostname | undefined;
-  expiresIn: number | undefined;
   profile: string | undefined;
+  /** The flag or URL parameter that asked for a region (`--region`, `iam_region`), if any. */
+  regionFrom: string | undefined;
+  /** Why the region asked for cannot be used (only when resolveTarget's `checkRegion` is false). */
+  conflict?: string;
   sslmode: SslMode;
   /** Everything about TLS the target asks for (client certificates, CRL, versions, SNI). */
   tls: TlsSettings;
@@ -114,7 +105,8 @@ export interface Target {
 
 /**
  * Resolves the target of `command` from its positional URL and flags. A region that contradicts
- * the endpoint name is a UsageError, unless `checkRegion` is false (the doctor reports it).
+ * the endpoint name is a UsageError, unless `checkRegion` is false (the doctor reports it: the
+ * target then signs for the endpoint's region, and `conflict` says why).
  */
 export function resolveTarget(
   url: string | undefined,
@@ -142,10 +134,7 @@ export function resolveTarget(
       optOutName: "--dangerously-disable-tls",
     });
   } catch (error) {
-    if (error instanceof TypeError || error instanceof RangeError) {
-      throw new UsageError(lower(error.message), command);
-    }
-    throw error;
+    throw usage(error, command);
   }
   const unknown = Object.keys(t.extraParams);
   if (unknown.length) {
@@ -156,7 +145,7 @@ export function resolveTarget(
     );
   }
   const iam = t.iam;
-  let host = t.host ?? t.hostaddr;
+  const host = t.host ?? t.hostaddr;
   if (host === undefined) {
     throw new UsageError(
       `no host was given: pass a connection URL (postgres://user@host/db), --hostname HOST, or ` +
@@ -166,7 +155,9 @@ export function resolveTarget(
   }
   const port = t.port ?? 5432;
   const region = flag("region") ?? iam.region;
-  const regionFrom = flag("region") !== undefined ? "--region" : "iam_region";
+  const regionFrom = flag("region") === undefined && iam.region !== undefined
+    ? "iam_region"
+    : "--region";
   if (region !== undefined && !isRegion(region)) {
     throw new UsageError(
       `${regionFrom} must be an AWS region name like us-east-1, got ${JSON.stringify(region)}`,
@@ -176,109 +167,92 @@ export function resolveTarget(
   // With libpq's hostaddr, the host is the name: what the token and the certificate are for.
   const signingHostname = flag("signing-hostname") ?? iam.signingHostname ??
     (t.hostaddr !== undefined && t.host !== undefined ? t.host : undefined);
-  const signingPort = int(values, "signing-port", 1, 65535, command) ?? iam.signingPort ?? port;
-  if (!(signingPort >= 1 && signingPort <= 65535)) {
-    throw new UsageError(`iam_port must be a port from 1 to 65535, got ${signingPort}`, command);
-  }
-
-  const service = iam.service;
-  if (service !== undefined && service !== "rds" && service !== "dsql") {
-    throw new UsageError(
-      `iam_service must be rds or dsql, got ${JSON.stringify(service)}`,
-      command,
-    );
-  }
-  let parsed = parseHostname(signingHostname ?? host);
-  const clusterId = isDsqlClusterId(host) && signingHostname === undefined;
-  const dsql = values.dsql === true || service === "dsql" || parsed?.service === "dsql" ||
-    clusterId;
-  if (dsql && parsed?.service === "rds") {
-    throw new UsageError(
-      `${JSON.stringify(signingHostname ?? host)} is an RDS endpoint, not Aurora DSQL`,
-      command,
-    );
-  }
-  if (clusterId && dsql) {
-    const r = region ?? readEnv("AWS_REGION") ?? readEnv("AWS_DEFAULT_REGION");
-    if (r === undefined) {
-      throw new UsageError(
-        `${JSON.stringify(host)} is a bare DSQL cluster id: pass --region (or iam_region)`,
-        command,
-      );
-    }
-    host = dsqlEndpoint(host, r);
-    parsed = parseHostname(host);
-  }
-  const signing = signingHostname ?? host;
-  // Where the name signed for came from, as the user wrote it.
-  const hostFrom = flag("signing-hostname") !== undefined
-    ? "--signing-hostname"
-    : iam.signingHostname !== undefined
-    ? "iam_host"
-    : flag("hostname") !== undefined
-    ? "--hostname"
-    : bare
-    ? "the host argument"
-    : urlNamesHost(url)
-    ? "the URL's host"
-    : "PGHOST";
-
-  const user = t.user ?? (dsql ? "admin" : undefined);
-  if (user === undefined) {
+  // Each input named as the user wrote it: a flag, a URL parameter, or where the host came from.
+  const names: SigningNames = {
+    host: flag("hostname") !== undefined
+      ? "--hostname"
+      : bare
+      ? "the host argument"
+      : urlNamesHost(url)
+      ? "the URL's host"
+      : "PGHOST",
+    signingHostname: flag("signing-hostname") !== undefined
+      ? "--signing-hostname"
+      : iam.signingHostname !== undefined
+      ? "iam_host"
+      : "the URL's host",
+    signingPort: flag("signing-port") !== undefined ? "--signing-port" : "iam_port",
+    port: "--port",
+    user: "--username",
+    region: regionFrom,
+    service: values.dsql === true ? "--dsql" : "iam_service",
+    admin: values.admin === true ? "--admin" : "iam_admin",
+    expiresIn: flag("expires-in") !== undefined
+      ? "--expires-in"
+      : t.iamParams?.expiresIn ?? "iam_expires_in",
+  };
+  // The CLI's own default: a bare DSQL cluster id (and --dsql) signs for DSQL, whose user is admin.
+  const dsql = values.dsql === true ||
+    (iam.service === undefined && signingHostname === undefined && isDsqlClusterId(host));
+  const user = t.user;
+  if (
+    user === undefined && !dsql && iam.service !== "dsql" &&
+    parseHostname(signingHostname ?? host)?.service !== "dsql"
+  ) {
     throw new UsageError(`no user: pass --username (or put it in the URL)`, command);
   }
-  const admin = values.admin === true || iam.admin === true ||
-    (iam.admin === undefined && user === "admin");
-  if (admin && !dsql) {
-    throw new UsageError(`--admin is for Aurora DSQL; this is an RDS endpoint`, command);
-  }
-
-  let expiresIn = int(values, "expires-in", 1, dsql ? 604800 : 900, command);
-  if (expiresIn === undefined && iam.expiresIn !== undefined) {
-    expiresIn = iam.expiresIn;
-    if (!(expiresIn >= 1 && expiresIn <= (dsql ? 604800 : 900))) {
-      throw new UsageError(
-        `iam_expires_in must be 1 to ${dsql ? 604800 : 900} seconds, got ${expiresIn}`,
-        command,
-      );
-    }
-  }
-
-  const target: Target = {
-    host: t.hostaddr ?? host,
+  const input = {
+    host,
+    signingHostname,
     port,
+    signingPort: number(flag("signing-port")) ?? iam.signingPort,
     user,
-    database: t.database ?? (dsql ? "postgres" : user),
-    service: dsql ? "dsql" : "rds",
     region,
-    admin: dsql && admin,
-    signingHostname: signing,
-    signingPort,
-    parsed,
-    expiresIn,
-    regionFrom,
-    hostFrom,
+    service: dsql ? "dsql" : iam.service,
+    admin: values.admin === true ? true : iam.admin,
+    expiresIn: number(flag("expires-in")) ?? iam.expiresIn,
     profile: flag("profile") ?? iam.profile,
+  };
+  let signing: Signing;
+  let conflict: string | undefined;
+  try {
+    try {
+      signing = resolveSigning(input, names);
+    } catch (error) {
+      // The doctor reports a region that contradicts the endpoint as its first step.
+      if (checkRegion || !/ contradicts the region /.test((error as Error).message)) throw error;
+      conflict = lower((error as Error).message);
+      signing = resolveSigning({ ...input, region: undefined }, names);
+    }
+  } catch (error) {
+    throw usage(error, command);
+  }
+  const id = signing.service === "dsql" && signingHostname === undefined && isDsqlClusterId(host);
+  return {
+    ...signing,
+    host: t.hostaddr ?? (id ? signing.signingHostname : host),
+    port,
+    database: t.database ?? (signing.service === "dsql" ? "postgres" : signing.user),
+    admin: signing.action === "DbConnectAdmin",
+    profile: input.profile,
+    regionFrom: region === undefined ? undefined : regionFrom,
+    conflict,
     sslmode: t.ssl.mode,
     tls: t.ssl,
     serverParams: t.serverParams,
   };
-  const conflict = checkRegion ? regionConflict(target) : undefined;
-  if (conflict) throw new UsageError(conflict, command);
-  return target;
 }
 
-/**
- * Why the region asked for (--region, iam_region) cannot be used with the endpoint name, in the
- * user's words; undefined when it can.
- */
-export function regionConflict(target: Target): string | undefined {
-  const { region, parsed } = target;
-  if (region === undefined || parsed === undefined || region === parsed.region) return undefined;
-  return `${target.regionFrom} ${JSON.stringify(region)} contradicts the region ` +
-    `${JSON.stringify(parsed.region)} of the endpoint ${JSON.stringify(target.signingHostname)} ` +
-    `(${target.hostFrom}): a token signed for another region is always rejected; drop ` +
-    `${target.regionFrom} or correct it`;
+// A flag's whole number, else the text itself (for the resolver to name and quote).
+function number(value: string | undefined): number | string | undefined {
+  return value !== undefined && /^\d+$/.test(value) ? Number(value) : value;
+}
+
+// A TypeError or RangeError of a check, as bad usage.
+function usage(error: unknown, command: string): unknown {
+  return error instanceof TypeError || error instanceof RangeError
+    ? new UsageError(lower(error.message), command)
+    : error;
 }
 
 // Whether a connection string names a host (else the host came from PGHOST).
@@ -295,24 +269,5 @@ export function lower(message: string): string {
 
 /** Signs a token for `target` (credentials: given, else the environment, else the AWS chain). */
 export function signFor(target: Target, credentials?: Credentials): Promise<string> {
-  const common = {
-    region: target.region,
-    expiresIn: target.expiresIn,
-    profile: target.profile,
-    credentials,
-  };
-  return target.service === "dsql"
-    ? dsqlToken({
-      hostname: target.signingHostname,
-      username: target.user,
-      admin: target.admin,
-      ...common,
-    })
-    : rdsToken({
-      hostname: target.host,
-      signingHostname: target.signingHostname,
-      port: target.signingPort,
-      username: target.user,
-      ...common,
-    });
+  return signToken(credentials, target, new Date(), { profile: target.profile });
 }

@@ -14,19 +14,12 @@ import { CredentialsError } from "../core/errors.ts";
 import { envProfile } from "../core/_chain.ts";
 import { readEnv } from "../core/_env.ts";
 import { parseHostname } from "../core/hostname.ts";
-import { NoRegionError, resolveRegionOrProfile } from "../core/_options.ts";
+import { NoRegionError } from "../core/_options.ts";
 import { errorFields, message, MessageReader, startupMessage } from "../connection/pgwire.ts";
 import { type ConnectOutcome, IamSocket, type SocketPlan } from "../connection/socket.ts";
 import { type Command, int, type Parsed, UsageError } from "./_args.ts";
 import { type TlsPlan, tlsPlan } from "../connection/tls.ts";
-import {
-  lower,
-  regionConflict,
-  resolveTarget,
-  signFor,
-  type Target,
-  TARGET_FLAGS,
-} from "./_target.ts";
+import { lower, resolveTarget, signFor, type Target, TARGET_FLAGS } from "./_target.ts";
 
 /** The `doctor` subcommand. */
 export const command: Command = {
@@ -203,24 +196,17 @@ async function endpointStep(
 ): Promise<string> {
   const t = performance.now();
   const parsed = target.parsed;
-  const conflict = regionConflict(target);
-  if (conflict) {
+  if (target.conflict) {
     throw new StepFailure(
       "endpoint",
-      conflict,
-      `the region given (${target.regionFrom}) is not the endpoint's: a token signed for ` +
-        `another region is always rejected; drop it or correct it`,
+      target.conflict,
+      `the region given (${target.conflict.split(" ")[0]}) is not the endpoint's: a token signed ` +
+        `for another region is always rejected; drop it or correct it`,
     );
   }
   let region: string;
   try {
-    region = await resolveRegionOrProfile(
-      target.region,
-      parsed,
-      "hostname",
-      target.signingHostname,
-      target.profile,
-    );
+    region = await target.region;
   } catch (error) {
     throw new StepFailure(
       "endpoint",
@@ -228,8 +214,7 @@ async function endpointStep(
       error instanceof NoRegionError
         ? `no AWS region: ${target.signingHostname} is not an AWS endpoint name, so pass ` +
           `--region (or iam_region=, AWS_REGION, or a profile with a region)`
-        : `the region (${target.region === undefined ? "AWS_REGION" : target.regionFrom}) is ` +
-          `not usable: correct it`,
+        : `the region of the AWS profile is not usable: correct it`,
     );
   }
   const what = parsed
@@ -290,7 +275,7 @@ async function connect(
 
   // Credentials.
   let t = performance.now();
-  const expiresIn = target.expiresIn ?? 900;
+  const expiresIn = target.expiresIn;
   let creds: Credentials;
   try {
     creds = await resolveCredentials(
@@ -334,11 +319,7 @@ async function connect(
   const token = await signFor({ ...target, region }, creds).catch((error: Error) => {
     throw new StepFailure("sign", error.message, "the token could not be signed", undefined, ms(t));
   });
-  const action = target.service === "rds"
-    ? "rds-db:connect"
-    : target.admin
-    ? "dsql:DbConnectAdmin"
-    : "dsql:DbConnect";
+  const action = `${target.service === "rds" ? "rds-db" : "dsql"}:${target.action}`;
   add({
     step: "sign",
     ok: true,
@@ -857,9 +838,9 @@ function authCause(
     if (parsed && parsed.region !== region) {
       causes.push(`the token is signed for ${region}, but the endpoint is in ${parsed.region}`);
     }
-    if (!parsed && target.region !== undefined) {
+    if (!parsed && target.regionFrom !== undefined) {
       causes.push(
-        `the token is signed for region ${region} (as you asked with --region or iam_region): ` +
+        `the token is signed for region ${region} (as you asked with ${target.regionFrom}): ` +
           `is that the database's region?`,
       );
     }

@@ -11,14 +11,14 @@ import {
   resolveCredentials,
 } from "../core/credentials.ts";
 import { CredentialsError, show } from "../core/errors.ts";
-import { checkEndpoint, dsqlEndpoint, isDsqlClusterId } from "../core/hostname.ts";
+import { isDsqlClusterId } from "../core/hostname.ts";
 import {
-  checkExpiresIn,
-  checkPort,
-  resolveRegion,
-  resolveRegionOrProfile,
-} from "../core/_options.ts";
-import { credentialsContext } from "../core/_token.ts";
+  credentialsContext,
+  presignInput,
+  resolveSigning,
+  type Signing,
+  type SigningNames,
+} from "../core/signing.ts";
 import { presign, type SigningCredentials } from "../core/sigv4.ts";
 
 /** Fields of a server ErrorResponse (by their one-letter codes). */
@@ -213,14 +213,7 @@ export function splitIam(
 }
 
 /** Everything needed to sign a token for one connection, checked. */
-export interface SigningConfig {
-  service: "rds" | "dsql";
-  signingHostname: string;
-  signingPort: number;
-  user: string;
-  region: string | Promise<string>;
-  action: string;
-  expiresIn: number;
+export interface SigningConfig extends Signing {
   credentials: CredentialsOption | undefined;
   context: CredentialsContext | undefined;
   credentialsTimeoutMs: number;
@@ -246,51 +239,19 @@ interface Signed {
 
 /**
  * Checks the IAM options for a connection to `host:port` as `user` and resolves what can be resolved
- * up front (service, signing host, action, region or the promise of it).
+ * up front (service, signing host, action, region or the promise of it). `urlNames` names the
+ * options that came from the connection string by the parameter the user wrote (`iam_host`).
  */
 export function signingConfig(
   o: IamOptions & { host: string; port: number; user: string },
   connectTimeout: number,
+  urlNames: SigningNames = {},
 ): SigningConfig {
-  const hostOption = o.signingHostname === undefined ? "host" : "signingHostname";
-  if (o.signingPort !== undefined) checkPort(o.signingPort, "signingPort");
-  const signingPort = o.signingPort ?? o.port;
-  const endpoint = checkEndpoint(o.signingHostname ?? o.host, hostOption);
-  if (o.service !== undefined && o.service !== "rds" && o.service !== "dsql") {
-    throw new TypeError(`The "service" option must be "rds" or "dsql", got ${show(o.service)}`);
-  }
-  const service = o.service ?? (endpoint.parsed?.service === "dsql" ? "dsql" : "rds");
-  if (endpoint.parsed && endpoint.parsed.service !== service) {
-    throw new TypeError(
-      `The "service" option is ${show(service)} but the "${hostOption}" ${
-        show(endpoint.name)
-      } is an ${endpoint.parsed.service === "dsql" ? "Aurora DSQL" : "RDS"} endpoint`,
-    );
-  }
-  if (o.admin !== undefined && typeof o.admin !== "boolean") {
-    throw new TypeError(`The "admin" option must be a boolean, got ${show(o.admin)}`);
-  }
-  if (o.admin !== undefined && service !== "dsql") {
-    throw new TypeError(`The "admin" option is for Aurora DSQL only (service is "rds")`);
-  }
-  let signingHostname = endpoint.name;
-  let region: string | Promise<string>;
   const context = credentialsContext(o as unknown as Record<string, unknown>);
-  if (service === "dsql" && !signingHostname.includes(".") && isDsqlClusterId(signingHostname)) {
-    region = resolveRegion(o.region, undefined, hostOption, signingHostname);
-    signingHostname = dsqlEndpoint(signingHostname, region);
-  } else {
-    // Without a region in the option, the name or the environment: the profile's, on first use.
-    region = resolveRegionOrProfile(
-      o.region,
-      endpoint.parsed,
-      hostOption,
-      signingHostname,
-      context?.profile,
-    );
-    if (typeof region !== "string") region.catch(() => {}); // reported when a connection needs it
-  }
-  const expiresIn = checkExpiresIn(o.expiresIn, service === "rds" ? 900 : 604800);
+  const signing = resolveSigning({ ...o, profile: context?.profile }, {
+    host: "the host connected to",
+    ...urlNames,
+  });
   if (o.credentialsTimeout !== undefined) {
     if (typeof o.credentialsTimeout !== "number" || !(o.credentialsTimeout > 0)) {
       throw new RangeError(
@@ -320,17 +281,7 @@ export function signingConfig(
     );
   }
   return {
-    service,
-    signingHostname,
-    signingPort,
-    user: o.user,
-    region,
-    action: service === "rds"
-      ? "connect"
-      : (o.admin ?? o.user === "admin")
-      ? "DbConnectAdmin"
-      : "DbConnect",
-    expiresIn,
+    ...signing,
     credentials: o.credentials,
     context,
     credentialsTimeoutMs: (o.credentialsTimeout ?? Math.min(10, connectTimeout / 2)) * 1000,
@@ -339,6 +290,22 @@ export function signingConfig(
     reuse: o.tokenReuse ?? true,
     minRemainingMs: connectTimeout * 1000,
   };
+}
+
+/**
+ * The names of the IAM options a connection string gave (and `options` did not), as the user
+ * wrote them, for {@linkcode signingConfig}'s messages: `the connection string parameter
+ * "iam_host"`.
+ */
+export function urlNames(
+  target: { iamParams?: Partial<Record<string, string>> },
+  options: Record<string, unknown>,
+): SigningNames {
+  const names: Record<string, string> = {};
+  for (const [key, param] of Object.entries(target.iamParams ?? {})) {
+    if (options[key] === undefined) names[key] = `the connection string parameter "${param}"`;
+  }
+  return names;
 }
 
 /** The host to connect to: for a bare DSQL cluster id, the endpoint it expands to. */
@@ -461,14 +428,7 @@ async function sign(
   until: number,
   credentials: SigningCredentials,
 ): Promise<Signed> {
-  const token = await presign({
-    host: c.service === "rds" ? `${c.signingHostname}:${c.signingPort}` : c.signingHostname,
-    params: c.service === "rds" ? { Action: "connect", DBUser: c.user } : { Action: c.action },
-    service: c.service === "rds" ? "rds-db" : "dsql",
-    region,
-    signingDate,
-    expiresIn: c.expiresIn,
-  }, credentials);
+  const token = await presign(presignInput(c, region, signingDate), credentials);
   return { token, signedAt: signingDate.getTime(), until, credentials };
 }
 

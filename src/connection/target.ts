@@ -74,6 +74,11 @@ export interface ConnectionTarget {
   database: string | undefined;
   ssl: TlsSettings;
   iam: UrlIamOptions;
+  /**
+   * The parameter each of `iam` came from, as written (`iam_expiration` or `iam_expires_in`), for
+   * messages; absent when the connection string has none.
+   */
+  iamParams?: Partial<Record<keyof UrlIamOptions, string>>;
   /** Seconds; `null`: wait forever (libpq `connect_timeout=0`). */
   connectTimeout: number | null | undefined;
   /** TCP keep-alive idle seconds; `null`: off (libpq `keepalives=0`). */
@@ -334,6 +339,9 @@ export function parseTarget(input: TargetInput = {}): ConnectionTarget {
       input.optOutName ?? "dangerouslyDisableTls: true",
     ),
     iam: iamOptions(iam),
+    ...(iam.size
+      ? { iamParams: Object.fromEntries([...iam.keys()].map((k) => [IAM_PARAMS[k], k])) }
+      : {}),
     connectTimeout: connectTimeoutOf(get("connect_timeout")),
     keepAlive: keepAliveOf(get("keepalives"), get("keepalives_idle")),
     targetSessionAttrs: oneOf(get("target_session_attrs"), [

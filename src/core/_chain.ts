@@ -14,7 +14,6 @@ import { importOptional, readEnv } from "./_env.ts";
 
 /** The npm package providing the chain. */
 export const CHAIN_PACKAGE = "@aws-sdk/credential-provider-node";
-const CONFIG_PACKAGE = "@smithy/core/config"; // the SDK's config-file loader, installed with it
 
 // The shape of credentials.ts's CredentialsProvider, spelled out so the chain needs nothing of the
 // module that uses it (credentials.ts checks what the provider returns).
@@ -95,7 +94,8 @@ export async function chainProvider(profile: string | undefined): Promise<Creden
 export async function profileRegion(profile: string | undefined): Promise<string | undefined> {
   let mod: Record<string, unknown>;
   try {
-    mod = await importOptional(CONFIG_PACKAGE, "^3");
+    // The SDK's config-file loader, installed with it.
+    mod = await importOptional("@smithy/core/config", "^3");
   } catch {
     return undefined;
   }

@@ -4,6 +4,7 @@
 // bundles for edge runtimes stay clean.
 
 import * as sha256 from "./_sha256.ts";
+import { onDeno } from "./_env.ts";
 
 /** An opaque, ready-to-use signing key produced by a backend. */
 export type SigningKey = unknown;
@@ -25,8 +26,6 @@ export interface CryptoBackend {
   hmacHex(key: SigningKey, data: string): string | Promise<string>;
 }
 
-const encoder = new TextEncoder();
-
 // SigV4's key derivation: kSigning = HMAC(HMAC(HMAC(HMAC("AWS4" + secret, date), region), service),
 // "aws4_request"), for any synchronous HMAC that returns something it also accepts as a key.
 function deriveKey<K>(
@@ -44,17 +43,17 @@ async function subtleHmac(key: BufferSource, data: string): Promise<ArrayBuffer>
   const k = await crypto.subtle.importKey("raw", key, { name: "HMAC", hash: "SHA-256" }, false, [
     "sign",
   ]);
-  return crypto.subtle.sign("HMAC", k, encoder.encode(data));
+  return crypto.subtle.sign("HMAC", k, sha256.encoder.encode(data));
 }
 
 /** The WebCrypto backend: available on every runtime. */
 export const webCryptoBackend: CryptoBackend = {
   name: "webcrypto",
   async sha256Hex(data) {
-    return toHex(await crypto.subtle.digest("SHA-256", encoder.encode(data)));
+    return toHex(await crypto.subtle.digest("SHA-256", sha256.encoder.encode(data)));
   },
   async signingKey(secret, date, region, service) {
-    const kDate = await subtleHmac(encoder.encode("AWS4" + secret), date);
+    const kDate = await subtleHmac(sha256.encoder.encode("AWS4" + secret), date);
     const kRegion = await subtleHmac(kDate, region);
     const kService = await subtleHmac(kRegion, service);
     const kSigning = await subtleHmac(kService, "aws4_request");
@@ -64,7 +63,7 @@ export const webCryptoBackend: CryptoBackend = {
     ]);
   },
   async hmacHex(key, data) {
-    return toHex(await crypto.subtle.sign("HMAC", key as CryptoKey, encoder.encode(data)));
+    return toHex(await crypto.subtle.sign("HMAC", key as CryptoKey, sha256.encoder.encode(data)));
   },
 };
 
@@ -74,10 +73,10 @@ export const jsBackend: CryptoBackend = {
   sha256Hex: sha256.sha256Hex,
   signingKey(secret, date, region, service) {
     const hmac = (key: Uint8Array, data: string) => sha256.hmac(sha256.hmacKey(key), data);
-    const secretKey = encoder.encode("AWS4" + secret);
+    const secretKey = sha256.encoder.encode("AWS4" + secret);
     return sha256.hmacKey(deriveKey(hmac, secretKey, date, region, service));
   },
-  hmacHex: (key, data) => sha256.hmacHex(key as sha256.HmacKey, data),
+  hmacHex: sha256.hmacHex as CryptoBackend["hmacHex"],
 };
 
 // The slice of node:crypto we use, typed here so the core needs no @types/node.
@@ -146,7 +145,7 @@ function makeBunBackend(Hasher: BunHasherClass): CryptoBackend {
     name: "bun",
     sha256Hex: (data) => new Hasher("sha256").update(data).digest("hex"),
     signingKey: (secret, date, region, service) =>
-      deriveKey(hmac, encoder.encode("AWS4" + secret), date, region, service),
+      deriveKey(hmac, sha256.encoder.encode("AWS4" + secret), date, region, service),
     hmacHex: (key, data) => new Hasher("sha256", key as Uint8Array).update(data).digest("hex"),
   };
 }
@@ -164,7 +163,7 @@ export const bunBackend: CryptoBackend | undefined = (() => {
 // call, is kept as an independent implementation the others are tested against.
 function automaticBackend(): CryptoBackend {
   if (bunBackend) return bunBackend;
-  if ((globalThis as { Deno?: unknown }).Deno !== undefined) return jsBackend;
+  if (onDeno()) return jsBackend;
   return nodeCryptoBackend() ?? jsBackend;
 }
 

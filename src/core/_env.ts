@@ -106,7 +106,7 @@ export function readEnv(name: string): string | undefined {
 
 /** Whether this is Deno (which loads npm packages through `npm:` specifiers). */
 export function onDeno(): boolean {
-  return (globalThis as { Deno?: unknown }).Deno !== undefined;
+  return deno() !== undefined;
 }
 
 /**

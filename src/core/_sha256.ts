@@ -76,30 +76,23 @@ function finishBytes(h: Int32Array, prefix: number, data: Uint8Array, len: numbe
   }
   const rest = len - off;
   TAIL.fill(0);
-  for (let i = 0; i < rest; i++) TAIL[i] = data[off + i];
+  TAIL.set(data.subarray(off, len));
   pad(h, prefix + len, rest);
 }
 
-// Pads the `rest` bytes already in TAIL (a message of `total` bytes) and compresses.
+// Pads the `rest` bytes already in TAIL (zeros after them; a message of `total` bytes) and
+// compresses. The length goes straight into the last block's final two words.
 function pad(h: Int32Array, total: number, rest: number): void {
   TAIL[rest] = 0x80;
-  const end = rest < 56 ? 64 : 128;
-  const bits = total * 8;
-  const hi = Math.floor(bits / 0x100000000), lo = bits >>> 0;
-  TAIL[end - 8] = hi >>> 24;
-  TAIL[end - 7] = hi >>> 16;
-  TAIL[end - 6] = hi >>> 8;
-  TAIL[end - 5] = hi;
-  TAIL[end - 4] = lo >>> 24;
-  TAIL[end - 3] = lo >>> 16;
-  TAIL[end - 2] = lo >>> 8;
-  TAIL[end - 1] = lo;
   load(TAIL, 0);
-  compress(h);
-  if (end === 128) {
-    load(TAIL, 64);
+  if (rest >= 56) {
     compress(h);
+    load(TAIL, 64);
   }
+  const bits = total * 8;
+  W[14] = Math.floor(bits / 0x100000000);
+  W[15] = bits | 0;
+  compress(h);
 }
 
 // Hashes the ASCII `text` into `h` (after `prefix` bytes) straight from its char codes, four to a
@@ -129,7 +122,8 @@ function finishAscii(h: Int32Array, prefix: number, text: string): boolean {
   return true;
 }
 
-const encoder = new TextEncoder();
+/** UTF-8, for the hash and its callers. */
+export const encoder: TextEncoder = new TextEncoder();
 let scratch = new Uint8Array(4096);
 
 // The digest of `text` (UTF-8) after `state`, which has absorbed `prefix` bytes, into H.
@@ -145,12 +139,7 @@ function digestText(state: Int32Array, prefix: number, text: string): Int32Array
 
 function bytesOf(words: Int32Array): Uint8Array {
   const out = new Uint8Array(32);
-  for (let i = 0; i < 8; i++) {
-    out[i * 4] = words[i] >>> 24;
-    out[i * 4 + 1] = words[i] >>> 16;
-    out[i * 4 + 2] = words[i] >>> 8;
-    out[i * 4 + 3] = words[i];
-  }
+  for (let i = 0; i < 32; i++) out[i] = words[i >> 2] >>> (24 - 8 * (i & 3));
   return out;
 }
 
@@ -193,18 +182,16 @@ export interface HmacKey {
 /** Prepares an HMAC-SHA-256 key. */
 export function hmacKey(key: Uint8Array): HmacKey {
   const k = key.length > 64 ? sha256(key) : key;
-  const ipad = new Uint8Array(64).fill(0x36);
-  const opad = new Uint8Array(64).fill(0x5c);
-  for (let i = 0; i < k.length; i++) {
-    ipad[i] ^= k[i];
-    opad[i] ^= k[i];
-  }
-  const inner = INITIAL.slice(), outer = INITIAL.slice();
-  load(ipad, 0);
-  compress(inner);
-  load(opad, 0);
-  compress(outer);
-  return { inner, outer };
+  // The state after one block of the key XOR `pad`.
+  const padded = (pad: number) => {
+    const block = new Uint8Array(64).fill(pad);
+    for (let i = 0; i < k.length; i++) block[i] ^= k[i];
+    const h = INITIAL.slice();
+    load(block, 0);
+    compress(h);
+    return h;
+  };
+  return { inner: padded(0x36), outer: padded(0x5c) };
 }
 
 // HMAC(key, text) into H: the inner digest goes into the outer hash as words, one block with its

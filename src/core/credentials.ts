@@ -72,43 +72,35 @@ export type CredentialsProvider = (
  */
 export type CredentialsOption = Credentials | CredentialsProvider;
 
-const OPTION = `The "credentials" option`;
+const invalid = (message: string) => new CredentialsError("invalid", message);
 
 function check(value: unknown, source: string): Credentials {
   if (typeof value !== "object" || value === null) {
-    throw new CredentialsError("invalid", `${source} must be an object, got ${typeName(value)}`);
+    throw invalid(`${source} must be an object, got ${typeName(value)}`);
   }
   const c = value as Record<string, unknown>;
   // Only the types of the key fields are ever described: their values may be secret.
   for (const field of ["accessKeyId", "secretAccessKey"] as const) {
     if (typeof c[field] !== "string" || c[field] === "") {
       const got = c[field] === "" ? "an empty string" : typeName(c[field]);
-      throw new CredentialsError(
-        "invalid",
+      throw invalid(
         `${source} must have a non-empty string ${field}, got ${got}`,
       );
     }
   }
-  if (
-    c.sessionToken !== undefined && c.sessionToken !== null && typeof c.sessionToken !== "string"
-  ) {
-    throw new CredentialsError(
-      "invalid",
+  if (c.sessionToken != null && typeof c.sessionToken !== "string") {
+    throw invalid(
       `${source} has a sessionToken that is not a string (${typeof c.sessionToken})`,
     );
   }
-  if (
-    c.expiration !== undefined && c.expiration !== null &&
-    !(c.expiration instanceof Date && !isNaN(c.expiration.getTime()))
-  ) {
-    throw new CredentialsError(
-      "invalid",
+  if (c.expiration != null && !(c.expiration instanceof Date && !isNaN(c.expiration.getTime()))) {
+    throw invalid(
       `${source} has an expiration that is not a valid Date, got ${dateLike(c.expiration)}`,
     );
   }
   for (const field of ["accessKeyId", "sessionToken"] as const) {
     if (typeof c[field] === "string" && hasLoneSurrogate(c[field] as string)) {
-      throw new CredentialsError("invalid", `${source} has a ${field} that is not valid Unicode`);
+      throw invalid(`${source} has a ${field} that is not valid Unicode`);
     }
   }
   checkNotSwapped(
@@ -149,13 +141,9 @@ export function checkNotSwapped(
   const secretIsId = secretAccessKey.length === 20 && KEY_ID_SHAPE.test(secretAccessKey);
   if (!idIsSecret && !secretIsId) return;
   const why = [
-    ...(idIsSecret
-      ? [`${idName} has the shape of a secret access key (40 characters of base64)`]
-      : []),
-    ...(secretIsId
-      ? [`${secretName} has the shape of an access key id (AKIA or ASIA and 16 more)`]
-      : []),
-  ].join(", and ");
+    idIsSecret && `${idName} has the shape of a secret access key (40 characters of base64)`,
+    secretIsId && `${secretName} has the shape of an access key id (AKIA or ASIA and 16 more)`,
+  ].filter(Boolean).join(", and ");
   throw new CredentialsError(
     "invalid",
     `${source} seems to have its keys swapped: ${why}. Give the access key id as ${idName} ` +
@@ -178,16 +166,21 @@ function typeName(value: unknown): string {
 }
 
 function lastsUntil(c: Credentials, until: number): boolean {
-  return c.expiration === undefined || c.expiration === null || c.expiration.getTime() > until;
+  return c.expiration == null || c.expiration.getTime() > until;
 }
 
+// The variables of the environment's credentials, in the order read.
+const ENV = [
+  "AWS_ACCESS_KEY_ID",
+  "AWS_SECRET_ACCESS_KEY",
+  "AWS_SESSION_TOKEN",
+  "AWS_CREDENTIAL_EXPIRATION",
+];
+
 function fromEnv(): Credentials | undefined {
-  let accessKeyId, secretAccessKey, sessionToken, expiration;
+  let values;
   try {
-    accessKeyId = readEnv("AWS_ACCESS_KEY_ID");
-    secretAccessKey = readEnv("AWS_SECRET_ACCESS_KEY");
-    sessionToken = readEnv("AWS_SESSION_TOKEN");
-    expiration = readEnv("AWS_CREDENTIAL_EXPIRATION");
+    values = ENV.map((name) => readEnv(name));
   } catch (cause) {
     if (!(cause instanceof EnvAccessError)) throw cause;
     throw new CredentialsError(
@@ -197,31 +190,21 @@ function fromEnv(): Credentials | undefined {
       { cause },
     );
   }
+  const [accessKeyId, secretAccessKey, sessionToken, expiration] = values;
   if (accessKeyId === undefined && secretAccessKey === undefined) return undefined;
   if (accessKeyId === undefined || secretAccessKey === undefined) {
-    const [set, unset] = accessKeyId === undefined
-      ? ["AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID"]
-      : ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"];
+    const [set, unset] = accessKeyId === undefined ? [ENV[1], ENV[0]] : ENV;
     throw new CredentialsError(
       "missing",
       `Incomplete AWS credentials in the environment: ${set} is set but ${unset} is not`,
     );
   }
-  checkNotSwapped(
-    accessKeyId,
-    secretAccessKey,
-    "The environment",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-  );
+  checkNotSwapped(accessKeyId, secretAccessKey, "The environment", ENV[0], ENV[1]);
   let expires: Date | undefined;
   if (expiration !== undefined) {
     expires = new Date(expiration);
     if (isNaN(expires.getTime())) {
-      throw new CredentialsError(
-        "invalid",
-        `The environment variable AWS_CREDENTIAL_EXPIRATION is not a date: ${dateLike(expiration)}`,
-      );
+      throw invalid(`The environment variable ${ENV[3]} is not a date: ${dateLike(expiration)}`);
     }
   }
   return { accessKeyId, secretAccessKey, sessionToken, expiration: expires };
@@ -339,7 +322,7 @@ export function resolveCredentials(
     return fromProvider(option, until, forceRefresh, context?.onRefreshError)
       .then((c) => unexpired(c, signingDate));
   }
-  if (option != null) return unexpired(check(option, OPTION), signingDate);
+  if (option != null) return unexpired(check(option, `The "credentials" option`), signingDate);
   const profile = context?.profile ?? envProfile();
   if (profile === undefined) {
     const env = fromEnv();

@@ -1,14 +1,7 @@
 import type { CredentialsOption } from "./credentials.ts";
-import { show } from "./errors.ts";
-import { checkEndpoint, dsqlEndpoint, isDsqlClusterId } from "./hostname.ts";
-import {
-  checkExpiresIn,
-  checkOptions,
-  checkSigningDate,
-  checkUsername,
-  resolveRegionOrProfile,
-} from "./_options.ts";
-import { credentialsContext, signToken } from "./_token.ts";
+import { DSQL_MAX_EXPIRES_IN, token } from "./signing.ts";
+
+export { DSQL_MAX_EXPIRES_IN };
 
 /** Options of {@linkcode dsqlToken}. */
 export interface DsqlTokenOptions {
@@ -52,17 +45,6 @@ export interface DsqlTokenOptions {
 }
 
 /**
- * The longest lifetime of a DSQL token, in seconds: one week.
- *
- * @example
- * ```ts
- * import { DSQL_MAX_EXPIRES_IN } from "@pg-iam/pg-iam";
- * console.log(DSQL_MAX_EXPIRES_IN); // 604800
- * ```
- */
-export const DSQL_MAX_EXPIRES_IN = 604800;
-
-/**
  * Creates an Aurora DSQL authentication token. Byte-identical to `DsqlSigner`'s
  * `getDbConnectAdminAuthToken()` (admin) or `getDbConnectAuthToken()` of `@aws-sdk/dsql-signer`.
  *
@@ -101,42 +83,10 @@ export const DSQL_MAX_EXPIRES_IN = 604800;
 // Async although nothing is awaited here: a bad option must reject, never throw synchronously.
 // deno-lint-ignore require-await
 export async function dsqlToken(options: DsqlTokenOptions): Promise<string> {
-  const o = checkOptions(options, "dsqlToken");
-  const { name: host, parsed } = checkEndpoint(o.hostname, "hostname");
-  const username = checkUsername(o.username, "admin");
-  if (o.admin !== undefined && typeof o.admin !== "boolean") {
-    throw new TypeError(`The "admin" option must be a boolean, got ${show(o.admin)}`);
-  }
-  const admin = o.admin ?? username === "admin";
-  const expiresIn = checkExpiresIn(o.expiresIn, DSQL_MAX_EXPIRES_IN);
-  const signingDate = checkSigningDate(o.signingDate);
-
-  const context = credentialsContext(o);
-  let region: string | Promise<string>;
-  if (!host.includes(".")) {
-    if (!isDsqlClusterId(host)) {
-      throw new RangeError(
-        `The "hostname" option ${show(host)} is neither a DSQL endpoint nor a DSQL cluster id ` +
-          `(26 lowercase letters and digits)`,
-      );
-    }
-    region = resolveRegionOrProfile(o.region, undefined, "hostname", host, context?.profile);
-  } else {
-    if (parsed?.service === "rds") {
-      throw new TypeError(
-        `The "hostname" option ${show(host)} is an RDS endpoint: use rdsToken()`,
-      );
-    }
-    region = resolveRegionOrProfile(o.region, parsed, "hostname", host, context?.profile);
-  }
-  const sign = (region: string) =>
-    signToken(o.credentials, {
-      host: host.includes(".") ? host : dsqlEndpoint(host, region),
-      params: { Action: admin ? "DbConnectAdmin" : "DbConnect" },
-      service: "dsql",
-      region,
-      signingDate,
-      expiresIn,
-    }, context);
-  return typeof region === "string" ? sign(region) : region.then(sign);
+  return token(options, "dsqlToken", (o) => ({
+    host: o.hostname,
+    user: o.username,
+    admin: o.admin,
+    service: "dsql",
+  }));
 }

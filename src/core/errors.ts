@@ -50,9 +50,7 @@ export function show(value: unknown): string {
   if (typeof value === "string") {
     return TOKEN_LIKE.test(value) ? WITHHELD : JSON.stringify(cut(value, 80));
   }
-  if (typeof value === "number" || typeof value === "boolean" || typeof value === "bigint") {
-    return String(value);
-  }
+  if (["number", "boolean", "bigint"].includes(typeof value)) return String(value);
   if (value === null) return "null";
   if (value === undefined) return "undefined";
   if (value instanceof Date) return isNaN(value.getTime()) ? "Invalid Date" : value.toISOString();
@@ -74,4 +72,29 @@ const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[
 
 export function hasLoneSurrogate(s: string): boolean {
   return LONE_SURROGATE.test(s);
+}
+
+/**
+ * How a message names an input, from the word the user typed: a library option (`region`) reads
+ * `the "region" option`; anything else (`--region`, `iam_region`, `PGHOST`, a whole phrase such as
+ * `the URL's host`) is used as it is.
+ */
+export function phrase(word: string): string {
+  return /^[a-z][a-zA-Z.]*$/.test(word) ? `the "${word}" option` : word;
+}
+
+/** The error for a bad `value` of the input `word`: `The "port" option must …, got 0`. */
+export function bad(
+  word: string,
+  what: string,
+  value: unknown,
+  E: typeof TypeError | typeof RangeError = TypeError,
+): Error {
+  return new E(`${subject(word)} ${what}, got ${show(value)}`);
+}
+
+/** {@linkcode phrase} starting a sentence. */
+export function subject(word: string): string {
+  const p = phrase(word);
+  return p[0].toUpperCase() + p.slice(1);
 }

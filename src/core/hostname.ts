@@ -3,7 +3,7 @@
 // https://docs.aws.amazon.com/AmazonRDS/latest/AuroraUserGuide/Aurora.Overview.Endpoints.html
 // https://docs.aws.amazon.com/aurora-dsql/latest/userguide/SECTION_authentication-token.html
 
-import { show } from "./errors.ts";
+import { bad, show, subject } from "./errors.ts";
 
 /** The AWS partition an endpoint lives in. */
 export type Partition =
@@ -61,32 +61,29 @@ export interface ParsedDsqlHostname {
 export type ParsedHostname = ParsedRdsHostname | ParsedDsqlHostname;
 
 // DNS suffix (after the "rds" and region labels) → partition.
-const RDS_SUFFIXES: ReadonlyArray<readonly [string, Partition]> = [
-  ["amazonaws.com.cn", "aws-cn"],
-  ["amazonaws.com", "aws"],
-  ["amazonaws.eu", "aws-eusc"],
-  ["sc2s.sgov.gov", "aws-iso-b"],
-  ["csp.hci.ic.gov", "aws-iso-f"],
-  ["c2s.ic.gov", "aws-iso"],
-  ["cloud.adc-e.uk", "aws-iso-e"],
-];
+const RDS_SUFFIXES: Readonly<Record<string, Partition>> = {
+  "amazonaws.com.cn": "aws-cn",
+  "amazonaws.com": "aws",
+  "amazonaws.eu": "aws-eusc",
+  "sc2s.sgov.gov": "aws-iso-b",
+  "csp.hci.ic.gov": "aws-iso-f",
+  "c2s.ic.gov": "aws-iso",
+  "cloud.adc-e.uk": "aws-iso-e",
+};
 
-const DSQL_SUFFIXES: ReadonlyArray<readonly [string, Partition]> = [["on.aws", "aws"]];
-
-// Second-label prefixes, longest first so "cluster-ro-" wins over "cluster-".
-const RDS_KINDS: ReadonlyArray<readonly [string, RdsEndpointKind]> = [
-  ["cluster-custom-", "cluster-custom"],
-  ["cluster-ro-", "cluster-ro"],
-  ["cluster-", "cluster"],
-  ["proxy-", "proxy"],
-  ["shardgrp-", "limitless"],
-];
-
-const REGION = /^[a-z]{2,}(?:-[a-z]+)*-[a-z]+-\d+$/;
+const R = "[a-z]{2,}(?:-[a-z]+)*-[a-z]+-\\d+";
+const REGION = new RegExp(`^${R}$`);
+// `<identifier>.<kind prefix><hash>.<region>.rds.<suffix>` (or `.rds.<region>.`, China's older
+// layout, and others), a proxy's endpoint with `<endpoint>.endpoint.` before its own name.
+const RDS_NAME = new RegExp(
+  `^([^.]+)\\.(?:(endpoint)\\.)?(cluster-custom-|cluster-ro-|cluster-|proxy-|shardgrp-)?` +
+    `[a-z0-9]+\\.(?:(${R})\\.rds(?:-fips)?|rds(?:-fips)?\\.(${R}))\\.(${
+      Object.keys(RDS_SUFFIXES).join("|").replace(/\./g, "\\.")
+    })$`,
+);
+// `<cluster id>.dsql[-<suffix>].<region>.on.aws`
+const DSQL_NAME = new RegExp(`^([^.]+)\\.dsql(?:-[a-z0-9]+)?\\.(${R})\\.on\\.aws$`);
 const LABEL = /^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$/;
-const ALNUM = /^[a-z0-9]+$/;
-const DSQL_LABEL = /^dsql(?:-[a-z0-9]+)?$/;
-const IPV4 = /^\d{1,3}(?:\.\d{1,3}){3}$/;
 
 /** Whether `value` has the shape of an AWS region name (`us-east-1`, `us-gov-west-1`, …). */
 export function isRegion(value: string): boolean {
@@ -126,77 +123,34 @@ export function parseHostname(hostname: string): ParsedHostname | undefined {
   if (typeof hostname !== "string") {
     throw new TypeError(`parseHostname() expects a string hostname, got ${show(hostname)}`);
   }
-  let name = hostname.toLowerCase();
-  if (name.endsWith(".")) name = name.slice(0, -1);
-  if (IPV4.test(name) || name.includes(":")) return undefined;
+  const name = hostname.toLowerCase().replace(/\.$/, "");
   const labels = name.split(".");
   if (!labels.every((l) => LABEL.test(l))) return undefined;
-  return parseRds(name, labels) ?? parseDsql(name, labels);
-}
-
-function matchSuffix(
-  name: string,
-  labels: string[],
-  suffixes: ReadonlyArray<readonly [string, Partition]>,
-): [string[], Partition] | undefined {
-  for (const [suffix, partition] of suffixes) {
-    if (name.endsWith("." + suffix)) {
-      return [labels.slice(0, labels.length - suffix.split(".").length), partition];
-    }
+  const rds = RDS_NAME.exec(name);
+  if (rds) {
+    const [, identifier, endpoint, prefix = "", r1, r2, suffix] = rds;
+    if (endpoint && prefix !== "proxy-") return undefined;
+    const region = r1 ?? r2;
+    return {
+      service: "rds",
+      region,
+      kind: prefix === "shardgrp-"
+        ? "limitless"
+        : (prefix.slice(0, -1) || "instance") as RdsEndpointKind,
+      identifier,
+      partition: partitionOf(RDS_SUFFIXES[suffix], region),
+    };
   }
-  return undefined;
-}
-
-function parseRds(name: string, labels: string[]): ParsedRdsHostname | undefined {
-  const matched = matchSuffix(name, labels, RDS_SUFFIXES);
-  if (!matched) return undefined;
-  const [rest, suffixPartition] = matched;
-  // `<…>.<region>.rds.<suffix>`, or `<…>.rds.<region>.<suffix>` (China's older layout, and others).
-  const n = rest.length;
-  let region: string;
-  if (isRds(rest[n - 1]) && REGION.test(rest[n - 2])) region = rest[n - 2];
-  else if (isRds(rest[n - 2]) && REGION.test(rest[n - 1])) region = rest[n - 1];
-  else return undefined;
-  const head = rest.slice(0, n - 2);
-  // `<identifier>.<prefix><hash>`, or a proxy's endpoint: `<endpoint>.endpoint.proxy-<hash>`.
-  let kind: RdsEndpointKind = "instance";
-  let hash = head[head.length - 1] ?? "";
-  for (const [prefix, k] of RDS_KINDS) {
-    if (hash.startsWith(prefix)) {
-      kind = k;
-      hash = hash.slice(prefix.length);
-      break;
+  const dsql = DSQL_NAME.exec(name);
+  return dsql
+    ? {
+      service: "dsql",
+      region: dsql[2],
+      kind: "cluster",
+      identifier: dsql[1],
+      partition: partitionOf("aws", dsql[2]),
     }
-  }
-  if (!ALNUM.test(hash)) return undefined;
-  const ids = head.slice(0, -1);
-  if (kind === "proxy" && ids.length === 2 && ids[1] === "endpoint") ids.pop();
-  if (ids.length !== 1) return undefined;
-  return {
-    service: "rds",
-    region,
-    kind,
-    identifier: ids[0],
-    partition: partitionOf(suffixPartition, region),
-  };
-}
-
-function isRds(label: string | undefined): boolean {
-  return label === "rds" || label === "rds-fips";
-}
-
-function parseDsql(name: string, labels: string[]): ParsedDsqlHostname | undefined {
-  const matched = matchSuffix(name, labels, DSQL_SUFFIXES);
-  if (!matched) return undefined;
-  const [rest, suffixPartition] = matched;
-  if (rest.length !== 3 || !DSQL_LABEL.test(rest[1]) || !REGION.test(rest[2])) return undefined;
-  return {
-    service: "dsql",
-    region: rest[2],
-    kind: "cluster",
-    identifier: rest[0],
-    partition: partitionOf(suffixPartition, rest[2]),
-  };
+    : undefined;
 }
 
 const DSQL_CLUSTER_ID = /^[a-z0-9]{26}$/;
@@ -217,25 +171,22 @@ const PLAIN_NAME = /^[A-Za-z0-9_-]{1,63}(?:\.[A-Za-z0-9_-]{1,63})*\.?$/;
 const IPV6 = /^\[?[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\]?$/;
 
 /**
- * Checks that `value` is a bare host name for the option `option` and returns it without a
+ * Checks that `value` is a bare host name for the input `option` (see `phrase`) and returns it without a
  * trailing dot. Rejects schemes, paths, ports, credentials, whitespace and non-ASCII names, each
  * with a message that says what to pass instead.
  */
 export function checkHostname(value: unknown, option: string): string {
   if (typeof value === "string" && value.length <= 253 && PLAIN_NAME.test(value)) {
-    return value.endsWith(".") ? value.slice(0, -1) : value;
+    return value.replace(/\.$/, "");
   }
-  if (value === undefined || value === null) {
-    throw new TypeError(`The "${option}" option is required: pass the database endpoint name`);
+  const s = subject(option);
+  if (value == null) {
+    throw new TypeError(`${s} is required: pass the database endpoint name`);
   }
-  if (typeof value !== "string") {
-    throw new TypeError(`The "${option}" option must be a string, got ${show(value)}`);
-  }
-  if (value.trim() === "") {
-    throw new TypeError(`The "${option}" option must not be empty, got ${show(value)}`);
-  }
+  if (typeof value !== "string") throw bad(option, "must be a string", value);
+  if (value.trim() === "") throw bad(option, "must not be empty", value);
   const fix = (what: string) =>
-    new TypeError(`The "${option}" option ${what}, got ${show(value)}: pass the bare host name`);
+    new TypeError(`${s} ${what}, got ${show(value)}: pass the bare host name`);
   if (/\s/.test(value)) throw fix("must not contain whitespace");
   if (value.includes("://")) throw fix("must not include a scheme");
   if (value.includes("/")) throw fix("must not include a path");
@@ -244,11 +195,11 @@ export function checkHostname(value: unknown, option: string): string {
   if (value.includes(":")) throw fix("must not include a port (use the port option)");
   if (!HOST_CHARS.test(value)) {
     throw new TypeError(
-      `The "${option}" option has characters a DNS name cannot have, got ${show(value)}` +
+      `${s} has characters a DNS name cannot have, got ${show(value)}` +
         (/[^ -~]/.test(value) ? ": use the ASCII (punycode) form" : ""),
     );
   }
-  const name = value.endsWith(".") ? value.slice(0, -1) : value;
+  const name = value.replace(/\.$/, "");
   if (name.length > 253 || name.split(".").some((l) => l.length === 0 || l.length > 63)) {
     throw fix("is not a valid DNS name (empty or over-long label)");
   }
@@ -273,7 +224,7 @@ export function checkEndpoint(value: unknown, option: string): Endpoint {
   // names are lower case, and a signature over "DB.Cluster-…" is not one over the name AWS checks.
   // (@aws-sdk/rds-signer signs the name as typed.)
   const name = checkHostname(value, option).toLowerCase();
-  const endpoint: Endpoint = Object.freeze({ name, parsed: parseHostname(name) });
+  const endpoint: Endpoint = { name, parsed: parseHostname(name) };
   if (endpoints.size >= MAX_ENDPOINTS) endpoints.delete(endpoints.keys().next().value!);
   endpoints.set(value as string, endpoint);
   return endpoint;

@@ -1,15 +1,7 @@
 import type { CredentialsOption } from "./credentials.ts";
-import { show } from "./errors.ts";
-import { checkEndpoint } from "./hostname.ts";
-import {
-  checkExpiresIn,
-  checkOptions,
-  checkPort,
-  checkSigningDate,
-  checkUsername,
-  resolveRegionOrProfile,
-} from "./_options.ts";
-import { credentialsContext, signToken } from "./_token.ts";
+import { RDS_MAX_EXPIRES_IN, token } from "./signing.ts";
+
+export { RDS_MAX_EXPIRES_IN };
 
 /** Options of {@linkcode rdsToken}. */
 export interface RdsTokenOptions {
@@ -52,17 +44,6 @@ export interface RdsTokenOptions {
 }
 
 /**
- * The longest lifetime of an RDS token, in seconds: 15 minutes.
- *
- * @example
- * ```ts
- * import { RDS_MAX_EXPIRES_IN } from "@pg-iam/pg-iam";
- * console.log(RDS_MAX_EXPIRES_IN); // 900
- * ```
- */
-export const RDS_MAX_EXPIRES_IN = 900;
-
-/**
  * Creates an IAM authentication token for RDS or Aurora (PostgreSQL or MySQL): the password to
  * connect with. Byte-identical to `Signer#getAuthToken()` of `@aws-sdk/rds-signer`.
  *
@@ -101,37 +82,11 @@ export const RDS_MAX_EXPIRES_IN = 900;
 // Async although nothing is awaited here: a bad option must reject, never throw synchronously.
 // deno-lint-ignore require-await
 export async function rdsToken(options: RdsTokenOptions): Promise<string> {
-  const o = checkOptions(options, "rdsToken");
-  const hostname = checkEndpoint(o.hostname, "hostname");
-  const hostOption = o.signingHostname === undefined ? "hostname" : "signingHostname";
-  const { name: signingHostname, parsed } = o.signingHostname === undefined
-    ? hostname
-    : checkEndpoint(o.signingHostname, hostOption);
-  const port = checkPort(o.port);
-  const username = checkUsername(o.username);
-  const expiresIn = checkExpiresIn(o.expiresIn, RDS_MAX_EXPIRES_IN);
-  const signingDate = checkSigningDate(o.signingDate);
-  if (parsed?.service === "dsql") {
-    throw new TypeError(
-      `The "${hostOption}" ${show(signingHostname)} is an Aurora DSQL endpoint: use dsqlToken()`,
-    );
-  }
-  const context = credentialsContext(o);
-  const region = resolveRegionOrProfile(
-    o.region,
-    parsed,
-    hostOption,
-    signingHostname,
-    context?.profile,
-  );
-  const sign = (region: string) =>
-    signToken(o.credentials, {
-      host: `${signingHostname}:${port}`,
-      params: { Action: "connect", DBUser: username },
-      service: "rds-db",
-      region,
-      signingDate,
-      expiresIn,
-    }, context);
-  return typeof region === "string" ? sign(region) : region.then(sign);
+  return token(options, "rdsToken", (o) => ({
+    host: o.hostname,
+    signingHostname: o.signingHostname,
+    port: o.port,
+    user: o.username,
+    service: "rds",
+  }));
 }

@@ -49,10 +49,9 @@ export function formatDate(date: Date): { longDate: string; shortDate: string } 
   // Tokens signed in the same second share their dates: format each second once.
   const second = Math.floor(date.getTime() / 1000);
   if (second !== lastSecond) {
-    const iso = date.toISOString(); // "2026-11-22T10:35:00.123Z"
-    const shortDate = iso.slice(0, 4) + iso.slice(5, 7) + iso.slice(8, 10);
-    const longDate = `${shortDate}T${iso.slice(11, 13)}${iso.slice(14, 16)}${iso.slice(17, 19)}Z`;
-    lastDates = { longDate, shortDate };
+    // "2026-11-22T10:35:00.123Z" → "20261122T103500Z"
+    const longDate = date.toISOString().slice(0, 19).replace(/[-:]/g, "") + "Z";
+    lastDates = { longDate, shortDate: longDate.slice(0, 8) };
     lastSecond = second;
   }
   return lastDates;
@@ -84,13 +83,7 @@ export function stringToSign(
 // is kept beside the key only to notice a different secret under the same id. Bounded, oldest out.
 const MAX_KEYS = 64;
 const keyCache = new Map<string, { secret: string; key: SigningKey }>();
-_onBackendChange(() => {
-  keyCache.clear();
-  last = undefined;
-});
-
-// The last key used, checked first: most processes sign with one identity in one region.
-let last: { id: string; secret: string; key: SigningKey } | undefined;
+_onBackendChange(() => keyCache.clear());
 
 function cachedSigningKey(
   backend: CryptoBackend,
@@ -100,19 +93,16 @@ function cachedSigningKey(
   service: string,
 ): SigningKey | Promise<SigningKey> {
   const id = `${creds.accessKeyId}\n${shortDate}\n${region}\n${service}`;
-  if (last !== undefined && last.id === id && last.secret === creds.secretAccessKey) {
-    return last.key;
-  }
+  const secret = creds.secretAccessKey;
   const hit = keyCache.get(id);
-  if (hit !== undefined && hit.secret === creds.secretAccessKey) return (last = { id, ...hit }).key;
+  if (hit?.secret === secret) return hit.key;
   const store = (key: SigningKey) => {
     keyCache.delete(id);
     if (keyCache.size >= MAX_KEYS) keyCache.delete(keyCache.keys().next().value!);
-    keyCache.set(id, { secret: creds.secretAccessKey, key });
-    last = { id, secret: creds.secretAccessKey, key };
+    keyCache.set(id, { secret, key });
     return key;
   };
-  const key = backend.signingKey(creds.secretAccessKey, shortDate, region, service);
+  const key = backend.signingKey(secret, shortDate, region, service);
   return key instanceof Promise ? key.then(store) : store(key);
 }
 

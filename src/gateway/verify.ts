@@ -6,6 +6,7 @@
 // Reference: https://docs.aws.amazon.com/IAM/latest/UserGuide/create-signed-request.html
 
 import { hmac, hmacHex, type HmacKey, hmacKey, sha256Hex } from "../core/_sha256.ts";
+import { DSQL_MAX_EXPIRES_IN, RDS_MAX_EXPIRES_IN } from "../core/signing.ts";
 
 /** Why a token was refused. */
 export type RejectReason =
@@ -72,7 +73,7 @@ export type VerifyResult = VerifyOk | VerifyRejected;
 
 const ALGORITHM = "AWS4-HMAC-SHA256";
 const EMPTY_HASH = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-const MAX_EXPIRES = { rds: 900, dsql: 604800 } as const;
+const MAX_EXPIRES = { rds: RDS_MAX_EXPIRES_IN, dsql: DSQL_MAX_EXPIRES_IN } as const;
 // The scope's service name: RDS tokens are signed for "rds-db", not "rds".
 const SCOPE_SERVICE = { rds: "rds-db", dsql: "dsql" } as const;
 const LONG_DATE = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/;

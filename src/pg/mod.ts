@@ -39,6 +39,7 @@ import {
   type PrewarmResult,
   signingConfig,
   splitIam,
+  urlNames,
 } from "../connection/sign.ts";
 import { type ConnectEvent, IamSocket, socketPlan } from "../connection/socket.ts";
 import { checkStartupParameters } from "../connection/pgwire.ts";
@@ -476,6 +477,7 @@ function buildConfig(config: IamClientConfig): { config: Record<string, unknown>
       user: targetUser,
     },
     connectTimeout,
+    urlNames(target, iam),
   );
   const params = target.serverParams;
   // Settings node-postgres has no option for travel as `-c name=value` in `options`, as libpq's

@@ -41,6 +41,7 @@ import {
   safely,
   signFor,
   signingConfig,
+  urlNames,
 } from "../connection/sign.ts";
 import {
   type ConnectEvent,
@@ -300,6 +301,7 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
   const config = signingConfig(
     { ...target.iam as IamOptions, ...iam as IamOptions, host, port, user: parsed.user },
     connectTimeout,
+    urlNames(target, iam),
   );
 
   const lifetime = parsed.max_lifetime; // a function: postgres.js's default (30–60 minutes)
@@ -576,6 +578,7 @@ export function iamPassword(options: IamPasswordOptions): () => Promise<string> 
       tokenReuse: false,
     },
     30,
+    urlNames(target, iam),
   );
   const report = onError ?? ((error: Error) => console.error(`pg-iam: ${error.message}`));
   return () =>
