@@ -5,7 +5,8 @@
 // - src/postgres/, src/pg/, src/bun/ (one adapter each): the core and the connection layer, never
 //   another adapter;
 // - src/gateway/ and src/cli/ (tools): the core and the connection layer (the CLI also runs the
-//   gateway); no library module imports a tool.
+//   gateway); no library module imports a tool;
+// - nothing in src/ imports tests/ (the demo, which uses the test certificate, is in examples/).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readdirSync, readFileSync } from "node:fs";
@@ -33,12 +34,12 @@ function graph(entry: string): Map<string, string> {
   return seen;
 }
 
-/** The layer a module of src/ belongs to: its folder (or "demo", or "root" for mod.ts). */
+/** The layer a module of src/ belongs to: its folder ("core" for mod.ts; tests are no layer). */
 function layer(path: string): string {
   if (path === "mod.ts") return "core";
-  if (path.startsWith("tests/fixtures/")) return "fixtures"; // the demo's test certificate
+  if (path.startsWith("tests/")) return "tests";
   const m = /^src\/([^/]+)\//.exec(path);
-  return m ? m[1] : path === "src/demo.ts" ? "demo" : "unknown";
+  return m ? m[1] : "unknown";
 }
 
 // Which layers each layer may import.
@@ -50,7 +51,6 @@ const MAY_IMPORT: Record<string, string[]> = {
   bun: ["core", "connection", "bun"],
   gateway: ["core", "connection", "gateway"],
   cli: ["core", "connection", "gateway", "cli"],
-  demo: ["core", "connection", "postgres", "gateway", "fixtures"],
 };
 
 /** Every relative import of every module under src/ (and mod.ts), as [from, to] paths. */
@@ -112,12 +112,13 @@ test("the layers import only downwards: core ← connection ← adapters (never 
       ["src/pg/mod.ts", "src/postgres/mod.ts"],
       ["src/core/rds.ts", "src/connection/sign.ts"],
       ["src/connection/socket.ts", "src/gateway/mod.ts"],
+      ["src/gateway/mod.ts", "tests/fixtures/tls.ts"],
     ]).length,
-    3,
+    4,
   );
 });
 
-test("node: imports live only in the runtime-specific modules (socket, TLS, adapters, gateway, CLI, demo); the rest of the connection layer is Web-only", () => {
+test("node: imports live only in the runtime-specific modules (socket, TLS, adapters, gateway, CLI); the rest of the connection layer is Web-only", () => {
   for (
     const entry of [
       "src/gateway/verify.ts",
@@ -129,7 +130,7 @@ test("node: imports live only in the runtime-specific modules (socket, TLS, adap
   ) {
     assert.ok(graph(entry).size >= 1); // graph() fails on any node:, npm: or jsr: import
   }
-  const allowed = /^src\/(connection\/(socket|tls)\.ts|(postgres|pg|bun|gateway|cli)\/|demo\.ts)/;
+  const allowed = /^src\/(connection\/(socket|tls)\.ts|(postgres|pg|bun|gateway|cli)\/)/;
   const files = readdirSync(new URL("src/", root), { recursive: true }) as string[];
   const users = files.filter((f) => f.endsWith(".ts")).map((f) => `src/${f}`).filter((path) =>
     [...readFileSync(new URL(path, root), "utf8").matchAll(IMPORT)]
