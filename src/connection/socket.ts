@@ -41,6 +41,7 @@ import {
 } from "./pgwire.ts";
 import { checkAlpn, directTlsError, tlsError, type TlsPlan } from "./tls.ts";
 import type { ServerError } from "./sign.ts";
+import { deadline } from "../core/deadline.ts";
 
 /** Timings of one connection start, in milliseconds. */
 export interface ConnectTimings {
@@ -481,29 +482,22 @@ export class IamSocket extends EventEmitter {
     // The parameter names the driver's StartupMessage carries: the only protocol options a
     // NegotiateProtocolVersion may say the server did not recognize.
     const requested = new Set(startupParameters(startup)?.keys());
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        const seconds = timeoutMs / 1000;
-        const error = Object.assign(
-          new Error(
-            `pg-iam: connecting to ${plan.host}:${plan.port} timed out after ${seconds}s ` +
-              `(while ${
-                {
-                  credentials: "resolving credentials and signing the token",
-                  connect: `connecting to ${plan.host}:${plan.port}`,
-                  tls: "negotiating TLS",
-                  auth: "authenticating (the server's IAM check)",
-                }[this.#step]
-              })`,
-          ),
-          { code: "CONNECT_TIMEOUT" },
-        );
-        reject(error);
-      }, timeoutMs);
-    });
-    timeout.catch(() => {});
-    const within = <T>(p: Promise<T>): Promise<T> => Promise.race([p, timeout]);
+    const limit = deadline(timeoutMs, () =>
+      Object.assign(
+        new Error(
+          `pg-iam: connecting to ${plan.host}:${plan.port} timed out after ${timeoutMs / 1000}s ` +
+            `(while ${
+              {
+                credentials: "resolving credentials and signing the token",
+                connect: `connecting to ${plan.host}:${plan.port}`,
+                tls: "negotiating TLS",
+                auth: "authenticating (the server's IAM check)",
+              }[this.#step]
+            })`,
+        ),
+        { code: "CONNECT_TIMEOUT" },
+      ));
+    const within = limit.race;
     let tokenSent = false;
     // A server at its connection limit (53300) or over its new-connection rate (DSQL's 53400) is
     // asked again after a jittered wait, until connect_timeout: a fleet starting at once spreads
@@ -563,7 +557,7 @@ export class IamSocket extends EventEmitter {
         }
         if (answer.ok) {
           timings.totalMs = performance.now() - t0;
-          clearTimeout(timer);
+          limit.clear();
           this.#handOver(socket, answer.rest);
           plan.onConnect({ ok: true, attempts, timings, tokenSent });
           return;
@@ -582,7 +576,7 @@ export class IamSocket extends EventEmitter {
         throw rejected ? plan.authError(answer.error) : serverError(answer.error);
       }
     } catch (error) {
-      clearTimeout(timer);
+      limit.clear();
       timings.totalMs = performance.now() - t0;
       plan.onConnect({
         ok: false,
