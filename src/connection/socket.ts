@@ -41,6 +41,7 @@ import {
 } from "./pgwire.ts";
 import { checkAlpn, directTlsError, tlsError, type TlsPlan } from "./tls.ts";
 import type { ServerError } from "./sign.ts";
+import { backoffMs, sleep } from "./backoff.ts";
 import { deadline } from "../core/deadline.ts";
 
 /** Timings of one connection start, in milliseconds. */
@@ -506,7 +507,7 @@ export class IamSocket extends EventEmitter {
     const busyCodes = plan.busy ?? BUSY;
     const busy = (code: unknown) => busyCodes.includes(code as string) && plan.retry !== false;
     const wait = (answer: Error) => {
-      const ms = Math.random() * Math.min(2000, 50 * 2 ** ++waits);
+      const ms = backoffMs(++waits, 50, 2000);
       // No wait that would end past the deadline (the driver's own timeout fires there too).
       if (performance.now() + ms + 500 > t0 + timeoutMs) {
         throw Object.assign(answer, {
@@ -514,7 +515,7 @@ export class IamSocket extends EventEmitter {
             `timeout)`,
         });
       }
-      return within(new Promise((resolve) => setTimeout(resolve, ms)));
+      return within(sleep(ms));
     };
     try {
       if (plan.startupParams) checkStartupParameters(plan.startupParams());
