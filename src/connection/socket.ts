@@ -28,10 +28,12 @@ import tls from "node:tls";
 import {
   AUTH_CLEARTEXT,
   AUTH_OK,
+  authCode,
   authMethodName,
   CANCEL_REQUEST,
   checkStartupParameters,
   errorFields,
+  MessageReader,
   passwordMessage,
   PROTOCOL_3,
   readProtocolNegotiation,
@@ -668,7 +670,7 @@ function authenticate(
   | { ok: false; error: ServerError; tokenSent: boolean }
 > {
   return new Promise((resolve, reject) => {
-    let buffer: Buffer = Buffer.alloc(0);
+    const reader = new MessageReader();
     // The server's IAM check: from the token sent to the server's answer.
     let sentAt: number | undefined;
     let negotiated = false;
@@ -688,28 +690,28 @@ function authenticate(
       );
     };
     const onData = (chunk: Buffer) => {
-      buffer = buffer.length ? Buffer.concat([buffer, chunk]) : chunk;
-      while (buffer.length >= 5) {
-        const length = buffer.readUInt32BE(1) + 1;
-        const type = buffer[0];
+      reader.push(chunk);
+      for (let head = reader.header(); head; head = reader.header()) {
+        const { type, length } = head;
         // A malformed reply (a length below 4 or past any login message's, an R without its
         // code) must fail the connect, not throw out of this listener and crash the process.
-        if (length < 5 || length > MAX_LOGIN_MESSAGE || (type === 0x52 && length < 9)) {
+        if (length < 4 || length >= MAX_LOGIN_MESSAGE || (type === 0x52 && length < 8)) {
           cleanup();
-          return reject(
-            protocolError(`a malformed ${typeName(type)} message (length ${length - 1})`),
-          );
+          return reject(protocolError(`a malformed ${typeName(type)} message (length ${length})`));
         }
-        if (buffer.length < length) return;
-        const body = buffer.subarray(5, length);
+        const message = reader.message(MAX_LOGIN_MESSAGE);
+        if (!message) return;
+        const body = message.body;
         if (type === 0x52 /* R */) {
-          const method = body.readUInt32BE(0);
+          const method = authCode(body);
           if (method === AUTH_OK) {
             socket.pause();
             cleanup();
             answered();
+            // From AuthenticationOk on, what came with it goes to the driver, which reads it.
             // (Trust authentication asks for no password: no token is sent.)
-            return resolve({ ok: true, rest: buffer, tokenSent: sentAt !== undefined });
+            const rest = Buffer.concat([message.raw, reader.rest()]);
+            return resolve({ ok: true, rest, tokenSent: sentAt !== undefined });
           }
           if (method !== AUTH_CLEARTEXT) {
             cleanup();
@@ -749,7 +751,6 @@ function authenticate(
             ),
           );
         }
-        buffer = buffer.subarray(length);
       }
     };
     socket.on("data", onData).on("error", onError).on("close", onClose);
@@ -791,17 +792,20 @@ async function sslRequested(socket: net.Socket, host: string, port: number): Pro
 
 /**
  * The fields of the ErrorResponse starting in `first` (the rest read from `socket`, bounded);
- * undefined when it claims to be longer than any login message. Rejects as the socket does.
+ * undefined when its length is below 4 or longer than any login message. Rejects as the socket
+ * does.
  */
 async function errorMessage(socket: net.Socket, first: Buffer): Promise<ServerError | undefined> {
-  let buffer = first;
-  while (buffer.length < 5 || buffer.length < buffer.readUInt32BE(1) + 1) {
-    if (buffer.length >= 5 && buffer.readUInt32BE(1) > MAX_LOGIN_MESSAGE) return undefined;
+  const reader = new MessageReader();
+  reader.push(first);
+  for (;;) {
+    const head = reader.header();
+    if (head && (head.length < 4 || head.length > MAX_LOGIN_MESSAGE)) return undefined;
+    const message = head && reader.message(MAX_LOGIN_MESSAGE);
+    if (message) return Object.fromEntries(errorFields(message.body));
     // A reset or a close mid-message is that (ECONNRESET, CONNECTION_CLOSED), not garbage.
-    const more = await once(socket, "data") as Buffer;
-    buffer = Buffer.concat([buffer, more]);
+    reader.push(await once(socket, "data") as Buffer);
   }
-  return Object.fromEntries(errorFields(buffer.subarray(5, buffer.readUInt32BE(1) + 1)));
 }
 
 function methodError(method: number): Error {
