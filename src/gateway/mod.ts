@@ -21,6 +21,7 @@
  *
  * @module
  */
+
 import type { Gateway, GatewayOptions } from "./types.ts";
 import { checkGatewayOptions } from "./_options.ts";
 import { GatewayServer } from "./_server.ts";
