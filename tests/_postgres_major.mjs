@@ -65,7 +65,6 @@ export function postgres3Remap() {
         paths: { postgres: [join(ROOT, "node_modules/postgres3")] },
       },
       include: [join(ROOT, "mod.ts"), join(ROOT, "src/**/*.ts")],
-      exclude: [join(ROOT, "src/demo.ts")],
     }),
   );
   return {

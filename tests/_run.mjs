@@ -83,7 +83,9 @@ const exportsMap = denoJson.exports ?? "./mod.ts";
 const entryPoints = typeof exportsMap === "string" ? [exportsMap] : Object.values(exportsMap);
 const hasTs = (dir) =>
   existsSync(dir) && readdirSync(dir, { recursive: true }).some((f) => /\.m?ts$/.test(f));
-const checkPaths = ["mod.ts", "src/", "tests/", "bench/"].filter((p) => p === "mod.ts" || hasTs(p));
+const checkPaths = ["mod.ts", "src/", "tests/", "bench/", "examples/"].filter((p) =>
+  p === "mod.ts" || hasTs(p)
+);
 
 const deno = bin("deno");
 // "postgres" resolved to postgres.js 3, for the checks and the second pass (tests/_postgres_major.mjs).

@@ -16,7 +16,7 @@ import { type ConnectEvent, iamPostgres } from "../src/postgres/mod.ts";
 import { iamPool } from "../src/pg/mod.ts";
 import { iamSql } from "../src/bun/mod.ts";
 import { parseTarget } from "../src/connection/target.ts";
-import { socketPlan } from "../src/connection/socket.ts";
+import { socketPlan } from "../src/connection/socket-plan.ts";
 import { signingConfig } from "../src/connection/sign.ts";
 import { closeTestGateways, RDS, testGateway } from "./_gateway.ts";
 import { upstreamPostgres, upstreamPostgres18 } from "./_postgres.ts";

@@ -5,10 +5,13 @@
 // - src/postgres/, src/pg/, src/bun/ (one adapter each): the core and the connection layer, never
 //   another adapter;
 // - src/gateway/ and src/cli/ (tools): the core and the connection layer (the CLI also runs the
-//   gateway); no library module imports a tool.
+//   gateway); no library module imports a tool;
+// - nothing in src/ imports tests/ (the demo, which uses the test certificate, is in examples/);
+// - a module whose name starts with `_` is its folder's: no other folder imports it.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readdirSync, readFileSync } from "node:fs";
+import { posix } from "node:path";
 
 const root = new URL("../", import.meta.url);
 const IMPORT =
@@ -33,12 +36,12 @@ function graph(entry: string): Map<string, string> {
   return seen;
 }
 
-/** The layer a module of src/ belongs to: its folder (or "demo", or "root" for mod.ts). */
+/** The layer a module of src/ belongs to: its folder ("core" for mod.ts; tests are no layer). */
 function layer(path: string): string {
   if (path === "mod.ts") return "core";
-  if (path.startsWith("tests/fixtures/")) return "fixtures"; // the demo's test certificate
+  if (path.startsWith("tests/")) return "tests";
   const m = /^src\/([^/]+)\//.exec(path);
-  return m ? m[1] : path === "src/demo.ts" ? "demo" : "unknown";
+  return m ? m[1] : "unknown";
 }
 
 // Which layers each layer may import.
@@ -50,7 +53,6 @@ const MAY_IMPORT: Record<string, string[]> = {
   bun: ["core", "connection", "bun"],
   gateway: ["core", "connection", "gateway"],
   cli: ["core", "connection", "gateway", "cli"],
-  demo: ["core", "connection", "postgres", "gateway", "fixtures"],
 };
 
 /** Every relative import of every module under src/ (and mod.ts), as [from, to] paths. */
@@ -112,12 +114,13 @@ test("the layers import only downwards: core ← connection ← adapters (never 
       ["src/pg/mod.ts", "src/postgres/mod.ts"],
       ["src/core/rds.ts", "src/connection/sign.ts"],
       ["src/connection/socket.ts", "src/gateway/mod.ts"],
+      ["src/gateway/mod.ts", "tests/fixtures/tls.ts"],
     ]).length,
-    3,
+    4,
   );
 });
 
-test("node: imports live only in the runtime-specific modules (socket, TLS, adapters, gateway, CLI, demo); the rest of the connection layer is Web-only", () => {
+test("node: imports live only in the runtime-specific modules (socket, TLS, adapters, gateway, CLI); the rest of the connection layer is Web-only", () => {
   for (
     const entry of [
       "src/gateway/verify.ts",
@@ -129,12 +132,58 @@ test("node: imports live only in the runtime-specific modules (socket, TLS, adap
   ) {
     assert.ok(graph(entry).size >= 1); // graph() fails on any node:, npm: or jsr: import
   }
-  const allowed = /^src\/(connection\/(socket|tls)\.ts|(postgres|pg|bun|gateway|cli)\/|demo\.ts)/;
+  const allowed =
+    /^src\/(connection\/(socket(-plan|-workerd)?|tls)\.ts|(postgres|pg|bun|gateway|cli)\/)/;
   const files = readdirSync(new URL("src/", root), { recursive: true }) as string[];
   const users = files.filter((f) => f.endsWith(".ts")).map((f) => `src/${f}`).filter((path) =>
     [...readFileSync(new URL(path, root), "utf8").matchAll(IMPORT)]
       .some((m) => /^node:/.test(m[1] ?? m[2] ?? m[3]))
   );
-  assert.ok(users.includes("src/gateway/mod.ts")); // the scan sees them
+  assert.ok(users.includes("src/gateway/_server.ts")); // the scan sees them
   for (const path of users) assert.match(path, allowed, `${path} imports node:`);
+});
+
+/** The imports of a module whose name starts with `_` from another folder (mod.ts: the core's). */
+function privateImports(list: [string, string][]): string[] {
+  const folder = (path: string) => path === "mod.ts" ? "src/core" : posix.dirname(path);
+  return list.filter(([from, to]) =>
+    posix.basename(to).startsWith("_") && folder(from) !== folder(to)
+  )
+    .map(([from, to]) => `${from} imports ${to}`);
+}
+
+// The core's modules that other layers use, still named as private: each is to become public
+// within the project under a name without `_` (issue 21), and leave this list.
+const PRIVATE_IMPORTS_PENDING = [
+  "src/cli/_target.ts imports src/core/_env.ts",
+  "src/cli/doctor.ts imports src/core/_chain.ts",
+  "src/cli/doctor.ts imports src/core/_env.ts",
+  "src/cli/doctor.ts imports src/core/_options.ts",
+  "src/cli/env.ts imports src/core/_env.ts",
+  "src/cli/gateway.ts imports src/core/_env.ts",
+  "src/cli/mod.ts imports src/core/_crypto.ts",
+  "src/cli/mod.ts imports src/core/_env.ts",
+  "src/connection/sign.ts imports src/core/_options.ts",
+  "src/connection/sign.ts imports src/core/_token.ts",
+  "src/connection/target.ts imports src/core/_env.ts",
+  "src/gateway/_login.ts imports src/core/_sha256.ts",
+  "src/gateway/_options.ts imports src/core/_options.ts",
+  "src/gateway/pglite.ts imports src/core/_env.ts",
+  "src/gateway/verify.ts imports src/core/_sha256.ts",
+  "src/postgres/mod.ts imports src/core/_options.ts",
+];
+
+test("a module named _x.ts is private to its folder: no other folder imports it (but the pending list of the core's, to be renamed)", () => {
+  const found = privateImports(edges());
+  assert.deepEqual(found.filter((i) => !PRIVATE_IMPORTS_PENDING.includes(i)), []);
+  // The negative control: another folder's _ module is seen, the folder's own is not.
+  assert.deepEqual(
+    privateImports([
+      ["src/gateway/mod.ts", "src/gateway/_server.ts"],
+      ["src/cli/mod.ts", "src/cli/_args.ts"],
+      ["src/pg/mod.ts", "src/core/_sha256.ts"],
+      ["mod.ts", "src/core/_token.ts"],
+    ]),
+    ["src/pg/mod.ts imports src/core/_sha256.ts"],
+  );
 });

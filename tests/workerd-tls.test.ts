@@ -5,7 +5,9 @@
 // on the real workerd: tests/workerd-postgres.test.ts.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { NODE_BACKEND, socketPlan, WORKERD_BACKEND } from "../src/connection/socket.ts";
+import { NODE_BACKEND } from "../src/connection/socket.ts";
+import { socketPlan } from "../src/connection/socket-plan.ts";
+import { WORKERD_BACKEND } from "../src/connection/socket-workerd.ts";
 import { parseTarget } from "../src/connection/target.ts";
 import { signingConfig } from "../src/connection/sign.ts";
 import { RDS_CA } from "../src/connection/tls.ts";

@@ -1,7 +1,7 @@
-// Just enough of the PostgreSQL v3 wire protocol for the gateway's login phase: framing of the
-// startup-phase packets (no type byte) and typed messages, the StartupMessage's parameters,
-// ErrorResponse, and the authentication exchange. After login the gateway relays bytes verbatim,
-// so nothing else is parsed. Reference: https://www.postgresql.org/docs/current/protocol-message-formats.html
+// Just enough of the PostgreSQL v3 wire protocol for a login, on either side: framing of the
+// startup-phase packets (no type byte) and typed messages (MessageReader, for IamSocket and the
+// gateway alike), the StartupMessage's parameters, ErrorResponse, and the authentication
+// exchange. After login both hand over or relay bytes verbatim, so nothing else is parsed. Reference: https://www.postgresql.org/docs/current/protocol-message-formats.html
 
 /** Protocol 3.0 in a StartupMessage. */
 export const PROTOCOL_3 = 196608;
@@ -62,6 +62,16 @@ export class MessageReader {
     joined.set(this.#buf);
     joined.set(chunk, this.#buf.length);
     this.#buf = joined;
+  }
+
+  /**
+   * The next typed message's type byte and length field (its body's length + 4), not taken, or
+   * `undefined` until five bytes are here: a message can be refused by its header before the rest
+   * of it arrives.
+   */
+  header(): { type: number; length: number } | undefined {
+    if (this.#buf.length < 5) return undefined;
+    return { type: this.#buf[0], length: readInt32(this.#buf, 1) };
   }
 
   /** The next startup-phase packet (length + body), or `undefined` until one is complete. */

@@ -3,6 +3,7 @@
 
 import { show } from "../core/errors.ts";
 import { checkCount, type PrewarmResult } from "./sign.ts";
+import { sleep } from "./backoff.ts";
 
 /** Options of the adapters' `prewarm()`. */
 export interface PrewarmOptions {
@@ -49,7 +50,7 @@ export async function pacedPrewarm<T>(
     const t0 = performance.now();
     for (let i = 0; i < connections && !stopped; i++) {
       const wait = t0 + i * gap - performance.now();
-      if (wait > 1) await new Promise((resolve) => setTimeout(resolve, wait));
+      if (wait > 1) await sleep(wait);
       if (stopped) break;
       started.push(
         open().then(

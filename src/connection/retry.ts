@@ -5,6 +5,7 @@
 // committed. Driver-neutral: each adapter wraps its driver's transaction in `retrying()`.
 
 import { show } from "../core/errors.ts";
+import { backoffMs, sleep } from "./backoff.ts";
 
 /**
  * Options of the adapters' `transaction()`.
@@ -179,7 +180,7 @@ export async function retrying<T>(
       }
       if (!isOccError(error) || n >= o.maxAttempts) throw error;
       // Full jitter: a random wait up to an exponentially growing cap.
-      const delayMs = Math.round(Math.random() * Math.min(o.maxDelayMs, o.baseDelayMs * 2 ** n));
+      const delayMs = Math.round(backoffMs(n, o.baseDelayMs, o.maxDelayMs));
       if (o.onRetry) {
         try {
           o.onRetry({ attempt: n, error: error as Error, delayMs });
@@ -187,7 +188,7 @@ export async function retrying<T>(
           console.error("pg-iam: the onRetry hook threw:", hookError);
         }
       }
-      await new Promise((resolve) => setTimeout(resolve, delayMs));
+      await sleep(delayMs);
     }
   }
 }

@@ -1,7 +1,8 @@
 // Sockets on Cloudflare Workers (workerd): `cloudflare:sockets`' connect() in starttls mode, the
 // SSLRequest, then startTls(). The connection start itself (token, retry, timings, backoff) is
 // IamSocket's, the same on every runtime; this module holds what differs on Workers: opening the
-// socket, and what a Worker's TLS can and cannot check.
+// socket (a Node-style StreamSocket over the Web-streams one), and what a Worker's TLS can and
+// cannot check.
 //
 // A Worker's TLS verifies every certificate, against the CAs the platform trusts (publicly
 // trusted CAs on Cloudflare; the config's tlsOptions.trustedCertificates on workerd), for the
@@ -11,13 +12,18 @@
 // endpoints carry publicly trusted certificates (Amazon's roots), and are verified as anywhere.
 // https://developers.cloudflare.com/workers/runtime-apis/tcp-sockets/
 //
-// Web APIs only: the `cloudflare:sockets` module is imported when the first socket opens (a
-// non-literal specifier, so neither type checkers nor bundlers try to resolve it elsewhere).
+// Web APIs, and node:buffer and node:events (nodejs_compat, as postgres.js needs there too): the
+// `cloudflare:sockets` module is imported when the first socket opens (a non-literal specifier,
+// so neither type checkers nor bundlers try to resolve it elsewhere).
 
+import { Buffer } from "node:buffer";
+import { EventEmitter } from "node:events";
+import type net from "node:net";
 import { show } from "../core/errors.ts";
 import { parseHostname } from "../core/hostname.ts";
 import type { TlsSettings } from "./target.ts";
 import type { TlsPlan } from "./tls.ts";
+import type { SocketBackend } from "./socket.ts";
 
 /** Whether this is the Workers runtime (workerd, locally or on Cloudflare). */
 export const ON_WORKERD: boolean =
@@ -151,3 +157,206 @@ export function workerdTlsError(error: Error, plan: TlsPlan, host: string, port:
     { code: "TLS" },
   );
 }
+
+/** cloudflare:sockets (Cloudflare Workers), behind StreamSocket. */
+export const WORKERD_BACKEND: SocketBackend = {
+  connect: (host, port, tls) =>
+    new StreamSocket(
+      host,
+      port,
+      workerdConnect(host, port, tls),
+      "connect",
+    ) as unknown as net.Socket,
+  startTls: (socket, plan) =>
+    (socket as unknown as StreamSocket).startTls(plan.name) as unknown as net.Socket,
+  tlsError: workerdTlsError,
+};
+
+type Callback = (error?: Error | null) => void;
+type Listener = (...args: unknown[]) => void;
+
+/**
+ * A Node-style socket over a Web-streams one (cloudflare:sockets): what IamSocket and, after the
+ * hand-over, postgres.js expect of a socket. It reads only while someone listens for 'data' and it
+ * is not paused, so nothing is read that nobody takes: the SSLRequest's answer leaves no read
+ * pending when startTls() needs the streams back, and a chunk arriving after pause() is held.
+ */
+class StreamSocket extends EventEmitter {
+  readyState: "opening" | "open" | "closed" = "opening";
+  #host: string;
+  #port: number;
+  #raw: WorkerdSocket | undefined;
+  #reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  #writer: WritableStreamDefaultWriter<Uint8Array> | undefined;
+  #held: Buffer[] = [];
+  #paused = false;
+  #reading = false;
+  #done = false;
+  #replaced = false; // by the TLS socket after startTls(): its events are that one's
+
+  constructor(
+    host: string,
+    port: number,
+    raw: Promise<WorkerdSocket>,
+    ready: "connect" | "secureConnect",
+  ) {
+    super();
+    this.#host = host;
+    this.#port = port;
+    // A connection that never opened says where it was going (the runtime's message does not).
+    const failed = (error: Error) =>
+      this.#fail(
+        ready === "connect" && this.readyState === "opening"
+          ? Object.assign(
+            new Error(`pg-iam: connecting to ${host}:${port} failed (${error.message})`, {
+              cause: error,
+            }),
+            { code: "CONNECT" },
+          )
+          : error,
+      );
+    raw.then((socket) => {
+      if (this.#done) return void socket.close().catch(noop);
+      this.#raw = socket;
+      this.#reader = socket.readable.getReader();
+      this.#writer = socket.writable.getWriter();
+      socket.opened.then(() => {
+        if (this.#done || this.#replaced) return;
+        this.readyState = "open";
+        this.emit(ready);
+        this.#pump();
+      }, failed);
+      socket.closed.then(() => this.#pump(), failed);
+    }, failed);
+  }
+
+  get writable(): boolean {
+    return !this.#done;
+  }
+
+  write(chunk: Uint8Array, callback?: Callback | string, cb?: Callback): boolean {
+    const done = typeof callback === "function" ? callback : cb;
+    if (this.#done || !this.#writer) {
+      const error = new Error("pg-iam: write on a socket that is not open");
+      if (done) queueMicrotask(() => done(error));
+      return false;
+    }
+    this.#writer.write(chunk).then(() => done?.(), (error) => {
+      done?.(error);
+      this.#fail(error);
+    });
+    return true;
+  }
+
+  end(data?: Uint8Array): this {
+    if (data && !this.#done && this.#writer) {
+      this.#writer.write(data).then(() => this.destroy(), () => this.destroy());
+      return this;
+    }
+    return this.destroy();
+  }
+
+  destroy(error?: Error): this {
+    this.#raw?.close().catch(noop);
+    if (error) this.#fail(error);
+    else this.#finish(false);
+    return this;
+  }
+
+  pause(): this {
+    this.#paused = true;
+    return this;
+  }
+
+  resume(): this {
+    this.#paused = false;
+    this.#pump();
+    return this;
+  }
+
+  override on(event: string | symbol, fn: Listener): this {
+    super.on(event, fn);
+    // Later, not now: whoever adds a 'data' listener may have bytes of its own to emit first (the
+    // hand-over emits what came with AuthenticationOk); held chunks must follow them, in order.
+    if (event === "data") queueMicrotask(() => this.#pump());
+    return this;
+  }
+
+  override addListener(event: string | symbol, fn: Listener): this {
+    return this.on(event, fn);
+  }
+
+  // What Node's sockets offer and a Worker's do not need.
+  setKeepAlive(): this {
+    return this;
+  }
+  setNoDelay(): this {
+    return this;
+  }
+  ref(): this {
+    return this;
+  }
+  unref(): this {
+    return this;
+  }
+  cork(): void {}
+  uncork(): void {}
+
+  /** The TLS socket over this one (this one is spent): verified for `name` by the runtime. */
+  startTls(name: string | undefined): StreamSocket {
+    const raw = this.#raw;
+    if (!raw || this.#done) throw new Error("pg-iam: the connection closed before TLS");
+    this.#replaced = true;
+    this.#reader?.releaseLock();
+    this.#writer?.releaseLock();
+    // The name checked is the one connected to unless told otherwise (a tunnel, an address).
+    const options = name === undefined || name === this.#host
+      ? undefined
+      : { expectedServerHostname: name };
+    return new StreamSocket(
+      this.#host,
+      this.#port,
+      Promise.resolve(raw.startTls(options)),
+      "secureConnect",
+    );
+  }
+
+  async #pump(): Promise<void> {
+    if (this.#reading || !this.#reader) return;
+    this.#reading = true;
+    try {
+      while (!this.#paused && !this.#done && !this.#replaced && this.listenerCount("data")) {
+        const held = this.#held.shift();
+        if (held) {
+          this.emit("data", held);
+          continue;
+        }
+        const { done, value } = await this.#reader.read();
+        if (done) return this.#finish(false);
+        const chunk = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+        if (this.#paused || !this.listenerCount("data")) this.#held.push(chunk);
+        else this.emit("data", chunk);
+      }
+    } catch (error) {
+      this.#fail(error as Error);
+    } finally {
+      this.#reading = false;
+    }
+  }
+
+  #fail(error: Error): void {
+    if (this.#done || this.#replaced) return;
+    if (this.listenerCount("error")) this.emit("error", error);
+    this.#finish(true);
+  }
+
+  #finish(hadError: boolean): void {
+    if (this.#done || this.#replaced) return;
+    this.#done = true;
+    this.readyState = "closed";
+    this.#raw?.close().catch(noop);
+    this.emit("close", hadError);
+  }
+}
+
+function noop(): void {}

@@ -16,8 +16,9 @@
 // the connection; the pool slot is released ('close'), and nothing is left unhandled.
 //
 // Runtime-specific: node:net and node:tls on Node, Deno and Bun; on Cloudflare Workers,
-// `cloudflare:sockets` (socket-workerd.ts) behind a Node-style socket (StreamSocket below), with
-// nodejs_compat for node:buffer and node:events (postgres.js needs them there too).
+// `cloudflare:sockets` behind a Node-style socket (socket-workerd.ts's StreamSocket), with
+// nodejs_compat for node:buffer and node:events (postgres.js needs them there too). The plan a
+// client's sockets follow is built in socket-plan.ts.
 
 import { Buffer } from "node:buffer";
 import { EventEmitter } from "node:events";
@@ -27,10 +28,12 @@ import tls from "node:tls";
 import {
   AUTH_CLEARTEXT,
   AUTH_OK,
+  authCode,
   authMethodName,
   CANCEL_REQUEST,
   checkStartupParameters,
   errorFields,
+  MessageReader,
   passwordMessage,
   PROTOCOL_3,
   readProtocolNegotiation,
@@ -38,24 +41,10 @@ import {
   startupParameters,
   typeName,
 } from "./pgwire.ts";
-import type { ConnectionTarget } from "./target.ts";
-import { checkAlpn, directTlsError, tlsError, type TlsPlan, tlsPlan } from "./tls.ts";
-import {
-  ON_WORKERD,
-  workerdConnect,
-  type WorkerdSocket,
-  workerdTlsError,
-  workerdTlsPlan,
-} from "./socket-workerd.ts";
-import {
-  authError,
-  connectHost,
-  forgetToken,
-  safely,
-  type ServerError,
-  signFor,
-  type SigningConfig,
-} from "./sign.ts";
+import { checkAlpn, directTlsError, tlsError, type TlsPlan } from "./tls.ts";
+import type { ServerError } from "./sign.ts";
+import { backoffMs, sleep } from "./backoff.ts";
+import { deadline } from "../core/deadline.ts";
 
 /** Timings of one connection start, in milliseconds. */
 export interface ConnectTimings {
@@ -128,20 +117,6 @@ export const NODE_BACKEND: SocketBackend = {
   tlsError,
 };
 
-/** cloudflare:sockets (Cloudflare Workers), behind StreamSocket. */
-export const WORKERD_BACKEND: SocketBackend = {
-  connect: (host, port, tls) =>
-    new StreamSocket(
-      host,
-      port,
-      workerdConnect(host, port, tls),
-      "connect",
-    ) as unknown as net.Socket,
-  startTls: (socket, plan) =>
-    (socket as unknown as StreamSocket).startTls(plan.name) as unknown as net.Socket,
-  tlsError: workerdTlsError,
-};
-
 /** The steps of a connection start, in order. */
 export type ConnectStep = "credentials" | "connect" | "tls" | "auth";
 
@@ -181,63 +156,6 @@ export interface ConnectEvent {
   /** Whether a token reached the server (a failure before that is not the token's). */
   tokenSent: boolean;
 }
-
-/**
- * The plan every socket of a client follows: sign, connect (for a bare DSQL cluster id, to the
- * endpoint it expands to; with libpq's hostaddr, to that address), TLS as the target asks with
- * explicit `node:tls` options merged over it, retry a rejected token once, report `onConnect`.
- * On workerd, sockets are cloudflare:sockets', and TLS what a Worker can do: a target it cannot
- * verify (the RDS CA, another CA) is a TypeError here, before any connection.
- */
-export function socketPlan(o: {
-  target: ConnectionTarget;
-  host: string;
-  port: number;
-  signing: SigningConfig;
-  tlsOverride?: tls.ConnectionOptions;
-  connectTimeoutMs: number | (() => number);
-  onConnect?: (event: ConnectEvent) => void;
-  /** Workers: check certificates against the platform's CAs instead of the target's. */
-  dangerouslyUsePlatformCas?: boolean;
-  /** Open sockets with cloudflare:sockets. Default: when running on workerd. */
-  workerd?: boolean;
-  /** Busy answers to ask again (default 53300 and 53400): those the driver does not retry. */
-  busy?: readonly string[];
-  /** The startup parameters the driver will send, read as each connection starts. */
-  startupParams?: () => Iterable<readonly [string, unknown]>;
-}): SocketPlan {
-  const { signing, onConnect } = o;
-  const host = connectHost(signing, o.host);
-  const workerd = o.workerd ?? ON_WORKERD;
-  return {
-    host,
-    address: o.target.hostaddr ?? host,
-    port: o.port,
-    tls: workerd
-      ? workerdTlsPlan(
-        o.target.ssl,
-        signing.service,
-        signing.signingHostname,
-        o.tlsOverride as Record<string, unknown> | undefined,
-        o.dangerouslyUsePlatformCas === true,
-      )
-      : tlsPlan(o.target.ssl, signing.service, signing.signingHostname, o.tlsOverride),
-    backend: workerd ? WORKERD_BACKEND : NODE_BACKEND,
-    connectTimeoutMs: o.connectTimeoutMs,
-    requirePassword: o.target.requirePassword,
-    busy: o.busy,
-    startupParams: o.startupParams,
-    token: (forceRefresh) => signFor(signing, forceRefresh),
-    rejected: (token) => forgetToken(signing, token),
-    authError: (fields) => authError(fields, signing),
-    onConnect: (outcome: ConnectOutcome) => {
-      if (onConnect) {
-        safely(() => onConnect({ ...outcome, host, port: o.port, user: signing.user }));
-      }
-    },
-  };
-}
-
 /** A server at its connection limit (53300), or over DSQL's new-connection rate (53400). */
 const BUSY: readonly string[] = ["53300", "53400"];
 
@@ -567,29 +485,22 @@ export class IamSocket extends EventEmitter {
     // The parameter names the driver's StartupMessage carries: the only protocol options a
     // NegotiateProtocolVersion may say the server did not recognize.
     const requested = new Set(startupParameters(startup)?.keys());
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        const seconds = timeoutMs / 1000;
-        const error = Object.assign(
-          new Error(
-            `pg-iam: connecting to ${plan.host}:${plan.port} timed out after ${seconds}s ` +
-              `(while ${
-                {
-                  credentials: "resolving credentials and signing the token",
-                  connect: `connecting to ${plan.host}:${plan.port}`,
-                  tls: "negotiating TLS",
-                  auth: "authenticating (the server's IAM check)",
-                }[this.#step]
-              })`,
-          ),
-          { code: "CONNECT_TIMEOUT" },
-        );
-        reject(error);
-      }, timeoutMs);
-    });
-    timeout.catch(() => {});
-    const within = <T>(p: Promise<T>): Promise<T> => Promise.race([p, timeout]);
+    const limit = deadline(timeoutMs, () =>
+      Object.assign(
+        new Error(
+          `pg-iam: connecting to ${plan.host}:${plan.port} timed out after ${timeoutMs / 1000}s ` +
+            `(while ${
+              {
+                credentials: "resolving credentials and signing the token",
+                connect: `connecting to ${plan.host}:${plan.port}`,
+                tls: "negotiating TLS",
+                auth: "authenticating (the server's IAM check)",
+              }[this.#step]
+            })`,
+        ),
+        { code: "CONNECT_TIMEOUT" },
+      ));
+    const within = limit.race;
     let tokenSent = false;
     // A server at its connection limit (53300) or over its new-connection rate (DSQL's 53400) is
     // asked again after a jittered wait, until connect_timeout: a fleet starting at once spreads
@@ -598,7 +509,7 @@ export class IamSocket extends EventEmitter {
     const busyCodes = plan.busy ?? BUSY;
     const busy = (code: unknown) => busyCodes.includes(code as string) && plan.retry !== false;
     const wait = (answer: Error) => {
-      const ms = Math.random() * Math.min(2000, 50 * 2 ** ++waits);
+      const ms = backoffMs(++waits, 50, 2000);
       // No wait that would end past the deadline (the driver's own timeout fires there too).
       if (performance.now() + ms + 500 > t0 + timeoutMs) {
         throw Object.assign(answer, {
@@ -606,7 +517,7 @@ export class IamSocket extends EventEmitter {
             `timeout)`,
         });
       }
-      return within(new Promise((resolve) => setTimeout(resolve, ms)));
+      return within(sleep(ms));
     };
     try {
       if (plan.startupParams) checkStartupParameters(plan.startupParams());
@@ -649,7 +560,7 @@ export class IamSocket extends EventEmitter {
         }
         if (answer.ok) {
           timings.totalMs = performance.now() - t0;
-          clearTimeout(timer);
+          limit.clear();
           this.#handOver(socket, answer.rest);
           plan.onConnect({ ok: true, attempts, timings, tokenSent });
           return;
@@ -668,7 +579,7 @@ export class IamSocket extends EventEmitter {
         throw rejected ? plan.authError(answer.error) : serverError(answer.error);
       }
     } catch (error) {
-      clearTimeout(timer);
+      limit.clear();
       timings.totalMs = performance.now() - t0;
       plan.onConnect({
         ok: false,
@@ -759,7 +670,7 @@ function authenticate(
   | { ok: false; error: ServerError; tokenSent: boolean }
 > {
   return new Promise((resolve, reject) => {
-    let buffer: Buffer = Buffer.alloc(0);
+    const reader = new MessageReader();
     // The server's IAM check: from the token sent to the server's answer.
     let sentAt: number | undefined;
     let negotiated = false;
@@ -779,28 +690,28 @@ function authenticate(
       );
     };
     const onData = (chunk: Buffer) => {
-      buffer = buffer.length ? Buffer.concat([buffer, chunk]) : chunk;
-      while (buffer.length >= 5) {
-        const length = buffer.readUInt32BE(1) + 1;
-        const type = buffer[0];
+      reader.push(chunk);
+      for (let head = reader.header(); head; head = reader.header()) {
+        const { type, length } = head;
         // A malformed reply (a length below 4 or past any login message's, an R without its
         // code) must fail the connect, not throw out of this listener and crash the process.
-        if (length < 5 || length > MAX_LOGIN_MESSAGE || (type === 0x52 && length < 9)) {
+        if (length < 4 || length >= MAX_LOGIN_MESSAGE || (type === 0x52 && length < 8)) {
           cleanup();
-          return reject(
-            protocolError(`a malformed ${typeName(type)} message (length ${length - 1})`),
-          );
+          return reject(protocolError(`a malformed ${typeName(type)} message (length ${length})`));
         }
-        if (buffer.length < length) return;
-        const body = buffer.subarray(5, length);
+        const message = reader.message(MAX_LOGIN_MESSAGE);
+        if (!message) return;
+        const body = message.body;
         if (type === 0x52 /* R */) {
-          const method = body.readUInt32BE(0);
+          const method = authCode(body);
           if (method === AUTH_OK) {
             socket.pause();
             cleanup();
             answered();
+            // From AuthenticationOk on, what came with it goes to the driver, which reads it.
             // (Trust authentication asks for no password: no token is sent.)
-            return resolve({ ok: true, rest: buffer, tokenSent: sentAt !== undefined });
+            const rest = Buffer.concat([message.raw, reader.rest()]);
+            return resolve({ ok: true, rest, tokenSent: sentAt !== undefined });
           }
           if (method !== AUTH_CLEARTEXT) {
             cleanup();
@@ -840,7 +751,6 @@ function authenticate(
             ),
           );
         }
-        buffer = buffer.subarray(length);
       }
     };
     socket.on("data", onData).on("error", onError).on("close", onClose);
@@ -882,17 +792,20 @@ async function sslRequested(socket: net.Socket, host: string, port: number): Pro
 
 /**
  * The fields of the ErrorResponse starting in `first` (the rest read from `socket`, bounded);
- * undefined when it claims to be longer than any login message. Rejects as the socket does.
+ * undefined when its length is below 4 or longer than any login message. Rejects as the socket
+ * does.
  */
 async function errorMessage(socket: net.Socket, first: Buffer): Promise<ServerError | undefined> {
-  let buffer = first;
-  while (buffer.length < 5 || buffer.length < buffer.readUInt32BE(1) + 1) {
-    if (buffer.length >= 5 && buffer.readUInt32BE(1) > MAX_LOGIN_MESSAGE) return undefined;
+  const reader = new MessageReader();
+  reader.push(first);
+  for (;;) {
+    const head = reader.header();
+    if (head && (head.length < 4 || head.length > MAX_LOGIN_MESSAGE)) return undefined;
+    const message = head && reader.message(MAX_LOGIN_MESSAGE);
+    if (message) return Object.fromEntries(errorFields(message.body));
     // A reset or a close mid-message is that (ECONNRESET, CONNECTION_CLOSED), not garbage.
-    const more = await once(socket, "data") as Buffer;
-    buffer = Buffer.concat([buffer, more]);
+    reader.push(await once(socket, "data") as Buffer);
   }
-  return Object.fromEntries(errorFields(buffer.subarray(5, buffer.readUInt32BE(1) + 1)));
 }
 
 function methodError(method: number): Error {
@@ -916,191 +829,6 @@ function serverError(fields: ServerError): Error {
     hint: fields.H,
   });
 }
-
-/**
- * A Node-style socket over a Web-streams one (cloudflare:sockets): what IamSocket and, after the
- * hand-over, postgres.js expect of a socket. It reads only while someone listens for 'data' and it
- * is not paused, so nothing is read that nobody takes: the SSLRequest's answer leaves no read
- * pending when startTls() needs the streams back, and a chunk arriving after pause() is held.
- */
-class StreamSocket extends EventEmitter {
-  readyState: "opening" | "open" | "closed" = "opening";
-  #host: string;
-  #port: number;
-  #raw: WorkerdSocket | undefined;
-  #reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
-  #writer: WritableStreamDefaultWriter<Uint8Array> | undefined;
-  #held: Buffer[] = [];
-  #paused = false;
-  #reading = false;
-  #done = false;
-  #replaced = false; // by the TLS socket after startTls(): its events are that one's
-
-  constructor(
-    host: string,
-    port: number,
-    raw: Promise<WorkerdSocket>,
-    ready: "connect" | "secureConnect",
-  ) {
-    super();
-    this.#host = host;
-    this.#port = port;
-    // A connection that never opened says where it was going (the runtime's message does not).
-    const failed = (error: Error) =>
-      this.#fail(
-        ready === "connect" && this.readyState === "opening"
-          ? Object.assign(
-            new Error(`pg-iam: connecting to ${host}:${port} failed (${error.message})`, {
-              cause: error,
-            }),
-            { code: "CONNECT" },
-          )
-          : error,
-      );
-    raw.then((socket) => {
-      if (this.#done) return void socket.close().catch(noop);
-      this.#raw = socket;
-      this.#reader = socket.readable.getReader();
-      this.#writer = socket.writable.getWriter();
-      socket.opened.then(() => {
-        if (this.#done || this.#replaced) return;
-        this.readyState = "open";
-        this.emit(ready);
-        this.#pump();
-      }, failed);
-      socket.closed.then(() => this.#pump(), failed);
-    }, failed);
-  }
-
-  get writable(): boolean {
-    return !this.#done;
-  }
-
-  write(chunk: Uint8Array, callback?: Callback | string, cb?: Callback): boolean {
-    const done = typeof callback === "function" ? callback : cb;
-    if (this.#done || !this.#writer) {
-      const error = new Error("pg-iam: write on a socket that is not open");
-      if (done) queueMicrotask(() => done(error));
-      return false;
-    }
-    this.#writer.write(chunk).then(() => done?.(), (error) => {
-      done?.(error);
-      this.#fail(error);
-    });
-    return true;
-  }
-
-  end(data?: Uint8Array): this {
-    if (data && !this.#done && this.#writer) {
-      this.#writer.write(data).then(() => this.destroy(), () => this.destroy());
-      return this;
-    }
-    return this.destroy();
-  }
-
-  destroy(error?: Error): this {
-    this.#raw?.close().catch(noop);
-    if (error) this.#fail(error);
-    else this.#finish(false);
-    return this;
-  }
-
-  pause(): this {
-    this.#paused = true;
-    return this;
-  }
-
-  resume(): this {
-    this.#paused = false;
-    this.#pump();
-    return this;
-  }
-
-  override on(event: string | symbol, fn: Listener): this {
-    super.on(event, fn);
-    // Later, not now: whoever adds a 'data' listener may have bytes of its own to emit first (the
-    // hand-over emits what came with AuthenticationOk); held chunks must follow them, in order.
-    if (event === "data") queueMicrotask(() => this.#pump());
-    return this;
-  }
-
-  override addListener(event: string | symbol, fn: Listener): this {
-    return this.on(event, fn);
-  }
-
-  // What Node's sockets offer and a Worker's do not need.
-  setKeepAlive(): this {
-    return this;
-  }
-  setNoDelay(): this {
-    return this;
-  }
-  ref(): this {
-    return this;
-  }
-  unref(): this {
-    return this;
-  }
-  cork(): void {}
-  uncork(): void {}
-
-  /** The TLS socket over this one (this one is spent): verified for `name` by the runtime. */
-  startTls(name: string | undefined): StreamSocket {
-    const raw = this.#raw;
-    if (!raw || this.#done) throw new Error("pg-iam: the connection closed before TLS");
-    this.#replaced = true;
-    this.#reader?.releaseLock();
-    this.#writer?.releaseLock();
-    // The name checked is the one connected to unless told otherwise (a tunnel, an address).
-    const options = name === undefined || name === this.#host
-      ? undefined
-      : { expectedServerHostname: name };
-    return new StreamSocket(
-      this.#host,
-      this.#port,
-      Promise.resolve(raw.startTls(options)),
-      "secureConnect",
-    );
-  }
-
-  async #pump(): Promise<void> {
-    if (this.#reading || !this.#reader) return;
-    this.#reading = true;
-    try {
-      while (!this.#paused && !this.#done && !this.#replaced && this.listenerCount("data")) {
-        const held = this.#held.shift();
-        if (held) {
-          this.emit("data", held);
-          continue;
-        }
-        const { done, value } = await this.#reader.read();
-        if (done) return this.#finish(false);
-        const chunk = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
-        if (this.#paused || !this.listenerCount("data")) this.#held.push(chunk);
-        else this.emit("data", chunk);
-      }
-    } catch (error) {
-      this.#fail(error as Error);
-    } finally {
-      this.#reading = false;
-    }
-  }
-
-  #fail(error: Error): void {
-    if (this.#done || this.#replaced) return;
-    if (this.listenerCount("error")) this.emit("error", error);
-    this.#finish(true);
-  }
-
-  #finish(hadError: boolean): void {
-    if (this.#done || this.#replaced) return;
-    this.#done = true;
-    this.readyState = "closed";
-    this.#raw?.close().catch(noop);
-    this.emit("close", hadError);
-  }
-}
-
 function noop(): void {}
 
 /**

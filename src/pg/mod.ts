@@ -41,7 +41,8 @@ import {
   splitIam,
   urlNames,
 } from "../connection/sign.ts";
-import { type ConnectEvent, IamSocket, socketPlan } from "../connection/socket.ts";
+import { type ConnectEvent, IamSocket } from "../connection/socket.ts";
+import { socketPlan } from "../connection/socket-plan.ts";
 import { checkStartupParameters } from "../connection/pgwire.ts";
 
 export type { ConnectEvent, ConnectStep, ConnectTimings } from "../connection/socket.ts";

@@ -48,8 +48,8 @@ import {
   connectTimeoutReader,
   IamSocket,
   type SocketPlan,
-  socketPlan,
 } from "../connection/socket.ts";
+import { socketPlan } from "../connection/socket-plan.ts";
 import { ON_WORKERD } from "../connection/socket-workerd.ts";
 import { checkStartupParameters } from "../connection/pgwire.ts";
 import { checkMax, pacedPrewarm, type PrewarmOptions } from "../connection/prewarm.ts";

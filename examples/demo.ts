@@ -9,9 +9,9 @@
 import postgres from "postgres";
 import { Signer } from "@aws-sdk/rds-signer";
 import { rdsToken } from "../mod.ts";
-import { startGateway } from "./gateway/mod.ts";
-import { type ConnectEvent, iamPostgres, type TokenEvent } from "./postgres/mod.ts";
-import { startPglite } from "./gateway/pglite.ts";
+import { startGateway } from "../src/gateway/mod.ts";
+import { type ConnectEvent, iamPostgres, type TokenEvent } from "../src/postgres/mod.ts";
+import { startPglite } from "../src/gateway/pglite.ts";
 import { ca, cert, key } from "../tests/fixtures/tls.ts";
 
 // AWS's documentation example keys: syntactically real, authorised for nothing.
