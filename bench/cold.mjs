@@ -263,18 +263,44 @@ function denoProject(dir, imports) {
   symlinkSync(join(ROOT, "node_modules"), join(dir, "node_modules"));
 }
 
+const ENV = "const env = (name) =>\n" +
+  "  globalThis.Deno ? globalThis.Deno.env.get(name) : globalThis.process.env[name];\n";
+const URL_ = '`postgres://admin@${env("BENCH_HOST")}:5432/postgres`';
+
 /**
- * Copies the driver scripts of bench/cold into `dir`, so that imports resolve from there (a
- * package.json of its own: else this checkout's, named pg-iam, would resolve `pg-iam/*` to itself).
+ * The driver scenario's scripts: each imports one driver by its package name and creates a client
+ * for BENCH_HOST (no connection), then prints "ok". Written out by placeScripts(), beside the
+ * pg-iam install they are to load (`pg-iam/*` resolves only there).
+ */
+const SCRIPTS = {
+  "postgres.mjs": `import postgres from "postgres";\n${ENV}` +
+    `const sql = postgres(${URL_}, { ssl: "require" });\n` +
+    `console.log(typeof sql === "function" ? "ok" : "no client");\n`,
+  "pg-iam-postgres.mjs": `import { iamPostgres } from "pg-iam/postgres";\n${ENV}` +
+    `const sql = iamPostgres(${URL_});\n` +
+    `console.log(typeof sql === "function" ? "ok" : "no client");\n`,
+  "pg.mjs": `import pg from "pg";\n${ENV}` +
+    `const pool = new pg.Pool({ connectionString: ${URL_}, ssl: true });\n` +
+    `console.log(typeof pool.query === "function" ? "ok" : "no pool");\n`,
+  "pg-iam-pg.mjs": `import { iamPool } from "pg-iam/pg";\n${ENV}` +
+    `const pool = iamPool({ connectionString: ${URL_} });\n` +
+    `console.log(typeof pool.query === "function" ? "ok" : "no pool");\n`,
+  "dsql-connector.mjs":
+    `import { AuroraDSQLPool } from "@aws/aurora-dsql-node-postgres-connector";\n` +
+    `${ENV}const pool = new AuroraDSQLPool({ host: env("BENCH_HOST"), user: "admin" });\n` +
+    `console.log(typeof pool.query === "function" ? "ok" : "no pool");\n`,
+};
+
+/**
+ * Writes the driver scripts into `dir`, so that imports resolve from there (a package.json of its
+ * own: else this checkout's, named pg-iam, would resolve `pg-iam/*` to itself).
  */
 function placeScripts(dir) {
   mkdirSync(dir, { recursive: true });
   if (!dir.endsWith("jsr")) {
     writeFileSync(join(dir, "package.json"), `{ "name": "cold-bench", "private": true }`);
   }
-  for (const file of ["postgres", "pg", "pg-iam-postgres", "pg-iam-pg", "dsql-connector"]) {
-    cpSync(join(ROOT, "bench", "cold", `${file}.mjs`), join(dir, `${file}.mjs`));
-  }
+  for (const [file, text] of Object.entries(SCRIPTS)) writeFileSync(join(dir, file), text);
 }
 
 /**
