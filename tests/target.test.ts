@@ -1534,7 +1534,7 @@ test("tlsPlan() for verify-full on DSQL trusts the system's roots (no ca)", asyn
   assert.equal(p.trust, "the system's root CAs (pg-iam's default for Aurora DSQL)");
 });
 
-for (const ip of ["127.0.0.1", "::1"]) {
+for (const ip of ["127.0.0.1", "::1", "::ffff:127.0.0.1", "fe80::1%lo0"]) {
   test(`tlsPlan() sends no SNI servername for the IP address ${ip}`, async () => {
     const p = plan(await ssl(""), "rds", ip);
     assert.equal(p.options.servername, undefined);
@@ -1542,6 +1542,12 @@ for (const ip of ["127.0.0.1", "::1"]) {
     assert.equal(p.name, ip);
   });
 }
+
+test("tlsPlan() sends SNI for names that only look like addresses, as for any name", async () => {
+  for (const name of ["1.2.3", "10.0.0.256", "0x7f.1", "db.example.com"]) {
+    assert.equal(plan(await ssl(""), "rds", name).options.servername, name);
+  }
+});
 
 test("tlsPlan() with sslsni=0 sends no servername but keeps the host", async () => {
   const p = plan(await ssl("sslsni=0"), "rds", NAME);
