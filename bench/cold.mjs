@@ -226,7 +226,16 @@ function installPgIam(label, ref) {
     });
     execFileSync("tar", ["-x", "-C", tree], { input: tar });
   } else {
-    for (const entry of ["mod.ts", "src", "scripts", "package.json", "tsconfig.build.json"]) {
+    for (
+      const entry of [
+        "mod.ts",
+        "src",
+        "scripts",
+        "package.json",
+        "deno.json",
+        "tsconfig.build.json",
+      ]
+    ) {
       cpSync(join(ROOT, entry), join(tree, entry), { recursive: true });
     }
   }
