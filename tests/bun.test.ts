@@ -15,7 +15,7 @@ import {
 import type { Gateway, GatewayOptions } from "../src/gateway/mod.ts";
 import { closeTestGateways, RDS, testGateway } from "./_gateway.ts";
 import { ca } from "./fixtures/tls.ts";
-import { RDS_CA } from "../src/connection/tls.ts";
+import { rdsCa } from "../src/connection/tls.ts";
 import { upstreamPostgres } from "./_postgres.ts";
 
 const DSQL = "abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws";
@@ -316,7 +316,7 @@ test(
       return true;
     });
     await assert.rejects(
-      plain({ ca: RDS_CA, serverName: RDS, rejectUnauthorized: true })`select 1`,
+      plain({ ca: await rdsCa(), serverName: RDS, rejectUnauthorized: true })`select 1`,
       (e: Error) => !/sslrootcert/.test(e.message),
     );
     assert.equal(g.stats.logins.length, 2);

@@ -2,7 +2,9 @@
 // ships the compiled dist/ that tsconfig.build.json emits from the same sources).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 
 // deno-lint-ignore no-explicit-any
 type Json = any;
@@ -86,3 +88,49 @@ test('package.json "bin" is the "./cli" entry bundled by scripts/build-bin.mjs, 
   const source = readFileSync(new URL("../src/cli/mod.ts", import.meta.url), "utf8");
   assert.ok(source.startsWith("#!/usr/bin/env node\n"), "src/cli/mod.ts lacks its shebang");
 });
+
+const DIST = fileURLToPath(new URL("../dist/", import.meta.url));
+const NO_DIST = existsSync(join(DIST, "chunks")) ? false : "no bundled dist/: run npm run build";
+
+/** The relative imports of a built module, followed: every file Node loads for it. */
+function graph(file: string, seen = new Set<string>()): Set<string> {
+  if (seen.has(file)) return seen;
+  seen.add(file);
+  const text = readFileSync(file, "utf8");
+  for (const [, path] of text.matchAll(/(?:^|\n)(?:import|export)\b[^"']*?from\s*"(\.[^"]+)"/g)) {
+    graph(join(dirname(file), path), seen);
+  }
+  return seen;
+}
+
+test(
+  "npm's dist: an adapter is 3 files (itself, the connection layer, the core; tsc made 19), the core 2",
+  { skip: NO_DIST },
+  () => {
+    const files = (entry: string) =>
+      [...graph(join(DIST, entry))].map((f) => f.slice(DIST.length)).sort();
+    for (const adapter of ["postgres", "pg", "bun"]) {
+      assert.deepEqual(files(`src/${adapter}/mod.js`), [
+        "chunks/connection.js",
+        "chunks/core.js",
+        `src/${adapter}/mod.js`,
+      ]);
+    }
+    assert.deepEqual(files("mod.js"), ["chunks/core.js", "mod.js"]);
+  },
+);
+
+test(
+  "npm's dist: one IamAuthError and one CredentialsError whichever export they come from (a layer bundled into each export would make two)",
+  { skip: NO_DIST },
+  async () => {
+    const url = (entry: string) => new URL(`../dist/${entry}`, import.meta.url).href;
+    const postgres = await import(url("src/postgres/mod.js"));
+    const pg = await import(url("src/pg/mod.js"));
+    const root = await import(url("mod.js"));
+    const core = await import(url("chunks/core.js"));
+    assert.equal(typeof postgres.IamAuthError, "function");
+    assert.equal(postgres.IamAuthError, pg.IamAuthError);
+    assert.equal(root.CredentialsError, core.CredentialsError);
+  },
+);

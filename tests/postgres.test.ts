@@ -23,7 +23,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
-import { RDS_CA } from "../src/connection/tls.ts";
+import { rdsCa } from "../src/connection/tls.ts";
 
 const RDS = "db.cluster-abc123xyz.us-east-1.rds.amazonaws.com";
 const DSQL = "abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws";
@@ -618,7 +618,7 @@ const CA_FILE = join(tmp, "gateway-ca.pem");
 writeFileSync(CA_FILE, ca);
 // A real CA that did not sign the gateway's certificate.
 const OTHER_CA_FILE = join(tmp, "other-ca.pem");
-writeFileSync(OTHER_CA_FILE, RDS_CA[0]);
+writeFileSync(OTHER_CA_FILE, (await rdsCa())[0]);
 // No PG* variable of the machine running the tests may steer these.
 const NO_PG = Object.fromEntries(
   Object.keys(process.env).filter((k) => /^PG/.test(k)).map((k) => [k, undefined]),

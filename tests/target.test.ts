@@ -15,7 +15,7 @@ import {
   type TargetInput,
   type TlsSettings,
 } from "../src/connection/target.ts";
-import { RDS_CA, tlsError, type TlsPlan, tlsPlan } from "../src/connection/tls.ts";
+import { rdsCa, tlsError, type TlsPlan, tlsPlan, withRdsCa } from "../src/connection/tls.ts";
 import { ca as FIXTURE_CA, cert as FIXTURE_CERT, key as FIXTURE_KEY } from "./fixtures/tls.ts";
 import { withEnv } from "./_env.ts";
 
@@ -1503,6 +1503,11 @@ test("tlsPlan() for verify-full on RDS checks the name against the RDS CA bundle
   assert.equal(p.options.servername, NAME);
   assert.equal(p.options.rejectUnauthorized, true);
   assert.equal(p.options.checkServerIdentity, undefined);
+  // The bundle is imported at the first connection (withRdsCa), not with pg-iam.
+  assert.equal(p.rdsCa, true);
+  assert.equal(p.options.ca, undefined);
+  await withRdsCa(p);
+  const RDS_CA = await rdsCa();
   assert.deepEqual(p.options.ca, [...RDS_CA]);
   assert.ok(RDS_CA.length > 0 && RDS_CA.every((c) => c.includes("BEGIN CERTIFICATE")));
   assert.match(p.trust, /^the RDS CA bundle/);
@@ -1521,13 +1526,15 @@ test("tlsPlan() offers ALPN postgresql with sslnegotiation=direct only", async (
 test("tlsPlan() for verify-full on DSQL trusts the system's roots (no ca)", async () => {
   const name = "abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws";
   const p = plan(await ssl(""), "dsql", name);
+  assert.equal(p.rdsCa, false);
+  await withRdsCa(p);
   assert.equal(p.options.ca, undefined);
   assert.equal(p.options.servername, name);
   assert.equal(p.name, name);
   assert.equal(p.trust, "the system's root CAs (pg-iam's default for Aurora DSQL)");
 });
 
-for (const ip of ["127.0.0.1", "::1"]) {
+for (const ip of ["127.0.0.1", "::1", "::ffff:127.0.0.1", "fe80::1%lo0"]) {
   test(`tlsPlan() sends no SNI servername for the IP address ${ip}`, async () => {
     const p = plan(await ssl(""), "rds", ip);
     assert.equal(p.options.servername, undefined);
@@ -1535,6 +1542,12 @@ for (const ip of ["127.0.0.1", "::1"]) {
     assert.equal(p.name, ip);
   });
 }
+
+test("tlsPlan() sends SNI for names that only look like addresses, as for any name", async () => {
+  for (const name of ["1.2.3", "10.0.0.256", "0x7f.1", "db.example.com"]) {
+    assert.equal(plan(await ssl(""), "rds", name).options.servername, name);
+  }
+});
 
 test("tlsPlan() with sslsni=0 sends no servername but keeps the host", async () => {
   const p = plan(await ssl("sslsni=0"), "rds", NAME);
@@ -1599,7 +1612,8 @@ test("tlsPlan() for verify-ca checks the chain but not the name", async () => {
   assert.equal(p.options.rejectUnauthorized, true);
   assert.equal(typeof p.options.checkServerIdentity, "function");
   assert.equal(p.options.checkServerIdentity!("other.example.com", {} as never), undefined);
-  assert.deepEqual(p.options.ca, [...RDS_CA]);
+  await withRdsCa(p);
+  assert.deepEqual(p.options.ca, [...await rdsCa()]);
 });
 
 test("tlsPlan() for require plus a root certificate verifies the chain (verify-ca)", async () => {
@@ -1676,13 +1690,21 @@ test("tlsPlan() lets an override win over its own options", async () => {
   });
   assert.equal(p.options.rejectUnauthorized, false);
   assert.equal(p.options.servername, "override.example.com");
-  assert.deepEqual(p.options.ca, [...RDS_CA]);
+  await withRdsCa(p);
+  assert.deepEqual(p.options.ca, [...await rdsCa()]);
   assert.match(p.trust, /^the RDS CA bundle/);
 });
 
 test("tlsPlan() with an override ca trusts it and says so in trust", async () => {
   const p = plan(await ssl("sslrootcert=system"), "rds", NAME, { ca: FIXTURE_CA });
   assert.equal(p.options.ca, FIXTURE_CA);
+  // Over the RDS CA bundle too, even as an explicit undefined (the system's roots), as before.
+  const over = plan(await ssl(""), "rds", NAME, { ca: FIXTURE_CA });
+  await withRdsCa(over);
+  assert.equal(over.options.ca, FIXTURE_CA);
+  const none = plan(await ssl(""), "rds", NAME, { ca: undefined });
+  await withRdsCa(none);
+  assert.equal(none.options.ca, undefined);
   assert.equal(p.trust, "the CA certificates of the ssl option (ssl.ca)");
 });
 
@@ -1770,6 +1792,7 @@ test("tlsError() for another failure names the trust and the name checked; a dro
 
 test("tlsPlan() for an RDS Proxy endpoint trusts the Amazon roots its certificates chain to, in the default bundle", async () => {
   const { X509Certificate } = await import("node:crypto");
+  const RDS_CA = await rdsCa();
   const names = RDS_CA.map((pem) => new X509Certificate(pem).subject);
   // RDS Proxy serves ACM certificates (Amazon Root CA 1-4, Starfield G2), not the RDS CA's.
   for (
@@ -1783,5 +1806,6 @@ test("tlsPlan() for an RDS Proxy endpoint trusts the Amazon roots its certificat
   const t = await target({ url: `postgres://app@${host}/db` });
   const proxyPlan = tlsPlan(t.ssl, "rds", host);
   assert.equal(proxyPlan!.options.servername, host);
+  await withRdsCa(proxyPlan!);
   assert.deepEqual(proxyPlan!.options.ca, [...RDS_CA]);
 });

