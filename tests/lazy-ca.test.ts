@@ -7,12 +7,8 @@ import { spawn } from "node:child_process";
 import net from "node:net";
 import tls from "node:tls";
 import { fileURLToPath } from "node:url";
-import {
-  type ConnectEvent,
-  IamSocket,
-  NODE_BACKEND,
-  socketPlan,
-} from "../src/connection/socket.ts";
+import { type ConnectEvent, IamSocket, NODE_BACKEND } from "../src/connection/socket.ts";
+import { socketPlan } from "../src/connection/socket-plan.ts";
 import { signingConfig } from "../src/connection/sign.ts";
 import { parseTarget } from "../src/connection/target.ts";
 import { rdsCa, type TlsPlan } from "../src/connection/tls.ts";
