@@ -196,7 +196,7 @@ const COVERAGE: Cover[] = [
       ],
       [
         "tests/cli.test.ts",
-        "pg-iam psql runs psql with a fresh token and verified TLS; psql's exit code is its own",
+        "pg-iam psql runs psql with a fresh token and verified TLS; psql's exit code is its own but for a failed connection's 2, which is 1 (psql alone exits 2: the control)",
       ],
     ],
   },
