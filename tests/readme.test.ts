@@ -78,18 +78,19 @@ const HERE = "tests/readme.test.ts";
 const T = {
   project: "README Install: this checkout's npm tarball installs into a fresh project",
   imports: "README: every import shows the JSR name, and the npm name where it differs",
-  tokens: "README: the token examples (rdsToken, a tunnel, dsqlToken) run as written",
+  tokens:
+    "README and docs/tokens.md: the token examples (rdsToken, a tunnel, dsqlToken) run as written",
   postgres:
-    "README postgres.js: the first example and app.ts run as written, with the README's command",
-  dsql: "README Aurora DSQL: iamPostgres() for a DSQL endpoint runs as written",
-  serverless: "README Serverless: the Lambda handler runs as written, logging one cold-start line",
+    "README and docs/postgres.md: the first example and app.ts run as written, with the page's command",
+  dsql: "docs/dsql.md: iamPostgres() for a DSQL endpoint runs as written",
+  serverless: "docs/serverless.md: the Lambda handler runs as written, logging one cold-start line",
   pg: "README node-postgres: iamPool() runs as written",
   bun: "README Bun.SQL: iamSql() runs as written (Bun only)",
   gateway:
-    "README Local IAM gateway: the certificate commands and the example run as written; without now, the client is refused once the clock moves (the control)",
-  cli: "README Command line: the --help line of this runtime runs as written",
-  worker: "README Cloudflare Workers: the Worker's fetch runs as written",
-  demo: "README Development: npm run demo runs with zero failures (Node)",
+    "docs/gateway.md: the certificate commands and the example run as written; without now, the client is refused once the clock moves (the control)",
+  cli: "docs/cli.md: the --help line of this runtime runs as written",
+  worker: "docs/workers.md: the Worker's fetch runs as written",
+  demo: "README: npm run demo runs with zero failures (Node)",
   quick: "README Quick start: app.mjs logs in through the gateway with DATABASE_URL",
 } as const;
 
