@@ -227,7 +227,10 @@ test(
       [["doctor", "postgres://app@db.example.com/x?sslmode=prefer"], /prefer/],
       [["doctor", "postgres://app@db.example.com/x?sslmode=disable"], /--dangerously-disable-tls/],
       [["gateway", "--clock-offset", "soon"], /--clock-offset .*"soon"/],
-      [["frobnicate"], /unknown command "frobnicate"/],
+      [["frobnicate"], /unknown command "frobnicate" \(see pg-iam --help\)$/m],
+      [["tokn"], /unknown command "tokn"; did you mean "token"\? \(see pg-iam --help\)/],
+      [["dcotor"], /did you mean "doctor"\?/],
+      [["help", "gatway"], /did you mean "gateway"\?/],
     ];
     for (const [args, pattern] of cases) {
       const r = await cli(args);
@@ -443,7 +446,7 @@ test(
 );
 
 test(
-  "pg-iam psql runs psql with a fresh token and verified TLS; psql's exit code is its own",
+  "pg-iam psql runs psql with a fresh token and verified TLS; psql's exit code is its own but for a failed connection's 2, which is 1 (psql alone exits 2: the control)",
   TIMEOUT,
   async () => {
     const g = await gateway();
@@ -459,8 +462,15 @@ test(
       "-c",
       "select 1",
     ]);
-    assert.equal(failed.code, 2); // psql's own exit code for a failed connection
+    // psql's 2 (a failed connection) is 1, a connect or authentication failure: 2 is bad usage.
+    assert.equal(failed.code, 1, failed.stderr);
     assert.match(failed.stderr, /role "nosuchuser" does not exist/);
+    // The control: psql itself, given the same environment, exits 2.
+    const env = await cli(["env", urlOf(g, "nosuchuser")]);
+    assert.equal(env.code, 0, env.stderr);
+    const plain = await run("sh", ["-c", `${env.stdout}\npsql -X -c "select 1"`], childEnv({}));
+    assert.equal(plain.code, 2, plain.stderr);
+    assert.match(plain.stderr, /role "nosuchuser" does not exist/);
   },
 );
 

@@ -1,6 +1,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import process from "node:process";
 import { rdsToken } from "../mod.ts";
 
@@ -80,7 +83,10 @@ test("the pg-iam command on Deno names every permission it is missing in one lin
   const none = deno([], cli, args, KEYS);
   assert.equal(none.code, 1);
   assert.equal(none.stdout, "");
-  assert.match(none.stderr, /^pg-iam token: Deno refused a permission \(.*\)\. Grant all/);
+  assert.match(
+    none.stderr,
+    /^pg-iam token: Deno has not granted all the permissions .* in one go:/,
+  );
   assert.match(none.stderr, / --allow-env --allow-read --allow-sys --allow-net \(or -A\)\n$/);
   assert.equal(none.stderr.split("\n").length, 2, none.stderr);
   // Those already granted are not asked for again.
@@ -99,3 +105,56 @@ test("the pg-iam command on Deno names every permission it is missing in one lin
     /^db\.abc123\.us-east-1\.rds\.amazonaws\.com:5432\/\?Action=connect&/,
   );
 });
+
+/**
+ * Runs `deno run …args` on a terminal (util-linux `script` gives it one, so Deno may prompt),
+ * answering nothing; resolves with what it printed once it exits or shows a permission prompt.
+ */
+function onTerminal(args: string[], env: Record<string, string>): Promise<string> {
+  const command = [DENO, "run", ...args].map((a) => `'${a.replaceAll("'", "'\\''")}'`).join(" ");
+  return new Promise((resolve, reject) => {
+    const child = spawn("script", ["-qfec", command, "/dev/null"], {
+      env: { ...process.env, NO_COLOR: "1", ...env },
+      stdio: ["pipe", "pipe", "pipe"],
+      detached: true,
+    });
+    let output = "";
+    const done = () => {
+      try {
+        process.kill(-child.pid!, "SIGKILL");
+      } catch { /* gone */ }
+      resolve(output);
+    };
+    child.stdout.setEncoding("utf8").on("data", (text: string) => {
+      output += text;
+      if (/Deno requests/.test(output)) done(); // a prompt, waiting for an answer: enough
+    });
+    child.on("error", reject);
+    child.on("close", done);
+  });
+}
+
+const SCRIPT = ["/usr/bin/script", "/bin/script"].some((p) => existsSync(p));
+
+test(
+  "the pg-iam command on a terminal asks for Deno's permissions once, in one line, instead of prompting for each (a script reading one variable is prompted: the control)",
+  { timeout: 60_000, skip: SCRIPT ? false : "util-linux script is not installed" },
+  async () => {
+    const cli = `${root}src/cli/mod.ts`;
+    const out = await onTerminal(
+      [cli, "token", "--hostname", "db.abc123.us-east-1.rds.amazonaws.com", "--username", "app"],
+      KEYS,
+    );
+    assert.doesNotMatch(out, /Deno requests/);
+    assert.match(out, /in one go: --allow-env --allow-read --allow-sys --allow-net \(or -A\)/);
+    // The control: the same terminal, a program reading a variable: Deno prompts.
+    const dir = mkdtempSync(join(tmpdir(), "pg-iam-prompt-"));
+    try {
+      writeFileSync(join(dir, "read.ts"), 'console.log(Deno.env.get("PGHOST"));\n');
+      const control = await onTerminal([join(dir, "read.ts")], {});
+      assert.match(control, /Deno requests env access to "PGHOST"/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+);

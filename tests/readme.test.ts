@@ -1,4 +1,5 @@
-// README.md's code blocks, run as written. Every ```ts, ```js and ```sh block is either run here,
+// The code blocks of README.md and of every docs/*.md page it links to, run as written. Every ```ts,
+// ```js and ```sh block is either run here,
 // on the runtime running this file (Node through tsx --test, Deno, Bun), or mirrored by a named test
 // that does what it shows; COVERAGE says which, and the first test fails for a block that is in
 // neither, or for a named test that no longer exists. ```text and untagged blocks are sample output.
@@ -50,7 +51,13 @@ import { upstreamPostgres } from "./_postgres.ts";
 import { postgresMajor } from "./_postgres_major.mjs";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
-const README = join(ROOT, "README.md");
+/** README.md, then every page of docs/ (each one; a new page is scanned without being listed). */
+const PAGES = [
+  "README.md",
+  ...readdirSync(join(ROOT, "docs")).filter((f) => f.endsWith(".md")).sort().map((f) =>
+    `docs/${f}`
+  ),
+];
 const RUNTIME: "node" | "deno" | "bun" = "Deno" in globalThis
   ? "deno"
   : "Bun" in globalThis
@@ -71,33 +78,55 @@ const HERE = "tests/readme.test.ts";
 const T = {
   project: "README Install: this checkout's npm tarball installs into a fresh project",
   imports: "README: every import shows the JSR name, and the npm name where it differs",
-  tokens: "README: the token examples (rdsToken, a tunnel, dsqlToken) run as written",
+  tokens:
+    "README and docs/tokens.md: the token examples (rdsToken, a tunnel, dsqlToken) run as written",
   postgres:
-    "README postgres.js: the first example and app.ts run as written, with the README's command",
-  dsql: "README Aurora DSQL: iamPostgres() for a DSQL endpoint runs as written",
-  serverless: "README Serverless: the Lambda handler runs as written, logging one cold-start line",
+    "README and docs/postgres.md: the first example and app.ts run as written, with the page's command",
+  dsql: "docs/dsql.md: iamPostgres() for a DSQL endpoint runs as written",
+  serverless: "docs/serverless.md: the Lambda handler runs as written, logging one cold-start line",
   pg: "README node-postgres: iamPool() runs as written",
   bun: "README Bun.SQL: iamSql() runs as written (Bun only)",
   gateway:
-    "README Local IAM gateway: the certificate commands and the example run as written; without now, the client is refused once the clock moves (the control)",
-  cli: "README Command line: the --help line of this runtime runs as written",
-  worker: "README Cloudflare Workers: the Worker's fetch runs as written",
-  demo: "README Development: npm run demo runs with zero failures (Node)",
+    "docs/gateway.md: the certificate commands and the example run as written; without now, the client is refused once the clock moves (the control)",
+  cli: "docs/cli.md: the --help line of this runtime runs as written",
+  worker: "docs/workers.md: the Worker's fetch runs as written",
+  demo: "README: npm run demo runs with zero failures (Node)",
+  quick: "README Quick start: app.mjs logs in through the gateway with DATABASE_URL",
 } as const;
 
 const COVERAGE: Cover[] = [
   { find: "// region comes from the name", by: [[HERE, T.tokens]] },
   { find: "npm install pg-iam              # Node, Bun, from npm", by: [[HERE, T.project]] },
+  {
+    find: "npx pg-iam gateway --listen 5433 & # prints the URL below",
+    by: [
+      [
+        "tests/cli.test.ts",
+        "pg-iam gateway without --upstream serves an embedded PGlite, reachable with the URL it prints",
+      ],
+      [
+        "tests/cli.test.ts",
+        "the URL pg-iam gateway prints works unchanged: iamPostgres(), the README's DATABASE_URL recipes, token, env, psql, doctor",
+      ],
+    ],
+  },
+  { find: "// app.mjs: the quick start", by: [[HERE, T.quick]] },
   { find: "const rows = await sql`select ${id}::int as id", by: [[HERE, T.postgres]] },
   { find: "// app.ts (on Node: app.mjs)", by: [[HERE, T.postgres]] },
   { find: "&& node app.mjs", by: [[HERE, T.postgres]] },
   { find: 'user: "admin", // DbConnectAdmin', by: [[HERE, T.dsql]] },
   {
-    find: "}, { maxAttempts: 5, onRetry: (e) => console.warn(",
-    by: [[
-      "tests/transaction.test.ts",
-      "postgres.js: concurrent SERIALIZABLE increments all land with transaction(); without it some fail (the control)",
-    ]],
+    find: 'begin: "isolation level serializable", // RDS, Aurora, PostgreSQL',
+    by: [
+      [
+        "tests/transaction.test.ts",
+        "postgres.js: concurrent SERIALIZABLE increments all land with transaction(); without it some fail (the control)",
+      ],
+      [
+        "tests/transaction.test.ts",
+        "postgres.js: the docs' counter loses no increment with begin: serializable; under READ COMMITTED (no begin) it loses them (the control)",
+      ],
+    ],
   },
   {
     find: "await transaction(tx, (sp) => sp`insert into audit (order_id)",
@@ -168,12 +197,12 @@ const COVERAGE: Cover[] = [
       ],
       [
         "tests/cli.test.ts",
-        "pg-iam psql runs psql with a fresh token and verified TLS; psql's exit code is its own",
+        "pg-iam psql runs psql with a fresh token and verified TLS; psql's exit code is its own but for a failed connection's 2, which is 1 (psql alone exits 2: the control)",
       ],
     ],
   },
   {
-    find: "pg-iam gateway --listen 5433 &",
+    find: "#   connect:   postgres://postgres@localhost:5433/postgres",
     by: [
       [
         "tests/cli.test.ts",
@@ -215,14 +244,17 @@ const COVERAGE: Cover[] = [
   },
   {
     find: "npm install && npm run demo",
-    // `bash .ci/run` is `npm ci` then `npm test`: what the CI workflow runs.
     by: [[HERE, T.demo], [".github/workflows/ci.yml", "npm test"]],
   },
+  // `bash .ci/run` is `npm ci` then `npm test`: what the CI workflow runs.
+  { find: "bash .ci/run   # installs PostgreSQL", by: [[".ci/run", "npm test"]] },
 ];
 
 // ---- README blocks -----------------------------------------------------------------------------
 
 interface Block {
+  /** The page, relative to the repository: README.md or docs/….md. */
+  file: string;
   lang: string;
   line: number;
   code: string;
@@ -230,15 +262,17 @@ interface Block {
 
 function readmeBlocks(): Block[] {
   const blocks: Block[] = [];
-  let open: Block | undefined;
-  readFileSync(README, "utf8").split("\n").forEach((text, i) => {
-    const fence = /^```(\S*)\s*$/.exec(text);
-    if (!open && fence) open = { lang: fence[1], line: i + 1, code: "" };
-    else if (open && /^```\s*$/.test(text)) {
-      blocks.push(open);
-      open = undefined;
-    } else if (open) open.code += text + "\n";
-  });
+  for (const file of PAGES) {
+    let open: Block | undefined;
+    readFileSync(join(ROOT, file), "utf8").split("\n").forEach((text, i) => {
+      const fence = /^```(\S*)\s*$/.exec(text);
+      if (!open && fence) open = { file, lang: fence[1], line: i + 1, code: "" };
+      else if (open && /^```\s*$/.test(text)) {
+        blocks.push(open);
+        open = undefined;
+      } else if (open) open.code += text + "\n";
+    });
+  }
   return blocks;
 }
 
@@ -247,7 +281,7 @@ const CODE = new Set(["ts", "js", "sh"]);
 /** The one README block containing `find`. */
 function block(find: string): Block {
   const found = readmeBlocks().filter((b) => b.code.includes(find));
-  assert.equal(found.length, 1, `one README block should contain ${JSON.stringify(find)}`);
+  assert.equal(found.length, 1, `one block of ${PAGES} should contain ${JSON.stringify(find)}`);
   return found[0];
 }
 
@@ -510,10 +544,10 @@ function coverageProblems(blocks: Block[]): string[] {
   for (const cover of COVERAGE) {
     const found = blocks.filter((b) => b.code.includes(cover.find));
     if (found.length !== 1) {
-      problems.push(`${JSON.stringify(cover.find)} is in ${found.length} README blocks, not 1`);
+      problems.push(`${JSON.stringify(cover.find)} is in ${found.length} blocks, not 1`);
     }
     for (const b of found) {
-      if (covered.has(b)) problems.push(`README.md:${b.line} is covered twice`);
+      if (covered.has(b)) problems.push(`${b.file}:${b.line} is covered twice`);
       covered.add(b);
     }
     for (const [file, name] of cover.by) {
@@ -526,26 +560,47 @@ function coverageProblems(blocks: Block[]): string[] {
   for (const b of blocks) {
     if (CODE.has(b.lang) && !covered.has(b)) {
       problems.push(
-        `README.md:${b.line}: a \`\`\`${b.lang} block no test runs or mirrors (add it to COVERAGE ` +
+        `${b.file}:${b.line}: a \`\`\`${b.lang} block no test runs or mirrors (add it to COVERAGE ` +
           `in ${HERE}): ${b.code.split("\n")[0]}`,
       );
     }
     if (!CODE.has(b.lang) && !["text", ""].includes(b.lang)) {
-      problems.push(`README.md:${b.line}: unknown block language ${JSON.stringify(b.lang)}`);
+      problems.push(`${b.file}:${b.line}: unknown block language ${JSON.stringify(b.lang)}`);
     }
   }
   return problems;
 }
 
-test("README: every ts, js and sh block is run by a test or mirrored by a named one, and every test named exists", () => {
+test("README and docs/: every ts, js and sh block is run by a test or mirrored by a named one, and every test named exists", () => {
   const blocks = readmeBlocks();
+  assert.ok(PAGES.length > 1 && blocks.some((b) => b.file.startsWith("docs/")), "docs/ is read");
   assert.deepEqual(coverageProblems(blocks), []);
-  // The negative control: a new block nobody covers is reported.
-  const extra = { lang: "sh", line: 9999, code: "pg-iam something-new\n" };
-  assert.deepEqual(coverageProblems([...blocks, extra]), [
-    "README.md:9999: a ```sh block no test runs or mirrors (add it to COVERAGE in " +
-    "tests/readme.test.ts): pg-iam something-new",
-  ]);
+  // The negative control: a new block nobody covers is reported, in README.md and in a docs page.
+  for (const file of ["README.md", "docs/cli.md"]) {
+    const extra = { file, lang: "sh", line: 9999, code: "pg-iam something-new\n" };
+    assert.deepEqual(coverageProblems([...blocks, extra]), [
+      `${file}:9999: a \`\`\`sh block no test runs or mirrors (add it to COVERAGE in ` +
+      "tests/readme.test.ts): pg-iam something-new",
+    ]);
+  }
+});
+
+test("README links to every docs/ page, and every relative link of README and docs/ resolves", () => {
+  const problems: string[] = [];
+  const readme = readFileSync(join(ROOT, "README.md"), "utf8");
+  for (const page of PAGES.slice(1)) {
+    if (!readme.includes(`](${page})`) && !readme.includes(`](${page}#`)) {
+      problems.push(`README.md does not link to ${page}`);
+    }
+  }
+  for (const file of PAGES) {
+    const text = readFileSync(join(ROOT, file), "utf8");
+    for (const [, target] of text.matchAll(/\]\(([^)#\s]+)(?:#[^)]*)?\)/g)) {
+      if (/^[a-z]+:/.test(target)) continue;
+      if (!existsSync(join(ROOT, dirname(file), target))) problems.push(`${file}: ${target}`);
+    }
+  }
+  assert.deepEqual(problems, []);
 });
 
 test(T.imports, () => {
@@ -556,9 +611,9 @@ test(T.imports, () => {
       if (!spec) continue;
       const npm = /\/\/ npm: "([^"]+)"/.exec(line)?.[1];
       if (!spec.startsWith("@pg-iam/pg-iam")) {
-        problems.push(`README.md:${b.line}: imports the npm name alone: ${line}`);
+        problems.push(`${b.file}:${b.line}: imports the npm name alone: ${line}`);
       } else if (npm !== spec.replace("@pg-iam/pg-iam", "pg-iam")) {
-        problems.push(`README.md:${b.line}: no matching \`// npm: "…"\` comment: ${line}`);
+        problems.push(`${b.file}:${b.line}: no matching \`// npm: "…"\` comment: ${line}`);
       }
     }
   }
@@ -620,6 +675,10 @@ test(T.postgres, SLOW, async () => {
   assert.match(r.stdout, /current_user/);
   assert.match(r.stdout, /app/);
   assert.ok(s.gateway.stats.accepted - before >= 2, "prewarm: 2 opened two connections");
+});
+
+test(T.quick, SLOW, async () => {
+  await runConnecting(block("// app.mjs: the quick start").code, 1);
 });
 
 test(T.dsql, SLOW, async () => {

@@ -55,7 +55,8 @@ export const psqlCommand: Command = {
   description: `
 Runs psql (PSQL overrides the program) with a fresh IAM token and verify-full TLS: the RDS CA
 bundle (or, for DSQL, the system's CAs) is written to a private temporary file that is removed when
-psql exits. Arguments after -- go to psql. Exits with psql's exit code.`,
+psql exits. Arguments after -- go to psql. Exits with psql's exit code, except that its 2 (the
+connection failed or was lost) is 1, as for every pg-iam command (2 is bad usage).`,
   flags: TARGET_FLAGS,
   positionals: 1,
   examples: [
@@ -117,7 +118,9 @@ export async function runPsql(args: Parsed): Promise<number> {
         ));
       child.on(
         "exit",
-        (code, signal) => resolve(code ?? (signal ? 128 + signalNumber(signal) : 1)),
+        // psql's 2 is a failed connection (an IAM token refused included); pg-iam's 2 is bad usage.
+        (code, signal) =>
+          resolve(code === 2 ? 1 : code ?? (signal ? 128 + signalNumber(signal) : 1)),
       );
     });
   } finally {

@@ -4,8 +4,9 @@
  * fresh token, a `doctor` that times every step of an IAM connect, and the local IAM-verifying
  * gateway. Run it with `deno run -A jsr:@pg-iam/pg-iam/cli`, `npx pg-iam` or `bunx pg-iam`.
  *
- * Exit codes: 0 success, 1 a connect, authentication or credentials failure, 2 bad usage. Errors
- * are one line on stderr (`--verbose` adds details); tokens and secrets never appear there.
+ * Exit codes: 0 success, 1 a connect, authentication or credentials failure (or a Deno permission
+ * not granted), 2 bad usage; `pg-iam psql` exits with psql's code, its 2 (no connection) made 1.
+ * Errors are one line on stderr (`--verbose` adds details); tokens and secrets never appear there.
  *
  * @example Shell
  * ```sh
@@ -82,7 +83,8 @@ function usage(): string {
     ...Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(width)}${c.summary}`),
     "",
     "Run pg-iam <command> --help for a command's options.",
-    "Exit codes: 0 success, 1 connect, authentication or credentials failure, 2 bad usage.",
+    "Exit codes: 0 success, 1 connect, authentication or credentials failure, 2 bad usage",
+    "(pg-iam psql: psql's own, its 2 for a failed connection made 1).",
     "",
   ].join("\n");
 }
@@ -120,7 +122,11 @@ export async function main(args: readonly string[]): Promise<number> {
   }
   const entry = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
   if (!entry) {
-    err(`pg-iam: unknown command ${JSON.stringify(name)} (see pg-iam --help)\n`);
+    const near = nearest(name, Object.keys(COMMANDS));
+    err(
+      `pg-iam: unknown command ${JSON.stringify(name)}` +
+        (near ? `; did you mean ${JSON.stringify(near)}?` : "") + " (see pg-iam --help)\n",
+    );
     return 2;
   }
   try {
@@ -129,6 +135,16 @@ export async function main(args: readonly string[]): Promise<number> {
     if (parsed.values.help) {
       out(helpText(mod.command));
       return 0;
+    }
+    // Deno would prompt at each first use: every environment variable and each permission, one by
+    // one. Asked once here instead, before anything runs.
+    const missing = deniedPermissions(PERMISSIONS[name]);
+    if (missing.length) {
+      err(
+        `pg-iam ${name}: Deno has not granted all the permissions pg-iam ${name} may use. ` +
+          `Grant them in one go: ${missing.map((p) => `--allow-${p}`).join(" ")} (or -A)\n`,
+      );
+      return 1;
     }
     return await mod.run(parsed, out);
   } catch (error) {
@@ -151,6 +167,33 @@ export async function main(args: readonly string[]): Promise<number> {
     if (verbose) err(details(error));
     return usageError ? 2 : 1;
   }
+}
+
+/** The command nearest to a mistyped `name` (edit distance at most 2, and under its length), if any. */
+function nearest(name: string, commands: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Math.min(3, name.length);
+  for (const command of commands) {
+    const d = distance(name.toLowerCase(), command);
+    if (d < bestDistance) [best, bestDistance] = [command, d];
+  }
+  return best;
+}
+
+/** Levenshtein distance, a swap of two neighbours counting one (as git's suggestions do). */
+function distance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) d[0][j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
+        d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
+      }
+    }
+  }
+  return d[a.length][b.length];
 }
 
 /** The runtime's refusal of a permission in `error` or its causes, if that is what it is. */
