@@ -244,7 +244,7 @@ const COVERAGE: Cover[] = [
   },
   {
     find: "npm install && npm run demo",
-    by: [[HERE, T.demo], [".github/workflows/ci.yml", "npm test"]],
+    by: [[HERE, T.demo], [".ci/run", "npm test"], [".github/workflows/ci.yml", "npm test"]],
   },
   // `bash .ci/run` is `npm ci` then `npm test`: what the CI workflow runs.
   { find: "bash .ci/run   # installs PostgreSQL", by: [[".ci/run", "npm test"]] },
