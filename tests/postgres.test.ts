@@ -98,7 +98,8 @@ test(
       onclose: closes.add,
     });
     // Every connection opened so far closed, as the client saw it: none is dead but thought open.
-    const allClosed = () => closes.reaches(connects.length);
+    // (A connection that failed to open is not counted: postgres.js 4 calls no onclose for it.)
+    const allClosed = () => closes.reaches(connects.filter((e) => e.ok).length);
     let failures = 0;
     const pids = new Set<number>();
     try {
