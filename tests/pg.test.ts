@@ -17,6 +17,7 @@ import type { Gateway, GatewayOptions } from "../src/gateway/mod.ts";
 import { closeTestGateways, RDS, testGateway } from "./_gateway.ts";
 import { upstreamPostgres } from "./_postgres.ts";
 import { ca } from "./fixtures/tls.ts";
+import { Tally } from "./_closes.ts";
 
 const DSQL = "abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws";
 const KEYS = { accessKeyId: "AKIDPGIAMPG", secretAccessKey: "pg-iam/node-postgres/secret/key" };
@@ -51,11 +52,19 @@ function pool(g: Gateway, extra: Partial<IamPoolConfig> = {}): pg.Pool {
   return p;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** The clients `p` has dropped (its `remove` event: after a close it saw, or an idle timeout). */
+function removals(p: pg.Pool): Tally {
+  const removed = new Tally();
+  p.on("remove", removed.add);
+  return removed;
+}
 
-async function settle(g: Gateway): Promise<void> {
-  for (let i = 0; i < 200 && g.connections() > 0; i++) await sleep(10);
-  await sleep(50);
+/**
+ * Drops every connection on the gateway's side and waits until the pool has removed each client:
+ * a query sent before that could be given a client whose connection is dead.
+ */
+async function killAll(g: Gateway, removed: Tally): Promise<void> {
+  await removed.reaches(removed.count + g.disconnectAll());
 }
 
 test(
@@ -74,6 +83,9 @@ test(
       onToken: (e) => tokens.push(e),
       onIamConnect: (e) => connects.push(e),
     });
+    // Every client opened so far removed by the pool: none is dead but thought open.
+    const removed = removals(p);
+    const allRemoved = () => removed.reaches(connects.filter((e) => e.ok).length);
     let failures = 0;
     const pids = new Set<number>();
     for (let step = 0; step < 24; step++) { // 24 × 5 simulated minutes = 2 hours
@@ -88,9 +100,9 @@ test(
       }
       if (step % 6 === 5) { // a server kill of every connection
         g.disconnectAll();
-        await settle(g);
+        await allRemoved();
       }
-      if (step % 8 === 7) await sleep(1100); // idleTimeoutMillis empties the pool
+      if (step % 8 === 7) await allRemoved(); // idleTimeoutMillis empties the pool
     }
     await p.end();
     assert.equal(failures, 0);
@@ -122,10 +134,10 @@ test(
     });
     p.on("error", () => {});
     pools.push(p);
+    const removed = removals(p);
     assert.equal((await p.query("select 1 as one")).rows[0].one, 1);
     g.clockOffsetMs = 16 * MINUTE;
-    g.disconnectAll();
-    await settle(g);
+    await killAll(g, removed);
     await assert.rejects(p.query("select 1"), { code: "28P01" });
     // The same clock with iamPool: a fresh token, accepted.
     const fresh = pool(g, { now: () => Date.now() + 16 * MINUTE });

@@ -17,6 +17,7 @@ import { startPglite } from "../src/gateway/pglite.ts";
 import { upstreamPostgres } from "./_postgres.ts";
 import { ca, cert, key } from "./fixtures/tls.ts";
 import { withEnv } from "./_env.ts";
+import { Tally } from "./_closes.ts";
 import { postgresMajor } from "./_postgres_major.mjs";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
@@ -67,13 +68,15 @@ function client(g: Gateway, extra: Record<string, unknown> = {}) {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Waits until the gateway relays `n` connections or fewer (a killed connection is noticed). */
-async function settle(g: Gateway, n = 0): Promise<void> {
-  for (let i = 0; i < 200 && g.connections() > n; i++) await sleep(10);
-  await sleep(20);
+/**
+ * Drops every connection on the gateway's side and waits until the client has seen each close
+ * (`closes`: postgres.js's `onclose`): a query sent before that would go to a dead connection.
+ */
+async function killAll(g: Gateway, closes: Tally): Promise<void> {
+  await closes.reaches(closes.count + g.disconnectAll());
 }
 
-// About 5 s of real time: past bun test's default per-test limit of 5 s on a loaded machine.
+// About 4 s of real time: past bun test's default per-test limit of 5 s on a loaded machine.
 test(
   "a pool of 5 under churn across two simulated hours: zero failures, every connection presented a token signed as it connected",
   {
@@ -84,6 +87,7 @@ test(
     let offset = 0;
     const tokens: TokenEvent[] = [];
     const connects: ConnectEvent[] = [];
+    const closes = new Tally();
     const sql = client(g, {
       max: 5,
       max_lifetime: 2, // seconds, real time: connections recycle during the run
@@ -91,7 +95,11 @@ test(
       now: () => Date.now() + offset,
       onToken: (e: TokenEvent) => tokens.push(e),
       onConnect: (e: ConnectEvent) => connects.push(e),
+      onclose: closes.add,
     });
+    // Every connection opened so far closed, as the client saw it: none is dead but thought open.
+    // (A connection that failed to open is not counted: postgres.js 4 calls no onclose for it.)
+    const allClosed = () => closes.reaches(connects.filter((e) => e.ok).length);
     let failures = 0;
     const pids = new Set<number>();
     try {
@@ -107,9 +115,9 @@ test(
         }
         if (step % 6 === 5) { // a server kill of every connection
           g.disconnectAll();
-          await settle(g);
+          await allClosed();
         }
-        if (step % 8 === 7) await sleep(1100); // idle_timeout closes the pool
+        if (step % 8 === 7) await allClosed(); // idle_timeout closes the pool
       }
     } finally {
       await sql.end();
@@ -137,6 +145,7 @@ test("negative control: the same pool given one fixed token fails once the clock
     username: "app",
     credentials: KEYS,
   });
+  const closes = new Tally();
   const sql = postgres({
     host: g.host,
     port: g.port,
@@ -146,16 +155,15 @@ test("negative control: the same pool given one fixed token fails once the clock
     ssl: { ca, servername: RDS },
     max: 5,
     onnotice: () => {},
+    onclose: closes.add,
   });
   try {
     assert.equal((await sql`select 1 as one`)[0].one, 1); // fresh: accepted
     g.clockOffsetMs = 14 * MINUTE;
-    g.disconnectAll();
-    await settle(g);
+    await killAll(g, closes);
     assert.equal((await sql`select 1 as one`)[0].one, 1); // 14 minutes: still accepted
     g.clockOffsetMs = 16 * MINUTE;
-    g.disconnectAll();
-    await settle(g);
+    await killAll(g, closes);
     await assert.rejects(sql`select 1`, (e: Error & { code?: string }) => {
       assert.equal(e.code, "28P01");
       assert.match(e.message, /PAM authentication failed for user "app"/);
@@ -538,15 +546,20 @@ test("the embedded PGlite upstream serves a pool through the gateway across toke
   });
   let offset = 0;
   // prepare: false: PGlite serves all connections in one session (see src/gateway/pglite.ts).
-  const sql = client(g, { max: 3, prepare: false, now: () => Date.now() + offset });
+  const closes = new Tally();
+  const sql = client(g, {
+    max: 3,
+    prepare: false,
+    now: () => Date.now() + offset,
+    onclose: closes.add,
+  });
   try {
     for (let step = 0; step < 4; step++) {
       offset += 20 * MINUTE; // past a token's 15 minutes each time
       g.clockOffsetMs = offset;
       const rows = await Promise.all([1, 2, 3].map((i) => sql`select ${i}::int as i`));
       assert.deepEqual(rows.map((r) => r[0].i), [1, 2, 3]);
-      g.disconnectAll();
-      await settle(g);
+      await killAll(g, closes);
     }
   } finally {
     await sql.end();
