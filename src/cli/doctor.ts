@@ -17,6 +17,7 @@ import { parseHostname } from "../core/hostname.ts";
 import { NoRegionError } from "../core/_options.ts";
 import { errorFields, message, MessageReader, startupMessage } from "../connection/pgwire.ts";
 import { type ConnectOutcome, IamSocket, type SocketPlan } from "../connection/socket.ts";
+import { ConnectError } from "../connection/errors.ts";
 import { type Command, int, type Parsed, UsageError } from "./_args.ts";
 import { type TlsPlan, tlsPlan } from "../connection/tls.ts";
 import { lower, resolveTarget, signFor, type Target, TARGET_FLAGS } from "./_target.ts";
@@ -559,10 +560,13 @@ async function login(
       }
       const server = error instanceof ServerError
         ? error
-        : (error as { name?: string }).name === "PostgresError"
+        : error instanceof ConnectError && error.code === "SERVER_ERROR"
         ? new ServerError(
           new Map(
-            [["S", "FATAL"], ["M", error.message], ["C", error.code ?? ""]] as [string, string][],
+            [["S", "FATAL"], ["M", error.message], ["C", error.sqlState ?? ""]] as [
+              string,
+              string,
+            ][],
           ),
         )
         : undefined;
