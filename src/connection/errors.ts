@@ -128,12 +128,14 @@ export class ConnectError extends Error {
       address: cause?.address,
     };
     for (const [key, value] of Object.entries(known)) {
-      if (value !== undefined) Object.defineProperty(this, key, {
+      if (value !== undefined) {
+        Object.defineProperty(this, key, {
           value,
           enumerable: true,
           writable: true,
           configurable: true,
         });
+      }
     }
   }
 

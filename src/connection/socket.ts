@@ -676,7 +676,7 @@ export class IamSocket extends EventEmitter {
       for (const fn of fns) socket.on(event, fn as Listener);
     }
     const pending = this.#pending.splice(0);
-    if (loggedIn) for (const chunk of pending) socket.write(chunk);
+    if (loggedIn) { for (const chunk of pending) socket.write(chunk); }
     // A refusing server may have reset the connection already: its 'close' went to no listener.
     const gone = socket.destroyed;
     if (rest?.length) socket.emit("data", rest);
