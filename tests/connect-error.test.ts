@@ -133,7 +133,7 @@ function login(
       },
     });
     const socket = new IamSocket(plan);
-    socket.on("error", (error: Error) => (emitted = error));
+    socket.on("error", (error) => (emitted = error as Error));
     socket.on("close", () => resolve({ ...reported, emitted }));
     socket.write(startupMessage(new Map([["user", "app"], ["database", "postgres"]])));
   });
