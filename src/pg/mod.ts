@@ -45,7 +45,13 @@ import { type ConnectEvent, IamSocket } from "../connection/socket.ts";
 import { socketPlan } from "../connection/socket-plan.ts";
 import { checkStartupParameters } from "../connection/pgwire.ts";
 
-export { ConnectError, type ConnectErrorCode } from "../connection/errors.ts";
+export {
+  ConnectError,
+  type ConnectErrorCode,
+  type ConnectErrorOptions,
+  type PgIamConnectCode,
+  type SystemErrorCode,
+} from "../connection/errors.ts";
 export type { ConnectEvent, ConnectStep, ConnectTimings } from "../connection/socket.ts";
 export type { SslOption } from "../connection/tls.ts";
 export type { PrewarmOptions } from "../connection/prewarm.ts";

@@ -54,7 +54,13 @@ import { ON_WORKERD } from "../connection/socket-workerd.ts";
 import { checkStartupParameters } from "../connection/pgwire.ts";
 import { checkMax, pacedPrewarm, type PrewarmOptions } from "../connection/prewarm.ts";
 
-export { ConnectError, type ConnectErrorCode } from "../connection/errors.ts";
+export {
+  ConnectError,
+  type ConnectErrorCode,
+  type ConnectErrorOptions,
+  type PgIamConnectCode,
+  type SystemErrorCode,
+} from "../connection/errors.ts";
 export type { ConnectEvent, ConnectStep, ConnectTimings } from "../connection/socket.ts";
 export type { SslOption } from "../connection/tls.ts";
 export type { PrewarmOptions } from "../connection/prewarm.ts";
