@@ -147,7 +147,11 @@ export interface ConnectEvent {
   attempts: number;
   /** Where the time went. */
   timings: ConnectTimings;
-  /** Why it failed, when it did. */
+  /**
+   * Why it failed, when it did: a `ConnectError` (a server's refusal as `SERVER_ERROR`, with its
+   * `sqlState`; the query gets the driver's own error for it), an `IamAuthError`, a
+   * `CredentialsError`, or the driver's own error.
+   */
   error?: Error;
   /**
    * The step it failed at: `credentials` (credentials or signing), `connect` (DNS and TCP), `tls`
