@@ -150,7 +150,7 @@ export interface ConnectEvent {
   /**
    * Why it failed, when it did: a `ConnectError` (a server's refusal as `SERVER_ERROR`, with its
    * `sqlState`; the query gets the driver's own error for it), an `IamAuthError`, a
-   * `CredentialsError`, or the driver's own error.
+   * `CredentialsError`, or a `TypeError` or `RangeError` for a bad option.
    */
   error?: Error;
   /**
