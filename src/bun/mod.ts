@@ -38,25 +38,14 @@ import {
   retrying,
   type TransactionOptions,
 } from "../connection/retry.ts";
-import {
-  checkCount,
-  connectHost,
-  driverArgs,
-  dsqlLifetime,
-  type IamOptions,
-  type PrewarmResult,
-  signFor,
-  signingConfig,
-  urlNames,
-} from "../connection/sign.ts";
+import { connectHost, dsqlLifetime, signFor, signingConfig } from "../connection/sign.ts";
+import { checkCount, driverArgs, type IamOptions, urlNames } from "../connection/options.ts";
+import { type PrewarmResult } from "../connection/prewarm.ts";
 import { checkStartupParameters } from "../connection/pgwire.ts";
 
-export {
-  IamAuthError,
-  type IamOptions,
-  type PrewarmResult,
-  type TokenEvent,
-} from "../connection/sign.ts";
+export { IamAuthError } from "../connection/sign.ts";
+export { type IamOptions, type TokenEvent } from "../connection/options.ts";
+export { type PrewarmResult } from "../connection/prewarm.ts";
 export type { Credentials, CredentialsOption, CredentialsProvider } from "../core/credentials.ts";
 export type { SslOption } from "../connection/tls.ts";
 export type { PrewarmOptions } from "../connection/prewarm.ts";

@@ -32,15 +32,9 @@ import {
   retrying,
   type TransactionOptions,
 } from "../connection/retry.ts";
-import {
-  checkCount,
-  dsqlLifetime,
-  type IamOptions,
-  type PrewarmResult,
-  signingConfig,
-  splitIam,
-  urlNames,
-} from "../connection/sign.ts";
+import { dsqlLifetime, signingConfig } from "../connection/sign.ts";
+import { checkCount, type IamOptions, splitIam, urlNames } from "../connection/options.ts";
+import { type PrewarmResult } from "../connection/prewarm.ts";
 import { type ConnectEvent, IamSocket } from "../connection/socket.ts";
 import { socketPlan } from "../connection/socket-plan.ts";
 import { checkStartupParameters } from "../connection/pgwire.ts";
@@ -64,12 +58,9 @@ export type PoolConfig = pg.PoolConfig;
 export type PoolClient = pg.PoolClient;
 /** node-postgres's client options (from `pg`). */
 export type ClientConfig = pg.ClientConfig;
-export {
-  IamAuthError,
-  type IamOptions,
-  type PrewarmResult,
-  type TokenEvent,
-} from "../connection/sign.ts";
+export { IamAuthError } from "../connection/sign.ts";
+export { type IamOptions, type TokenEvent } from "../connection/options.ts";
+export { type PrewarmResult } from "../connection/prewarm.ts";
 export type { Credentials, CredentialsOption, CredentialsProvider } from "../core/credentials.ts";
 
 /** What `iamClient()` takes: `pg.ClientConfig` (minus passwords and the stream) plus IAM options. */

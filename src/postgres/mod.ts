@@ -32,17 +32,9 @@ import {
   retrying,
   type TransactionOptions,
 } from "../connection/retry.ts";
-import {
-  checkCount,
-  driverArgs,
-  dsqlLifetime,
-  type IamOptions,
-  type PrewarmResult,
-  safely,
-  signFor,
-  signingConfig,
-  urlNames,
-} from "../connection/sign.ts";
+import { dsqlLifetime, safely, signFor, signingConfig } from "../connection/sign.ts";
+import { checkCount, driverArgs, type IamOptions, urlNames } from "../connection/options.ts";
+import { type PrewarmResult } from "../connection/prewarm.ts";
 import {
   type ConnectEvent,
   connectTimeoutReader,
@@ -63,12 +55,9 @@ export {
   type TransactionOptions,
   TransactionOutcomeUnknownError,
 } from "../connection/retry.ts";
-export {
-  IamAuthError,
-  type IamOptions,
-  type PrewarmResult,
-  type TokenEvent,
-} from "../connection/sign.ts";
+export { IamAuthError } from "../connection/sign.ts";
+export { type IamOptions, type TokenEvent } from "../connection/options.ts";
+export { type PrewarmResult } from "../connection/prewarm.ts";
 export type { Credentials, CredentialsOption, CredentialsProvider } from "../core/credentials.ts";
 
 /** Options of {@linkcode iamPostgres}: postgres.js options (minus passwords) plus IAM ones. */
