@@ -25,30 +25,43 @@
 
 import * as asyncHooks from "node:async_hooks";
 import { createRequire } from "node:module";
-import { checkServerIdentity, type ConnectionOptions, type PeerCertificate } from "node:tls";
+import { checkServerIdentity, type PeerCertificate } from "node:tls";
 import { show } from "../core/errors.ts";
-import { parseTarget, sslModeOption, stringOption } from "../connection/target.ts";
-import { type SslOption, tlsError, type TlsPlan, tlsPlan } from "../connection/tls.ts";
-import { checkMax, pacedPrewarm, type PrewarmOptions } from "../connection/prewarm.ts";
 import {
-  checkNestedMode,
-  checkTransactionOptions,
+  type Adapter,
+  dsqlDefaultLifetime,
+  intake,
+  intakeSigning,
+  type IntakeSpec,
+  transactionCall,
+} from "../connection/adapter.ts";
+import { tlsError, type TlsPlan, tlsPlan } from "../connection/tls.ts";
+import type { SslOption } from "../connection/tls.ts";
+import {
+  checkMax,
+  pacedPrewarm,
+  type PrewarmOptions,
+  type PrewarmResult,
+} from "../connection/prewarm.ts";
+import {
   connectionLost,
-  Nesting,
+  inSavepoint,
+  type Nesting,
+  nestingOf,
   retrying,
+  type SavepointHandle,
   type TransactionOptions,
+  transactionWork,
 } from "../connection/retry.ts";
-import { connectHost, dsqlLifetime, signFor, signingConfig } from "../connection/sign.ts";
-import { checkCount, driverArgs, type IamOptions, urlNames } from "../connection/options.ts";
-import { type PrewarmResult } from "../connection/prewarm.ts";
+import { connectHost, dsqlLifetime, signFor } from "../connection/sign.ts";
+import type { IamOptions } from "../connection/options.ts";
 import { checkStartupParameters } from "../connection/pgwire.ts";
 
-export { IamAuthError } from "../connection/sign.ts";
-export { type IamOptions, type TokenEvent } from "../connection/options.ts";
-export { type PrewarmResult } from "../connection/prewarm.ts";
+export { CredentialsError, type CredentialsErrorCode } from "../core/errors.ts";
+export type { IamOptions, TokenEvent } from "../connection/options.ts";
 export type { Credentials, CredentialsOption, CredentialsProvider } from "../core/credentials.ts";
 export type { SslOption } from "../connection/tls.ts";
-export type { PrewarmOptions } from "../connection/prewarm.ts";
+export type { PrewarmOptions, PrewarmResult } from "../connection/prewarm.ts";
 export {
   isOccError,
   type RetryEvent,
@@ -91,6 +104,11 @@ export interface IamSqlOptions extends IamOptions {
   dangerouslyDisableTls?: boolean;
   /** Open this many connections right away (IAM connects are slow); see {@linkcode prewarm}. */
   prewarm?: number;
+  /**
+   * Not on Bun: Bun.SQL opens its own sockets and reports no per-connection timings, so passing
+   * `onIamConnect` is a TypeError (`onToken` reports credentials and signing times).
+   */
+  onIamConnect?: never;
   /** Seconds before a connection is replaced. Default: Bun's; for DSQL 45–55 minutes (below 60). */
   maxLifetime?: number;
   /** Seconds to wait for a connection. Default: the URL's `connect_timeout`, else Bun's. */
@@ -139,72 +157,24 @@ export function iamSql(url?: string | IamSqlOptions, options?: IamSqlOptions): B
         `iamPostgres() (postgres.js) or iamPool() (node-postgres)`,
     );
   }
-  const args = driverArgs("iamSql", url, options);
-  const iam = args.iam;
-  const {
-    host,
-    hostname,
-    port,
-    user,
-    username,
-    database,
-    ssl,
-    tls,
-    dangerouslyDisableTls,
-    prewarm: prewarmCount,
-    ...bunOptions
-  } = args.rest;
-  if ("url" in bunOptions) {
-    throw new TypeError(
-      `Pass the connection string as the first argument of iamSql(), not as "url"`,
-    );
-  }
-  if (tls !== undefined) {
-    throw new TypeError(`Pass TLS settings as the "ssl" option (a mode or TLS options), not "tls"`);
-  }
-  const target = parseTarget({
-    url: args.url,
-    explicit: {
-      host: stringOption(hostname ?? host, hostname === undefined ? "host" : "hostname"),
-      port: port as number | string | undefined,
-      user: stringOption(username ?? user, username === undefined ? "user" : "username"),
-      database: stringOption(database, "database"),
-      sslmode: sslModeOption(ssl),
-    },
-    explicitName: (key) => `the "${key === "sslmode" ? "ssl" : key}" option`,
-    dangerouslyDisableTls: dangerouslyDisableTls === true,
-  });
+  const i = intake(SPEC, url, options);
+  const { target, port: connectPort, tlsOverride } = i;
+  const bunOptions = i.driver;
   if (target.hostaddr !== undefined) {
     throw new TypeError(
       `hostaddr cannot be honoured with Bun.SQL, which resolves the host itself: connect to the ` +
         `address and set signingHostname to the endpoint name`,
     );
   }
-  const targetHost = target.host ?? "localhost";
-  const connectPort = target.port ?? 5432;
+  const targetHost = i.host;
   const connectUser = target.user ?? readUser();
   const connectTimeout = (bunOptions.connectionTimeout as number | undefined) ??
     target.connectTimeout;
-  const signing = signingConfig(
-    {
-      ...target.iam as IamOptions,
-      ...iam as IamOptions,
-      host: targetHost,
-      port: connectPort,
-      user: connectUser,
-    },
-    connectTimeout ?? 30,
-    urlNames(target, iam),
-  );
-  if (signing.service === "dsql") {
-    const lifetime = bunOptions.maxLifetime;
-    if (lifetime === undefined) bunOptions.maxLifetime = Math.round(dsqlLifetime());
-    else if (!(typeof lifetime === "number" && lifetime > 0 && lifetime < 3600)) {
-      throw new RangeError(
-        `The "maxLifetime" option must be from 1 to 3599 seconds for Aurora DSQL, which closes ` +
-          `connections at 60 minutes; got ${show(lifetime)}`,
-      );
-    }
+  const signing = intakeSigning(i, connectUser, connectTimeout ?? 30);
+  if (
+    signing.service === "dsql" && dsqlDefaultLifetime("maxLifetime", bunOptions.maxLifetime)
+  ) {
+    bunOptions.maxLifetime = Math.round(dsqlLifetime());
   }
   if (target.ssl.negotiation === "direct") {
     // Measured on Bun 1.4.5: Bun.SQL ignores sslnegotiation and always sends an SSLRequest.
@@ -216,12 +186,7 @@ export function iamSql(url?: string | IamSqlOptions, options?: IamSqlOptions): B
     );
   }
   const address = connectHost(signing, targetHost);
-  const plan = tlsPlan(
-    target.ssl,
-    signing.service,
-    signing.signingHostname,
-    typeof ssl === "object" && ssl !== null ? ssl as ConnectionOptions : undefined,
-  );
+  const plan = tlsPlan(target.ssl, signing.service, signing.signingHostname, tlsOverride);
   // After a login rejected the token, the next connection force-refreshes its credentials.
   let refresh = false;
   const userOnClose = bunOptions.onclose as ((error: Error | null) => void) | undefined;
@@ -269,10 +234,7 @@ export function iamSql(url?: string | IamSqlOptions, options?: IamSqlOptions): B
       userOnClose?.(error);
     },
   });
-  if (prewarmCount !== undefined) {
-    checkCount(prewarmCount, "prewarm");
-    void prewarm(sql, prewarmCount as number);
-  }
+  if (i.prewarm !== undefined) void prewarm(sql, i.prewarm);
   return sql;
 }
 
@@ -313,11 +275,19 @@ export function prewarm(
   );
 }
 
-/** Options of {@linkcode transaction}: the retry policy, and how to begin. */
-export interface BunTransactionOptions extends TransactionOptions {
-  /** What `sql.begin()` takes before the function, e.g. `"isolation level serializable"`. */
-  begin?: string;
-}
+/**
+ * The old name of {@linkcode TransactionOptions}, which every adapter now shares.
+ *
+ * @deprecated Use {@linkcode TransactionOptions}.
+ *
+ * @example
+ * ```ts
+ * import type { TransactionOptions } from "@pg-iam/pg-iam/bun";
+ *
+ * const options: TransactionOptions = { begin: "isolation level serializable" };
+ * ```
+ */
+export type BunTransactionOptions = TransactionOptions;
 
 /**
  * Runs `fn` in a transaction (`sql.begin`) and runs it again on an optimistic concurrency or
@@ -357,24 +327,12 @@ export interface BunTransactionOptions extends TransactionOptions {
 export function transaction<T>(
   sql: BunSqlClient,
   fn: (tx: BunSqlClient) => T | Promise<T>,
-  options?: BunTransactionOptions,
+  options?: TransactionOptions,
 ): Promise<T> {
-  if (typeof fn !== "function") {
-    throw new TypeError(`transaction() expects a function, got ${show(fn)}`);
-  }
-  const begin = options?.begin;
-  if (begin !== undefined && typeof begin !== "string") {
-    throw new TypeError(`The "begin" option must be a string, got ${show(begin)}`);
-  }
+  const begin = transactionCall(fn, options);
   if (typeof sql?.savepoint === "function") {
     // A transaction's sql (Bun gives only those a savepoint()).
-    checkTransactionOptions(options);
-    const mode = modes.get(sql);
-    checkNestedMode(begin, mode);
-    return sql.savepoint((sp: BunSqlClient) => {
-      if (mode !== undefined) modes.set(sp, mode);
-      return fn(sp);
-    }) as Promise<T>;
+    return inSavepoint(sql as BunSqlClient & SavepointHandle, fn, options, begin);
   }
   if (typeof sql?.begin !== "function") {
     throw new TypeError(
@@ -384,12 +342,8 @@ export function transaction<T>(
     );
   }
   nesting.check(sql);
-  const run = async (tx: BunSqlClient, workDone: () => void) => {
-    modes.set(tx, begin ?? "");
-    const result = await nesting.run(sql, () => fn(tx));
-    workDone();
-    return result;
-  };
+  const run = (tx: BunSqlClient, workDone: () => void) =>
+    transactionWork(nesting, sql, tx, begin, fn, workDone);
   return retrying(
     (workDone) =>
       (begin
@@ -400,14 +354,36 @@ export function transaction<T>(
   );
 }
 
-/** The mode (`begin`) of each transaction()'s `tx`, and of the savepoints in it. */
-const modes = new WeakMap<object, string>();
-
 /** A marker of transaction()s running in an async context (nested ones on the same sql fail). */
-const nesting = new Nesting(
-  () => asyncHooks.AsyncLocalStorage ? new asyncHooks.AsyncLocalStorage() : undefined,
-  "tx",
-);
+const nesting: Nesting = nestingOf(asyncHooks, "tx");
+
+/** How Bun.SQL names its options, for the shared intake. */
+const SPEC: IntakeSpec = {
+  fn: "iamSql",
+  url: "argument",
+  aliases: { hostname: "host", username: "user" },
+  noConnectEvents: `Bun.SQL opens its own sockets and reports no per-connection timings ` +
+    `(onToken reports credentials and signing times)`,
+  check: (driver) => {
+    if ("url" in driver) {
+      throw new TypeError(
+        `Pass the connection string as the first argument of iamSql(), not as "url"`,
+      );
+    }
+    if (driver.tls !== undefined) {
+      throw new TypeError(
+        `Pass TLS settings as the "ssl" option (a mode or TLS options), not "tls"`,
+      );
+    }
+  },
+};
+
+// The adapter contract, checked by the compiler.
+void ({ create: iamSql, prewarm, transaction } satisfies Adapter<
+  BunSqlClient,
+  BunSqlClient,
+  IamSqlOptions
+>);
 
 /** A certificate check that failed (OpenSSL's verify codes, Node's name check). */
 const TLS_CHECK =

@@ -165,11 +165,12 @@ export function urlNames(
   return names;
 }
 
-/** A count option (prewarm, connections): a whole number from 1 to 10,000. */
-export function checkCount(value: unknown, option: string): void {
+/** A count option (prewarm, connections): a whole number from 1 to 10,000; returns it. */
+export function checkCount(value: unknown, option: string): number {
   if (typeof value !== "number" || !Number.isInteger(value) || value < 1 || value > 10000) {
     throw new RangeError(
       `The "${option}" option must be a whole number from 1, got ${show(value)}`,
     );
   }
+  return value;
 }

@@ -8,16 +8,24 @@ import { show } from "../core/errors.ts";
 import { backoffMs, sleep } from "./backoff.ts";
 
 /**
- * Options of the adapters' `transaction()`.
+ * Options of every adapter's `transaction()`: the retry policy, and how to begin. One type for
+ * every driver (it replaces `PostgresTransactionOptions`, `PgTransactionOptions` and
+ * `BunTransactionOptions`, kept as deprecated aliases).
  *
  * @example
  * ```ts
  * import type { TransactionOptions } from "@pg-iam/pg-iam/postgres";
  *
- * const options: TransactionOptions = { maxAttempts: 8, maxDelayMs: 500 };
+ * const options: TransactionOptions = { maxAttempts: 8, begin: "isolation level serializable" };
  * ```
  */
 export interface TransactionOptions {
+  /**
+   * How to begin: what follows `BEGIN`, e.g. `"isolation level serializable"` (postgres.js's and
+   * Bun.SQL's `sql.begin()` take it before the function; node-postgres sends `BEGIN <begin>`). In
+   * a savepoint: none, or the outer transaction's.
+   */
+  begin?: string;
   /** How many times to run the transaction in all, the first included. Default: 5. */
   maxAttempts?: number;
   /** The first backoff's upper bound in ms (doubling each attempt, full jitter). Default: 20. */
@@ -135,11 +143,15 @@ export function connectionLost(error: unknown): boolean {
 /** Checked TransactionOptions with their defaults. */
 export function checkTransactionOptions(
   o: TransactionOptions | undefined,
-): Required<Omit<TransactionOptions, "onRetry">> & Pick<TransactionOptions, "onRetry"> {
+): Required<Omit<TransactionOptions, "onRetry" | "begin">> & Pick<TransactionOptions, "onRetry"> {
   if (o !== undefined && (typeof o !== "object" || o === null)) {
     throw new TypeError(`The transaction options must be an object, got ${show(o)}`);
   }
-  const whole = (name: keyof TransactionOptions, fallback: number, min: number) => {
+  const whole = (
+    name: "maxAttempts" | "baseDelayMs" | "maxDelayMs",
+    fallback: number,
+    min: number,
+  ) => {
     const value = o?.[name] ?? fallback;
     if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > 1e6) {
       throw new RangeError(
@@ -191,6 +203,20 @@ export async function retrying<T>(
       await sleep(delayMs);
     }
   }
+}
+
+/** What `node:async_hooks` gives, as far as {@linkcode nestingOf} needs it. */
+export interface AsyncHooks {
+  AsyncLocalStorage?: new () => AsyncContext<Running>;
+}
+
+/**
+ * The adapters' one Nesting factory: AsyncLocalStorage from the `node:async_hooks` module they pass
+ * in (this layer is Web-only), made on first use; none where the runtime has none.
+ */
+export function nestingOf(hooks: AsyncHooks, handle: string): Nesting {
+  const { AsyncLocalStorage } = hooks;
+  return new Nesting(() => AsyncLocalStorage ? new AsyncLocalStorage() : undefined, handle);
 }
 
 /** AsyncLocalStorage's two methods: the adapters pass node:async_hooks' in (this layer is Web-only). */
@@ -284,4 +310,50 @@ export function checkNestedMode(begin: string | undefined, outer: string | undef
         outer === undefined ? "not known" : show(outer)
       })`,
   );
+}
+
+/** A transaction handle of a driver with a `savepoint()` API (postgres.js, Bun.SQL). */
+export interface SavepointHandle {
+  // deno-lint-ignore no-explicit-any
+  savepoint(fn: (sp: any) => unknown): Promise<unknown>;
+}
+
+/** The mode (`begin`) of each transaction()'s handle, and of the savepoints in it. */
+const modes = new WeakMap<object, string>();
+
+/**
+ * `fn` in a savepoint of the running transaction `tx` (its driver's `savepoint()`): in the mode
+ * of the transaction around it, which `begin` cannot change; never retried by itself.
+ */
+export function inSavepoint<H extends SavepointHandle, T>(
+  tx: H,
+  fn: (sp: H) => T | Promise<T>,
+  options: TransactionOptions | undefined,
+  begin: string,
+): Promise<T> {
+  checkTransactionOptions(options);
+  const mode = modes.get(tx);
+  checkNestedMode(begin, mode);
+  return tx.savepoint((sp: H) => {
+    if (mode !== undefined) modes.set(sp, mode);
+    return fn(sp);
+  }) as Promise<T>;
+}
+
+/**
+ * A transaction's work on a driver with a `savepoint()` API: `tx` marked with its mode (for the
+ * savepoints in it), `fn` marked as inside a transaction() of `pool`, then `workDone()`.
+ */
+export async function transactionWork<H extends object, T>(
+  nesting: Nesting,
+  pool: object,
+  tx: H,
+  begin: string,
+  fn: (tx: H) => T | Promise<T>,
+  workDone: () => void,
+): Promise<T> {
+  modes.set(tx, begin);
+  const result = await nesting.run(pool, () => fn(tx));
+  workDone();
+  return result;
 }

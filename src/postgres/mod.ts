@@ -16,39 +16,51 @@
  */
 
 import * as asyncHooks from "node:async_hooks";
-import type { ConnectionOptions } from "node:tls";
 import postgres from "postgres";
 import * as postgresModule from "postgres";
 import type { Options as PgOptions, PostgresType, Sql, TransactionSql } from "postgres";
 import { show } from "../core/errors.ts";
 import { checkPort } from "../core/_options.ts";
-import { parseTarget, sslModeOption, stringOption } from "../connection/target.ts";
+import {
+  type Adapter,
+  dsqlDefaultLifetime,
+  intake,
+  intakePlan,
+  intakeSigning,
+  type IntakeSpec,
+  transactionCall,
+} from "../connection/adapter.ts";
+import { parseTarget, stringOption } from "../connection/target.ts";
 import type { SslOption } from "../connection/tls.ts";
 import {
-  checkNestedMode,
-  checkTransactionOptions,
   connectionLost,
-  Nesting,
+  inSavepoint,
+  type Nesting,
+  nestingOf,
   retrying,
   type TransactionOptions,
+  transactionWork,
 } from "../connection/retry.ts";
 import { dsqlLifetime, safely, signFor, signingConfig } from "../connection/sign.ts";
-import { checkCount, driverArgs, type IamOptions, urlNames } from "../connection/options.ts";
-import { type PrewarmResult } from "../connection/prewarm.ts";
+import { type IamOptions, urlNames } from "../connection/options.ts";
+import {
+  checkMax,
+  pacedPrewarm,
+  type PrewarmOptions,
+  type PrewarmResult,
+} from "../connection/prewarm.ts";
 import {
   type ConnectEvent,
   connectTimeoutReader,
   IamSocket,
   type SocketPlan,
 } from "../connection/socket.ts";
-import { socketPlan } from "../connection/socket-plan.ts";
 import { ON_WORKERD } from "../connection/socket-workerd.ts";
 import { checkStartupParameters } from "../connection/pgwire.ts";
-import { checkMax, pacedPrewarm, type PrewarmOptions } from "../connection/prewarm.ts";
 
 export type { ConnectEvent, ConnectStep, ConnectTimings } from "../connection/socket.ts";
 export type { SslOption } from "../connection/tls.ts";
-export type { PrewarmOptions } from "../connection/prewarm.ts";
+export type { PrewarmOptions, PrewarmResult } from "../connection/prewarm.ts";
 export {
   isOccError,
   type RetryEvent,
@@ -56,8 +68,8 @@ export {
   TransactionOutcomeUnknownError,
 } from "../connection/retry.ts";
 export { IamAuthError } from "../connection/sign.ts";
-export { type IamOptions, type TokenEvent } from "../connection/options.ts";
-export { type PrewarmResult } from "../connection/prewarm.ts";
+export { CredentialsError, type CredentialsErrorCode } from "../core/errors.ts";
+export type { IamOptions, TokenEvent } from "../connection/options.ts";
 export type { Credentials, CredentialsOption, CredentialsProvider } from "../core/credentials.ts";
 
 /** Options of {@linkcode iamPostgres}: postgres.js options (minus passwords) plus IAM ones. */
@@ -82,7 +94,15 @@ export type IamPostgresOptions<T extends Record<string, PostgresType> = {}> =
      * a target is refused on Workers when the client is created. Ignored elsewhere.
      */
     dangerouslyUsePlatformCas?: boolean;
-    /** Called for every physical connection start, with timings. */
+    /**
+     * Called for every physical connection start, with timings; the same name on every driver.
+     */
+    onIamConnect?: (event: ConnectEvent) => void;
+    /**
+     * The old name of `onIamConnect`, on this driver only.
+     *
+     * @deprecated Use `onIamConnect`, the hook's name on every driver.
+     */
     onConnect?: (event: ConnectEvent) => void;
     /** Open this many connections right away (IAM connects are slow); see {@linkcode prewarm}. */
     prewarm?: number;
@@ -156,7 +176,7 @@ export type IamSql<T extends Record<string, PostgresType> = {}> = Sql<
  *   user: "admin",
  *   database: "postgres",
  *   prewarm: 4,
- *   onConnect: (e) => console.log(e.ok, e.timings.totalMs),
+ *   onIamConnect: (e) => console.log(e.ok, e.timings.totalMs),
  * });
  * ```
  *
@@ -175,66 +195,9 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
   url?: string | IamPostgresOptions<T>,
   options?: IamPostgresOptions<T>,
 ): IamSql<T> {
-  const args = driverArgs("iamPostgres", url, options);
-  const iam = args.iam;
-  const {
-    dangerouslyDisableTls,
-    dangerouslyUsePlatformCas,
-    onConnect,
-    prewarm: prewarmCount,
-    ssl,
-    host: hostOption,
-    hostname,
-    port: portOption,
-    user: userOption,
-    username,
-    database,
-    db,
-    path,
-    require_auth: requireAuth,
-    channel_binding: channelBinding,
-    ...pgOptions
-  } = args.rest;
-  if (onConnect !== undefined && typeof onConnect !== "function") {
-    throw new TypeError(`The "onConnect" option must be a function, got ${show(onConnect)}`);
-  }
-  if (dangerouslyUsePlatformCas !== undefined && typeof dangerouslyUsePlatformCas !== "boolean") {
-    throw new TypeError(
-      `The "dangerouslyUsePlatformCas" option must be a boolean, got ${
-        show(dangerouslyUsePlatformCas)
-      }`,
-    );
-  }
-  if (pgOptions.socket !== undefined) {
-    throw new TypeError(
-      `The "socket" option cannot be combined with iamPostgres(): pg-iam provides the socket ` +
-        `(for a tunnel, connect to its local port and set signingHostname)`,
-    );
-  }
-  if (path !== undefined) {
-    throw new TypeError(
-      `iamPostgres() connects over TCP, got the unix socket ${show(path)}: IAM tokens ` +
-        `are for RDS and DSQL endpoints (or a local gateway on a TCP port)`,
-    );
-  }
-
-  // One parser for the target (connection string, options, libpq variables), as everywhere.
-  const target = parseTarget({
-    url: args.url,
-    explicit: {
-      host: one(hostname ?? hostOption, hostname === undefined ? "host" : "hostname") as string,
-      port: one(portOption, "port") as number | string | undefined,
-      user: stringOption(username ?? userOption, username === undefined ? "user" : "username"),
-      database: stringOption(database ?? db, database === undefined ? "database" : "db"),
-      sslmode: sslModeOption(ssl),
-      require_auth: stringOption(requireAuth, "require_auth"),
-      channel_binding: stringOption(channelBinding, "channel_binding"),
-    },
-    explicitName: (key) => `the "${key === "sslmode" ? "ssl" : key}" option`,
-    dangerouslyDisableTls: dangerouslyDisableTls === true,
-  });
-  const host = target.host ?? target.hostaddr ?? "localhost";
-  const port = target.port ?? 5432;
+  const i = intake(SPEC, url, options);
+  const { target, host, port } = i;
+  const pgOptions = i.driver;
   const pgDefaults: Record<string, unknown> = {
     connect_timeout: target.connectTimeout,
     keep_alive: target.keepAlive,
@@ -287,20 +250,10 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
   const connectTimeout = typeof parsed.connect_timeout === "number"
     ? parsed.connect_timeout || 30
     : 30;
-  const config = signingConfig(
-    { ...target.iam as IamOptions, ...iam as IamOptions, host, port, user: parsed.user },
-    connectTimeout,
-    urlNames(target, iam),
-  );
-
+  const signing = intakeSigning(i, parsed.user, connectTimeout);
   const lifetime = parsed.max_lifetime; // a function: postgres.js's default (30–60 minutes)
-  const dsql = config.service === "dsql" && typeof lifetime === "function";
-  if (config.service === "dsql" && !dsql && !(typeof lifetime === "number" && lifetime < 3600)) {
-    throw new RangeError(
-      `The "max_lifetime" option must be below 3600 seconds for Aurora DSQL, which closes ` +
-        `connections at 60 minutes; got ${show(lifetime)}`,
-    );
-  }
+  const dsql = signing.service === "dsql" &&
+    dsqlDefaultLifetime("max_lifetime", lifetime, typeof lifetime === "function");
   // Built again, with what only the parsed options tell: for DSQL a lifetime below its 60
   // minutes, jittered per connection so that connections do not all recycle at once (postgres.js
   // 4 draws it per connection; 3.x per pool slot, when it builds the client); on postgres.js 4 the
@@ -314,24 +267,14 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
     } as PgOptions<T>) as unknown as IamSql<T>;
   }
 
-  ref.plan = socketPlan({
-    target,
-    host,
-    port,
-    signing: config,
-    tlsOverride: typeof ssl === "object" && ssl !== null ? ssl as ConnectionOptions : undefined,
+  ref.plan = intakePlan(i, signing, {
     connectTimeoutMs: connectTimeoutReader(parsed.connect_timeout),
-    onConnect: onConnect as ((event: ConnectEvent) => void) | undefined,
-    dangerouslyUsePlatformCas: dangerouslyUsePlatformCas === true,
     // postgres.js 4 asks again itself on 53300 (with its backoff, within connect_timeout), as
     // without pg-iam; DSQL's 53400 it does not.
     busy: POSTGRES_4 ? ["53400"] : undefined,
     startupParams: () => startupOf(sql.options as unknown as typeof parsed),
   });
-  if (prewarmCount !== undefined) {
-    checkCount(prewarmCount, "prewarm");
-    void prewarm(sql, prewarmCount as number);
-  }
+  if (i.prewarm !== undefined) void prewarm(sql, i.prewarm);
   return sql;
 }
 
@@ -373,11 +316,19 @@ export function prewarm(
   );
 }
 
-/** Options of {@linkcode transaction}: the retry policy, and how to begin. */
-export interface PostgresTransactionOptions extends TransactionOptions {
-  /** What postgres.js's `sql.begin()` takes before the function, e.g. `"isolation level serializable"`. */
-  begin?: string;
-}
+/**
+ * The old name of {@linkcode TransactionOptions}, which every adapter now shares.
+ *
+ * @deprecated Use {@linkcode TransactionOptions}.
+ *
+ * @example
+ * ```ts
+ * import type { TransactionOptions } from "@pg-iam/pg-iam/postgres";
+ *
+ * const options: TransactionOptions = { begin: "isolation level serializable" };
+ * ```
+ */
+export type PostgresTransactionOptions = TransactionOptions;
 
 /**
  * Runs `fn` in a transaction (postgres.js's `sql.begin`) and runs it again on an optimistic
@@ -420,27 +371,13 @@ export function transaction<T>(
   sql: Sql<any> | TransactionSql<any>,
   // deno-lint-ignore no-explicit-any
   fn: (tx: TransactionSql<any>) => T | Promise<T>,
-  options?: PostgresTransactionOptions,
+  options?: TransactionOptions,
 ): Promise<T> {
-  if (typeof fn !== "function") {
-    throw new TypeError(`transaction() expects a function, got ${show(fn)}`);
-  }
-  const begin = options?.begin ?? "";
-  if (typeof begin !== "string") {
-    throw new TypeError(`The "begin" option must be a string, got ${show(begin)}`);
-  }
+  const begin = transactionCall(fn, options);
   if (typeof (sql as { savepoint?: unknown })?.savepoint === "function") {
     // A transaction's sql (postgres.js gives only those a savepoint()).
     // deno-lint-ignore no-explicit-any
-    const tx = sql as TransactionSql<any>;
-    checkTransactionOptions(options);
-    const mode = modes.get(tx);
-    checkNestedMode(begin, mode);
-    // deno-lint-ignore no-explicit-any
-    return tx.savepoint((sp: TransactionSql<any>) => {
-      if (mode !== undefined) modes.set(sp, mode);
-      return fn(sp);
-    }) as Promise<T>;
+    return inSavepoint(sql as TransactionSql<any>, fn, options, begin);
   }
   if (typeof (sql as { begin?: unknown })?.begin !== "function") {
     throw new TypeError(
@@ -452,25 +389,18 @@ export function transaction<T>(
   nesting.check(sql);
   return retrying(
     (workDone) =>
-      (sql as Sql).begin(begin, async (tx) => {
-        modes.set(tx, begin);
-        const result = await nesting.run(sql, () => fn(tx));
-        workDone();
-        return result;
-      }) as Promise<T>,
+      (sql as Sql).begin(
+        begin,
+        // deno-lint-ignore no-explicit-any
+        (tx) => transactionWork(nesting, sql, tx as TransactionSql<any>, begin, fn, workDone),
+      ) as Promise<T>,
     options,
     connectionLost,
   );
 }
 
-/** The mode (`begin`) of each transaction()'s `tx`, and of the savepoints in it. */
-const modes = new WeakMap<object, string>();
-
 /** A marker of transaction()s running in an async context (nested ones on the same sql fail). */
-const nesting = new Nesting(
-  () => asyncHooks.AsyncLocalStorage ? new asyncHooks.AsyncLocalStorage() : undefined,
-  "tx",
-);
+const nesting: Nesting = nestingOf(asyncHooks, "tx");
 
 /**
  * Options of {@linkcode iamPassword}: the IAM options but `tokenReuse` (a password function cannot
@@ -587,6 +517,39 @@ export function iamPassword(options: IamPasswordOptions): () => Promise<string> 
 }
 
 // ---- internals ----
+
+/** How postgres.js names its options, for the shared intake. */
+const SPEC: IntakeSpec = {
+  fn: "iamPostgres",
+  url: "argument",
+  aliases: { hostname: "host", username: "user" },
+  fallbacks: { db: "database" },
+  one,
+  libpqOptions: ["require_auth", "channel_binding"],
+  deprecatedHook: "onConnect",
+  check: (driver) => {
+    if (driver.socket !== undefined) {
+      throw new TypeError(
+        `The "socket" option cannot be combined with iamPostgres(): pg-iam provides the socket ` +
+          `(for a tunnel, connect to its local port and set signingHostname)`,
+      );
+    }
+    if (driver.path !== undefined) {
+      throw new TypeError(
+        `iamPostgres() connects over TCP, got the unix socket ${show(driver.path)}: IAM tokens ` +
+          `are for RDS and DSQL endpoints (or a local gateway on a TCP port)`,
+      );
+    }
+  },
+};
+
+// The adapter contract, checked by the compiler.
+void ({ create: iamPostgres, prewarm, transaction } satisfies Adapter<
+  IamSql,
+  // deno-lint-ignore no-explicit-any
+  TransactionSql<any>,
+  IamPostgresOptions
+>);
 
 // The installed major: postgres.js 4 also exports PostgresError by name (3.x only a default).
 const POSTGRES_4: boolean = "PostgresError" in postgresModule;
