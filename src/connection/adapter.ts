@@ -14,16 +14,51 @@ import { socketPlan } from "./socket-plan.ts";
 import type { PrewarmOptions, PrewarmResult } from "./prewarm.ts";
 import type { TransactionOptions } from "./retry.ts";
 
-/** The options every adapter takes beside its driver's: the IAM ones, TLS, the hooks, prewarm. */
-export interface AdapterOptions extends IamOptions {
-  /** TLS: a mode (default `"verify-full"`) or TLS options merged over pg-iam's defaults. */
+/**
+ * The connection options of the adapters whose connections pg-iam opens (postgres.js and
+ * node-postgres), beside the {@linkcode IamOptions} and the driver's own.
+ *
+ * @example
+ * ```ts
+ * import type { IamConnectOptions } from "@pg-iam/pg-iam/pg";
+ *
+ * const options: IamConnectOptions = {
+ *   ssl: "verify-full",
+ *   onIamConnect: (e) => console.log(e.ok, e.timings.totalMs),
+ * };
+ * ```
+ */
+export interface IamConnectOptions {
+  /**
+   * TLS. Default `"verify-full"`: RDS against the RDS CA bundle, DSQL against the system roots,
+   * both checked against `signingHostname` (or the host). An object is merged over those
+   * defaults (`ca`, `servername`, …). Plaintext needs `dangerouslyDisableTls: true`.
+   */
   ssl?: SslOption;
-  /** Sends tokens without TLS. For a local gateway only. */
+  /** Sends tokens without TLS. For a local gateway only: a token on the wire is a password. */
   dangerouslyDisableTls?: boolean;
-  /** Called for every physical connection start, with timings. */
+  /**
+   * Cloudflare Workers only: check the server's certificate against the CAs the Worker's
+   * runtime trusts (publicly trusted CAs; a workerd config's `trustedCertificates`) instead of
+   * the RDS CA or your `sslrootcert`/`ssl.ca`, which a Worker cannot be given. Without it, such
+   * a target is refused on Workers when the client is created. Ignored elsewhere.
+   */
+  dangerouslyUsePlatformCas?: boolean;
+  /**
+   * Called for every physical connection start, with timings; the same name on every driver
+   * (node-postgres's own `onConnect` is pg-pool's, called with the connected client).
+   */
   onIamConnect?: (event: ConnectEvent) => void;
-  /** Open this many connections right away. */
-  prewarm?: number;
+}
+
+/** What the adapter contract asks of every adapter's options. */
+export interface AdapterOptions extends IamOptions {
+  /** TLS: a mode or TLS options. */
+  ssl?: SslOption;
+  /** Sends tokens without TLS. */
+  dangerouslyDisableTls?: boolean;
+  /** The connection hook (refused where the driver cannot time connections). */
+  onIamConnect?: (event: ConnectEvent) => void;
 }
 
 /**

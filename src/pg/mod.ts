@@ -22,6 +22,7 @@ import { show } from "../core/errors.ts";
 import {
   type Adapter,
   dsqlDefaultLifetime,
+  type IamConnectOptions,
   type Intake,
   intake,
   intakePlan,
@@ -30,7 +31,6 @@ import {
   transactionCall,
 } from "../connection/adapter.ts";
 import { optionsSetting } from "../connection/target.ts";
-import type { SslOption } from "../connection/tls.ts";
 import {
   checkMax,
   pacedPrewarm,
@@ -49,22 +49,13 @@ import {
 } from "../connection/retry.ts";
 import { dsqlLifetime } from "../connection/sign.ts";
 import type { IamOptions } from "../connection/options.ts";
-import { type ConnectEvent, IamSocket } from "../connection/socket.ts";
+import { IamSocket } from "../connection/socket.ts";
 import { checkStartupParameters } from "../connection/pgwire.ts";
 
+export * from "../connection/public.ts";
 export type { ConnectEvent, ConnectStep, ConnectTimings } from "../connection/socket.ts";
-export type { SslOption } from "../connection/tls.ts";
-export type { PrewarmOptions, PrewarmResult } from "../connection/prewarm.ts";
-export {
-  isOccError,
-  type RetryEvent,
-  type TransactionOptions,
-  TransactionOutcomeUnknownError,
-} from "../connection/retry.ts";
 export { IamAuthError } from "../connection/sign.ts";
-export { CredentialsError, type CredentialsErrorCode } from "../core/errors.ts";
-export type { IamOptions, TokenEvent } from "../connection/options.ts";
-export type { Credentials, CredentialsOption, CredentialsProvider } from "../core/credentials.ts";
+export type { IamConnectOptions } from "../connection/adapter.ts";
 /** node-postgres's `Pool` (from `pg`), as {@linkcode iamPool} returns it. */
 export type Pool = pg.Pool;
 /** node-postgres's `Client` (from `pg`), as {@linkcode iamClient} returns it. */
@@ -79,26 +70,7 @@ export type ClientConfig = pg.ClientConfig;
 export type IamClientConfig =
   & Omit<ClientConfig, "password" | "ssl" | "stream">
   & IamOptions
-  & {
-    /**
-     * TLS. Default `"verify-full"`: RDS against the RDS CA bundle, DSQL against the system roots,
-     * both checked against `signingHostname` (or the host). An object is merged over those
-     * defaults (`ca`, `servername`, …). Plaintext needs `dangerouslyDisableTls: true`.
-     */
-    ssl?: SslOption;
-    /** Sends tokens without TLS. For a local gateway only: a token on the wire is a password. */
-    dangerouslyDisableTls?: boolean;
-    /**
-     * Cloudflare Workers only: verify the certificate against the CAs the Worker trusts instead of
-     * the RDS CA (or your `ssl.ca`), which a Worker cannot be given. Ignored elsewhere.
-     */
-    dangerouslyUsePlatformCas?: boolean;
-    /**
-     * Called for every physical connection start, with timings; the same name on every driver
-     * (`onConnect` is node-postgres's own pool hook, called with the connected client).
-     */
-    onIamConnect?: (event: ConnectEvent) => void;
-  };
+  & IamConnectOptions;
 
 /** What `iamPool()` takes: `pg.PoolConfig` (minus passwords and the stream) plus IAM options. */
 export type IamPoolConfig =

@@ -24,6 +24,7 @@ import { checkPort } from "../core/_options.ts";
 import {
   type Adapter,
   dsqlDefaultLifetime,
+  type IamConnectOptions,
   intake,
   intakePlan,
   intakeSigning,
@@ -31,7 +32,6 @@ import {
   transactionCall,
 } from "../connection/adapter.ts";
 import { parseTarget, stringOption } from "../connection/target.ts";
-import type { SslOption } from "../connection/tls.ts";
 import {
   connectionLost,
   inSavepoint,
@@ -58,19 +58,10 @@ import {
 import { ON_WORKERD } from "../connection/socket-workerd.ts";
 import { checkStartupParameters } from "../connection/pgwire.ts";
 
+export * from "../connection/public.ts";
 export type { ConnectEvent, ConnectStep, ConnectTimings } from "../connection/socket.ts";
-export type { SslOption } from "../connection/tls.ts";
-export type { PrewarmOptions, PrewarmResult } from "../connection/prewarm.ts";
-export {
-  isOccError,
-  type RetryEvent,
-  type TransactionOptions,
-  TransactionOutcomeUnknownError,
-} from "../connection/retry.ts";
 export { IamAuthError } from "../connection/sign.ts";
-export { CredentialsError, type CredentialsErrorCode } from "../core/errors.ts";
-export type { IamOptions, TokenEvent } from "../connection/options.ts";
-export type { Credentials, CredentialsOption, CredentialsProvider } from "../core/credentials.ts";
+export type { IamConnectOptions } from "../connection/adapter.ts";
 
 /** Options of {@linkcode iamPostgres}: postgres.js options (minus passwords) plus IAM ones. */
 // `{}` mirrors postgres.js's own signature, so inferred custom types stay identical.
@@ -78,26 +69,8 @@ export type { Credentials, CredentialsOption, CredentialsProvider } from "../cor
 export type IamPostgresOptions<T extends Record<string, PostgresType> = {}> =
   & Omit<PgOptions<T>, "password" | "pass" | "ssl" | "require_auth" | "channel_binding">
   & IamOptions
+  & IamConnectOptions
   & {
-    /**
-     * TLS. Default `"verify-full"`: RDS against the RDS CA bundle, DSQL against the system roots,
-     * both checked against `signingHostname` (or the host). An object is merged over those
-     * defaults (`ca`, `servername`, …). Plaintext needs `dangerouslyDisableTls: true`.
-     */
-    ssl?: SslOption;
-    /** Sends tokens without TLS. For a local gateway only: a token on the wire is a password. */
-    dangerouslyDisableTls?: boolean;
-    /**
-     * Cloudflare Workers only: check the server's certificate against the CAs the Worker's
-     * runtime trusts (publicly trusted CAs; a workerd config's `trustedCertificates`) instead of
-     * the RDS CA or your `sslrootcert`/`ssl.ca`, which a Worker cannot be given. Without it, such
-     * a target is refused on Workers when the client is created. Ignored elsewhere.
-     */
-    dangerouslyUsePlatformCas?: boolean;
-    /**
-     * Called for every physical connection start, with timings; the same name on every driver.
-     */
-    onIamConnect?: (event: ConnectEvent) => void;
     /**
      * The old name of `onIamConnect`, on this driver only.
      *
