@@ -5,10 +5,11 @@
  *
  * What Bun's client allows, and what it does not (it opens its own sockets, so pg-iam cannot do the
  * login itself as it does for postgres.js and node-postgres):
- * - A rejected token fails that query with the server's error (28P01); the next connection signs
- *   with force-refreshed credentials. There is no transparent retry of the same query.
- * - `onToken` reports credentials and signing times; there is no `onConnect` with TCP, TLS and
- *   authentication times (Bun reports no per-connection timings).
+ * - A rejected token fails that query with Bun.SQL's own error (`errno` 28P01), which Bun hands
+ *   the query itself: this module exports no `IamAuthError`. The next connection signs with
+ *   force-refreshed credentials. There is no transparent retry of the same query.
+ * - `onToken` reports credentials and signing times; `onIamConnect` (TCP, TLS and authentication
+ *   times on the other drivers) is a TypeError here: Bun reports no per-connection timings.
  * - A DSQL client's `maxLifetime` defaults to 45–55 minutes, drawn once per client: Bun takes one
  *   lifetime for all its connections.
  *
