@@ -182,3 +182,31 @@ test("Bun.SQL: onIamConnect is refused by that name, saying why (Bun opens its o
   });
   closers.push(() => sql.close({ timeout: 0 }));
 });
+
+test(
+  "a login rejected twice: postgres.js and node-postgres fail the query with IamAuthError; Bun.SQL with its own error (errno 28P01), so ./bun exports none",
+  TIMEOUT,
+  async () => {
+    const g = await testGateway(KEYS);
+    const stale = { credentials: { accessKeyId: "AKIDSTALE", secretAccessKey: "stale" } };
+    const isIamAuthError = (e: Error) => {
+      assert.ok(e instanceof postgresAdapter.IamAuthError, String(e));
+      assert.equal((e as { code?: string }).code, "28P01");
+      assert.match(e.message, /rejected twice.*rds_iam/);
+      return true;
+    };
+    await assert.rejects(postgresClient(g, stale)`select 1`, isIamAuthError);
+    await assert.rejects(pgPool(g, stale).query("select 1"), isIamAuthError);
+    if (!BUN) return;
+    const sql = bunAdapter.iamSql({ ...endpoint(g), max: 1, ...stale });
+    closers.push(() => sql.close({ timeout: 0 }));
+    // Twice: the second connection signed with force-refreshed (here the same stale) credentials.
+    for (let i = 0; i < 2; i++) {
+      await assert.rejects(sql`select 1`, (e: Error & { errno?: string }) => {
+        assert.equal(e.errno, "28P01");
+        assert.equal(e instanceof postgresAdapter.IamAuthError, false);
+        return true;
+      });
+    }
+  },
+);

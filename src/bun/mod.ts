@@ -27,32 +27,23 @@
 import * as asyncHooks from "node:async_hooks";
 import { createRequire } from "node:module";
 import { checkServerIdentity, type PeerCertificate } from "node:tls";
-import { show } from "../core/errors.ts";
 import {
   type Adapter,
   dsqlDefaultLifetime,
   intake,
   intakeSigning,
   type IntakeSpec,
-  transactionCall,
+  prewarmClient,
 } from "../connection/adapter.ts";
 import { tlsError, type TlsPlan, tlsPlan } from "../connection/tls.ts";
 import type { SslOption } from "../connection/tls.ts";
+import type { PrewarmOptions, PrewarmResult } from "../connection/prewarm.ts";
 import {
-  checkMax,
-  pacedPrewarm,
-  type PrewarmOptions,
-  type PrewarmResult,
-} from "../connection/prewarm.ts";
-import {
-  connectionLost,
-  inSavepoint,
-  type Nesting,
   nestingOf,
-  retrying,
+  type SavepointDriver,
   type SavepointHandle,
+  savepointTransaction,
   type TransactionOptions,
-  transactionWork,
 } from "../connection/retry.ts";
 import { connectHost, dsqlLifetime, signFor } from "../connection/sign.ts";
 import type { IamOptions } from "../connection/options.ts";
@@ -255,15 +246,12 @@ export function prewarm(
   connections: number,
   options?: PrewarmOptions,
 ): Promise<PrewarmResult> {
-  checkMax(connections, (sql as { options?: { max?: number } }).options?.max);
-  return pacedPrewarm(
-    connections,
-    options,
-    () => sql.reserve() as Promise<{ release(): void }>,
-    (reserved) => reserved.release(),
-    sql as unknown as Record<string, unknown>,
-    ["close", "end"],
-  );
+  const max = (sql as { options?: { max?: number } }).options?.max;
+  return prewarmClient(sql, max, connections, options, {
+    open: () => sql.reserve() as Promise<{ release(): void }>,
+    release: (reserved) => reserved.release(),
+    closers: ["close", "end"],
+  });
 }
 
 /**
@@ -320,33 +308,15 @@ export function transaction<T>(
   fn: (tx: BunSqlClient) => T | Promise<T>,
   options?: TransactionOptions,
 ): Promise<T> {
-  const begin = transactionCall(fn, options);
-  if (typeof sql?.savepoint === "function") {
-    // A transaction's sql (Bun gives only those a savepoint()).
-    return inSavepoint(sql as BunSqlClient & SavepointHandle, fn, options, begin);
-  }
-  if (typeof sql?.begin !== "function") {
-    throw new TypeError(
-      `transaction() expects a Bun.SQL client, or the tx of a running transaction, got ${
-        show(sql)
-      }`,
-    );
-  }
-  nesting.check(sql);
-  const run = (tx: BunSqlClient, workDone: () => void) =>
-    transactionWork(nesting, sql, tx, begin, fn, workDone);
-  return retrying(
-    (workDone) =>
-      (begin
-        ? sql.begin(begin, (tx: BunSqlClient) => run(tx, workDone))
-        : sql.begin((tx: BunSqlClient) => run(tx, workDone))) as Promise<T>,
-    options,
-    connectionLost,
-  );
+  return savepointTransaction(sql, fn, options, TRANSACTIONS);
 }
 
-/** A marker of transaction()s running in an async context (nested ones on the same sql fail). */
-const nesting: Nesting = nestingOf(asyncHooks, "tx");
+/** Bun.SQL's transactions: `sql.begin([mode,] fn)`, and the marker of those running. */
+const TRANSACTIONS: SavepointDriver<BunSqlClient, BunSqlClient & SavepointHandle> = {
+  client: "a Bun.SQL client",
+  nesting: nestingOf(asyncHooks, "tx"),
+  begin: (sql, begin, work) => begin ? sql.begin(begin, work) : sql.begin(work),
+};
 
 /** How Bun.SQL names its options, for the shared intake. */
 const SPEC: IntakeSpec = {

@@ -11,7 +11,7 @@ import { type ConnectionTarget, parseTarget, sslModeOption, stringOption } from 
 import type { SslOption } from "./tls.ts";
 import type { ConnectEvent, SocketPlan } from "./socket.ts";
 import { socketPlan } from "./socket-plan.ts";
-import type { PrewarmOptions, PrewarmResult } from "./prewarm.ts";
+import { checkMax, pacedPrewarm, type PrewarmOptions, type PrewarmResult } from "./prewarm.ts";
 import type { TransactionOptions } from "./retry.ts";
 
 /**
@@ -308,17 +308,31 @@ export function intakePlan(
   });
 }
 
-/**
- * The checks of every adapter's `transaction(client, fn, options)` call: `fn` a function, `begin`
- * a string. Returns `begin` (`""` when not given).
- */
-export function transactionCall(fn: unknown, options: { begin?: unknown } | undefined): string {
-  if (typeof fn !== "function") {
-    throw new TypeError(`transaction() expects a function, got ${show(fn)}`);
-  }
-  const begin = options?.begin ?? "";
-  if (typeof begin !== "string") {
-    throw new TypeError(`The "begin" option must be a string, got ${show(begin)}`);
-  }
-  return begin;
+/** How an adapter's driver lends a connection out, for {@linkcode prewarmClient}. */
+export interface PrewarmGlue<T> {
+  /** Takes a connection of the pool (postgres.js's `reserve()`, pg's `connect()`). */
+  open: () => Promise<T>;
+  /** Gives it back. */
+  release: (connection: T) => void;
+  /** The client's methods that close it: a prewarm under way gives its connections back first. */
+  closers: readonly string[];
+}
+
+/** Every adapter's `prewarm()`: `connections` checked against the client's `max`, then paced. */
+export function prewarmClient<T>(
+  client: object,
+  max: unknown,
+  connections: number,
+  options: PrewarmOptions | undefined,
+  glue: PrewarmGlue<T>,
+): Promise<PrewarmResult> {
+  checkMax(connections, typeof max === "number" ? max : undefined);
+  return pacedPrewarm(
+    connections,
+    options,
+    glue.open,
+    glue.release,
+    client as Record<string, unknown>,
+    glue.closers,
+  );
 }

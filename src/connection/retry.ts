@@ -322,38 +322,71 @@ export interface SavepointHandle {
 const modes = new WeakMap<object, string>();
 
 /**
- * `fn` in a savepoint of the running transaction `tx` (its driver's `savepoint()`): in the mode
- * of the transaction around it, which `begin` cannot change; never retried by itself.
+ * The checks of every adapter's `transaction(client, fn, options)` call: `fn` a function, `begin`
+ * a string. Returns `begin` (`""` when not given).
  */
-export function inSavepoint<H extends SavepointHandle, T>(
-  tx: H,
-  fn: (sp: H) => T | Promise<T>,
-  options: TransactionOptions | undefined,
-  begin: string,
-): Promise<T> {
-  checkTransactionOptions(options);
-  const mode = modes.get(tx);
-  checkNestedMode(begin, mode);
-  return tx.savepoint((sp: H) => {
-    if (mode !== undefined) modes.set(sp, mode);
-    return fn(sp);
-  }) as Promise<T>;
+export function transactionCall(fn: unknown, options: { begin?: unknown } | undefined): string {
+  if (typeof fn !== "function") {
+    throw new TypeError(`transaction() expects a function, got ${show(fn)}`);
+  }
+  const begin = options?.begin ?? "";
+  if (typeof begin !== "string") {
+    throw new TypeError(`The "begin" option must be a string, got ${show(begin)}`);
+  }
+  return begin;
+}
+
+/** A driver whose transactions hand `fn` a handle with a `savepoint()` API (postgres.js, Bun.SQL). */
+export interface SavepointDriver<C, H> {
+  /** What transaction() expects, as its error names it: `"a postgres.js client"`. */
+  client: string;
+  /** The marker of this driver's running transaction()s (from {@linkcode nestingOf}). */
+  nesting: Nesting;
+  /** Begins a transaction of `sql` with `begin` (or none when empty), running `work` in it. */
+  begin: (sql: C, begin: string, work: (tx: H) => Promise<unknown>) => Promise<unknown>;
 }
 
 /**
- * A transaction's work on a driver with a `savepoint()` API: `tx` marked with its mode (for the
- * savepoints in it), `fn` marked as inside a transaction() of `pool`, then `workDone()`.
+ * transaction() on a driver with a `savepoint()` API: given a transaction's handle, `fn` in a
+ * savepoint of it, in its mode and never retried by itself; given the client, a transaction run
+ * again on a conflict, refused while one of the same client runs in this async context.
  */
-export async function transactionWork<H extends object, T>(
-  nesting: Nesting,
-  pool: object,
-  tx: H,
-  begin: string,
+export function savepointTransaction<C extends object, H extends SavepointHandle, T>(
+  sql: C | H,
   fn: (tx: H) => T | Promise<T>,
-  workDone: () => void,
+  options: TransactionOptions | undefined,
+  driver: SavepointDriver<C, H>,
 ): Promise<T> {
-  modes.set(tx, begin);
-  const result = await nesting.run(pool, () => fn(tx));
-  workDone();
-  return result;
+  const begin = transactionCall(fn, options);
+  if (typeof (sql as { savepoint?: unknown })?.savepoint === "function") {
+    // A transaction's handle: the drivers give only those a savepoint().
+    const tx = sql as H;
+    checkTransactionOptions(options);
+    const mode = modes.get(tx);
+    checkNestedMode(begin, mode);
+    return tx.savepoint((sp: H) => {
+      if (mode !== undefined) modes.set(sp, mode);
+      return fn(sp);
+    }) as Promise<T>;
+  }
+  if (typeof (sql as { begin?: unknown })?.begin !== "function") {
+    throw new TypeError(
+      `transaction() expects ${driver.client}, or the tx of a running transaction, got ${
+        show(sql)
+      }`,
+    );
+  }
+  const { nesting } = driver;
+  nesting.check(sql);
+  return retrying(
+    (workDone) =>
+      driver.begin(sql as C, begin, async (tx) => {
+        modes.set(tx, begin);
+        const result = await nesting.run(sql, () => fn(tx));
+        workDone();
+        return result;
+      }) as Promise<T>,
+    options,
+    connectionLost,
+  );
 }

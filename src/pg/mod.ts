@@ -28,15 +28,10 @@ import {
   intakePlan,
   intakeSigning,
   type IntakeSpec,
-  transactionCall,
+  prewarmClient,
 } from "../connection/adapter.ts";
 import { optionsSetting } from "../connection/target.ts";
-import {
-  checkMax,
-  pacedPrewarm,
-  type PrewarmOptions,
-  type PrewarmResult,
-} from "../connection/prewarm.ts";
+import type { PrewarmOptions, PrewarmResult } from "../connection/prewarm.ts";
 import { ON_WORKERD } from "../connection/socket-workerd.ts";
 import {
   checkNestedMode,
@@ -45,6 +40,7 @@ import {
   type Nesting,
   nestingOf,
   retrying,
+  transactionCall,
   type TransactionOptions,
 } from "../connection/retry.ts";
 import { dsqlLifetime } from "../connection/sign.ts";
@@ -193,15 +189,12 @@ export function prewarm(
   connections: number,
   options?: PrewarmOptions,
 ): Promise<PrewarmResult> {
-  checkMax(connections, (pool as Pool & { options?: { max?: number } }).options?.max);
-  return pacedPrewarm(
-    connections,
-    options,
-    () => pool.connect(),
-    (client) => client.release(),
-    pool as unknown as Record<string, unknown>,
-    ["end"],
-  );
+  const max = (pool as Pool & { options?: { max?: number } }).options?.max;
+  return prewarmClient(pool, max, connections, options, {
+    open: () => pool.connect(),
+    release: (client) => client.release(),
+    closers: ["end"],
+  });
 }
 
 /**

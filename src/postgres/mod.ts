@@ -29,26 +29,18 @@ import {
   intakePlan,
   intakeSigning,
   type IntakeSpec,
-  transactionCall,
+  prewarmClient,
 } from "../connection/adapter.ts";
 import { parseTarget, stringOption } from "../connection/target.ts";
 import {
-  connectionLost,
-  inSavepoint,
-  type Nesting,
   nestingOf,
-  retrying,
+  type SavepointDriver,
+  savepointTransaction,
   type TransactionOptions,
-  transactionWork,
 } from "../connection/retry.ts";
 import { dsqlLifetime, safely, signFor, signingConfig } from "../connection/sign.ts";
 import { type IamOptions, urlNames } from "../connection/options.ts";
-import {
-  checkMax,
-  pacedPrewarm,
-  type PrewarmOptions,
-  type PrewarmResult,
-} from "../connection/prewarm.ts";
+import type { PrewarmOptions, PrewarmResult } from "../connection/prewarm.ts";
 import {
   type ConnectEvent,
   connectTimeoutReader,
@@ -278,15 +270,11 @@ export function prewarm(
   connections: number,
   options?: PrewarmOptions,
 ): Promise<PrewarmResult> {
-  checkMax(connections, sql.options.max);
-  return pacedPrewarm(
-    connections,
-    options,
-    () => sql.reserve(),
-    (reserved) => reserved.release(),
-    sql as unknown as Record<string, unknown>,
-    ["end", "close"],
-  );
+  return prewarmClient(sql, sql.options.max, connections, options, {
+    open: () => sql.reserve(),
+    release: (reserved) => reserved.release(),
+    closers: ["end", "close"],
+  });
 }
 
 /**
@@ -346,34 +334,17 @@ export function transaction<T>(
   fn: (tx: TransactionSql<any>) => T | Promise<T>,
   options?: TransactionOptions,
 ): Promise<T> {
-  const begin = transactionCall(fn, options);
-  if (typeof (sql as { savepoint?: unknown })?.savepoint === "function") {
-    // A transaction's sql (postgres.js gives only those a savepoint()).
-    // deno-lint-ignore no-explicit-any
-    return inSavepoint(sql as TransactionSql<any>, fn, options, begin);
-  }
-  if (typeof (sql as { begin?: unknown })?.begin !== "function") {
-    throw new TypeError(
-      `transaction() expects a postgres.js client, or the tx of a running transaction, got ${
-        show(sql)
-      }`,
-    );
-  }
-  nesting.check(sql);
-  return retrying(
-    (workDone) =>
-      (sql as Sql).begin(
-        begin,
-        // deno-lint-ignore no-explicit-any
-        (tx) => transactionWork(nesting, sql, tx as TransactionSql<any>, begin, fn, workDone),
-      ) as Promise<T>,
-    options,
-    connectionLost,
-  );
+  return savepointTransaction(sql, fn, options, TRANSACTIONS);
 }
 
-/** A marker of transaction()s running in an async context (nested ones on the same sql fail). */
-const nesting: Nesting = nestingOf(asyncHooks, "tx");
+/** postgres.js's transactions: `sql.begin(mode, fn)`, and the marker of those running. */
+// deno-lint-ignore no-explicit-any
+const TRANSACTIONS: SavepointDriver<Sql<any>, TransactionSql<any>> = {
+  client: "a postgres.js client",
+  nesting: nestingOf(asyncHooks, "tx"),
+  // deno-lint-ignore no-explicit-any
+  begin: (sql, begin, work) => sql.begin(begin, (tx) => work(tx as TransactionSql<any>)),
+};
 
 /**
  * Options of {@linkcode iamPassword}: the IAM options but `tokenReuse` (a password function cannot
