@@ -5,6 +5,7 @@
 // gateway, each claim with its negative control.
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
 import pg from "pg";
 import * as root from "../mod.ts";
 import * as postgresAdapter from "../src/postgres/mod.ts";
@@ -68,6 +69,34 @@ test("every adapter subpath exports the root's CredentialsError, and one Transac
     new root.CredentialsError("missing", "no credentials") instanceof pgAdapter.CredentialsError,
   );
 });
+
+const DIST = new URL("../dist/", import.meta.url);
+const NO_DIST = existsSync(new URL("chunks/", DIST))
+  ? false
+  : "no bundled dist/: run npm run build";
+
+test(
+  "npm's dist: each adapter subpath exports what its source does, nothing of the layers under it, and the same error classes",
+  { skip: NO_DIST },
+  async () => {
+    const dist = (path: string) => import(new URL(path, DIST).href);
+    const root = await dist("mod.js");
+    for (
+      const [path, source] of [
+        ["src/postgres/mod.js", postgresAdapter],
+        ["src/pg/mod.js", pgAdapter],
+        ["src/bun/mod.js", bunAdapter],
+      ] as const
+    ) {
+      const bundled = await dist(path);
+      // `export *` of a shared module would re-export a whole chunk here (intake, signFor, …).
+      assert.deepEqual(Object.keys(bundled).sort(), Object.keys(source).sort(), path);
+      assert.equal(bundled.CredentialsError, root.CredentialsError, path);
+    }
+    // The control: the comparison sees a name the source lacks.
+    assert.notDeepEqual(Object.keys(root).sort(), Object.keys(postgresAdapter).sort());
+  },
+);
 
 test("IamAuthError is one class where pg-iam does the login (postgres.js, node-postgres); ./bun, where Bun.SQL's own error reaches the query, does not export it", () => {
   assert.equal(typeof postgresAdapter.IamAuthError, "function");
