@@ -49,18 +49,7 @@ import { connectHost, dsqlLifetime, signFor } from "../connection/sign.ts";
 import type { IamOptions } from "../connection/options.ts";
 import { checkStartupParameters } from "../connection/pgwire.ts";
 
-// Not `export *`: the npm build would make it re-export the whole connection layer.
-export { CredentialsError, type CredentialsErrorCode } from "../core/errors.ts";
-export type { Credentials, CredentialsOption, CredentialsProvider } from "../core/credentials.ts";
-export type { IamOptions, TokenEvent } from "../connection/options.ts";
-export type { SslOption } from "../connection/tls.ts";
-export type { PrewarmOptions, PrewarmResult } from "../connection/prewarm.ts";
-export {
-  isOccError,
-  type RetryEvent,
-  type TransactionOptions,
-  TransactionOutcomeUnknownError,
-} from "../connection/retry.ts";
+export * from "../connection/public.ts";
 
 /** A `Bun.SQL` client: a tagged template for queries, and Bun's methods (see Bun's own types). */
 export interface BunSqlClient {

@@ -50,18 +50,7 @@ import {
 import { ON_WORKERD } from "../connection/socket-workerd.ts";
 import { checkStartupParameters } from "../connection/pgwire.ts";
 
-// Not `export *`: the npm build would make it re-export the whole connection layer.
-export { CredentialsError, type CredentialsErrorCode } from "../core/errors.ts";
-export type { Credentials, CredentialsOption, CredentialsProvider } from "../core/credentials.ts";
-export type { IamOptions, TokenEvent } from "../connection/options.ts";
-export type { SslOption } from "../connection/tls.ts";
-export type { PrewarmOptions, PrewarmResult } from "../connection/prewarm.ts";
-export {
-  isOccError,
-  type RetryEvent,
-  type TransactionOptions,
-  TransactionOutcomeUnknownError,
-} from "../connection/retry.ts";
+export * from "../connection/public.ts";
 export type { ConnectEvent, ConnectStep, ConnectTimings } from "../connection/socket.ts";
 export { IamAuthError } from "../connection/sign.ts";
 export type { IamConnectOptions } from "../connection/adapter.ts";
