@@ -11,6 +11,7 @@ import tls from "node:tls";
 import { type Credentials, resolveCredentials } from "../core/credentials.ts";
 import { CredentialsError } from "../core/errors.ts";
 import { envProfile } from "../core/_chain.ts";
+import { withTimeout } from "../core/deadline.ts";
 import { readEnv } from "../core/_env.ts";
 import { parseHostname } from "../core/hostname.ts";
 import { NoRegionError } from "../core/_options.ts";
@@ -863,18 +864,14 @@ function authCause(
   return `the server refused the login: ${error.message}`;
 }
 
+/** `promise`, or the step's timeout error (ETIMEDOUT, as the OS names one) after `timeoutMs`. */
 function within<T>(promise: Promise<T>, timeoutMs: number, step: StepName): Promise<T> {
-  let timer: ReturnType<typeof setTimeout>;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () =>
-        reject(
-          Object.assign(new Error(`${step} timed out after ${timeoutMs / 1000} s`), {
-            code: "ETIMEDOUT",
-          }),
-        ),
-      timeoutMs,
-    );
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+  return withTimeout(
+    promise,
+    timeoutMs,
+    () =>
+      Object.assign(new Error(`${step} timed out after ${timeoutMs / 1000} s`), {
+        code: "ETIMEDOUT",
+      }),
+  );
 }

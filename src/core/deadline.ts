@@ -1,6 +1,6 @@
 // A deadline raced against promises: a connection start bounded by its connect timeout, a
-// credentials provider by credentialsTimeout, the AWS credential chain by its own bound. Web APIs
-// only (setTimeout), so every layer can use it.
+// credentials provider by credentialsTimeout, the AWS credential chain by its own bound, each step
+// of `pg-iam doctor` by --timeout. Web APIs only (setTimeout), so every layer can use it.
 
 /** A deadline that promises can be raced against until it is cleared. */
 export interface Deadline {
