@@ -10,7 +10,7 @@
 //
 //   node bench/als.mjs [--rounds 7] [--ms 1000] [--concurrency 4] [--runtimes node,deno,bun]
 
-import { spawnSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import { dirname, join } from "node:path";
@@ -29,6 +29,9 @@ const ROUNDS = Number(arg("--rounds", "7"));
 const MS = arg("--ms", "1000");
 const CONCURRENCY = arg("--concurrency", "4");
 const RUNTIMES = arg("--runtimes", "node").split(",");
+const TOGETHER = process.argv.includes("--together");
+// Time for four children to start before the common start (more than their start-up takes).
+const START_MS = { node: 1500, deno: 2500, bun: 1500 };
 const DRIVERS = ["postgres", "pg"];
 const VARIANTS = ["plain", "als-once", "als-run", "pg-iam"];
 
@@ -64,17 +67,23 @@ const commands = {
   bun: () => [join(BIN, "bun"), [child]],
 };
 
-function measure(runtime, bundle, driver, variant, address) {
+/** One child's measurement; `startAt` (epoch ms): when it begins its warm-up. */
+function measure(runtime, bundle, driver, variant, address, startAt = 0) {
   const [cmd, pre] = commands[runtime](bundle);
-  const r = spawnSync(cmd, [...pre, driver, variant, address, MS, "400", CONCURRENCY], {
-    cwd: ROOT,
-    encoding: "utf8",
-    env: { ...process.env, NODE_OPTIONS: "" },
+  const args = [...pre, driver, variant, address, MS, "400", CONCURRENCY, String(startAt)];
+  const child = spawn(cmd, args, { cwd: ROOT, env: { ...process.env, NODE_OPTIONS: "" } });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (chunk) => (stdout += chunk));
+  child.stderr.on("data", (chunk) => (stderr += chunk));
+  return new Promise((resolve, reject) => {
+    child.on("error", reject);
+    child.on("close", (status) => {
+      if (status !== 0) {
+        reject(new Error(`${runtime} ${driver} ${variant} failed (${status}): ${stderr}`));
+      } else resolve(JSON.parse(stdout.trim().split("\n").at(-1)));
+    });
   });
-  if (r.status !== 0) {
-    throw new Error(`${runtime} ${driver} ${variant} failed (${r.status}): ${r.stderr}`);
-  }
-  return JSON.parse(r.stdout.trim().split("\n").at(-1));
 }
 
 let server;
@@ -96,13 +105,22 @@ try {
         results[key] ??= Object.fromEntries(VARIANTS.map((v) => [v, []]));
         // A rotating order, so no variant always runs first (or right after another).
         const order = VARIANTS.map((_, i) => VARIANTS[(i + round) % VARIANTS.length]);
-        for (const variant of order) {
-          const m = measure(runtime, bundle, driver, variant, address);
+        const report = (variant, m) => {
           results[key][variant].push(m);
           log(
             `round ${round + 1}/${ROUNDS} ${key} ${variant}: ${m.tps} tx/s, ` +
               `${m.cpuUs.toFixed(1)} µs CPU/tx`,
           );
+        };
+        if (TOGETHER) {
+          // All four at once, from the same instant: the same load on each, the server shared.
+          const startAt = Date.now() + START_MS[runtime];
+          const ms = await Promise.all(
+            order.map((v) => measure(runtime, bundle, driver, v, address, startAt)),
+          );
+          order.forEach((v, i) => report(v, ms[i]));
+        } else {
+          for (const v of order) report(v, await measure(runtime, bundle, driver, v, address));
         }
       }
     }
@@ -111,7 +129,9 @@ try {
   const after = loadavg().map((x) => x.toFixed(2)).join(", ");
   const out = [
     `transaction() throughput, ${CONCURRENCY} in flight, ${MS} ms per process, ${ROUNDS} rounds ` +
-    `interleaved (${seconds} s); load average ${load} before, ${after} after, ${cpus().length} cores`,
+    `${
+      TOGETHER ? "with the four variants at once" : "interleaved"
+    } (${seconds} s); load average ${load} before, ${after} after, ${cpus().length} cores`,
     "",
     "| runtime / driver | variant | tx/s | tx/s vs plain | client CPU µs/tx | CPU vs plain |",
     "|---|---|---:|---:|---:|---:|",

@@ -10,14 +10,15 @@
 // - pg-iam:   pg-iam's transaction() (its nesting check included), on the same plain client.
 //
 //   <runtime> bench/als/child.ts <postgres|pg> <variant> <host:port> [ms] [warmup] [concurrency]
+//     [startAt: epoch ms to start at]
 
 import { AsyncLocalStorage } from "node:async_hooks";
 import process from "node:process";
 import postgres from "postgres";
 import pg from "pg";
 
-const [driver, variant, address, ms = "1500", warmup = "400", concurrency = "4"] = process.argv
-  .slice(2);
+const [driver, variant, address, ms = "1000", warmup = "400", concurrency = "4", startAt = "0"] =
+  process.argv.slice(2);
 const [host, port] = address.split(":");
 const conn = { host, port: Number(port), user: "postgres", database: "postgres" };
 const loops = Number(concurrency);
@@ -76,6 +77,9 @@ async function run(forMs: number): Promise<number> {
   return n;
 }
 
+// bench/als.mjs --together starts the four variants' warm-ups at the same instant.
+const wait = Number(startAt) - Date.now();
+if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
 await run(Number(warmup));
 const t = performance.now();
 const cpu = process.cpuUsage();
