@@ -76,7 +76,7 @@ const sql = iamPostgres({
   onnotice: () => {},
   now: () => Date.now() + offset,
   onToken: (e) => tokens.push(e),
-  onConnect: (e) => connects.push(e),
+  onIamConnect: (e) => connects.push(e),
 });
 let queries = 0;
 let failures = 0;

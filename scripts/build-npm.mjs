@@ -20,6 +20,10 @@ const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8"));
 const deno = JSON.parse(readFileSync(join(root, "deno.json"), "utf8"));
 const LAYERS = ["core", "connection"];
 
+// Modules that only re-export (what every adapter subpath exports): inlined into each export, so
+// that it re-exports those names from the chunks, not the whole chunk (`export *` of a chunk).
+const REEXPORTS = [join(root, "src", "connection", "public.ts")];
+
 /** The layer a source file belongs to, or undefined. */
 const layerOf = (path) => LAYERS.find((layer) => path.startsWith(join(root, "src", layer) + sep));
 
@@ -46,7 +50,9 @@ function bundle(outfile, input, own) {
       name: "layers",
       setup(b) {
         b.onResolve({ filter: /^\.\.?\// }, (args) => {
-          const layer = layerOf(join(args.resolveDir, args.path));
+          const path = join(args.resolveDir, args.path);
+          if (REEXPORTS.includes(path)) return undefined;
+          const layer = layerOf(path);
           if (!layer || layer === own) return undefined;
           return { path: specifier(outfile, join(dist, "chunks", `${layer}.js`)), external: true };
         });

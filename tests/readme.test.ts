@@ -37,6 +37,7 @@ import {
   readdirSync,
   readFileSync,
   rmSync,
+  statSync,
   symlinkSync,
   writeFileSync,
 } from "node:fs";
@@ -592,7 +593,45 @@ test("README and docs/: every ts, js and sh block is run by a test or mirrored b
   }
 });
 
-test("README links to every docs/ page, and every relative link of README and docs/ resolves", () => {
+// The repository on GitHub (package.json's "repository"), where links to what the packages do not
+// ship (bench/, examples/) point: `${REPO}/blob/main/<file>`, `${REPO}/tree/main/<folder>`.
+const REPO = (JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")).repository.url as string)
+  .replace(/^git\+/, "").replace(/\.git$/, "");
+// What both packages ship of this checkout besides the code: npm's "files" that JSR includes too.
+const SHIPPED: string[] = (() => {
+  const npm: string[] = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")).files;
+  const jsr: string[] = JSON.parse(readFileSync(join(ROOT, "jsr.json"), "utf8")).publish.include;
+  return npm.filter((path) => jsr.includes(path));
+})();
+
+/**
+ * The broken links of `file`: a relative one that does not resolve, or that leaves what the
+ * packages ship (it works on GitHub only); a link into the repository (`REPO/blob/main/…`,
+ * `REPO/tree/main/…`) to a file or folder this checkout does not have.
+ */
+function linkProblems(file: string, text: string): string[] {
+  const problems: string[] = [];
+  for (const [, target] of text.matchAll(/\]\(([^)#\s]+)(?:#[^)]*)?\)/g)) {
+    if (target.startsWith(`${REPO}/`)) {
+      const m = /^\/(blob|tree)\/main\/(.+?)\/?$/.exec(target.slice(REPO.length));
+      const local = m && join(ROOT, m[2]);
+      if (!m || !existsSync(local!)) problems.push(`${file}: ${target} (no such path here)`);
+      else if (statSync(local!).isDirectory() !== (m[1] === "tree")) {
+        problems.push(`${file}: ${target} (${m[1] === "tree" ? "a file" : "a folder"} here)`);
+      }
+      continue;
+    }
+    if (/^[a-z]+:/.test(target)) continue;
+    const path = join(dirname(file), target);
+    if (!existsSync(join(ROOT, path))) problems.push(`${file}: ${target}`);
+    else if (!SHIPPED.some((s) => path === s.replace(/\/$/, "") || path.startsWith(s))) {
+      problems.push(`${file}: ${target} (not in the packages: link ${REPO}/blob/main/${path})`);
+    }
+  }
+  return problems;
+}
+
+test("README links to every docs/ page, and every link of README and docs/ resolves, in the packages or the repository", () => {
   const problems: string[] = [];
   const readme = readFileSync(join(ROOT, "README.md"), "utf8");
   for (const page of PAGES.slice(1)) {
@@ -601,13 +640,27 @@ test("README links to every docs/ page, and every relative link of README and do
     }
   }
   for (const file of PAGES) {
-    const text = readFileSync(join(ROOT, file), "utf8");
-    for (const [, target] of text.matchAll(/\]\(([^)#\s]+)(?:#[^)]*)?\)/g)) {
-      if (/^[a-z]+:/.test(target)) continue;
-      if (!existsSync(join(ROOT, dirname(file), target))) problems.push(`${file}: ${target}`);
-    }
+    problems.push(...linkProblems(file, readFileSync(join(ROOT, file), "utf8")));
   }
   assert.deepEqual(problems, []);
+  assert.ok(SHIPPED.includes("docs/") && REPO === "https://github.com/pg-iam/pg-iam", REPO);
+  // The controls: the links the pages have pass; a missing file, a folder linked as a file, and a
+  // relative link to what the packages do not ship fail.
+  const ok =
+    `[a](${REPO}/blob/main/bench/README.md#x) [b](${REPO}/tree/main/examples/serverless/)` +
+    ` [c](cli.md) [d](../README.md#install)`;
+  assert.deepEqual(linkProblems("docs/x.md", ok), []);
+  assert.deepEqual(
+    linkProblems(
+      "docs/x.md",
+      `[a](${REPO}/blob/main/bench/NOPE.md) [b](${REPO}/blob/main/bench) [c](../bench/README.md)`,
+    ),
+    [
+      `docs/x.md: ${REPO}/blob/main/bench/NOPE.md (no such path here)`,
+      `docs/x.md: ${REPO}/blob/main/bench (a folder here)`,
+      `docs/x.md: ../bench/README.md (not in the packages: link ${REPO}/blob/main/bench/README.md)`,
+    ],
+  );
 });
 
 test(T.imports, () => {

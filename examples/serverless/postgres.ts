@@ -1,7 +1,7 @@
 // An AWS Lambda handler on postgres.js with IAM authentication, shaped for short, visible cold
 // starts: the client lives at module scope (warm invocations reuse its connection), the
 // connection opens during Init (an awaited prewarm), and each cold start logs one JSON line saying
-// where the connect time went (onConnect: credentials, signing, TCP, TLS, the server's IAM check).
+// where the connect time went (onIamConnect: credentials, signing, TCP, TLS, the server's IAM check).
 //
 // Deploy with DATABASE_URL=postgres://app@<endpoint>:5432/<database> (the user granted rds_iam);
 // the function's role provides AWS_ACCESS_KEY_ID and friends, the region comes from the endpoint.
@@ -19,7 +19,7 @@ const connects: ConnectEvent[] = [];
 /** The client: one per execution environment, reused by every invocation it serves. */
 export const sql = iamPostgres(process.env.DATABASE_URL, {
   max: 1, // Lambda sends an execution environment one event at a time
-  onConnect: (event) => cold && connects.push(event),
+  onIamConnect: (event) => cold && connects.push(event),
 });
 // Awaited, so the connection is open when Init ends: a connect still running when Lambda freezes
 // the environment would stall until the first invocation thaws it.

@@ -5,10 +5,11 @@
  *
  * What Bun's client allows, and what it does not (it opens its own sockets, so pg-iam cannot do the
  * login itself as it does for postgres.js and node-postgres):
- * - A rejected token fails that query with the server's error (28P01); the next connection signs
- *   with force-refreshed credentials. There is no transparent retry of the same query.
- * - `onToken` reports credentials and signing times; there is no `onConnect` with TCP, TLS and
- *   authentication times (Bun reports no per-connection timings).
+ * - A rejected token fails that query with Bun.SQL's own error (`errno` 28P01), which Bun hands
+ *   the query itself: this module exports no `IamAuthError`. The next connection signs with
+ *   force-refreshed credentials. There is no transparent retry of the same query.
+ * - `onToken` reports credentials and signing times; `onIamConnect` (TCP, TLS and authentication
+ *   times on the other drivers) is a TypeError here: Bun reports no per-connection timings.
  * - A DSQL client's `maxLifetime` defaults to 45–55 minutes, drawn once per client: Bun takes one
  *   lifetime for all its connections.
  *
@@ -25,47 +26,30 @@
 
 import * as asyncHooks from "node:async_hooks";
 import { createRequire } from "node:module";
-import { checkServerIdentity, type ConnectionOptions, type PeerCertificate } from "node:tls";
-import { show } from "../core/errors.ts";
-import { parseTarget, sslModeOption, stringOption } from "../connection/target.ts";
-import { type SslOption, tlsError, type TlsPlan, tlsPlan } from "../connection/tls.ts";
-import { checkMax, pacedPrewarm, type PrewarmOptions } from "../connection/prewarm.ts";
+import { checkServerIdentity, type PeerCertificate } from "node:tls";
 import {
-  checkNestedMode,
-  checkTransactionOptions,
-  connectionLost,
-  Nesting,
-  retrying,
+  type Adapter,
+  dsqlDefaultLifetime,
+  intake,
+  intakeSigning,
+  type IntakeSpec,
+  prewarmClient,
+} from "../connection/adapter.ts";
+import { tlsError, type TlsPlan, tlsPlan } from "../connection/tls.ts";
+import type { SslOption } from "../connection/tls.ts";
+import type { PrewarmOptions, PrewarmResult } from "../connection/prewarm.ts";
+import {
+  nestingOf,
+  type SavepointDriver,
+  type SavepointHandle,
+  savepointTransaction,
   type TransactionOptions,
 } from "../connection/retry.ts";
-import {
-  checkCount,
-  connectHost,
-  driverArgs,
-  dsqlLifetime,
-  type IamOptions,
-  type PrewarmResult,
-  signFor,
-  signingConfig,
-  urlNames,
-} from "../connection/sign.ts";
+import { connectHost, dsqlLifetime, signFor } from "../connection/sign.ts";
+import type { IamOptions } from "../connection/options.ts";
 import { checkStartupParameters } from "../connection/pgwire.ts";
 
-export {
-  IamAuthError,
-  type IamOptions,
-  type PrewarmResult,
-  type TokenEvent,
-} from "../connection/sign.ts";
-export type { Credentials, CredentialsOption, CredentialsProvider } from "../core/credentials.ts";
-export type { SslOption } from "../connection/tls.ts";
-export type { PrewarmOptions } from "../connection/prewarm.ts";
-export {
-  isOccError,
-  type RetryEvent,
-  type TransactionOptions,
-  TransactionOutcomeUnknownError,
-} from "../connection/retry.ts";
+export * from "../connection/public.ts";
 
 /** A `Bun.SQL` client: a tagged template for queries, and Bun's methods (see Bun's own types). */
 export interface BunSqlClient {
@@ -102,6 +86,11 @@ export interface IamSqlOptions extends IamOptions {
   dangerouslyDisableTls?: boolean;
   /** Open this many connections right away (IAM connects are slow); see {@linkcode prewarm}. */
   prewarm?: number;
+  /**
+   * Not on Bun: Bun.SQL opens its own sockets and reports no per-connection timings, so passing
+   * `onIamConnect` is a TypeError (`onToken` reports credentials and signing times).
+   */
+  onIamConnect?: never;
   /** Seconds before a connection is replaced. Default: Bun's; for DSQL 45–55 minutes (below 60). */
   maxLifetime?: number;
   /** Seconds to wait for a connection. Default: the URL's `connect_timeout`, else Bun's. */
@@ -150,72 +139,24 @@ export function iamSql(url?: string | IamSqlOptions, options?: IamSqlOptions): B
         `iamPostgres() (postgres.js) or iamPool() (node-postgres)`,
     );
   }
-  const args = driverArgs("iamSql", url, options);
-  const iam = args.iam;
-  const {
-    host,
-    hostname,
-    port,
-    user,
-    username,
-    database,
-    ssl,
-    tls,
-    dangerouslyDisableTls,
-    prewarm: prewarmCount,
-    ...bunOptions
-  } = args.rest;
-  if ("url" in bunOptions) {
-    throw new TypeError(
-      `Pass the connection string as the first argument of iamSql(), not as "url"`,
-    );
-  }
-  if (tls !== undefined) {
-    throw new TypeError(`Pass TLS settings as the "ssl" option (a mode or TLS options), not "tls"`);
-  }
-  const target = parseTarget({
-    url: args.url,
-    explicit: {
-      host: stringOption(hostname ?? host, hostname === undefined ? "host" : "hostname"),
-      port: port as number | string | undefined,
-      user: stringOption(username ?? user, username === undefined ? "user" : "username"),
-      database: stringOption(database, "database"),
-      sslmode: sslModeOption(ssl),
-    },
-    explicitName: (key) => `the "${key === "sslmode" ? "ssl" : key}" option`,
-    dangerouslyDisableTls: dangerouslyDisableTls === true,
-  });
+  const i = intake(SPEC, url, options);
+  const { target, port: connectPort, tlsOverride } = i;
+  const bunOptions = i.driver;
   if (target.hostaddr !== undefined) {
     throw new TypeError(
       `hostaddr cannot be honoured with Bun.SQL, which resolves the host itself: connect to the ` +
         `address and set signingHostname to the endpoint name`,
     );
   }
-  const targetHost = target.host ?? "localhost";
-  const connectPort = target.port ?? 5432;
+  const targetHost = i.host;
   const connectUser = target.user ?? readUser();
   const connectTimeout = (bunOptions.connectionTimeout as number | undefined) ??
     target.connectTimeout;
-  const signing = signingConfig(
-    {
-      ...target.iam as IamOptions,
-      ...iam as IamOptions,
-      host: targetHost,
-      port: connectPort,
-      user: connectUser,
-    },
-    connectTimeout ?? 30,
-    urlNames(target, iam),
-  );
-  if (signing.service === "dsql") {
-    const lifetime = bunOptions.maxLifetime;
-    if (lifetime === undefined) bunOptions.maxLifetime = Math.round(dsqlLifetime());
-    else if (!(typeof lifetime === "number" && lifetime > 0 && lifetime < 3600)) {
-      throw new RangeError(
-        `The "maxLifetime" option must be from 1 to 3599 seconds for Aurora DSQL, which closes ` +
-          `connections at 60 minutes; got ${show(lifetime)}`,
-      );
-    }
+  const signing = intakeSigning(i, connectUser, connectTimeout ?? 30);
+  if (
+    signing.service === "dsql" && dsqlDefaultLifetime("maxLifetime", bunOptions.maxLifetime)
+  ) {
+    bunOptions.maxLifetime = Math.round(dsqlLifetime());
   }
   if (target.ssl.negotiation === "direct") {
     // Measured on Bun 1.4.5: Bun.SQL ignores sslnegotiation and always sends an SSLRequest.
@@ -227,12 +168,7 @@ export function iamSql(url?: string | IamSqlOptions, options?: IamSqlOptions): B
     );
   }
   const address = connectHost(signing, targetHost);
-  const plan = tlsPlan(
-    target.ssl,
-    signing.service,
-    signing.signingHostname,
-    typeof ssl === "object" && ssl !== null ? ssl as ConnectionOptions : undefined,
-  );
+  const plan = tlsPlan(target.ssl, signing.service, signing.signingHostname, tlsOverride);
   // After a login rejected the token, the next connection force-refreshes its credentials.
   let refresh = false;
   const userOnClose = bunOptions.onclose as ((error: Error | null) => void) | undefined;
@@ -280,10 +216,7 @@ export function iamSql(url?: string | IamSqlOptions, options?: IamSqlOptions): B
       userOnClose?.(error);
     },
   });
-  if (prewarmCount !== undefined) {
-    checkCount(prewarmCount, "prewarm");
-    void prewarm(sql, prewarmCount as number);
-  }
+  if (i.prewarm !== undefined) void prewarm(sql, i.prewarm);
   return sql;
 }
 
@@ -313,22 +246,27 @@ export function prewarm(
   connections: number,
   options?: PrewarmOptions,
 ): Promise<PrewarmResult> {
-  checkMax(connections, (sql as { options?: { max?: number } }).options?.max);
-  return pacedPrewarm(
-    connections,
-    options,
-    () => sql.reserve() as Promise<{ release(): void }>,
-    (reserved) => reserved.release(),
-    sql as unknown as Record<string, unknown>,
-    ["close", "end"],
-  );
+  const max = (sql as { options?: { max?: number } }).options?.max;
+  return prewarmClient(sql, max, connections, options, {
+    open: () => sql.reserve() as Promise<{ release(): void }>,
+    release: (reserved) => reserved.release(),
+    closers: ["close", "end"],
+  });
 }
 
-/** Options of {@linkcode transaction}: the retry policy, and how to begin. */
-export interface BunTransactionOptions extends TransactionOptions {
-  /** What `sql.begin()` takes before the function, e.g. `"isolation level serializable"`. */
-  begin?: string;
-}
+/**
+ * The old name of {@linkcode TransactionOptions}, which every adapter now shares.
+ *
+ * @deprecated Use {@linkcode TransactionOptions}.
+ *
+ * @example
+ * ```ts
+ * import type { TransactionOptions } from "@pg-iam/pg-iam/bun";
+ *
+ * const options: TransactionOptions = { begin: "isolation level serializable" };
+ * ```
+ */
+export type BunTransactionOptions = TransactionOptions;
 
 /**
  * Runs `fn` in a transaction (`sql.begin`) and runs it again on an optimistic concurrency or
@@ -368,57 +306,45 @@ export interface BunTransactionOptions extends TransactionOptions {
 export function transaction<T>(
   sql: BunSqlClient,
   fn: (tx: BunSqlClient) => T | Promise<T>,
-  options?: BunTransactionOptions,
+  options?: TransactionOptions,
 ): Promise<T> {
-  if (typeof fn !== "function") {
-    throw new TypeError(`transaction() expects a function, got ${show(fn)}`);
-  }
-  const begin = options?.begin;
-  if (begin !== undefined && typeof begin !== "string") {
-    throw new TypeError(`The "begin" option must be a string, got ${show(begin)}`);
-  }
-  if (typeof sql?.savepoint === "function") {
-    // A transaction's sql (Bun gives only those a savepoint()).
-    checkTransactionOptions(options);
-    const mode = modes.get(sql);
-    checkNestedMode(begin, mode);
-    return sql.savepoint((sp: BunSqlClient) => {
-      if (mode !== undefined) modes.set(sp, mode);
-      return fn(sp);
-    }) as Promise<T>;
-  }
-  if (typeof sql?.begin !== "function") {
-    throw new TypeError(
-      `transaction() expects a Bun.SQL client, or the tx of a running transaction, got ${
-        show(sql)
-      }`,
-    );
-  }
-  nesting.check(sql);
-  const run = async (tx: BunSqlClient, workDone: () => void) => {
-    modes.set(tx, begin ?? "");
-    const result = await nesting.run(sql, () => fn(tx));
-    workDone();
-    return result;
-  };
-  return retrying(
-    (workDone) =>
-      (begin
-        ? sql.begin(begin, (tx: BunSqlClient) => run(tx, workDone))
-        : sql.begin((tx: BunSqlClient) => run(tx, workDone))) as Promise<T>,
-    options,
-    connectionLost,
-  );
+  return savepointTransaction(sql, fn, options, TRANSACTIONS);
 }
 
-/** The mode (`begin`) of each transaction()'s `tx`, and of the savepoints in it. */
-const modes = new WeakMap<object, string>();
+/** Bun.SQL's transactions: `sql.begin([mode,] fn)`, and the marker of those running. */
+const TRANSACTIONS: SavepointDriver<BunSqlClient, BunSqlClient & SavepointHandle> = {
+  client: "a Bun.SQL client",
+  nesting: nestingOf(asyncHooks, "tx"),
+  begin: (sql, begin, work) => begin ? sql.begin(begin, work) : sql.begin(work),
+};
 
-/** A marker of transaction()s running in an async context (nested ones on the same sql fail). */
-const nesting = new Nesting(
-  () => asyncHooks.AsyncLocalStorage ? new asyncHooks.AsyncLocalStorage() : undefined,
-  "tx",
-);
+/** How Bun.SQL names its options, for the shared intake. */
+const SPEC: IntakeSpec = {
+  fn: "iamSql",
+  url: "argument",
+  aliases: { hostname: "host", username: "user" },
+  noConnectEvents: `Bun.SQL opens its own sockets and reports no per-connection timings ` +
+    `(onToken reports credentials and signing times)`,
+  check: (driver) => {
+    if ("url" in driver) {
+      throw new TypeError(
+        `Pass the connection string as the first argument of iamSql(), not as "url"`,
+      );
+    }
+    if (driver.tls !== undefined) {
+      throw new TypeError(
+        `Pass TLS settings as the "ssl" option (a mode or TLS options), not "tls"`,
+      );
+    }
+  },
+};
+
+// The adapter contract, checked by the compiler.
+void ({ create: iamSql, prewarm, transaction } satisfies Adapter<
+  BunSqlClient,
+  BunSqlClient,
+  IamSqlOptions
+>);
 
 /** A certificate check that failed (OpenSSL's verify codes, Node's name check). */
 const TLS_CHECK =

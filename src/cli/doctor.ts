@@ -5,17 +5,26 @@
 // time DNS, TCP, TLS, the server's IAM check and the session start apart (seed 004: the seconds
 // were in the IAM check), and reads the first query itself, so a failure is pinned on one step.
 
-import type { Buffer } from "node:buffer";
 import { lookup, resolveCname } from "node:dns/promises";
 import net from "node:net";
 import tls from "node:tls";
 import { type Credentials, resolveCredentials } from "../core/credentials.ts";
 import { CredentialsError } from "../core/errors.ts";
 import { envProfile } from "../core/_chain.ts";
+import { withTimeout } from "../core/deadline.ts";
 import { readEnv } from "../core/_env.ts";
 import { parseHostname } from "../core/hostname.ts";
 import { NoRegionError } from "../core/_options.ts";
-import { errorFields, message, MessageReader, startupMessage } from "../connection/pgwire.ts";
+import { Inbox } from "../connection/inbox.ts";
+import {
+  dataRow,
+  errorFields,
+  type Message,
+  message,
+  parameterStatus,
+  queryMessage,
+  startupMessage,
+} from "../connection/pgwire.ts";
 import { type ConnectOutcome, IamSocket, type SocketPlan } from "../connection/socket.ts";
 import { ConnectError } from "../connection/errors.ts";
 import { type Command, int, type Parsed, UsageError } from "./_args.ts";
@@ -402,22 +411,22 @@ async function connect(
     }
     throw failure!;
   }
-  const { socket, wire, loggedInAt } = session;
+  const { socket, inbox, loggedInAt } = session;
   try {
     // The session start: from AuthenticationOk to ReadyForQuery.
     t = performance.now();
     let server: string | undefined;
     for (;;) {
-      const m = await within(wire.next(), timeoutMs, "auth").catch((error: Error) => {
+      const m = await within(next(inbox), timeoutMs, "auth").catch((error: Error) => {
         throw new StepFailure("auth", error.message, "the session did not start", undefined, ms(t));
       });
-      if (m.type === "S") {
-        const [name, value] = new TextDecoder().decode(m.body).split("\0");
+      if (m.type === S) {
+        const [name, value] = parameterStatus(m.body);
         if (name === "server_version") server = value;
-      } else if (m.type === "E") {
-        const error = new ServerError(errorFields(m.body));
+      } else if (m.type === E) {
+        const error = ServerError.of(m.body);
         throw new StepFailure("auth", error.message, authCause(error, target, region), error.code);
-      } else if (m.type === "Z") break;
+      } else if (m.type === Z) break;
     }
     const sessionMs = Math.round((performance.now() - loggedInAt) * 10) / 10;
     const checkMs = Math.round(session.checkMs * 10) / 10;
@@ -433,7 +442,7 @@ async function connect(
 
     // First query.
     t = performance.now();
-    const value = await within(query(wire, "select 1"), timeoutMs, "query").catch((error) => {
+    const value = await within(query(inbox, "select 1"), timeoutMs, "query").catch((error) => {
       throw new StepFailure(
         "query",
         (error as Error).message,
@@ -458,7 +467,7 @@ async function connect(
 /** A logged-in connection: the socket, its messages, when AuthenticationOk came, the IAM check. */
 interface Session {
   socket: IamSocket;
-  wire: Wire;
+  inbox: Inbox<IamSocket>;
   loggedInAt: number;
   checkMs: number;
 }
@@ -498,7 +507,7 @@ async function login(
     connectTimeoutMs: timeoutMs,
     retry: false, // one login, timed as it is
     token: () => Promise.resolve({ token, credentialsMs: 0, signMs: 0 }),
-    authError: (fields) => new ServerError(new Map(Object.entries(fields))),
+    authError: (fields) => new ServerError(fields),
     onConnect: (o) => outcome(o),
     onStep: (step, elapsed, socket) => {
       if (step === "connect") {
@@ -524,7 +533,8 @@ async function login(
     },
   };
   const socket = new IamSocket(plan);
-  const wire = new Wire(socket as unknown as net.Socket);
+  // Listening before the login: what came with AuthenticationOk is emitted at the hand-over.
+  const inbox = new Inbox(socket);
   socket.write(
     startupMessage(
       new Map([
@@ -536,7 +546,7 @@ async function login(
   );
   const result = await done;
   if (result.ok) {
-    return { socket, wire, loggedInAt: performance.now(), checkMs: result.timings.authMs };
+    return { socket, inbox, loggedInAt: performance.now(), checkMs: result.timings.authMs };
   }
   socket.destroy();
   const error = result.error as Error & { code?: string };
@@ -558,17 +568,16 @@ async function login(
           elapsed,
         );
       }
+      // The socket's error for what the server said carries its severity (as postgres.js's).
+      const severity = (error as { severity?: unknown }).severity;
       const server = error instanceof ServerError
         ? error
-        : error instanceof ConnectError && error.code === "SERVER_ERROR"
-        ? new ServerError(
-          new Map(
-            [["S", "FATAL"], ["M", error.message], ["C", error.sqlState ?? ""]] as [
-              string,
-              string,
-            ][],
-          ),
-        )
+        : typeof severity === "string"
+        ? new ServerError({
+          S: severity,
+          M: error.message,
+          C: (error instanceof ConnectError ? error.sqlState : error.code) ?? "",
+        })
         : undefined;
       if (server && !result.tokenSent) {
         const f = refusedBeforeToken(server, target);
@@ -739,48 +748,28 @@ function checkCertificate(
   };
 }
 
-/** Typed messages from a socket, one at a time. */
-class Wire {
-  #reader = new MessageReader();
-  #waiting: (() => void) | undefined;
-  #error: Error | undefined;
+const [E, S, D, Z] = [0x45, 0x53, 0x44, 0x5a]; // ErrorResponse, ParameterStatus, DataRow, ReadyForQuery
 
-  constructor(readonly socket: net.Socket) {
-    socket.on("data", (chunk: Buffer) => {
-      this.#reader.push(new Uint8Array(chunk));
-      this.#waiting?.();
-    });
-    const end = (error?: Error) => {
-      this.#error ??= error ?? Object.assign(
-        new Error("the server closed the connection"),
-        { code: "CONNECTION_CLOSED" },
-      );
-      this.#waiting?.();
-    };
-    socket.on("error", end);
-    socket.on("close", () => end());
-  }
-
-  async next(): Promise<{ type: string; body: Uint8Array }> {
-    for (;;) {
-      const m = this.#reader.message();
-      if (m) return { type: String.fromCharCode(m.type), body: m.body };
-      if (this.#error) throw this.#error;
-      await new Promise<void>((resolve) => (this.#waiting = resolve));
-      this.#waiting = undefined;
-    }
-  }
+/** The server's next message; the connection's end is an error. */
+async function next(inbox: Inbox): Promise<Message> {
+  const m = await inbox.next(() => inbox.reader.message());
+  if (m) return m;
+  throw inbox.error ?? Object.assign(
+    new Error("the server closed the connection"),
+    { code: "CONNECTION_CLOSED" },
+  );
 }
 
+/** What the server said in an ErrorResponse, by field letter. */
 class ServerError extends Error {
-  constructor(readonly fields: Map<string, string>) {
-    super(
-      `${fields.get("S") ?? "ERROR"}: ${fields.get("M") ?? "server error"} ` +
-        `(${fields.get("C") ?? "?"})`,
-    );
+  static of(body: Uint8Array): ServerError {
+    return new ServerError(Object.fromEntries(errorFields(body)));
+  }
+  constructor(readonly fields: Readonly<Record<string, string | undefined>>) {
+    super(`${fields.S ?? "ERROR"}: ${fields.M ?? "server error"} (${fields.C ?? "?"})`);
   }
   get code(): string | undefined {
-    return this.fields.get("C");
+    return this.fields.C;
   }
 }
 
@@ -789,7 +778,7 @@ class ServerError extends Error {
  * never sent), so the causes of a rejected token must not be listed.
  */
 function refusedBeforeToken(error: ServerError, target: Target): StepFailure {
-  const said = `${error.fields.get("M") ?? ""} ${error.fields.get("H") ?? ""}`;
+  const said = `${error.fields.M ?? ""} ${error.fields.H ?? ""}`;
   const likely = target.sslmode === "disable" && /encrypt|SSL|TLS/i.test(said)
     ? `the server accepts only TLS connections and refused this plaintext one before asking for ` +
       `a password (no token was sent): remove sslmode=disable`
@@ -800,18 +789,15 @@ function refusedBeforeToken(error: ServerError, target: Target): StepFailure {
   return new StepFailure("auth", error.message, likely, error.code);
 }
 
-async function query(wire: Wire, sql: string): Promise<string> {
-  wire.socket.write(message("Q", new TextEncoder().encode(sql + "\0")));
+async function query(inbox: Inbox<IamSocket>, sql: string): Promise<string> {
+  inbox.socket.write(queryMessage(sql));
   let value = "";
   let error: ServerError | undefined;
   for (;;) {
-    const m = await wire.next();
-    if (m.type === "D") {
-      const view = new DataView(m.body.buffer, m.body.byteOffset);
-      const length = view.getInt32(2);
-      value = length < 0 ? "null" : new TextDecoder().decode(m.body.subarray(6, 6 + length));
-    } else if (m.type === "E") error = new ServerError(errorFields(m.body));
-    else if (m.type === "Z") {
+    const m = await next(inbox);
+    if (m.type === D) value = dataRow(m.body)[0] ?? "null";
+    else if (m.type === E) error = ServerError.of(m.body);
+    else if (m.type === Z) {
       if (error) throw error;
       return value;
     }
@@ -883,18 +869,14 @@ function authCause(
   return `the server refused the login: ${error.message}`;
 }
 
+/** `promise`, or the step's timeout error (ETIMEDOUT, as the OS names one) after `timeoutMs`. */
 function within<T>(promise: Promise<T>, timeoutMs: number, step: StepName): Promise<T> {
-  let timer: ReturnType<typeof setTimeout>;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () =>
-        reject(
-          Object.assign(new Error(`${step} timed out after ${timeoutMs / 1000} s`), {
-            code: "ETIMEDOUT",
-          }),
-        ),
-      timeoutMs,
-    );
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+  return withTimeout(
+    promise,
+    timeoutMs,
+    () =>
+      Object.assign(new Error(`${step} timed out after ${timeoutMs / 1000} s`), {
+        code: "ETIMEDOUT",
+      }),
+  );
 }

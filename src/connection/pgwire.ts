@@ -1,7 +1,9 @@
 // Just enough of the PostgreSQL v3 wire protocol for a login, on either side: framing of the
 // startup-phase packets (no type byte) and typed messages (MessageReader, for IamSocket and the
 // gateway alike), the StartupMessage's parameters, ErrorResponse, and the authentication
-// exchange. After login both hand over or relay bytes verbatim, so nothing else is parsed. Reference: https://www.postgresql.org/docs/current/protocol-message-formats.html
+// exchange. After login both hand over or relay bytes verbatim; only `pg-iam doctor` reads on, its
+// session start and one simple query (ParameterStatus, Query, DataRow). Reference:
+// https://www.postgresql.org/docs/current/protocol-message-formats.html
 
 /** Protocol 3.0 in a StartupMessage. */
 export const PROTOCOL_3 = 196608;
@@ -307,6 +309,30 @@ export function errorFields(body: Uint8Array): Map<string, string> {
 export const AUTH_OK = 0;
 export const AUTH_CLEARTEXT = 3;
 export const AUTH_MD5 = 5;
+
+/** A simple-protocol Query ('Q') for `sql`. */
+export function queryMessage(sql: string): Uint8Array {
+  return message("Q", encoder.encode(sql + "\0"));
+}
+
+/** The name and value of a ParameterStatus ('S') body. */
+export function parameterStatus(body: Uint8Array): [name: string, value: string] {
+  const [name = "", value = ""] = decoder.decode(body).split("\0");
+  return [name, value];
+}
+
+/** The columns of a DataRow ('D') body, as text (`null` for SQL NULL). */
+export function dataRow(body: Uint8Array): (string | null)[] {
+  const columns: (string | null)[] = [];
+  const count = body.length >= 2 ? (body[0] << 8) | body[1] : 0;
+  for (let i = 0, at = 2; i < count && at + 4 <= body.length; i++) {
+    const length = readInt32(body, at) | 0;
+    at += 4;
+    columns.push(length < 0 ? null : decoder.decode(body.subarray(at, at + length)));
+    if (length > 0) at += length;
+  }
+  return columns;
+}
 
 /** The authentication methods a server may ask for instead of a cleartext password, by code. */
 export function authMethodName(code: number): string {

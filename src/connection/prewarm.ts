@@ -2,8 +2,16 @@
 // until all have opened (so that each is a separate physical connection), then given back.
 
 import { show } from "../core/errors.ts";
-import { checkCount, type PrewarmResult } from "./sign.ts";
+import { checkCount } from "./options.ts";
 import { sleep } from "./backoff.ts";
+
+/** The result of an adapter's `prewarm()`: how many connections opened, and why others did not. */
+export interface PrewarmResult {
+  /** Connections that opened and answered. */
+  opened: number;
+  /** Errors of the connections that did not. */
+  errors: Error[];
+}
 
 /** Options of the adapters' `prewarm()`. */
 export interface PrewarmOptions {

@@ -8,16 +8,24 @@ import { show } from "../core/errors.ts";
 import { backoffMs, sleep } from "./backoff.ts";
 
 /**
- * Options of the adapters' `transaction()`.
+ * Options of every adapter's `transaction()`: the retry policy, and how to begin. One type for
+ * every driver (it replaces `PostgresTransactionOptions`, `PgTransactionOptions` and
+ * `BunTransactionOptions`, kept as deprecated aliases).
  *
  * @example
  * ```ts
  * import type { TransactionOptions } from "@pg-iam/pg-iam/postgres";
  *
- * const options: TransactionOptions = { maxAttempts: 8, maxDelayMs: 500 };
+ * const options: TransactionOptions = { maxAttempts: 8, begin: "isolation level serializable" };
  * ```
  */
 export interface TransactionOptions {
+  /**
+   * How to begin: what follows `BEGIN`, e.g. `"isolation level serializable"` (postgres.js's and
+   * Bun.SQL's `sql.begin()` take it before the function; node-postgres sends `BEGIN <begin>`). In
+   * a savepoint: none, or the outer transaction's.
+   */
+  begin?: string;
   /** How many times to run the transaction in all, the first included. Default: 5. */
   maxAttempts?: number;
   /** The first backoff's upper bound in ms (doubling each attempt, full jitter). Default: 20. */
@@ -135,11 +143,15 @@ export function connectionLost(error: unknown): boolean {
 /** Checked TransactionOptions with their defaults. */
 export function checkTransactionOptions(
   o: TransactionOptions | undefined,
-): Required<Omit<TransactionOptions, "onRetry">> & Pick<TransactionOptions, "onRetry"> {
+): Required<Omit<TransactionOptions, "onRetry" | "begin">> & Pick<TransactionOptions, "onRetry"> {
   if (o !== undefined && (typeof o !== "object" || o === null)) {
     throw new TypeError(`The transaction options must be an object, got ${show(o)}`);
   }
-  const whole = (name: keyof TransactionOptions, fallback: number, min: number) => {
+  const whole = (
+    name: "maxAttempts" | "baseDelayMs" | "maxDelayMs",
+    fallback: number,
+    min: number,
+  ) => {
     const value = o?.[name] ?? fallback;
     if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > 1e6) {
       throw new RangeError(
@@ -191,6 +203,20 @@ export async function retrying<T>(
       await sleep(delayMs);
     }
   }
+}
+
+/** What `node:async_hooks` gives, as far as {@linkcode nestingOf} needs it. */
+export interface AsyncHooks {
+  AsyncLocalStorage?: new () => AsyncContext<Running>;
+}
+
+/**
+ * The adapters' one Nesting factory: AsyncLocalStorage from the `node:async_hooks` module they pass
+ * in (this layer is Web-only), made on first use; none where the runtime has none.
+ */
+export function nestingOf(hooks: AsyncHooks, handle: string): Nesting {
+  const { AsyncLocalStorage } = hooks;
+  return new Nesting(() => AsyncLocalStorage ? new AsyncLocalStorage() : undefined, handle);
 }
 
 /** AsyncLocalStorage's two methods: the adapters pass node:async_hooks' in (this layer is Web-only). */
@@ -283,5 +309,84 @@ export function checkNestedMode(begin: string | undefined, outer: string | undef
       `savepoint, in the mode of the transaction around it (${
         outer === undefined ? "not known" : show(outer)
       })`,
+  );
+}
+
+/** A transaction handle of a driver with a `savepoint()` API (postgres.js, Bun.SQL). */
+export interface SavepointHandle {
+  // deno-lint-ignore no-explicit-any
+  savepoint(fn: (sp: any) => unknown): Promise<unknown>;
+}
+
+/** The mode (`begin`) of each transaction()'s handle, and of the savepoints in it. */
+const modes = new WeakMap<object, string>();
+
+/**
+ * The checks of every adapter's `transaction(client, fn, options)` call: `fn` a function, `begin`
+ * a string. Returns `begin` (`""` when not given).
+ */
+export function transactionCall(fn: unknown, options: { begin?: unknown } | undefined): string {
+  if (typeof fn !== "function") {
+    throw new TypeError(`transaction() expects a function, got ${show(fn)}`);
+  }
+  const begin = options?.begin ?? "";
+  if (typeof begin !== "string") {
+    throw new TypeError(`The "begin" option must be a string, got ${show(begin)}`);
+  }
+  return begin;
+}
+
+/** A driver whose transactions hand `fn` a handle with a `savepoint()` API (postgres.js, Bun.SQL). */
+export interface SavepointDriver<C, H> {
+  /** What transaction() expects, as its error names it: `"a postgres.js client"`. */
+  client: string;
+  /** The marker of this driver's running transaction()s (from {@linkcode nestingOf}). */
+  nesting: Nesting;
+  /** Begins a transaction of `sql` with `begin` (or none when empty), running `work` in it. */
+  begin: (sql: C, begin: string, work: (tx: H) => Promise<unknown>) => Promise<unknown>;
+}
+
+/**
+ * transaction() on a driver with a `savepoint()` API: given a transaction's handle, `fn` in a
+ * savepoint of it, in its mode and never retried by itself; given the client, a transaction run
+ * again on a conflict, refused while one of the same client runs in this async context.
+ */
+export function savepointTransaction<C extends object, H extends SavepointHandle, T>(
+  sql: C | H,
+  fn: (tx: H) => T | Promise<T>,
+  options: TransactionOptions | undefined,
+  driver: SavepointDriver<C, H>,
+): Promise<T> {
+  const begin = transactionCall(fn, options);
+  if (typeof (sql as { savepoint?: unknown })?.savepoint === "function") {
+    // A transaction's handle: the drivers give only those a savepoint().
+    const tx = sql as H;
+    checkTransactionOptions(options);
+    const mode = modes.get(tx);
+    checkNestedMode(begin, mode);
+    return tx.savepoint((sp: H) => {
+      if (mode !== undefined) modes.set(sp, mode);
+      return fn(sp);
+    }) as Promise<T>;
+  }
+  if (typeof (sql as { begin?: unknown })?.begin !== "function") {
+    throw new TypeError(
+      `transaction() expects ${driver.client}, or the tx of a running transaction, got ${
+        show(sql)
+      }`,
+    );
+  }
+  const { nesting } = driver;
+  nesting.check(sql);
+  return retrying(
+    (workDone) =>
+      driver.begin(sql as C, begin, async (tx) => {
+        modes.set(tx, begin);
+        const result = await nesting.run(sql, () => fn(tx));
+        workDone();
+        return result;
+      }) as Promise<T>,
+    options,
+    connectionLost,
   );
 }

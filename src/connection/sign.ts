@@ -1,7 +1,7 @@
 // Signing for one connection, whatever the driver: the IAM options checked once per client, a
 // token per physical connection (credentials bounded in time, timings reported), the error for a
-// login rejected twice, DSQL's connection lifetimes. Driver adapters (postgres.js, node-postgres,
-// Bun.SQL) and the CLI use it; it uses only the core.
+// login rejected twice, DSQL's connection lifetimes. Option intake (which options are IAM ones) is
+// options.ts's. Driver adapters (postgres.js, node-postgres, Bun.SQL) and the CLI use it.
 
 import {
   abandonPending,
@@ -20,83 +20,11 @@ import {
   type SigningNames,
 } from "../core/signing.ts";
 import { presign, type SigningCredentials } from "../core/sigv4.ts";
+import { withTimeout } from "../core/deadline.ts";
+import type { IamOptions, TokenEvent } from "./options.ts";
 
 /** Fields of a server ErrorResponse (by their one-letter codes). */
 export type ServerError = Record<string, string>;
-
-/** Reported by `onToken` each time a token is signed. Never contains the token. */
-export interface TokenEvent {
-  /** `"rds"` or `"dsql"`. */
-  service: "rds" | "dsql";
-  /** The host name signed into the token. */
-  signingHostname: string;
-  /** The port signed into the token (RDS only). */
-  signingPort?: number;
-  /** The database user. */
-  user: string;
-  /** The signing region. */
-  region: string;
-  /** `connect` (RDS), `DbConnect` or `DbConnectAdmin` (DSQL). */
-  action: string;
-  /** The token's signing time and expiry. */
-  signedAt: Date;
-  /** When the token stops being accepted for new connections. */
-  expiresAt: Date;
-  /** Time spent resolving credentials (near 0 when cached). */
-  credentialsMs: number;
-  /** Time spent signing. */
-  signMs: number;
-  /** Whether credentials were force-refreshed (the retry after a rejected token). */
-  forceRefresh: boolean;
-  /**
-   * Whether an earlier token was handed out again (see `tokenReuse`): `signedAt` and `expiresAt`
-   * are then that token's, and `signMs` is 0.
-   */
-  reused: boolean;
-}
-
-/** The IAM options every driver adapter takes (iamPostgres, iamPool, iamSql, iamPassword). */
-export interface IamOptions {
-  /** Signing region. Default: from the endpoint name, then `AWS_REGION`, `AWS_DEFAULT_REGION`. */
-  region?: string;
-  /**
-   * AWS credentials or a provider. Default: `AWS_ACCESS_KEY_ID` and friends, else the standard
-   * AWS chain (profiles, SSO, ECS, EKS, EC2) when `@aws-sdk/credential-provider-node` is installed.
-   */
-  credentials?: CredentialsOption;
-  /** The AWS profile for credentials (and region, if needed). Default: `AWS_PROFILE`. */
-  profile?: string;
-  /** Told when refreshing expiring credentials in the background fails. Default: `console.warn`. */
-  onRefreshError?: (error: Error) => void;
-  /** Token lifetime in seconds (default 900). Only matters while the connection is opening. */
-  expiresIn?: number;
-  /**
-   * The endpoint name to sign for (and to verify the TLS certificate against) when connecting
-   * through a CNAME, an SSH/SSM tunnel or a local proxy. Default: the host connected to.
-   */
-  signingHostname?: string;
-  /** The port to sign for (RDS tokens embed it). Default: the port connected to. */
-  signingPort?: number;
-  /** `"rds"` or `"dsql"`. Default: from the (signing) host name; `"rds"` if it says nothing. */
-  service?: "rds" | "dsql";
-  /** DSQL: sign `DbConnectAdmin`. Default: true for the user `admin`. */
-  admin?: boolean;
-  /** Called for each token a connection is given, signed or reused, with timings (never the token). */
-  onToken?: (event: TokenEvent) => void;
-  /**
-   * Reuse a token for new connections while it is young (default: true). IAM throttles new
-   * authentications (RDS: about 200 per second; reused tokens are not throttled), so a pool filling
-   * at once presents one token, not thirty. A token is handed out again only while it is less than
-   * 5 minutes and less than half its lifetime old, at least the connect timeout away from its expiry,
-   * signed with the credentials resolved now, and never after a login with it was rejected (the
-   * retry always signs afresh). `false` signs a token for every connection.
-   */
-  tokenReuse?: boolean;
-  /** Upper bound in seconds for resolving credentials. Default: min(10, connect_timeout / 2). */
-  credentialsTimeout?: number;
-  /** The clock used for signing, in epoch milliseconds (tests and simulations). */
-  now?: () => number;
-}
 
 /**
  * The error a query gets when the server rejected the IAM token twice (the second time with
@@ -133,83 +61,6 @@ export class IamAuthError extends Error {
     this.code = code;
     this.serverMessage = serverMessage;
   }
-}
-
-/** The result of an adapter's `prewarm()`: how many connections opened, and why others did not. */
-export interface PrewarmResult {
-  /** Connections that opened and answered. */
-  opened: number;
-  /** Errors of the connections that did not. */
-  errors: Error[];
-}
-
-// The keys of IamOptions: an adapter takes these for itself, the rest go to its driver.
-const IAM_KEYS: ReadonlySet<string> = new Set<string>(
-  [
-    "region",
-    "credentials",
-    "profile",
-    "onRefreshError",
-    "expiresIn",
-    "signingHostname",
-    "signingPort",
-    "service",
-    "admin",
-    "onToken",
-    "credentialsTimeout",
-    "now",
-    "tokenReuse",
-  ] satisfies (keyof IamOptions)[],
-);
-
-/**
- * An adapter's `(url?, options?)` arguments, checked: the connection string, the IAM options, and
- * the rest (the driver's own), with a password refused.
- */
-export function driverArgs(
-  fn: string,
-  url: unknown,
-  options: unknown,
-): { url: string | undefined; iam: Record<string, unknown>; rest: Record<string, unknown> } {
-  if (typeof url === "object" && url !== null && options === undefined) {
-    options = url;
-    url = undefined;
-  }
-  if (url !== undefined && typeof url !== "string") {
-    throw new TypeError(`${fn}() expects a connection string, got ${show(url)}`);
-  }
-  if (options !== undefined && (typeof options !== "object" || options === null)) {
-    throw new TypeError(`${fn}() expects an options object, got ${show(options)}`);
-  }
-  const { iam, rest } = splitIam(options as Record<string, unknown> | undefined);
-  return { url: url as string | undefined, iam, rest };
-}
-
-/**
- * Splits options into the IAM ones and the driver's, refusing a password (in any of its names)
- * and checking `dangerouslyDisableTls`.
- */
-export function splitIam(
-  options: Record<string, unknown> | undefined,
-): { iam: Record<string, unknown>; rest: Record<string, unknown> } {
-  const iam: Record<string, unknown> = {};
-  const rest: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(options ?? {})) {
-    (IAM_KEYS.has(key) ? iam : rest)[key] = value;
-  }
-  if ("password" in rest || "pass" in rest) {
-    throw new TypeError(
-      `The "password" option cannot be combined with IAM authentication: pg-iam signs a token ` +
-        `for every connection (remove the password)`,
-    );
-  }
-  const disable = rest.dangerouslyDisableTls;
-  if (disable !== undefined && typeof disable !== "boolean") {
-    throw new TypeError(
-      `The "dangerouslyDisableTls" option must be a boolean, got ${show(disable)}`,
-    );
-  }
-  return { iam, rest };
 }
 
 /** Everything needed to sign a token for one connection, checked. */
@@ -292,22 +143,6 @@ export function signingConfig(
   };
 }
 
-/**
- * The names of the IAM options a connection string gave (and `options` did not), as the user
- * wrote them, for {@linkcode signingConfig}'s messages: `the connection string parameter
- * "iam_host"`.
- */
-export function urlNames(
-  target: { iamParams?: Partial<Record<string, string>> },
-  options: Record<string, unknown>,
-): SigningNames {
-  const names: Record<string, string> = {};
-  for (const [key, param] of Object.entries(target.iamParams ?? {})) {
-    if (options[key] === undefined) names[key] = `the connection string parameter "${param}"`;
-  }
-  return names;
-}
-
 /** The host to connect to: for a bare DSQL cluster id, the endpoint it expands to. */
 export function connectHost(c: SigningConfig, host: string): string {
   return c.service === "dsql" && isDsqlClusterId(host) ? c.signingHostname : host;
@@ -333,7 +168,17 @@ export async function signFor(
   const until = signingDate.getTime() + c.expiresIn * 1000;
   let credentials = resolveCredentials(c.credentials, signingDate, until, forceRefresh, c.context);
   if (credentials instanceof Promise) {
-    credentials = await bounded(credentials, c.credentialsTimeoutMs).catch((error) => {
+    const ms = c.credentialsTimeoutMs;
+    credentials = await withTimeout(
+      credentials,
+      ms,
+      () =>
+        new TimeoutError(
+          "provider",
+          `The "credentials" provider did not answer within ${ms / 1000}s ` +
+            `(credentialsTimeout); the connection was not attempted`,
+        ),
+    ).catch((error) => {
       if (error instanceof TimeoutError) abandonPending(c.credentials);
       throw error;
     });
@@ -434,21 +279,6 @@ async function sign(
 
 class TimeoutError extends CredentialsError {}
 
-function bounded<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() =>
-      reject(
-        new TimeoutError(
-          "provider",
-          `The "credentials" provider did not answer within ${ms / 1000}s ` +
-            `(credentialsTimeout); the connection was not attempted`,
-        ),
-      ), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
 /** The error for a login the server rejected twice: the likely causes, never the token. */
 export function authError(fields: ServerError, c: SigningConfig): IamAuthError {
   const server = fields.M ?? "authentication failed";
@@ -484,15 +314,6 @@ export function authError(fields: ServerError, c: SigningConfig): IamAuthError {
         causes.map((cause, i) => `(${i + 1}) ${cause}`).join("; ")
       }.`,
   );
-}
-
-/** A count option (prewarm, connections): a whole number from 1 to 10,000. */
-export function checkCount(value: unknown, option: string): void {
-  if (typeof value !== "number" || !Number.isInteger(value) || value < 1 || value > 10000) {
-    throw new RangeError(
-      `The "${option}" option must be a whole number from 1, got ${show(value)}`,
-    );
-  }
 }
 
 // User hooks must not break a connection: their errors are reported, never thrown into it.

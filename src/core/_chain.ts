@@ -11,6 +11,7 @@
 
 import { CredentialsError, excerpt } from "./errors.ts";
 import { importOptional, readEnv } from "./_env.ts";
+import { withTimeout } from "./deadline.ts";
 
 /** The npm package providing the chain. */
 export const CHAIN_PACKAGE = "@aws-sdk/credential-provider-node";
@@ -57,19 +58,13 @@ export async function chainProvider(profile: string | undefined): Promise<Creden
   const provider: CredentialsProvider = async (options) => {
     // The SDK bounds most sources itself, but not all: its container-endpoint client only logs a
     // warning when the endpoint never answers. A connect must not wait forever on that.
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() =>
-        reject(
-          new CredentialsError(
-            "missing",
-            `The standard AWS credential chain${where} gave no answer within ` +
-              `${CHAIN_TIMEOUT_MS / 1000}s (an unresponsive container endpoint, IMDS or STS?)`,
-          ),
-        ), CHAIN_TIMEOUT_MS);
-    });
     try {
-      return await Promise.race([sdk(options), timeout]);
+      return await withTimeout(sdk(options), CHAIN_TIMEOUT_MS, () =>
+        new CredentialsError(
+          "missing",
+          `The standard AWS credential chain${where} gave no answer within ` +
+            `${CHAIN_TIMEOUT_MS / 1000}s (an unresponsive container endpoint, IMDS or STS?)`,
+        ));
     } catch (cause) {
       if (cause instanceof CredentialsError) throw cause;
       const reason = cause instanceof Error ? cause.message : String(cause);
@@ -79,8 +74,6 @@ export async function chainProvider(profile: string | undefined): Promise<Creden
           `environment either): ${excerpt(reason)}`,
         { cause },
       );
-    } finally {
-      clearTimeout(timer);
     }
   };
   chains.set(key, provider);

@@ -1,6 +1,6 @@
 // A deadline raced against promises: a connection start bounded by its connect timeout, a
-// credentials provider by credentialsTimeout, the AWS credential chain by its own bound. Web APIs
-// only (setTimeout), so every layer can use it.
+// credentials provider by credentialsTimeout, the AWS credential chain by its own bound, each step
+// of `pg-iam doctor` by --timeout. Web APIs only (setTimeout), so every layer can use it.
 
 /** A deadline that promises can be raced against until it is cleared. */
 export interface Deadline {
@@ -26,8 +26,14 @@ export function deadline(ms: number, error: () => Error): Deadline {
   };
 }
 
-/** `promise`, or `error()` if it has not settled within `ms`; the timer is cleared either way. */
+/**
+ * `promise`, or `error()` if it has not settled within `ms`; the timer is cleared either way. One
+ * race, so it needs no Deadline (and the core, which bundles only this, stays under 20 KB).
+ */
 export function withTimeout<T>(promise: Promise<T>, ms: number, error: () => Error): Promise<T> {
-  const bound = deadline(ms, error);
-  return bound.race(promise).finally(bound.clear);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const passed = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(error()), ms);
+  });
+  return Promise.race([promise, passed]).finally(() => clearTimeout(timer));
 }

@@ -2,7 +2,8 @@
 // written to, refused and closed.
 
 import type net from "node:net";
-import { errorResponse, MessageReader } from "../connection/pgwire.ts";
+import { errorResponse } from "../connection/pgwire.ts";
+import { Inbox as SocketInbox } from "../connection/inbox.ts";
 import type { GatewayLogin, GatewayStats } from "./types.ts";
 import type { Config } from "./_options.ts";
 
@@ -25,81 +26,16 @@ export interface Host {
   removeRelay(relay: Relay): void;
 }
 
-// What the gateway holds of a client's input before it stops reading (the rest waits in the
-// client's own TCP buffers): more than a login needs (a startup packet is at most 10,000 bytes, a
-// password 65,535); only a client pipelining behind its password gets there. Times maxStartups,
-// the most that connections logging in hold.
-const MAX_BUFFERED = 1 << 17;
 // What the gateway queues for a client during login before it drops one that does not read.
 const MAX_UNSENT = 1 << 20;
 // How long a refused client has to read the ErrorResponse and close before it is dropped.
 const CLOSE_GRACE_MS = 1000;
 
 /**
- * Reads whole packets from a socket as they complete. Each wait resolves on data, end or error,
- * so a peer that vanishes mid-handshake ends the wait with `undefined`, never a hang or a throw.
- * It pauses the socket while it holds more than `limit` bytes, and resumes it as they are taken.
+ * Reads a client's (or the upstream's) whole packets (connection/inbox.ts). It holds at most
+ * MAX_BUFFERED of a client's input, times maxStartups for all connections logging in.
  */
-export class Inbox {
-  readonly reader: MessageReader = new MessageReader();
-  readonly socket: net.Socket;
-  readonly #limit: number;
-  #ended = false;
-  #paused = false;
-  #wake: (() => void) | undefined;
-  readonly #onData = (chunk: Uint8Array) => {
-    this.reader.push(chunk);
-    if (!this.#paused && this.reader.buffered > this.#limit) {
-      this.#paused = true;
-      this.socket.pause();
-    }
-    this.#notify();
-  };
-  readonly #onEnd = () => {
-    this.#ended = true;
-    this.#notify();
-  };
-
-  constructor(socket: net.Socket, limit = MAX_BUFFERED) {
-    this.socket = socket;
-    this.#limit = limit;
-    socket.on("data", this.#onData);
-    socket.on("end", this.#onEnd);
-    socket.on("close", this.#onEnd);
-    socket.on("error", this.#onEnd);
-  }
-
-  /** Waits until `take` returns something, or the socket ends (then `undefined`). */
-  async next<T>(take: () => T | undefined): Promise<T | undefined> {
-    for (;;) {
-      const value = take();
-      if (this.#paused && this.reader.buffered <= this.#limit) {
-        this.#paused = false;
-        this.socket.resume();
-      }
-      if (value !== undefined) return value;
-      if (this.#ended) return undefined;
-      await new Promise<void>((resolve) => (this.#wake = resolve));
-    }
-  }
-
-  /**
-   * Stops listening: the socket's data goes elsewhere from now on. Keeps an error handler. The
-   * socket may be left paused: whoever reads it next resumes it.
-   */
-  detach(): void {
-    this.socket.off("data", this.#onData);
-    this.socket.off("end", this.#onEnd);
-    this.socket.off("close", this.#onEnd);
-    this.socket.off("error", this.#onEnd);
-  }
-
-  #notify(): void {
-    const wake = this.#wake;
-    this.#wake = undefined;
-    wake?.();
-  }
-}
+export class Inbox extends SocketInbox<net.Socket> {}
 
 /** A client connection, from accept until it is relayed or closed. */
 export interface Client {

@@ -161,8 +161,8 @@ export interface GatewayOptions {
  * const reason: GatewayRejectReason = "expired";
  * ```
  */
-// Spelled out rather than built from _verify.ts's RejectReason, which is internal; reject() takes
-// verifyToken()'s reasons as GatewayRejectReason, so the compiler checks this list covers them.
+// The one list: verify.ts's RejectReason, the token's reasons, is this one less no-tls and
+// no-password.
 export type GatewayRejectReason =
   | "malformed"
   | "algorithm"

@@ -7,22 +7,13 @@
 
 import { hmac, hmacHex, type HmacKey, hmacKey, sha256Hex } from "../core/_sha256.ts";
 import { DSQL_MAX_EXPIRES_IN, RDS_MAX_EXPIRES_IN } from "../core/signing.ts";
+import type { GatewayRejectReason } from "./types.ts";
 
-/** Why a token was refused. */
-export type RejectReason =
-  | "malformed"
-  | "algorithm"
-  | "unknown-access-key"
-  | "session-token"
-  | "scope"
-  | "host"
-  | "port"
-  | "user"
-  | "action"
-  | "expires-range"
-  | "not-yet-valid"
-  | "expired"
-  | "signature";
+/**
+ * Why a token was refused: the gateway's reasons (types.ts, public) but the two that are about the
+ * connection, not the token (`no-tls`, `no-password`).
+ */
+export type RejectReason = Exclude<GatewayRejectReason, "no-tls" | "no-password">;
 
 /** A key the verifier accepts: the secret, and the session token it was issued with, if any. */
 export interface VerifySecret {

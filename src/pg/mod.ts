@@ -17,34 +17,38 @@
  */
 
 import * as asyncHooks from "node:async_hooks";
-import type { ConnectionOptions } from "node:tls";
 import pg from "pg";
 import { show } from "../core/errors.ts";
-import { optionsSetting, parseTarget, sslModeOption, stringOption } from "../connection/target.ts";
-import type { SslOption } from "../connection/tls.ts";
-import { checkMax, pacedPrewarm, type PrewarmOptions } from "../connection/prewarm.ts";
+import {
+  type Adapter,
+  dsqlDefaultLifetime,
+  type IamConnectOptions,
+  type Intake,
+  intake,
+  intakePlan,
+  intakeSigning,
+  type IntakeSpec,
+  prewarmClient,
+} from "../connection/adapter.ts";
+import { optionsSetting } from "../connection/target.ts";
+import type { PrewarmOptions, PrewarmResult } from "../connection/prewarm.ts";
 import { ON_WORKERD } from "../connection/socket-workerd.ts";
 import {
   checkNestedMode,
   checkTransactionOptions,
   connectionLost,
-  Nesting,
+  type Nesting,
+  nestingOf,
   retrying,
+  transactionCall,
   type TransactionOptions,
 } from "../connection/retry.ts";
-import {
-  checkCount,
-  dsqlLifetime,
-  type IamOptions,
-  type PrewarmResult,
-  signingConfig,
-  splitIam,
-  urlNames,
-} from "../connection/sign.ts";
-import { type ConnectEvent, IamSocket } from "../connection/socket.ts";
-import { socketPlan } from "../connection/socket-plan.ts";
+import { dsqlLifetime } from "../connection/sign.ts";
+import type { IamOptions } from "../connection/options.ts";
+import { IamSocket } from "../connection/socket.ts";
 import { checkStartupParameters } from "../connection/pgwire.ts";
 
+export * from "../connection/public.ts";
 export {
   ConnectError,
   type ConnectErrorCode,
@@ -53,14 +57,8 @@ export {
   type SystemErrorCode,
 } from "../connection/errors.ts";
 export type { ConnectEvent, ConnectStep, ConnectTimings } from "../connection/socket.ts";
-export type { SslOption } from "../connection/tls.ts";
-export type { PrewarmOptions } from "../connection/prewarm.ts";
-export {
-  isOccError,
-  type RetryEvent,
-  type TransactionOptions,
-  TransactionOutcomeUnknownError,
-} from "../connection/retry.ts";
+export { IamAuthError } from "../connection/sign.ts";
+export type { IamConnectOptions } from "../connection/adapter.ts";
 /** node-postgres's `Pool` (from `pg`), as {@linkcode iamPool} returns it. */
 export type Pool = pg.Pool;
 /** node-postgres's `Client` (from `pg`), as {@linkcode iamClient} returns it. */
@@ -71,38 +69,11 @@ export type PoolConfig = pg.PoolConfig;
 export type PoolClient = pg.PoolClient;
 /** node-postgres's client options (from `pg`). */
 export type ClientConfig = pg.ClientConfig;
-export {
-  IamAuthError,
-  type IamOptions,
-  type PrewarmResult,
-  type TokenEvent,
-} from "../connection/sign.ts";
-export type { Credentials, CredentialsOption, CredentialsProvider } from "../core/credentials.ts";
-
 /** What `iamClient()` takes: `pg.ClientConfig` (minus passwords and the stream) plus IAM options. */
 export type IamClientConfig =
   & Omit<ClientConfig, "password" | "ssl" | "stream">
   & IamOptions
-  & {
-    /**
-     * TLS. Default `"verify-full"`: RDS against the RDS CA bundle, DSQL against the system roots,
-     * both checked against `signingHostname` (or the host). An object is merged over those
-     * defaults (`ca`, `servername`, …). Plaintext needs `dangerouslyDisableTls: true`.
-     */
-    ssl?: SslOption;
-    /** Sends tokens without TLS. For a local gateway only: a token on the wire is a password. */
-    dangerouslyDisableTls?: boolean;
-    /**
-     * Cloudflare Workers only: verify the certificate against the CAs the Worker trusts instead of
-     * the RDS CA (or your `ssl.ca`), which a Worker cannot be given. Ignored elsewhere.
-     */
-    dangerouslyUsePlatformCas?: boolean;
-    /**
-     * Called for every physical connection start, with timings (`onConnect` with postgres.js;
-     * here `onConnect` stays node-postgres's own hook, called with the connected client).
-     */
-    onIamConnect?: (event: ConnectEvent) => void;
-  };
+  & IamConnectOptions;
 
 /** What `iamPool()` takes: `pg.PoolConfig` (minus passwords and the stream) plus IAM options. */
 export type IamPoolConfig =
@@ -146,25 +117,15 @@ export type IamPoolConfig =
  * ```
  */
 export function iamPool(config: IamPoolConfig = {}): Pool {
-  const { prewarm: prewarmCount, ...rest } = checkConfig(config, "iamPool");
-  const built = buildConfig(rest);
-  if (built.dsql) {
-    const lifetime = rest.maxLifetimeSeconds;
-    if (
-      lifetime !== undefined && !(typeof lifetime === "number" && lifetime > 0 && lifetime < 3600)
-    ) {
-      throw new RangeError(
-        `The "maxLifetimeSeconds" option must be from 1 to 3599 for Aurora DSQL, which closes ` +
-          `connections at 60 minutes; got ${show(lifetime)}`,
-      );
-    }
-  }
+  const built = buildConfig(intake(SPEC_POOL, config));
+  const lifetime = built.intake.driver.maxLifetimeSeconds;
+  const dsql = built.dsql && dsqlDefaultLifetime("maxLifetimeSeconds", lifetime);
   // What its clients will send: a client's startup parameters, read as node-postgres reads them.
   checkStartup(new pg.Client(built.config as ClientConfig));
   const pool = new pg.Pool(built.config as PoolConfig);
   // Not on Workers: a client lives for one request there, and pg-pool's lifetime timer calls
   // unref(), which a Worker's timers do not have (the pool's connect would fail).
-  if (built.dsql && rest.maxLifetimeSeconds === undefined && !ON_WORKERD) {
+  if (dsql && !ON_WORKERD) {
     // pg-pool reads this for every new client: a getter gives each its own 45–55 minutes, so a
     // pool filled at once does not recycle at once.
     Object.defineProperty((pool as unknown as { options: object }).options, "maxLifetimeSeconds", {
@@ -179,10 +140,7 @@ export function iamPool(config: IamPoolConfig = {}): Pool {
       console.error(`pg-iam: an idle client of the pool failed: ${error.message}`);
     }
   });
-  if (prewarmCount !== undefined) {
-    checkCount(prewarmCount, "prewarm");
-    void prewarm(pool, prewarmCount as number);
-  }
+  if (built.intake.prewarm !== undefined) void prewarm(pool, built.intake.prewarm);
   return pool;
 }
 
@@ -207,9 +165,7 @@ export function iamPool(config: IamPoolConfig = {}): Pool {
  * ```
  */
 export function iamClient(config: IamClientConfig = {}): Client {
-  const client = new pg.Client(
-    buildConfig(checkConfig(config, "iamClient")).config as ClientConfig,
-  );
+  const client = new pg.Client(buildConfig(intake(SPEC_CLIENT, config)).config as ClientConfig);
   checkStartup(client);
   return client;
 }
@@ -240,22 +196,27 @@ export function prewarm(
   connections: number,
   options?: PrewarmOptions,
 ): Promise<PrewarmResult> {
-  checkMax(connections, (pool as Pool & { options?: { max?: number } }).options?.max);
-  return pacedPrewarm(
-    connections,
-    options,
-    () => pool.connect(),
-    (client) => client.release(),
-    pool as unknown as Record<string, unknown>,
-    ["end"],
-  );
+  const max = (pool as Pool & { options?: { max?: number } }).options?.max;
+  return prewarmClient(pool, max, connections, options, {
+    open: () => pool.connect(),
+    release: (client) => client.release(),
+    closers: ["end"],
+  });
 }
 
-/** Options of {@linkcode transaction}: the retry policy, and how to begin. */
-export interface PgTransactionOptions extends TransactionOptions {
-  /** What follows `BEGIN`, e.g. `"isolation level serializable"`. */
-  begin?: string;
-}
+/**
+ * The old name of {@linkcode TransactionOptions}, which every adapter now shares.
+ *
+ * @deprecated Use {@linkcode TransactionOptions}.
+ *
+ * @example
+ * ```ts
+ * import type { TransactionOptions } from "@pg-iam/pg-iam/pg";
+ *
+ * const options: TransactionOptions = { begin: "isolation level serializable" };
+ * ```
+ */
+export type PgTransactionOptions = TransactionOptions;
 
 /**
  * Runs `fn` in a transaction on a client of `pool` (`BEGIN`, `fn`, `COMMIT`; `ROLLBACK` on error)
@@ -300,15 +261,9 @@ export interface PgTransactionOptions extends TransactionOptions {
 export function transaction<T>(
   pool: Pool | PoolClient,
   fn: (client: PoolClient) => T | Promise<T>,
-  options?: PgTransactionOptions,
+  options?: TransactionOptions,
 ): Promise<T> {
-  if (typeof fn !== "function") {
-    throw new TypeError(`transaction() expects a function, got ${show(fn)}`);
-  }
-  const begin = options?.begin ?? "";
-  if (typeof begin !== "string") {
-    throw new TypeError(`The "begin" option must be a string, got ${show(begin)}`);
-  }
+  const begin = transactionCall(fn, options);
   const inside = running.get(pool as PoolClient);
   if (inside !== undefined) {
     checkTransactionOptions(options);
@@ -364,10 +319,7 @@ export function transaction<T>(
 const running = new WeakMap<PoolClient, { mode: string; savepoints: number }>();
 
 /** A marker of transaction()s running in an async context (nested ones on the same pool fail). */
-const nesting = new Nesting(
-  () => asyncHooks.AsyncLocalStorage ? new asyncHooks.AsyncLocalStorage() : undefined,
-  "the client",
-);
+const nesting: Nesting = nestingOf(asyncHooks, "the client");
 
 /** A pool: this module's `pg.Pool`, or another that connects (another copy of pg), not a client. */
 function isPool(value: unknown): boolean {
@@ -410,83 +362,45 @@ function checkStartup(client: Client): void {
   if (startup) checkStartupParameters(Object.entries(startup));
 }
 
-function checkConfig<T extends object>(config: T, fn: string): T {
-  if (typeof config !== "object" || config === null) {
-    throw new TypeError(`${fn}() expects a config object, got ${show(config)}`);
-  }
-  return config;
-}
+/** How node-postgres names its options, for the shared intake. */
+const SPEC_CLIENT: IntakeSpec = {
+  fn: "iamClient",
+  url: "connectionString",
+  check: (driver) => {
+    if ("stream" in driver) {
+      throw new TypeError(
+        `The "stream" option cannot be combined with pg-iam, which provides the stream (for a ` +
+          `tunnel, connect to its local port and set signingHostname)`,
+      );
+    }
+  },
+  // As node-postgres: each from the options, URL or PG* variable, else pg.defaults.
+  defaultHost: () => pgDefault("host"),
+  defaultPort: pgDefaultPort,
+};
+const SPEC_POOL: IntakeSpec = { ...SPEC_CLIENT, fn: "iamPool" };
 
-/** The pg config for `config`: the target read once, and a socket of pg-iam's for each connection. */
-function buildConfig(config: IamClientConfig): { config: Record<string, unknown>; dsql: boolean } {
-  const { iam, rest } = splitIam(config as Record<string, unknown>);
-  const {
-    connectionString,
-    host,
-    port,
-    user,
-    database,
-    ssl,
-    dangerouslyDisableTls,
-    dangerouslyUsePlatformCas,
-    onIamConnect,
-    ...pgConfig
-  } = rest;
-  if (dangerouslyUsePlatformCas !== undefined && typeof dangerouslyUsePlatformCas !== "boolean") {
-    throw new TypeError(
-      `The "dangerouslyUsePlatformCas" option must be a boolean, got ${
-        show(dangerouslyUsePlatformCas)
-      }`,
-    );
-  }
-  if ("stream" in pgConfig) {
-    throw new TypeError(
-      `The "stream" option cannot be combined with pg-iam, which provides the stream (for a ` +
-        `tunnel, connect to its local port and set signingHostname)`,
-    );
-  }
-  if (onIamConnect !== undefined && typeof onIamConnect !== "function") {
-    throw new TypeError(
-      `The "onIamConnect" option must be a function, got ${show(onIamConnect)}`,
-    );
-  }
-  if (connectionString !== undefined && typeof connectionString !== "string") {
-    throw new TypeError(
-      `The "connectionString" option must be a string, got ${show(connectionString)}`,
-    );
-  }
-  const target = parseTarget({
-    url: connectionString,
-    explicit: {
-      host: stringOption(host, "host"),
-      port: port as number | string | undefined,
-      user: stringOption(user, "user"),
-      database: stringOption(database, "database"),
-      sslmode: sslModeOption(ssl),
-    },
-    explicitName: (key) => `the "${key === "sslmode" ? "ssl" : key}" option`,
-    dangerouslyDisableTls: dangerouslyDisableTls === true,
-  });
-  // As node-postgres: each from the options, URL or PG* variable, else pg.defaults (whose user is
-  // the operating system's).
-  const address = target.host ?? target.hostaddr ?? pgDefault("host") ?? "localhost";
-  const targetPort = target.port ?? pgDefaultPort() ?? 5432;
+// The adapter contract, checked by the compiler.
+void ({ create: iamPool, prewarm, transaction } satisfies Adapter<
+  Pool,
+  PoolClient,
+  IamPoolConfig
+>);
+
+/** The pg config for what intake() read: a socket of pg-iam's for each connection. */
+function buildConfig(
+  i: Intake,
+): { config: Record<string, unknown>; dsql: boolean; intake: Intake } {
+  const { target, host, port } = i;
+  const pgConfig = i.driver;
+  // As node-postgres: the user from the options, URL or PGUSER, else pg.defaults' (the operating
+  // system's).
   const targetUser = target.user ?? pg.defaults.user;
   if (!targetUser) {
     throw new TypeError(`The "user" option is required (or a connectionString, or PGUSER)`);
   }
   const connectTimeout = connectSeconds(pgConfig.connectionTimeoutMillis, target.connectTimeout);
-  const signing = signingConfig(
-    {
-      ...target.iam as IamOptions,
-      ...iam as IamOptions,
-      host: address,
-      port: targetPort,
-      user: targetUser,
-    },
-    connectTimeout,
-    urlNames(target, iam),
-  );
+  const signing = intakeSigning(i, targetUser, connectTimeout);
   const params = target.serverParams;
   // Settings node-postgres has no option for travel as `-c name=value` in `options`, as libpq's
   // PGTZ and friends do.
@@ -495,16 +409,7 @@ function buildConfig(config: IamClientConfig): { config: Record<string, unknown>
     .map(([k, v]) => optionsSetting(k, v));
   const options = [params.options, ...settings].filter(Boolean).join(" ") || undefined;
   const keepAlive = target.keepAlive;
-  const plan = socketPlan({
-    target,
-    host: address,
-    port: targetPort,
-    signing,
-    tlsOverride: typeof ssl === "object" && ssl !== null ? ssl as ConnectionOptions : undefined,
-    connectTimeoutMs: connectTimeout * 1000,
-    onConnect: onIamConnect as ((event: ConnectEvent) => void) | undefined,
-    dangerouslyUsePlatformCas: dangerouslyUsePlatformCas === true,
-  });
+  const plan = intakePlan(i, signing, { connectTimeoutMs: connectTimeout * 1000 });
   const defaults: Record<string, unknown> = {
     application_name: params.application_name,
     options,
@@ -519,14 +424,15 @@ function buildConfig(config: IamClientConfig): { config: Record<string, unknown>
   return {
     config: {
       ...pgConfig,
-      host: address,
-      port: targetPort,
+      host,
+      port,
       user: targetUser,
       database: target.database ?? pgDefault("database") ?? targetUser,
       ssl: false, // TLS is done by pg-iam's socket, before node-postgres sees the connection
       stream: () => new IamSocket(plan),
     },
     dsql: signing.service === "dsql",
+    intake: i,
   };
 }
 

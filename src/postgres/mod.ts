@@ -16,44 +16,41 @@
  */
 
 import * as asyncHooks from "node:async_hooks";
-import type { ConnectionOptions } from "node:tls";
 import postgres from "postgres";
 import * as postgresModule from "postgres";
 import type { Options as PgOptions, PostgresType, Sql, TransactionSql } from "postgres";
 import { show } from "../core/errors.ts";
 import { checkPort } from "../core/_options.ts";
-import { parseTarget, sslModeOption, stringOption } from "../connection/target.ts";
-import type { SslOption } from "../connection/tls.ts";
 import {
-  checkNestedMode,
-  checkTransactionOptions,
-  connectionLost,
-  Nesting,
-  retrying,
+  type Adapter,
+  dsqlDefaultLifetime,
+  type IamConnectOptions,
+  intake,
+  intakePlan,
+  intakeSigning,
+  type IntakeSpec,
+  prewarmClient,
+} from "../connection/adapter.ts";
+import { parseTarget, stringOption } from "../connection/target.ts";
+import {
+  nestingOf,
+  type SavepointDriver,
+  savepointTransaction,
   type TransactionOptions,
 } from "../connection/retry.ts";
-import {
-  checkCount,
-  driverArgs,
-  dsqlLifetime,
-  type IamOptions,
-  type PrewarmResult,
-  safely,
-  signFor,
-  signingConfig,
-  urlNames,
-} from "../connection/sign.ts";
+import { dsqlLifetime, safely, signFor, signingConfig } from "../connection/sign.ts";
+import { type IamOptions, urlNames } from "../connection/options.ts";
+import type { PrewarmOptions, PrewarmResult } from "../connection/prewarm.ts";
 import {
   type ConnectEvent,
   connectTimeoutReader,
   IamSocket,
   type SocketPlan,
 } from "../connection/socket.ts";
-import { socketPlan } from "../connection/socket-plan.ts";
 import { ON_WORKERD } from "../connection/socket-workerd.ts";
 import { checkStartupParameters } from "../connection/pgwire.ts";
-import { checkMax, pacedPrewarm, type PrewarmOptions } from "../connection/prewarm.ts";
 
+export * from "../connection/public.ts";
 export {
   ConnectError,
   type ConnectErrorCode,
@@ -62,21 +59,8 @@ export {
   type SystemErrorCode,
 } from "../connection/errors.ts";
 export type { ConnectEvent, ConnectStep, ConnectTimings } from "../connection/socket.ts";
-export type { SslOption } from "../connection/tls.ts";
-export type { PrewarmOptions } from "../connection/prewarm.ts";
-export {
-  isOccError,
-  type RetryEvent,
-  type TransactionOptions,
-  TransactionOutcomeUnknownError,
-} from "../connection/retry.ts";
-export {
-  IamAuthError,
-  type IamOptions,
-  type PrewarmResult,
-  type TokenEvent,
-} from "../connection/sign.ts";
-export type { Credentials, CredentialsOption, CredentialsProvider } from "../core/credentials.ts";
+export { IamAuthError } from "../connection/sign.ts";
+export type { IamConnectOptions } from "../connection/adapter.ts";
 
 /** Options of {@linkcode iamPostgres}: postgres.js options (minus passwords) plus IAM ones. */
 // `{}` mirrors postgres.js's own signature, so inferred custom types stay identical.
@@ -84,23 +68,13 @@ export type { Credentials, CredentialsOption, CredentialsProvider } from "../cor
 export type IamPostgresOptions<T extends Record<string, PostgresType> = {}> =
   & Omit<PgOptions<T>, "password" | "pass" | "ssl" | "require_auth" | "channel_binding">
   & IamOptions
+  & IamConnectOptions
   & {
     /**
-     * TLS. Default `"verify-full"`: RDS against the RDS CA bundle, DSQL against the system roots,
-     * both checked against `signingHostname` (or the host). An object is merged over those
-     * defaults (`ca`, `servername`, …). Plaintext needs `dangerouslyDisableTls: true`.
+     * The old name of `onIamConnect`, on this driver only.
+     *
+     * @deprecated Use `onIamConnect`, the hook's name on every driver.
      */
-    ssl?: SslOption;
-    /** Sends tokens without TLS. For a local gateway only: a token on the wire is a password. */
-    dangerouslyDisableTls?: boolean;
-    /**
-     * Cloudflare Workers only: check the server's certificate against the CAs the Worker's
-     * runtime trusts (publicly trusted CAs; a workerd config's `trustedCertificates`) instead of
-     * the RDS CA or your `sslrootcert`/`ssl.ca`, which a Worker cannot be given. Without it, such
-     * a target is refused on Workers when the client is created. Ignored elsewhere.
-     */
-    dangerouslyUsePlatformCas?: boolean;
-    /** Called for every physical connection start, with timings. */
     onConnect?: (event: ConnectEvent) => void;
     /** Open this many connections right away (IAM connects are slow); see {@linkcode prewarm}. */
     prewarm?: number;
@@ -174,7 +148,7 @@ export type IamSql<T extends Record<string, PostgresType> = {}> = Sql<
  *   user: "admin",
  *   database: "postgres",
  *   prewarm: 4,
- *   onConnect: (e) => console.log(e.ok, e.timings.totalMs),
+ *   onIamConnect: (e) => console.log(e.ok, e.timings.totalMs),
  * });
  * ```
  *
@@ -193,66 +167,9 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
   url?: string | IamPostgresOptions<T>,
   options?: IamPostgresOptions<T>,
 ): IamSql<T> {
-  const args = driverArgs("iamPostgres", url, options);
-  const iam = args.iam;
-  const {
-    dangerouslyDisableTls,
-    dangerouslyUsePlatformCas,
-    onConnect,
-    prewarm: prewarmCount,
-    ssl,
-    host: hostOption,
-    hostname,
-    port: portOption,
-    user: userOption,
-    username,
-    database,
-    db,
-    path,
-    require_auth: requireAuth,
-    channel_binding: channelBinding,
-    ...pgOptions
-  } = args.rest;
-  if (onConnect !== undefined && typeof onConnect !== "function") {
-    throw new TypeError(`The "onConnect" option must be a function, got ${show(onConnect)}`);
-  }
-  if (dangerouslyUsePlatformCas !== undefined && typeof dangerouslyUsePlatformCas !== "boolean") {
-    throw new TypeError(
-      `The "dangerouslyUsePlatformCas" option must be a boolean, got ${
-        show(dangerouslyUsePlatformCas)
-      }`,
-    );
-  }
-  if (pgOptions.socket !== undefined) {
-    throw new TypeError(
-      `The "socket" option cannot be combined with iamPostgres(): pg-iam provides the socket ` +
-        `(for a tunnel, connect to its local port and set signingHostname)`,
-    );
-  }
-  if (path !== undefined) {
-    throw new TypeError(
-      `iamPostgres() connects over TCP, got the unix socket ${show(path)}: IAM tokens ` +
-        `are for RDS and DSQL endpoints (or a local gateway on a TCP port)`,
-    );
-  }
-
-  // One parser for the target (connection string, options, libpq variables), as everywhere.
-  const target = parseTarget({
-    url: args.url,
-    explicit: {
-      host: one(hostname ?? hostOption, hostname === undefined ? "host" : "hostname") as string,
-      port: one(portOption, "port") as number | string | undefined,
-      user: stringOption(username ?? userOption, username === undefined ? "user" : "username"),
-      database: stringOption(database ?? db, database === undefined ? "database" : "db"),
-      sslmode: sslModeOption(ssl),
-      require_auth: stringOption(requireAuth, "require_auth"),
-      channel_binding: stringOption(channelBinding, "channel_binding"),
-    },
-    explicitName: (key) => `the "${key === "sslmode" ? "ssl" : key}" option`,
-    dangerouslyDisableTls: dangerouslyDisableTls === true,
-  });
-  const host = target.host ?? target.hostaddr ?? "localhost";
-  const port = target.port ?? 5432;
+  const i = intake(SPEC, url, options);
+  const { target, host, port } = i;
+  const pgOptions = i.driver;
   const pgDefaults: Record<string, unknown> = {
     connect_timeout: target.connectTimeout,
     keep_alive: target.keepAlive,
@@ -305,20 +222,10 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
   const connectTimeout = typeof parsed.connect_timeout === "number"
     ? parsed.connect_timeout || 30
     : 30;
-  const config = signingConfig(
-    { ...target.iam as IamOptions, ...iam as IamOptions, host, port, user: parsed.user },
-    connectTimeout,
-    urlNames(target, iam),
-  );
-
+  const signing = intakeSigning(i, parsed.user, connectTimeout);
   const lifetime = parsed.max_lifetime; // a function: postgres.js's default (30–60 minutes)
-  const dsql = config.service === "dsql" && typeof lifetime === "function";
-  if (config.service === "dsql" && !dsql && !(typeof lifetime === "number" && lifetime < 3600)) {
-    throw new RangeError(
-      `The "max_lifetime" option must be below 3600 seconds for Aurora DSQL, which closes ` +
-        `connections at 60 minutes; got ${show(lifetime)}`,
-    );
-  }
+  const dsql = signing.service === "dsql" &&
+    dsqlDefaultLifetime("max_lifetime", lifetime, typeof lifetime === "function");
   // Built again, with what only the parsed options tell: for DSQL a lifetime below its 60
   // minutes, jittered per connection so that connections do not all recycle at once (postgres.js
   // 4 draws it per connection; 3.x per pool slot, when it builds the client); on postgres.js 4 the
@@ -332,24 +239,14 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
     } as PgOptions<T>) as unknown as IamSql<T>;
   }
 
-  ref.plan = socketPlan({
-    target,
-    host,
-    port,
-    signing: config,
-    tlsOverride: typeof ssl === "object" && ssl !== null ? ssl as ConnectionOptions : undefined,
+  ref.plan = intakePlan(i, signing, {
     connectTimeoutMs: connectTimeoutReader(parsed.connect_timeout),
-    onConnect: onConnect as ((event: ConnectEvent) => void) | undefined,
-    dangerouslyUsePlatformCas: dangerouslyUsePlatformCas === true,
     // postgres.js 4 asks again itself on 53300 (with its backoff, within connect_timeout), as
     // without pg-iam; DSQL's 53400 it does not.
     busy: POSTGRES_4 ? ["53400"] : undefined,
     startupParams: () => startupOf(sql.options as unknown as typeof parsed),
   });
-  if (prewarmCount !== undefined) {
-    checkCount(prewarmCount, "prewarm");
-    void prewarm(sql, prewarmCount as number);
-  }
+  if (i.prewarm !== undefined) void prewarm(sql, i.prewarm);
   return sql;
 }
 
@@ -380,22 +277,26 @@ export function prewarm(
   connections: number,
   options?: PrewarmOptions,
 ): Promise<PrewarmResult> {
-  checkMax(connections, sql.options.max);
-  return pacedPrewarm(
-    connections,
-    options,
-    () => sql.reserve(),
-    (reserved) => reserved.release(),
-    sql as unknown as Record<string, unknown>,
-    ["end", "close"],
-  );
+  return prewarmClient(sql, sql.options.max, connections, options, {
+    open: () => sql.reserve(),
+    release: (reserved) => reserved.release(),
+    closers: ["end", "close"],
+  });
 }
 
-/** Options of {@linkcode transaction}: the retry policy, and how to begin. */
-export interface PostgresTransactionOptions extends TransactionOptions {
-  /** What postgres.js's `sql.begin()` takes before the function, e.g. `"isolation level serializable"`. */
-  begin?: string;
-}
+/**
+ * The old name of {@linkcode TransactionOptions}, which every adapter now shares.
+ *
+ * @deprecated Use {@linkcode TransactionOptions}.
+ *
+ * @example
+ * ```ts
+ * import type { TransactionOptions } from "@pg-iam/pg-iam/postgres";
+ *
+ * const options: TransactionOptions = { begin: "isolation level serializable" };
+ * ```
+ */
+export type PostgresTransactionOptions = TransactionOptions;
 
 /**
  * Runs `fn` in a transaction (postgres.js's `sql.begin`) and runs it again on an optimistic
@@ -438,57 +339,19 @@ export function transaction<T>(
   sql: Sql<any> | TransactionSql<any>,
   // deno-lint-ignore no-explicit-any
   fn: (tx: TransactionSql<any>) => T | Promise<T>,
-  options?: PostgresTransactionOptions,
+  options?: TransactionOptions,
 ): Promise<T> {
-  if (typeof fn !== "function") {
-    throw new TypeError(`transaction() expects a function, got ${show(fn)}`);
-  }
-  const begin = options?.begin ?? "";
-  if (typeof begin !== "string") {
-    throw new TypeError(`The "begin" option must be a string, got ${show(begin)}`);
-  }
-  if (typeof (sql as { savepoint?: unknown })?.savepoint === "function") {
-    // A transaction's sql (postgres.js gives only those a savepoint()).
-    // deno-lint-ignore no-explicit-any
-    const tx = sql as TransactionSql<any>;
-    checkTransactionOptions(options);
-    const mode = modes.get(tx);
-    checkNestedMode(begin, mode);
-    // deno-lint-ignore no-explicit-any
-    return tx.savepoint((sp: TransactionSql<any>) => {
-      if (mode !== undefined) modes.set(sp, mode);
-      return fn(sp);
-    }) as Promise<T>;
-  }
-  if (typeof (sql as { begin?: unknown })?.begin !== "function") {
-    throw new TypeError(
-      `transaction() expects a postgres.js client, or the tx of a running transaction, got ${
-        show(sql)
-      }`,
-    );
-  }
-  nesting.check(sql);
-  return retrying(
-    (workDone) =>
-      (sql as Sql).begin(begin, async (tx) => {
-        modes.set(tx, begin);
-        const result = await nesting.run(sql, () => fn(tx));
-        workDone();
-        return result;
-      }) as Promise<T>,
-    options,
-    connectionLost,
-  );
+  return savepointTransaction(sql, fn, options, TRANSACTIONS);
 }
 
-/** The mode (`begin`) of each transaction()'s `tx`, and of the savepoints in it. */
-const modes = new WeakMap<object, string>();
-
-/** A marker of transaction()s running in an async context (nested ones on the same sql fail). */
-const nesting = new Nesting(
-  () => asyncHooks.AsyncLocalStorage ? new asyncHooks.AsyncLocalStorage() : undefined,
-  "tx",
-);
+/** postgres.js's transactions: `sql.begin(mode, fn)`, and the marker of those running. */
+// deno-lint-ignore no-explicit-any
+const TRANSACTIONS: SavepointDriver<Sql<any>, TransactionSql<any>> = {
+  client: "a postgres.js client",
+  nesting: nestingOf(asyncHooks, "tx"),
+  // deno-lint-ignore no-explicit-any
+  begin: (sql, begin, work) => sql.begin(begin, (tx) => work(tx as TransactionSql<any>)),
+};
 
 /**
  * Options of {@linkcode iamPassword}: the IAM options but `tokenReuse` (a password function cannot
@@ -605,6 +468,39 @@ export function iamPassword(options: IamPasswordOptions): () => Promise<string> 
 }
 
 // ---- internals ----
+
+/** How postgres.js names its options, for the shared intake. */
+const SPEC: IntakeSpec = {
+  fn: "iamPostgres",
+  url: "argument",
+  aliases: { hostname: "host", username: "user" },
+  fallbacks: { db: "database" },
+  one,
+  libpqOptions: ["require_auth", "channel_binding"],
+  deprecatedHook: "onConnect",
+  check: (driver) => {
+    if (driver.socket !== undefined) {
+      throw new TypeError(
+        `The "socket" option cannot be combined with iamPostgres(): pg-iam provides the socket ` +
+          `(for a tunnel, connect to its local port and set signingHostname)`,
+      );
+    }
+    if (driver.path !== undefined) {
+      throw new TypeError(
+        `iamPostgres() connects over TCP, got the unix socket ${show(driver.path)}: IAM tokens ` +
+          `are for RDS and DSQL endpoints (or a local gateway on a TCP port)`,
+      );
+    }
+  },
+};
+
+// The adapter contract, checked by the compiler.
+void ({ create: iamPostgres, prewarm, transaction } satisfies Adapter<
+  IamSql,
+  // deno-lint-ignore no-explicit-any
+  TransactionSql<any>,
+  IamPostgresOptions
+>);
 
 // The installed major: postgres.js 4 also exports PostgresError by name (3.x only a default).
 const POSTGRES_4: boolean = "PostgresError" in postgresModule;
