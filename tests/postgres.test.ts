@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import postgres from "postgres";
 import { rdsToken } from "../mod.ts";
 import {
+  type ConnectError,
   type ConnectEvent,
   iamPassword,
   iamPostgres,
@@ -912,7 +913,7 @@ test("a server at its connection limit (53300) is asked again with backoff until
   // One physical connect that waited inside (3.x); on 4.x, postgres.js's own tries, the last in.
   assert.equal(connects.at(-1)?.ok, true);
   if (postgresMajor() === 3) assert.equal(connects.length, 1);
-  assert.ok(connects.slice(0, -1).every((e) => (e.error as { code?: string }).code === "53300"));
+  assert.ok(connects.slice(0, -1).every((e) => (e.error as ConnectError).sqlState === "53300"));
   await waiter.end();
   // And at the connect timeout, the server's own answer, not a bare timeout.
   const blocker = client(g, { max: 1 });

@@ -138,6 +138,13 @@ const COVERAGE: Cover[] = [
   },
   { find: "export async function handler(event: { id: number })", by: [[HERE, T.serverless]] },
   {
+    find: "console.error(`${error.code} at ${error.step} (${error.host}:${error.port})`);",
+    by: [[
+      "tests/connect-error.test.ts",
+      "docs/errors.md: the ConnectError example logs a refused connection, not the server's error (the control)",
+    ]],
+  },
+  {
     find: 'import { drizzle } from "drizzle-orm/postgres-js";',
     by: [["tests/recipes.test.ts", "recipe: Drizzle on an iamPostgres() client"]],
   },

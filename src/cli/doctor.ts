@@ -26,6 +26,7 @@ import {
   startupMessage,
 } from "../connection/pgwire.ts";
 import { type ConnectOutcome, IamSocket, type SocketPlan } from "../connection/socket.ts";
+import { ConnectError } from "../connection/errors.ts";
 import { type Command, int, type Parsed, UsageError } from "./_args.ts";
 import { type TlsPlan, tlsPlan } from "../connection/tls.ts";
 import { lower, resolveTarget, signFor, type Target, TARGET_FLAGS } from "./_target.ts";
@@ -572,7 +573,11 @@ async function login(
       const server = error instanceof ServerError
         ? error
         : typeof severity === "string"
-        ? new ServerError({ S: severity, M: error.message, C: error.code ?? "" })
+        ? new ServerError({
+          S: severity,
+          M: error.message,
+          C: (error instanceof ConnectError ? error.sqlState : error.code) ?? "",
+        })
         : undefined;
       if (server && !result.tokenSent) {
         const f = refusedBeforeToken(server, target);

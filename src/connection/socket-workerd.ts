@@ -23,6 +23,7 @@ import { show } from "../core/errors.ts";
 import { parseHostname } from "../core/hostname.ts";
 import type { TlsSettings } from "./target.ts";
 import type { TlsPlan } from "./tls.ts";
+import { ConnectError } from "./errors.ts";
 import type { SocketBackend } from "./socket.ts";
 
 /** Whether this is the Workers runtime (workerd, locally or on Cloudflare). */
@@ -146,15 +147,12 @@ export function workerdTlsPlan(
  * …" for a refused certificate (the reason goes to its own log), so say what was checked.
  */
 export function workerdTlsError(error: Error, plan: TlsPlan, host: string, port: number): Error {
-  return Object.assign(
-    new Error(
-      `pg-iam: TLS with ${host}:${port} failed (${error.message}): the certificate must chain ` +
-        `to ${plan.trust} and be for the name ${show(plan.name)}; the Worker's runtime does not ` +
-        `say which check failed (its log does). Connecting through a tunnel or by IP address? ` +
-        `Set signingHostname to the endpoint name (the token and the certificate check both use it)`,
-      { cause: error },
-    ),
-    { code: "TLS" },
+  return new ConnectError(
+    `pg-iam: TLS with ${host}:${port} failed (${error.message}): the certificate must chain ` +
+      `to ${plan.trust} and be for the name ${show(plan.name)}; the Worker's runtime does not ` +
+      `say which check failed (its log does). Connecting through a tunnel or by IP address? ` +
+      `Set signingHostname to the endpoint name (the token and the certificate check both use it)`,
+    { code: "TLS", step: "tls", host, port, cause: error },
   );
 }
 
@@ -207,12 +205,13 @@ class StreamSocket extends EventEmitter {
     const failed = (error: Error) =>
       this.#fail(
         ready === "connect" && this.readyState === "opening"
-          ? Object.assign(
-            new Error(`pg-iam: connecting to ${host}:${port} failed (${error.message})`, {
-              cause: error,
-            }),
-            { code: "CONNECT" },
-          )
+          ? new ConnectError(`pg-iam: connecting to ${host}:${port} failed (${error.message})`, {
+            code: "CONNECT",
+            step: "connect",
+            host,
+            port,
+            cause: error,
+          })
           : error,
       );
     raw.then((socket) => {

@@ -33,6 +33,7 @@ import {
   CANCEL_REQUEST,
   checkStartupParameters,
   errorFields,
+  message as typedMessage,
   MessageReader,
   passwordMessage,
   PROTOCOL_3,
@@ -44,6 +45,7 @@ import {
 import { checkAlpn, directTlsError, tlsError, type TlsPlan, withRdsCa } from "./tls.ts";
 import type { ServerError } from "./sign.ts";
 import { backoffMs, sleep } from "./backoff.ts";
+import { ConnectError, type ConnectStep } from "./errors.ts";
 import { deadline } from "../core/deadline.ts";
 
 /** Timings of one connection start, in milliseconds. */
@@ -117,8 +119,7 @@ export const NODE_BACKEND: SocketBackend = {
   tlsError,
 };
 
-/** The steps of a connection start, in order. */
-export type ConnectStep = "credentials" | "connect" | "tls" | "auth";
+export type { ConnectStep };
 
 /** The outcome of one physical connection start. */
 export interface ConnectOutcome {
@@ -146,7 +147,11 @@ export interface ConnectEvent {
   attempts: number;
   /** Where the time went. */
   timings: ConnectTimings;
-  /** Why it failed, when it did. */
+  /**
+   * Why it failed, when it did: a `ConnectError` (a server's refusal as `SERVER_ERROR`, with its
+   * `sqlState`; the query gets the driver's own error for it), an `IamAuthError`, a
+   * `CredentialsError`, or a `TypeError` or `RangeError` for a bad option.
+   */
   error?: Error;
   /**
    * The step it failed at: `credentials` (credentials or signing), `connect` (DNS and TCP), `tls`
@@ -239,8 +244,11 @@ export class IamSocket extends EventEmitter {
         else if (code === PROTOCOL_3) this.#start(message);
         else {
           this.destroy(
-            Object.assign(new Error(`pg-iam: unexpected first message from the driver (${code})`), {
+            new ConnectError(`pg-iam: unexpected first message from the driver (${code})`, {
               code: "PROTOCOL_VIOLATION",
+              step: this.#step,
+              host: this.host,
+              port: this.port,
             }),
           );
         }
@@ -463,7 +471,13 @@ export class IamSocket extends EventEmitter {
       this.#handOver(socket, undefined);
       socket.end(message);
     } catch (error) {
-      this.destroy(withCode(error as Error));
+      const refused = error instanceof Refusal;
+      if (refused) error.socket.destroy();
+      this.destroy(
+        refused
+          ? serverError(error.fields, this.#step, this.host, this.port)
+          : asConnectError(error as Error, this.#step, this.host, this.port),
+      );
     }
   }
 
@@ -486,19 +500,17 @@ export class IamSocket extends EventEmitter {
     // NegotiateProtocolVersion may say the server did not recognize.
     const requested = new Set(startupParameters(startup)?.keys());
     const limit = deadline(timeoutMs, () =>
-      Object.assign(
-        new Error(
-          `pg-iam: connecting to ${plan.host}:${plan.port} timed out after ${timeoutMs / 1000}s ` +
-            `(while ${
-              {
-                credentials: "resolving credentials and signing the token",
-                connect: `connecting to ${plan.host}:${plan.port}`,
-                tls: "negotiating TLS",
-                auth: "authenticating (the server's IAM check)",
-              }[this.#step]
-            })`,
-        ),
-        { code: "CONNECT_TIMEOUT" },
+      new ConnectError(
+        `pg-iam: connecting to ${plan.host}:${plan.port} timed out after ${timeoutMs / 1000}s ` +
+          `(while ${
+            {
+              credentials: "resolving credentials and signing the token",
+              connect: `connecting to ${plan.host}:${plan.port}`,
+              tls: "negotiating TLS",
+              auth: "authenticating (the server's IAM check)",
+            }[this.#step]
+          })`,
+        { code: "CONNECT_TIMEOUT", step: this.#step, host: plan.host, port: plan.port },
       ));
     const within = limit.race;
     let tokenSent = false;
@@ -508,16 +520,25 @@ export class IamSocket extends EventEmitter {
     let waits = 0;
     const busyCodes = plan.busy ?? BUSY;
     const busy = (code: unknown) => busyCodes.includes(code as string) && plan.retry !== false;
-    const wait = (answer: Error) => {
-      const ms = backoffMs(++waits, 50, 2000);
-      // No wait that would end past the deadline (the driver's own timeout fires there too).
-      if (performance.now() + ms + 500 > t0 + timeoutMs) {
-        throw Object.assign(answer, {
-          message: `${answer.message} (asked ${waits} times, with backoff, within the connect ` +
-            `timeout)`,
-        });
-      }
-      return within(sleep(ms));
+    // The wait before asking again, or undefined when it would end past the deadline (the
+    // driver's own timeout fires there too).
+    const nextWait = () => {
+      const ms = backoffMs(waits + 1, 50, 2000);
+      return performance.now() + ms + 500 > t0 + timeoutMs ? undefined : (waits++, ms);
+    };
+    // The server's refusal goes to the driver as the server sent it (it raises its own error
+    // class, as without pg-iam), said to be the last of several when pg-iam asked again.
+    const refuse = (socket: net.Socket, fields: ServerError, raw: Buffer) => {
+      limit.clear();
+      timings.totalMs = performance.now() - t0;
+      const asked = busy(fields.C)
+        ? ` (asked ${waits + 1} times, with backoff, within the connect timeout)`
+        : "";
+      const shown = asked ? { ...fields, M: `${fields.M ?? ""}${asked}` } : fields;
+      const error = serverError(shown, this.#step, plan.host, plan.port);
+      plan.onConnect({ ok: false, attempts, timings, error, step: this.#step, tokenSent });
+      if (this.#closed) return void socket.destroy();
+      this.#handOver(socket, asked ? errorMessageOf(shown) : raw, false);
     };
     try {
       if (plan.startupParams) checkStartupParameters(plan.startupParams());
@@ -532,8 +553,11 @@ export class IamSocket extends EventEmitter {
         try {
           socket = await within(this.#open(timings));
         } catch (error) {
-          if (!busy((error as { code?: unknown }).code)) throw error;
-          await wait(error as Error);
+          if (!(error instanceof Refusal)) throw error;
+          const ms = busy(error.fields.C) ? nextWait() : undefined;
+          if (ms === undefined) return refuse(error.socket, error.fields, error.raw);
+          error.socket.destroy();
+          await within(sleep(ms));
           attempts--; // the same attempt, again
           continue;
         }
@@ -544,18 +568,18 @@ export class IamSocket extends EventEmitter {
 
         this.#step = "auth";
         socket.write(startup);
-        const answer = await within(authenticate(socket, signed.token, timings, requested));
+        const answer = await within(
+          authenticate(socket, signed.token, timings, requested, plan.host, plan.port),
+        );
         tokenSent ||= answer.tokenSent;
         if (this.#closed) return;
         if (answer.ok && !answer.tokenSent && plan.requirePassword) {
           socket.destroy();
-          throw Object.assign(
-            new Error(
-              `pg-iam: ${plan.host}:${plan.port} let the client in without asking for a ` +
-                `password, and require_auth does not allow "none" (as libpq: authentication ` +
-                `method requirement failed: server did not complete authentication)`,
-            ),
-            { code: "AUTH_METHOD" },
+          throw new ConnectError(
+            `pg-iam: ${plan.host}:${plan.port} let the client in without asking for a ` +
+              `password, and require_auth does not allow "none" (as libpq: authentication ` +
+              `method requirement failed: server did not complete authentication)`,
+            { code: "AUTH_METHOD", step: "auth", host: plan.host, port: plan.port },
           );
         }
         if (answer.ok) {
@@ -565,31 +589,27 @@ export class IamSocket extends EventEmitter {
           plan.onConnect({ ok: true, attempts, timings, tokenSent });
           return;
         }
+        const code = answer.error.C;
+        const rejected = answer.tokenSent && (code === "28P01" || code === "28000");
+        const ms = busy(code) ? nextWait() : undefined;
+        if (!rejected && ms === undefined) return refuse(socket, answer.error, answer.raw);
         socket.destroy();
         this.#upstream = undefined;
-        const code = answer.error.C;
-        if (busy(code)) {
-          await wait(serverError(answer.error));
+        if (ms !== undefined) {
+          await within(sleep(ms));
           attempts--;
           continue;
         }
-        const rejected = answer.tokenSent && (code === "28P01" || code === "28000");
-        if (rejected) plan.rejected?.(signed.token);
-        if (attempts === 1 && rejected && plan.retry !== false) continue;
-        throw rejected ? plan.authError(answer.error) : serverError(answer.error);
+        plan.rejected?.(signed.token);
+        if (attempts === 1 && plan.retry !== false) continue;
+        throw plan.authError(answer.error);
       }
     } catch (error) {
       limit.clear();
       timings.totalMs = performance.now() - t0;
-      plan.onConnect({
-        ok: false,
-        attempts,
-        timings,
-        error: error as Error,
-        step: this.#step,
-        tokenSent,
-      });
-      this.destroy(withCode(error as Error));
+      const failure = asConnectError(error as Error, this.#step, plan.host, plan.port);
+      plan.onConnect({ ok: false, attempts, timings, error: failure, step: this.#step, tokenSent });
+      this.destroy(failure);
     }
   }
 
@@ -608,7 +628,7 @@ export class IamSocket extends EventEmitter {
     // between two waits from becoming an uncaught exception.
     this.#upstream = socket;
     socket.on("error", noop);
-    await once(socket, "connect");
+    await once(socket, "connect", "connect", plan.host, plan.port);
     // No setNoDelay(): the socket is postgres.js's after login, and stays as postgres.js makes
     // its own (Nagle on). Measured both ways in bench/steady.ts: no difference on Node.
     if (this.#keepAlive) socket.setKeepAlive(...this.#keepAlive);
@@ -627,7 +647,7 @@ export class IamSocket extends EventEmitter {
     this.#upstream = secure;
     secure.on("error", noop);
     try {
-      await once(secure, "secureConnect");
+      await once(secure, "secureConnect", "tls", plan.host, plan.port);
     } catch (error) {
       socket.destroy();
       const explain = plan.tls.direct ? directTlsError : backend.tlsError;
@@ -647,9 +667,11 @@ export class IamSocket extends EventEmitter {
 
   /**
    * Steps aside: postgres.js's listeners move to `socket`, and from now on every method forwards
-   * to it. `rest`: what the server sent from AuthenticationOk on, delivered first.
+   * to it. `rest`: what the server sent from AuthenticationOk on, delivered first; or the server's
+   * ErrorResponse that refused the login (`loggedIn` false), which the driver reads as it would
+   * without pg-iam, and what the driver wrote meanwhile is dropped, not sent.
    */
-  #handOver(socket: net.Socket, rest: Buffer | undefined): void {
+  #handOver(socket: net.Socket, rest: Buffer | undefined, loggedIn = true): void {
     this.#upstream = undefined;
     const listeners = this.eventNames().map((event) => [event, super.rawListeners(event)] as const);
     super.removeAllListeners();
@@ -657,9 +679,13 @@ export class IamSocket extends EventEmitter {
     for (const [event, fns] of listeners) {
       for (const fn of fns) socket.on(event, fn as Listener);
     }
-    for (const chunk of this.#pending.splice(0)) socket.write(chunk);
+    const pending = this.#pending.splice(0);
+    if (loggedIn) { for (const chunk of pending) socket.write(chunk); }
+    // A refusing server may have reset the connection already: its 'close' went to no listener.
+    const gone = socket.destroyed;
     if (rest?.length) socket.emit("data", rest);
-    socket.resume(); // paused by authenticate(), so nothing was emitted to no listener
+    if (gone) queueMicrotask(() => socket.emit("close", false));
+    else socket.resume(); // paused by authenticate(), so nothing was emitted to no listener
   }
 }
 
@@ -669,9 +695,11 @@ function authenticate(
   token: string,
   timings: ConnectTimings,
   requested: ReadonlySet<string>,
+  host: string,
+  port: number,
 ): Promise<
   | { ok: true; rest: Buffer; tokenSent: boolean }
-  | { ok: false; error: ServerError; tokenSent: boolean }
+  | { ok: false; error: ServerError; raw: Buffer; tokenSent: boolean }
 > {
   return new Promise((resolve, reject) => {
     const reader = new MessageReader();
@@ -688,11 +716,19 @@ function authenticate(
     const onClose = () => {
       cleanup();
       reject(
-        Object.assign(new Error("pg-iam: the server closed the connection during authentication"), {
+        new ConnectError("pg-iam: the server closed the connection during authentication", {
           code: "CONNECTION_CLOSED",
+          step: "auth",
+          host,
+          port,
         }),
       );
     };
+    const protocolError = (what: string, note?: string) =>
+      new ConnectError(
+        `pg-iam: the server sent ${what} during authentication${note ? ` (${note})` : ""}`,
+        { code: "PROTOCOL_VIOLATION", step: "auth", host, port },
+      );
     const onData = (chunk: Buffer) => {
       reader.push(chunk);
       for (let head = reader.header(); head; head = reader.header()) {
@@ -719,16 +755,24 @@ function authenticate(
           }
           if (method !== AUTH_CLEARTEXT) {
             cleanup();
-            return reject(methodError(method));
+            return reject(methodError(method, host, port));
           }
           socket.write(passwordMessage(token));
           sentAt = performance.now();
         } else if (type === 0x45 /* E */) {
+          // Drivers loop forever on a field without its NUL (postgres.js 4.2): refused here.
+          if (!wellFormed(body)) {
+            cleanup();
+            return reject(protocolError(`a malformed 'E' message (a field without its end)`));
+          }
+          // Held as it is (paused, as at AuthenticationOk) for the driver to read, unless retried.
+          socket.pause();
           cleanup();
           answered();
           return resolve({
             ok: false,
             error: Object.fromEntries(errorFields(body)),
+            raw: Buffer.concat([message.raw, reader.rest()]),
             tokenSent: sentAt !== undefined,
           });
         } else if (type === 0x76 /* v */) {
@@ -764,34 +808,32 @@ function authenticate(
 // Longer than any message a server sends before AuthenticationOk (an ErrorResponse is well below).
 const MAX_LOGIN_MESSAGE = 1 << 20;
 
-function protocolError(what: string, note?: string): Error {
-  return Object.assign(
-    new Error(`pg-iam: the server sent ${what} during authentication${note ? ` (${note})` : ""}`),
-    { code: "PROTOCOL_VIOLATION" },
-  );
-}
-
 /** Sends the SSLRequest and reads its answer: `S`, or an error naming what the server said. */
 async function sslRequested(socket: net.Socket, host: string, port: number): Promise<void> {
   socket.write(sslRequest());
-  const reply = await once(socket, "data") as Buffer;
+  const reply = await once(socket, "data", "tls", host, port) as Buffer;
   // More than the one byte would be injected plaintext (CVE-2021-23214 class): refuse it.
   if (reply.length === 1 && reply[0] === 0x53) return;
   // A server that cannot take the connection (too many clients, …) may answer with an error.
-  const refusal = reply[0] === 0x45 ? await errorMessage(socket, reply) : undefined;
+  const refusal = reply[0] === 0x45 ? await errorMessage(socket, reply, host, port) : undefined;
+  if (refusal) throw new Refusal(socket, refusal.fields, refusal.raw);
   socket.destroy();
-  if (refusal) throw serverError(refusal);
-  throw Object.assign(
-    new Error(
-      reply[0] === 0x4e
-        ? `pg-iam: ${host}:${port} refused TLS (it answered the SSLRequest with ` +
-          `"N"); IAM tokens are sent only over TLS unless you opt out with ` +
-          `dangerouslyDisableTls: true`
-        : `pg-iam: ${host}:${port} sent an invalid answer to the SSLRequest ` +
-          `(not a PostgreSQL server, or something in between)`,
-    ),
-    { code: reply[0] === 0x4e ? "TLS_REFUSED" : "PROTOCOL_VIOLATION" },
+  throw new ConnectError(
+    reply[0] === 0x4e
+      ? `pg-iam: ${host}:${port} refused TLS (it answered the SSLRequest with ` +
+        `"N"); IAM tokens are sent only over TLS unless you opt out with ` +
+        `dangerouslyDisableTls: true`
+      : `pg-iam: ${host}:${port} sent an invalid answer to the SSLRequest ` +
+        `(not a PostgreSQL server, or something in between)`,
+    { code: reply[0] === 0x4e ? "TLS_REFUSED" : "PROTOCOL_VIOLATION", step: "tls", host, port },
   );
+}
+
+/** A server's ErrorResponse, with the socket it came on (paused): the driver reads it. */
+class Refusal extends Error {
+  constructor(readonly socket: net.Socket, readonly fields: ServerError, readonly raw: Buffer) {
+    super(fields.M ?? "server error");
+  }
 }
 
 /**
@@ -799,48 +841,83 @@ async function sslRequested(socket: net.Socket, host: string, port: number): Pro
  * undefined when its length is below 4 or longer than any login message. Rejects as the socket
  * does.
  */
-async function errorMessage(socket: net.Socket, first: Buffer): Promise<ServerError | undefined> {
+async function errorMessage(
+  socket: net.Socket,
+  first: Buffer,
+  host: string,
+  port: number,
+): Promise<{ fields: ServerError; raw: Buffer } | undefined> {
   const reader = new MessageReader();
   reader.push(first);
   for (;;) {
     const head = reader.header();
     if (head && (head.length < 4 || head.length > MAX_LOGIN_MESSAGE)) return undefined;
     const message = head && reader.message(MAX_LOGIN_MESSAGE);
-    if (message) return Object.fromEntries(errorFields(message.body));
+    if (message) {
+      if (!wellFormed(message.body)) return undefined;
+      socket.pause();
+      const raw = Buffer.concat([message.raw, reader.rest()]);
+      return { fields: Object.fromEntries(errorFields(message.body)), raw };
+    }
     // A reset or a close mid-message is that (ECONNRESET, CONNECTION_CLOSED), not garbage.
-    reader.push(await once(socket, "data") as Buffer);
+    reader.push(await once(socket, "data", "tls", host, port) as Buffer);
   }
 }
 
-function methodError(method: number): Error {
-  return Object.assign(
-    new Error(
-      `pg-iam: the server asked for ${authMethodName(method)}, not the ` +
-        `cleartext password IAM authentication uses: this database user is not set up for IAM ` +
-        `(on RDS and Aurora: GRANT rds_iam TO the user)`,
-    ),
-    { code: "AUTH_METHOD" },
+function methodError(method: number, host: string, port: number): Error {
+  return new ConnectError(
+    `pg-iam: the server asked for ${authMethodName(method)}, not the ` +
+      `cleartext password IAM authentication uses: this database user is not set up for IAM ` +
+      `(on RDS and Aurora: GRANT rds_iam TO the user)`,
+    { code: "AUTH_METHOD", step: "auth", host, port },
   );
 }
 
-/** A server error other than an auth failure, shaped like postgres.js's PostgresError. */
-function serverError(fields: ServerError): Error {
-  return Object.assign(new Error(fields.M ?? "server error"), {
-    name: "PostgresError",
-    severity: fields.S,
-    code: fields.C ?? "XX000", // an ErrorResponse must carry a SQLSTATE: internal_error if not
-    detail: fields.D,
-    hint: fields.H,
+/**
+ * A server's ErrorResponse during the login, for `onConnect` (and a cancel request's connection):
+ * the query gets the driver's own error, read by the driver from the server's bytes.
+ */
+function serverError(fields: ServerError, step: ConnectStep, host: string, port: number): Error {
+  // An ErrorResponse must carry a SQLSTATE: internal_error if not.
+  return new ConnectError(fields.M ?? "server error", {
+    code: "SERVER_ERROR",
+    step,
+    host,
+    port,
+    server: { ...fields, C: fields.C ?? "XX000" },
   });
 }
+
+/** An ErrorResponse body made of fields (a type byte, text, NUL), then a NUL. */
+function wellFormed(body: Uint8Array): boolean {
+  let i = 0;
+  while (i < body.length && body[i] !== 0) {
+    const end = body.indexOf(0, i + 1);
+    if (end < 0) return false;
+    i = end + 1;
+  }
+  return i === body.length - 1;
+}
+
+/** The ErrorResponse of `fields`, every field in the order the server sent them. */
+function errorMessageOf(fields: ServerError): Buffer {
+  let text = "";
+  for (const [tag, value] of Object.entries(fields)) text += `${tag}${value}\0`;
+  return Buffer.from(typedMessage("E", new TextEncoder().encode(text + "\0")));
+}
+
 function noop(): void {}
 
 /**
- * `error`, given pg-iam's code for a failed connection start when it has none of its own: a bad
- * option or a missing region (TypeError, RangeError) is no network failure, and postgres.js 4's
- * pool must not retry it as it retries a code-less CONNECTION_CLOSED.
+ * `error` as a failed connection start reports it: a socket's own error (ECONNREFUSED, …) as a
+ * ConnectError with its code; pg-iam's other errors (IamAuthError, CredentialsError) as they are;
+ * any other error given a code when it has none: a bad option or a missing region (TypeError,
+ * RangeError) is no network failure, and postgres.js 4's pool must not retry it as it retries a
+ * code-less CONNECTION_CLOSED.
  */
-function withCode(error: Error): Error {
+function asConnectError(error: Error, step: ConnectStep, host: string, port: number): Error {
+  const typed = ConnectError.from(error, step, host, port) as Error;
+  if (typed !== error) return typed;
   const e = error as Error & { code?: unknown };
   if (e.code !== undefined || !Object.isExtensible(e)) return e;
   e.code = e instanceof TypeError || e instanceof RangeError
@@ -850,7 +927,13 @@ function withCode(error: Error): Error {
 }
 
 /** Resolves on the first `event`, rejects on 'error' or an early 'close'. */
-function once(emitter: net.Socket, event: string): Promise<unknown> {
+function once(
+  emitter: net.Socket,
+  event: string,
+  step: ConnectStep,
+  host: string,
+  port: number,
+): Promise<unknown> {
   return new Promise((resolve, reject) => {
     const done = (fn: () => void) => {
       emitter.off(event, onEvent).off("error", onError).off("close", onClose);
@@ -861,8 +944,11 @@ function once(emitter: net.Socket, event: string): Promise<unknown> {
     const onClose = () =>
       done(() =>
         reject(
-          Object.assign(new Error(`pg-iam: the connection closed while waiting for "${event}"`), {
+          new ConnectError(`pg-iam: the connection closed while waiting for "${event}"`, {
             code: "CONNECTION_CLOSED",
+            step,
+            host,
+            port,
           }),
         )
       );

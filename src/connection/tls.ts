@@ -9,6 +9,7 @@ import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import type { ConnectionOptions } from "node:tls";
 import type { NamedFile, SslMode, TlsSettings } from "./target.ts";
+import { ConnectError, type ConnectErrorCode } from "./errors.ts";
 
 /** TLS settings as the adapters take them: a libpq `sslmode` name, a boolean, or `node:tls` options. */
 export type SslOption =
@@ -182,12 +183,9 @@ export function tlsError(
     advice = `the certificate was checked against ${plan.trust}` +
       (plan.name ? ` for the name ${JSON.stringify(plan.name)}` : "");
   }
-  return Object.assign(
-    new Error(
-      `pg-iam: TLS with ${host}:${port} failed (${error.code ?? error.message}): ${advice}`,
-      { cause: error },
-    ),
-    { code: error.code ?? "TLS" },
+  return new ConnectError(
+    `pg-iam: TLS with ${host}:${port} failed (${error.code ?? error.message}): ${advice}`,
+    { code: tlsCode(error.code), step: "tls", host, port, cause: error },
   );
 }
 
@@ -206,15 +204,12 @@ export function directTlsError(
   if (NAME_MISMATCH.test(what) || UNTRUSTED.test(what) || EXPIRED.test(what)) {
     return tlsError(error, plan, host, port);
   }
-  return Object.assign(
-    new Error(
-      `pg-iam: direct TLS with ${host}:${port} failed (${error.code ?? error.message}): ` +
-        `sslnegotiation=direct needs a server that accepts TLS without an SSLRequest ` +
-        `(PostgreSQL 17 or later with ssl=on); an older server, one without TLS, or a pooler ` +
-        `expecting an SSLRequest closes the connection. Use sslnegotiation=postgres (the default)`,
-      { cause: error },
-    ),
-    { code: "DIRECT_TLS_FAILED" },
+  return new ConnectError(
+    `pg-iam: direct TLS with ${host}:${port} failed (${error.code ?? error.message}): ` +
+      `sslnegotiation=direct needs a server that accepts TLS without an SSLRequest ` +
+      `(PostgreSQL 17 or later with ssl=on); an older server, one without TLS, or a pooler ` +
+      `expecting an SSLRequest closes the connection. Use sslnegotiation=postgres (the default)`,
+    { code: "DIRECT_TLS_FAILED", step: "tls", host, port, cause: error },
   );
 }
 
@@ -228,15 +223,21 @@ export function checkAlpn(
   port: number,
 ): void {
   if (selected === PG_ALPN) return;
-  throw Object.assign(
-    new Error(
-      selected
-        ? `pg-iam: direct TLS with ${host}:${port} was established with the unexpected ALPN ` +
-          `protocol ${JSON.stringify(selected)}, not "${PG_ALPN}": not a PostgreSQL server`
-        : `pg-iam: direct TLS with ${host}:${port} was established without ALPN protocol ` +
-          `negotiation (PostgreSQL 17 and later select "${PG_ALPN}"): not a PostgreSQL server, or ` +
-          `a TLS proxy in front of one that does not pass ALPN on; use sslnegotiation=postgres`,
-    ),
-    { code: "DIRECT_TLS_ALPN" },
+  throw new ConnectError(
+    selected
+      ? `pg-iam: direct TLS with ${host}:${port} was established with the unexpected ALPN ` +
+        `protocol ${JSON.stringify(selected)}, not "${PG_ALPN}": not a PostgreSQL server`
+      : `pg-iam: direct TLS with ${host}:${port} was established without ALPN protocol ` +
+        `negotiation (PostgreSQL 17 and later select "${PG_ALPN}"): not a PostgreSQL server, or ` +
+        `a TLS proxy in front of one that does not pass ALPN on; use sslnegotiation=postgres`,
+    { code: "DIRECT_TLS_ALPN", step: "tls", host, port },
   );
+}
+
+/**
+ * The code of a failed handshake: the runtime's own (ERR_TLS_CERT_ALTNAME_INVALID, ECONNRESET, or
+ * pg-iam's CONNECTION_CLOSED for a close during it), else TLS.
+ */
+function tlsCode(code: string | undefined): ConnectErrorCode {
+  return code && /^[A-Z][A-Z0-9_]*$/.test(code) ? code as ConnectErrorCode : "TLS";
 }
