@@ -28,7 +28,7 @@ export type PgIamConnectCode =
   | "DIRECT_TLS_ALPN"
   /** Cloudflare Workers: opening the connection failed (the runtime gives no code). */
   | "CONNECT"
-  /** A server's ErrorResponse, as reported to `onConnect` (the query gets the driver's class). */
+  /** A server's ErrorResponse, as reported to `onIamConnect` (the query gets the driver's class). */
   | "SERVER_ERROR";
 
 /**

@@ -133,7 +133,7 @@ export interface ConnectOutcome {
 
 export type { ServerError };
 
-/** Reported by `onConnect` for every physical connection start, successful or not. */
+/** Reported by `onIamConnect` for every physical connection start, successful or not. */
 export interface ConnectEvent {
   /** Whether the connection was established. */
   ok: boolean;
@@ -874,7 +874,7 @@ function methodError(method: number, host: string, port: number): Error {
 }
 
 /**
- * A server's ErrorResponse during the login, for `onConnect` (and a cancel request's connection):
+ * A server's ErrorResponse during the login, for `onIamConnect` (and a cancel request's connection):
  * the query gets the driver's own error, read by the driver from the server's bytes.
  */
 function serverError(fields: ServerError, step: ConnectStep, host: string, port: number): Error {
