@@ -1,13 +1,14 @@
 // transaction(): conflicts (SQLSTATE 40001) run again, with backoff; an unknown outcome never does.
-// Real SERIALIZABLE conflicts on real PostgreSQL, through the IAM gateway, for postgres.js and
-// node-postgres, each next to its negative control (the same increments without transaction()).
+// Real SERIALIZABLE conflicts on real PostgreSQL, through the IAM gateway. The claims made on every
+// driver (postgres.js, node-postgres, and Bun.SQL on Bun) are written once, against
+// tests/_drivers.ts, each next to its negative control (the driver's own BEGIN, the server's own
+// error, node-postgres's plain pool).
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import { postgresMajor } from "./_postgres_major.mjs";
 import { spawn } from "node:child_process";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
-import type postgres from "postgres";
 import {
   iamPostgres,
   isOccError,
@@ -15,10 +16,16 @@ import {
   transaction,
   TransactionOutcomeUnknownError,
 } from "../src/postgres/mod.ts";
-import { iamPool, type PoolClient, transaction as pgTransaction } from "../src/pg/mod.ts";
-import { type BunSqlClient, iamSql, transaction as bunTransaction } from "../src/bun/mod.ts";
+import { iamPool, transaction as pgTransaction } from "../src/pg/mod.ts";
 import { closeTestGateways, RDS, testGateway } from "./_gateway.ts";
-import type { Gateway } from "../src/gateway/mod.ts";
+import {
+  type Driver,
+  driver as openDriver,
+  type DriverName,
+  DRIVERS,
+  onDriver,
+  type Query,
+} from "./_drivers.ts";
 import { ca } from "./fixtures/tls.ts";
 import { upstreamPostgres } from "./_postgres.ts";
 import { connectionLost } from "../src/connection/retry.ts";
@@ -59,13 +66,6 @@ async function setup() {
 }
 
 const SERIALIZABLE = "isolation level serializable";
-
-/** One read-then-write increment: SERIALIZABLE transactions running it at once conflict. */
-async function increment(tx: postgres.TransactionSql, table: string): Promise<void> {
-  const [{ n }] = await tx.unsafe(`select n from ${table} where id = 1`);
-  await new Promise((r) => setTimeout(r, 20)); // let the others read the same value
-  await tx.unsafe(`update ${table} set n = ${Number(n) + 1} where id = 1`);
-}
 
 test("isOccError() reads SQLSTATE 40001 from the drivers' own fields, never the message: an application's error that mentions (OC000) is no conflict", () => {
   const cases: [unknown, boolean][] = [
@@ -114,41 +114,6 @@ test("connectionLost() reads the same fields: a COMMIT's outcome is known only f
 });
 
 test(
-  "postgres.js: concurrent SERIALIZABLE increments all land with transaction(); without it some fail (the control)",
-  TIMEOUT,
-  async () => {
-    const { sql, table } = await setup();
-    // The control: plain sql.begin() — conflicts fail the transactions that lose.
-    const plain = await Promise.allSettled(
-      Array.from(
-        { length: CONCURRENT },
-        () => sql.begin(SERIALIZABLE, (tx) => increment(tx, table)),
-      ),
-    );
-    const failed = plain.filter((r) => r.status === "rejected");
-    assert.ok(failed.length > 0, "no conflict: the control proves nothing");
-    for (const r of failed) assert.ok(isOccError((r as PromiseRejectedResult).reason));
-    const [{ n: afterPlain }] = await sql.unsafe(`select n from ${table} where id = 1`);
-    assert.equal(afterPlain, CONCURRENT - failed.length);
-
-    // transaction(): every increment lands, conflicts retried with backoff.
-    const retries: RetryEvent[] = [];
-    await Promise.all(
-      Array.from({ length: CONCURRENT }, () =>
-        transaction(sql, (tx) => increment(tx, table), {
-          begin: SERIALIZABLE,
-          maxAttempts: 20,
-          onRetry: (e) => retries.push(e),
-        })),
-    );
-    const [{ n }] = await sql.unsafe(`select n from ${table} where id = 1`);
-    assert.equal(n, afterPlain + CONCURRENT);
-    assert.ok(retries.length > 0);
-    assert.ok(retries.every((r) => isOccError(r.error) && r.delayMs >= 0 && r.delayMs <= 2000));
-  },
-);
-
-test(
   "postgres.js: the docs' counter loses no increment with begin: serializable; under READ COMMITTED (no begin) it loses them (the control)",
   TIMEOUT,
   async () => {
@@ -176,49 +141,6 @@ test(
     assert.equal(await counter(undefined), 1);
     // As the docs write it: every conflict is detected and run again, and every increment lands.
     assert.equal(await counter("isolation level serializable"), 1 + CONCURRENT);
-  },
-);
-
-test(
-  "node-postgres: concurrent SERIALIZABLE increments all land with transaction(); without it some fail (the control)",
-  TIMEOUT,
-  async () => {
-    const { sql, pool, table } = await setup();
-    const pgIncrement = async (
-      client: { query: (q: string) => Promise<{ rows: { n: number }[] }> },
-    ) => {
-      const { rows } = await client.query(`select n from ${table} where id = 1`);
-      await new Promise((r) => setTimeout(r, 20));
-      await client.query(`update ${table} set n = ${rows[0].n + 1} where id = 1`);
-    };
-    // The control: BEGIN … COMMIT by hand.
-    const plain = await Promise.allSettled(Array.from({ length: CONCURRENT }, async () => {
-      const client = await pool.connect();
-      try {
-        await client.query(`begin ${SERIALIZABLE}`);
-        await pgIncrement(client);
-        await client.query("commit");
-      } catch (error) {
-        await client.query("rollback");
-        throw error;
-      } finally {
-        client.release();
-      }
-    }));
-    const failed = plain.filter((r) => r.status === "rejected").length;
-    assert.ok(failed > 0, "no conflict: the control proves nothing");
-    let retries = 0;
-    await Promise.all(
-      Array.from({ length: CONCURRENT }, () =>
-        pgTransaction(pool, pgIncrement, {
-          begin: SERIALIZABLE,
-          maxAttempts: 20,
-          onRetry: () => retries++,
-        })),
-    );
-    const [{ n }] = await sql.unsafe(`select n from ${table} where id = 1`);
-    assert.equal(n, 2 * CONCURRENT - failed);
-    assert.ok(retries > 0);
   },
 );
 
@@ -385,138 +307,10 @@ test(
   },
 );
 
-const ON_BUN = {
-  skip: (globalThis as { Bun?: { SQL?: unknown } }).Bun?.SQL
-    ? false
-    : "Bun.SQL is Bun's own client",
-  timeout: 60_000,
-};
+// ---- the same claims on each driver: conflicts, an application's errors, lost connections and
+// nesting (tests/_drivers.ts) ----
 
-test(
-  "Bun.SQL: concurrent SERIALIZABLE increments all land with transaction(); without it some fail (the control)",
-  ON_BUN,
-  async () => {
-    const { sql, table } = await setup();
-    const g = await testGateway(KEYS);
-    const bun = iamSql({
-      host: g.host,
-      port: g.port,
-      user: "app",
-      database: "postgres",
-      signingHostname: RDS,
-      signingPort: 5432,
-      credentials: KEYS,
-      ssl: { ca },
-      max: CONCURRENT,
-    });
-    ends.push(() => bun.close({ timeout: 0 }));
-    const bunIncrement = async (tx: BunSqlClient) => {
-      const [{ n }] = await tx.unsafe(`select n from ${table} where id = 1`);
-      await new Promise((r) => setTimeout(r, 20));
-      await tx.unsafe(`update ${table} set n = ${Number(n) + 1} where id = 1`);
-    };
-    const plain = await Promise.allSettled(
-      Array.from({ length: CONCURRENT }, () => bun.begin(SERIALIZABLE, bunIncrement)),
-    );
-    const failed = plain.filter((r) => r.status === "rejected");
-    assert.ok(failed.length > 0, "no conflict: the control proves nothing");
-    for (const r of failed) assert.ok(isOccError((r as PromiseRejectedResult).reason));
-    let retries = 0;
-    await Promise.all(
-      Array.from({ length: CONCURRENT }, () =>
-        bunTransaction(bun, bunIncrement, {
-          begin: SERIALIZABLE,
-          maxAttempts: 20,
-          onRetry: () => retries++,
-        })),
-    );
-    const [{ n }] = await sql.unsafe(`select n from ${table} where id = 1`);
-    assert.equal(n, 2 * CONCURRENT - failed.length);
-    assert.ok(retries > 0);
-  },
-);
-
-// ---- an application's errors, lost connections and nesting: the same claims on each driver ----
-
-type Rows = Record<string, unknown>[];
-type Query = (text: string) => Promise<Rows>;
-type Work<T> = (q: Query, tx: unknown) => Promise<T>;
-
-/** A driver's transaction() as the tests below drive it, on a pool of its own gateway. */
-interface Driver {
-  gateway: Gateway;
-  /** transaction(pool, fn): `q` runs a query in the transaction, `tx` is fn's handle. */
-  run<T>(fn: Work<T>, options?: { begin?: string; maxAttempts?: number }): Promise<T>;
-  /** transaction(tx, fn), with the handle a running transaction gave its fn. */
-  nested<T>(tx: unknown, fn: Work<T>, options?: { begin?: string }): Promise<T>;
-  /** A query on the pool, outside any transaction. */
-  query: Query;
-  /**
-   * node-postgres only: how many checkouts wait after three nested ones by hand on the plain pool
-   * (each asked for while holding the one before).
-   */
-  waitingAfterThreeCheckouts?: () => Promise<number>;
-}
-
-type DriverName = "node-postgres" | "postgres.js" | "Bun.SQL";
-
-async function driver(name: DriverName, max: number): Promise<Driver> {
-  const gateway = await testGateway(KEYS);
-  const common = {
-    host: gateway.host,
-    port: gateway.port,
-    user: "app",
-    database: "postgres",
-    signingHostname: RDS,
-    signingPort: 5432,
-    credentials: KEYS,
-    ssl: { ca },
-    max,
-  };
-  if (name === "node-postgres") {
-    const pool = iamPool(common);
-    pool.on("error", () => {});
-    ends.push(() => pool.end());
-    const q = (c: PoolClient): Query => async (text) => (await c.query(text)).rows;
-    return {
-      gateway,
-      run: (fn, options) => pgTransaction(pool, (c) => fn(q(c), c), options),
-      nested: (tx, fn, options) => pgTransaction(tx as PoolClient, (c) => fn(q(c), c), options),
-      query: async (text) => (await pool.query(text)).rows,
-      waitingAfterThreeCheckouts: async () => {
-        const first = await pool.connect();
-        const second = await pool.connect();
-        const third = pool.connect();
-        const waiting = pool.waitingCount;
-        second.release();
-        (await third).release();
-        first.release();
-        return waiting;
-      },
-    };
-  }
-  if (name === "postgres.js") {
-    const sql = iamPostgres({ ...common, onnotice: () => {} });
-    ends.push(() => sql.end({ timeout: 0 }));
-    const q = (tx: postgres.TransactionSql): Query => (text) => tx.unsafe(text);
-    return {
-      gateway,
-      run: (fn, options) => transaction(sql, (tx) => fn(q(tx), tx), options),
-      nested: (tx, fn, options) =>
-        transaction(tx as postgres.TransactionSql, (sp) => fn(q(sp), sp), options),
-      query: (text) => sql.unsafe(text),
-    };
-  }
-  const bun = iamSql(common);
-  ends.push(() => bun.close({ timeout: 0 }));
-  const q = (tx: BunSqlClient): Query => (text) => tx.unsafe(text);
-  return {
-    gateway,
-    run: (fn, options) => bunTransaction(bun, (tx) => fn(q(tx), tx), options),
-    nested: (tx, fn, options) => bunTransaction(tx as BunSqlClient, (sp) => fn(q(sp), sp), options),
-    query: (text) => bun.unsafe(text),
-  };
-}
+const driver = (name: DriverName, max: number) => openDriver(name, max, KEYS, ends);
 
 /** A fresh table, dropped before the pools end. */
 async function table(d: Driver): Promise<string> {
@@ -531,6 +325,61 @@ const pidOf = async (q: Query) => Number((await q("select pg_backend_pid() as pi
 /** A real server error with SQLSTATE `state`, in each driver's own fields. */
 const raise = (state: string, message: string) =>
   `do $$ begin raise exception '${message}' using errcode = '${state}'; end $$`;
+
+/**
+ * CONCURRENT read-then-write increments under SERIALIZABLE, every first attempt held between its
+ * read and its write until all have read (a barrier, not a sleep): by the driver's own BEGIN (the
+ * control) all but one conflict and fail; with transaction() every conflict runs again and every
+ * increment lands.
+ */
+async function concurrentIncrements(name: DriverName): Promise<void> {
+  const d = await driver(name, CONCURRENT + 1);
+  const t = `counter_${Math.random().toString(36).slice(2, 10)}`;
+  await d.query(`create table ${t} (id int primary key, n int not null)`);
+  await d.query(`insert into ${t} values (1, 0)`);
+  ends.unshift(() => d.query(`drop table if exists ${t}`));
+  const count = async () => Number((await d.query(`select n from ${t} where id = 1`))[0].n);
+  /** Increments that run at once, each first read waiting for all the others'. */
+  const increments = () => {
+    let arrived = 0;
+    let release!: () => void;
+    const allRead = new Promise<void>((r) => release = r);
+    return () => {
+      let attempt = 0;
+      return async (q: Query) => {
+        const [{ n }] = await q(`select n from ${t} where id = 1`);
+        if (++attempt === 1 && ++arrived === CONCURRENT) release();
+        await allRead;
+        await q(`update ${t} set n = ${Number(n) + 1} where id = 1`);
+      };
+    };
+  };
+
+  const plainOne = increments();
+  const plain = await Promise.allSettled(
+    Array.from({ length: CONCURRENT }, () => d.plain(SERIALIZABLE, plainOne())),
+  );
+  const failed = plain.filter((r) => r.status === "rejected");
+  assert.ok(failed.length > 0, "no conflict: the control proves nothing");
+  for (const r of failed) {
+    assert.ok(isOccError((r as PromiseRejectedResult).reason), String(r));
+  }
+  assert.equal(await count(), CONCURRENT - failed.length);
+
+  const retries: RetryEvent[] = [];
+  const one = increments();
+  await Promise.all(Array.from({ length: CONCURRENT }, () => {
+    const increment = one();
+    return d.run((q) => increment(q), {
+      begin: SERIALIZABLE,
+      maxAttempts: 20,
+      onRetry: (e) => retries.push(e),
+    });
+  }));
+  assert.equal(await count(), 2 * CONCURRENT - failed.length);
+  assert.ok(retries.length > 0);
+  assert.ok(retries.every((r) => isOccError(r.error) && r.delayMs >= 0 && r.delayMs <= 2000));
+}
 
 /** 20 application errors roll back and keep the connection; a lost connection is discarded. */
 async function applicationErrors(name: DriverName): Promise<void> {
@@ -670,56 +519,25 @@ async function nestedThreeDeep(name: DriverName): Promise<void> {
   );
 }
 
-test(
-  "node-postgres: 20 application errors in transaction() roll back and keep the connection (1 physical connection, 1 IAM login); a lost connection is discarded and the next transaction works (the control)",
-  TIMEOUT,
-  () => applicationErrors("node-postgres"),
-);
-
-test(
-  "postgres.js: 20 application errors in transaction() roll back and keep the connection (1 physical connection, 1 IAM login); a lost connection is discarded and the next transaction works (the control)",
-  TIMEOUT,
-  () => applicationErrors("postgres.js"),
-);
-
-test(
-  "Bun.SQL: 20 application errors in transaction() roll back and keep the connection (1 physical connection, 1 IAM login); a lost connection is discarded and the next transaction works (the control)",
-  ON_BUN,
-  () => applicationErrors("Bun.SQL"),
-);
-
-test(
-  "node-postgres: an application's error that mentions (OC000) fails transaction() at once; the server's own 40001 runs it again (the control)",
-  TIMEOUT,
-  () => occInMessage("node-postgres"),
-);
-
-test(
-  "postgres.js: an application's error that mentions (OC000) fails transaction() at once; the server's own 40001 runs it again (the control)",
-  TIMEOUT,
-  () => occInMessage("postgres.js"),
-);
-
-test(
-  "Bun.SQL: an application's error that mentions (OC000) fails transaction() at once; the server's own 40001 runs it again (the control)",
-  ON_BUN,
-  () => occInMessage("Bun.SQL"),
-);
-
-test(
-  "node-postgres: transaction() three deep on a pool of 2: given the pool inside fn it fails at once with a TypeError, given fn's handle it nests in savepoints; the pool answers after",
-  TIMEOUT,
-  () => nestedThreeDeep("node-postgres"),
-);
-
-test(
-  "postgres.js: transaction() three deep on a pool of 2: given the pool inside fn it fails at once with a TypeError, given fn's handle it nests in savepoints; the pool answers after",
-  TIMEOUT,
-  () => nestedThreeDeep("postgres.js"),
-);
-
-test(
-  "Bun.SQL: transaction() three deep on a pool of 2: given the pool inside fn it fails at once with a TypeError, given fn's handle it nests in savepoints; the pool answers after",
-  ON_BUN,
-  () => nestedThreeDeep("Bun.SQL"),
-);
+for (const name of DRIVERS) {
+  test(
+    `${name}: concurrent SERIALIZABLE increments all land with transaction(); without it some fail (the control)`,
+    onDriver(name),
+    () => concurrentIncrements(name),
+  );
+  test(
+    `${name}: 20 application errors in transaction() roll back and keep the connection (1 physical connection, 1 IAM login); a lost connection is discarded and the next transaction works (the control)`,
+    onDriver(name),
+    () => applicationErrors(name),
+  );
+  test(
+    `${name}: an application's error that mentions (OC000) fails transaction() at once; the server's own 40001 runs it again (the control)`,
+    onDriver(name),
+    () => occInMessage(name),
+  );
+  test(
+    `${name}: transaction() three deep on a pool of 2: given the pool inside fn it fails at once with a TypeError, given fn's handle it nests in savepoints; the pool answers after`,
+    onDriver(name),
+    () => nestedThreeDeep(name),
+  );
+}
