@@ -52,8 +52,6 @@ function client(g: Gateway, extra: IamSqlOptions = {}): BunSqlClient {
   return sql;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 test("iamSql() outside Bun is an error that names the clients to use instead", () => {
   if (BUN) return; // the control on Bun: every other test here
   assert.throws(() => iamSql("postgres://app@db.example.com/app"), (e: Error) => {
@@ -100,6 +98,7 @@ test(
     const token = await rdsToken({ hostname: RDS, username: "app", credentials: KEYS });
     const SQL =
       (globalThis as unknown as { Bun: { SQL: new (o: object) => BunSqlClient } }).Bun.SQL;
+    const closes = new Tally();
     const frozen = new SQL({
       hostname: g.host,
       port: g.port,
@@ -108,12 +107,12 @@ test(
       password: token,
       tls: { ca, serverName: RDS, rejectUnauthorized: true },
       max: 1,
+      onclose: closes.add,
     });
     clients.push(frozen);
     assert.deepEqual([...await frozen`select 1 as one`], [{ one: 1 }]);
     g.clockOffsetMs = 16 * MINUTE;
-    g.disconnectAll();
-    await sleep(100);
+    await closes.reaches(closes.count + g.disconnectAll()); // Bun.SQL saw its connection close
     await assert.rejects(frozen`select 1`, (e: Error & { errno?: string }) => e.errno === "28P01");
     const fresh = client(g, { now: () => Date.now() + 16 * MINUTE, max: 1 });
     assert.deepEqual([...await fresh`select 1 as one`], [{ one: 1 }]);

@@ -23,6 +23,7 @@ import { iamPool, type IamPoolConfig, type TokenEvent } from "../src/pg/mod.ts";
 import type { Gateway } from "../src/gateway/mod.ts";
 import { closeTestGateways, RDS, testGateway } from "./_gateway.ts";
 import { ca } from "./fixtures/tls.ts";
+import { Tally } from "./_closes.ts";
 
 const KEYS = { accessKeyId: "AKIDRECIPESPG", secretAccessKey: "recipes/node-postgres/secret" };
 const MINUTE = 60_000;
@@ -65,14 +66,6 @@ async function frozenPool(g: Gateway): Promise<pg.Pool> {
   });
   pool.on("error", () => {}); // idle clients dropped by disconnectAll()
   return pool;
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Waits until the gateway relays nothing and the pools have seen their clients close. */
-async function settle(g: Gateway): Promise<void> {
-  for (let i = 0; i < 200 && g.connections() > 0; i++) await sleep(10);
-  await sleep(50);
 }
 
 /**
@@ -120,7 +113,15 @@ async function control(open: (pool: pg.Pool) => Promise<OnPool>): Promise<void> 
     target(g, { now: () => Date.now() + offset, onToken: (e) => tokens.push(e) }),
   );
   iam.on("error", () => {}); // idle clients dropped by disconnectAll()
-  const frozen = await open(await frozenPool(g));
+  const frozenPg = await frozenPool(g);
+  // Each pool's clients, opened and removed (after a close it saw): tests/_closes.ts.
+  const opened = new Tally();
+  const removed = new Tally();
+  for (const p of [frozenPg, iam]) {
+    p.on("connect", opened.add);
+    p.on("remove", removed.add);
+  }
+  const frozen = await open(frozenPg);
   const signed = await open(iam);
   try {
     assert.equal(await frozen.who(), "postgres"); // the upstream role the gateway relays to
@@ -132,7 +133,7 @@ async function control(open: (pool: pg.Pool) => Promise<OnPool>): Promise<void> 
     offset = 16 * MINUTE;
     g.clockOffsetMs = offset;
     g.disconnectAll(); // a new connection is needed: the frozen token is now 16 minutes old
-    await settle(g);
+    await removed.reaches(opened.count); // no client is dead but thought open
 
     await assert.rejects(frozen.who(), (e: unknown) => {
       assert.equal(frozen.sqlState(e), "28P01", String(e));

@@ -13,6 +13,7 @@ import { type BunSqlClient, iamSql, type IamSqlOptions } from "../src/bun/mod.ts
 import type { Gateway, GatewayLogin, GatewayOptions } from "../src/gateway/mod.ts";
 import { closeTestGateways, testGateway } from "./_gateway.ts";
 import { ca } from "./fixtures/tls.ts";
+import { Tally } from "./_closes.ts";
 
 const KEYS = { accessKeyId: "AKIDPGIAMREUSE", secretAccessKey: "pg-iam/token-reuse/secret" };
 const ROTATED = { accessKeyId: "AKIDPGIAMREUSE2", secretAccessKey: "pg-iam/token-reuse/next" };
@@ -117,22 +118,26 @@ for (const [name, driver] of Object.entries(DRIVERS)) {
   );
 
   test(
-    `${name}: churn with 2-second connections across simulated hours: zero rejections, a reused token is under 5 minutes old when presented`,
+    `${name}: churn across simulated hours, every connection dropped every few steps: zero rejections, a reused token is under 5 minutes old when presented`,
     TIMEOUT,
     async () => {
       let offset = 0;
       const g = await gateway();
       const now = () => Date.now() + offset;
       const events: TokenEvent[] = [];
-      const extra = name === "postgres.js"
-        ? { max_lifetime: 2, idle_timeout: 1 }
-        : { maxLifetimeSeconds: 2, idleTimeoutMillis: 1000 };
+      // Connections opened and closed, as the client saw them (tests/_closes.ts).
+      const opened = new Tally();
+      const closes = new Tally();
+      const extra = { max: 5, now, onToken: (e: TokenEvent) => events.push(e) };
       const sql = name === "postgres.js"
-        ? postgresJs(g, { max: 5, now, onToken: (e: TokenEvent) => events.push(e), ...extra })
+        ? postgresJs(g, {
+          ...extra,
+          onConnect: (e: { ok: boolean }) => e.ok && opened.add(),
+          onclose: closes.add,
+        })
         : undefined;
-      const pool = name === "node-postgres"
-        ? pgPool(g, { max: 5, now, onToken: (e: TokenEvent) => events.push(e), ...extra })
-        : undefined;
+      const pool = name === "node-postgres" ? pgPool(g, extra) : undefined;
+      pool?.on("connect", opened.add).on("remove", closes.add);
       const query = () =>
         sql ? sql`select pg_sleep(0.02)`.execute() : pool!.query("select pg_sleep(0.02)");
       for (let step = 0; step < 16; step++) { // 16 × 2 simulated minutes
@@ -140,11 +145,10 @@ for (const [name, driver] of Object.entries(DRIVERS)) {
         g.clockOffsetMs = offset;
         const results = await Promise.allSettled(Array.from({ length: 6 }, query));
         assert.deepEqual(results.filter((r) => r.status === "rejected"), []);
-        if (step % 4 === 3) {
+        if (step % 4 === 3 || step % 5 === 4) { // the server drops every connection
           g.disconnectAll();
-          await new Promise((r) => setTimeout(r, 100));
+          await closes.reaches(opened.count); // none is dead but thought open
         }
-        if (step % 5 === 4) await new Promise((r) => setTimeout(r, 2100)); // lifetimes run out
       }
       assert.equal(g.stats.rejected, 0, JSON.stringify(g.stats.rejections));
       assert.ok(g.stats.accepted >= 10, `only ${g.stats.accepted} connections`);
@@ -192,18 +196,19 @@ test("postgres.js: a token within the connect timeout of its expiry is not reuse
   let offset = 0;
   const g = await gateway();
   const events: TokenEvent[] = [];
+  const closes = new Tally();
   // 60-second tokens, a 45-second connect timeout: reuse at most 15 seconds in, not at 20.
   const sql = postgresJs(g, {
     max: 1,
     expiresIn: 60,
     connect_timeout: 45,
-    idle_timeout: 0.2,
     now: () => Date.now() + offset,
     onToken: (e: TokenEvent) => events.push(e),
+    onclose: closes.add,
   });
   const reconnect = async () => {
     await sql`select 1`;
-    await new Promise((r) => setTimeout(r, 400)); // idle_timeout closes it
+    await closes.reaches(closes.count + g.disconnectAll()); // the next query connects anew
   };
   await reconnect();
   offset += 10_000;
