@@ -1,5 +1,5 @@
-// The churn scenario, written once and run for every driver (tests/postgres.test.ts,
-// tests/pg.test.ts, tests/bun.test.ts): a pool of 5 with 2-second connections across two simulated
+// The churn scenario, written once and run for every driver (tests/e2e/postgres.test.ts,
+// tests/e2e/pg.test.ts, tests/e2e/bun.test.ts): a pool of 5 with 2-second connections across two simulated
 // hours, the gateway's clock moved 5 minutes a step, every connection dropped by the server twice
 // and the pool emptied by its idle timeout three times. It waits on the client's own close events
 // (tests/_closes.ts), never on a time.

@@ -1,6 +1,6 @@
 // transaction() as the end-to-end tests drive it on each driver (postgres.js, node-postgres and,
 // on Bun, Bun.SQL), each on a pool of its own gateway: a scenario is written once against
-// `Driver` and run for every driver (tests/transaction.test.ts).
+// `Driver` and run for every driver (tests/e2e/transaction.test.ts).
 import type postgres from "postgres";
 import { iamPostgres, type RetryEvent, transaction } from "../src/postgres/mod.ts";
 import { iamPool, type PoolClient, transaction as pgTransaction } from "../src/pg/mod.ts";

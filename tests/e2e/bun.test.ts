@@ -4,21 +4,21 @@
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import process from "node:process";
-import { rdsToken } from "../mod.ts";
+import { rdsToken } from "../../mod.ts";
 import {
   type BunSqlClient,
   iamSql,
   type IamSqlOptions,
   prewarm,
   type TokenEvent,
-} from "../src/bun/mod.ts";
-import type { Gateway, GatewayOptions } from "../src/gateway/mod.ts";
-import { closeTestGateways, RDS, testGateway } from "./_gateway.ts";
-import { ca } from "./fixtures/tls.ts";
-import { rdsCa } from "../src/connection/tls.ts";
-import { upstreamPostgres } from "./_postgres.ts";
-import { Tally } from "./_closes.ts";
-import { churn } from "./_churn.ts";
+} from "../../src/bun/mod.ts";
+import type { Gateway, GatewayOptions } from "../../src/gateway/mod.ts";
+import { closeTestGateways, RDS, testGateway } from "../_gateway.ts";
+import { ca } from "../fixtures/tls.ts";
+import { rdsCa } from "../../src/connection/tls.ts";
+import { upstreamPostgres } from "../_postgres.ts";
+import { Tally } from "../_closes.ts";
+import { churn } from "../_churn.ts";
 
 const DSQL = "abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws";
 const KEYS = { accessKeyId: "AKIDPGIAMBUN", secretAccessKey: "pg-iam/bun/secret/key" };

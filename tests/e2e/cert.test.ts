@@ -8,7 +8,7 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { type GeneratedTls, generateTls } from "../src/cli/_cert.ts";
+import { type GeneratedTls, generateTls } from "../../src/cli/_cert.ts";
 
 const OPENSSL = "/usr/bin/openssl";
 const RDS_HOST = "db.cluster-abc123xyz.us-east-1.rds.amazonaws.com";

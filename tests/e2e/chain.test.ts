@@ -16,11 +16,11 @@ import path from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
 import postgres from "postgres";
-import { CredentialsError, rdsToken } from "../mod.ts";
-import { _resetChains, CHAIN_PACKAGE } from "../src/core/_chain.ts";
-import { type GatewayCredentials, startGateway } from "../src/gateway/mod.ts";
-import { withEnv } from "./_env.ts";
-import { upstreamPostgres } from "./_postgres.ts";
+import { CredentialsError, rdsToken } from "../../mod.ts";
+import { _resetChains, CHAIN_PACKAGE } from "../../src/core/_chain.ts";
+import { type GatewayCredentials, startGateway } from "../../src/gateway/mod.ts";
+import { withEnv } from "../_env.ts";
+import { upstreamPostgres } from "../_postgres.ts";
 import {
   containerEndpoint,
   type FakeEndpoint,
@@ -32,10 +32,10 @@ import {
   stsParams,
   type TempKeys,
   tempKeys,
-} from "./_aws_endpoints.ts";
+} from "../_aws_endpoints.ts";
 
 const RDS_HOST = "db.cluster-abc123xyz.us-east-1.rds.amazonaws.com";
-const REPO = fileURLToPath(new URL("..", import.meta.url));
+const REPO = fileURLToPath(new URL("../..", import.meta.url));
 const OTHER = {
   accessKeyId: "AKIDOTHERKEYS0000",
   secretAccessKey: "other/Secret+Key=0000000000",

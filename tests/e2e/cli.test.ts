@@ -28,17 +28,17 @@ import { drizzle } from "drizzle-orm/postgres-js";
 import { sql as drizzleSql } from "drizzle-orm";
 import { Kysely, sql as kyselySql } from "kysely";
 import { PostgresJSDialect } from "kysely-postgres-js";
-import { iamPostgres } from "../src/postgres/mod.ts";
-import { withEnv } from "./_env.ts";
-import { type Gateway, type GatewayOptions, startGateway } from "../src/gateway/mod.ts";
-import { upstreamPostgres } from "./_postgres.ts";
-import { runtimeCommand } from "./_runtime.ts";
-import { ca, cert, key } from "./fixtures/tls.ts";
+import { iamPostgres } from "../../src/postgres/mod.ts";
+import { withEnv } from "../_env.ts";
+import { type Gateway, type GatewayOptions, startGateway } from "../../src/gateway/mod.ts";
+import { upstreamPostgres } from "../_postgres.ts";
+import { runtimeCommand } from "../_runtime.ts";
+import { ca, cert, key } from "../fixtures/tls.ts";
 
 const RDS = "db.cluster-abc123xyz.us-east-1.rds.amazonaws.com";
 const KEYS = { accessKeyId: "AKIDPGIAMCLI", secretAccessKey: "pg-iam/cli/test/secret/0123456789" };
-const CLI = fileURLToPath(new URL("../src/cli/mod.ts", import.meta.url));
-const DIST_CLI = fileURLToPath(new URL("../dist/pg-iam.cjs", import.meta.url));
+const CLI = fileURLToPath(new URL("../../src/cli/mod.ts", import.meta.url));
+const DIST_CLI = fileURLToPath(new URL("../../dist/pg-iam.cjs", import.meta.url));
 const TIMEOUT = { timeout: 120_000 };
 const MINUTE = 60_000;
 
@@ -1408,7 +1408,7 @@ test(
   async () => {
     // A copy of pg-iam whose node_modules has everything but @electric-sql.
     const copy = mkdtempSync(join(tmpdir(), "pg-iam-no-pglite-"));
-    const root = fileURLToPath(new URL("../", import.meta.url));
+    const root = fileURLToPath(new URL("../../", import.meta.url));
     for (const entry of ["src", "mod.ts", "package.json", "deno.json"]) {
       cpSync(join(root, entry), join(copy, entry), { recursive: true });
     }
@@ -1457,7 +1457,7 @@ test(
 );
 
 test("the CLI's argument parser: --name value, --name=value, -h, positionals, --, values starting with a dash, and clear errors", async () => {
-  const { parse } = await import("../src/cli/_args.ts");
+  const { parse } = await import("../../src/cli/_args.ts");
   const command = {
     name: "x",
     summary: "",

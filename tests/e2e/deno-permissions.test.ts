@@ -5,9 +5,9 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
-import { rdsToken } from "../mod.ts";
+import { rdsToken } from "../../mod.ts";
 
-const root = new URL("../", import.meta.url).pathname;
+const root = new URL("../../", import.meta.url).pathname;
 const DENO = `${root}node_modules/.bin/deno`;
 const CORE_VARIABLES = [
   "AWS_ACCESS_KEY_ID",

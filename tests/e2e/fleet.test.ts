@@ -8,13 +8,13 @@ import { spawn } from "node:child_process";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
 import postgres from "postgres";
-import { dsqlToken } from "../mod.ts";
-import { iamPostgres, prewarm } from "../src/postgres/mod.ts";
-import { iamPool, prewarm as prewarmPool } from "../src/pg/mod.ts";
-import { closeTestGateways, testGateway } from "./_gateway.ts";
-import { runtimeCommand } from "./_runtime.ts";
-import { ca } from "./fixtures/tls.ts";
-import { postgresMajor } from "./_postgres_major.mjs";
+import { dsqlToken } from "../../mod.ts";
+import { iamPostgres, prewarm } from "../../src/postgres/mod.ts";
+import { iamPool, prewarm as prewarmPool } from "../../src/pg/mod.ts";
+import { closeTestGateways, testGateway } from "../_gateway.ts";
+import { runtimeCommand } from "../_runtime.ts";
+import { ca } from "../fixtures/tls.ts";
+import { postgresMajor } from "../_postgres_major.mjs";
 
 const DSQL = "abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws";
 const KEYS = { accessKeyId: "AKIDPGIAMFLEET", secretAccessKey: "pg-iam/fleet/secret/key" };
@@ -229,11 +229,11 @@ interface Report {
 
 /** A child process of this runtime running tests/_fleet_child.ts. */
 function fleetProcess(env: Record<string, string>) {
-  const script = fileURLToPath(new URL("./_fleet_child.ts", import.meta.url));
+  const script = fileURLToPath(new URL("../_fleet_child.ts", import.meta.url));
   const [cmd, args] = runtimeCommand(script);
   const base = Object.fromEntries(Object.entries(process.env).filter(([, v]) => v !== undefined));
   const child = spawn(cmd, args, {
-    cwd: fileURLToPath(new URL("..", import.meta.url)),
+    cwd: fileURLToPath(new URL("../..", import.meta.url)),
     env: {
       ...base,
       ...env,

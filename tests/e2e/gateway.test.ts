@@ -11,10 +11,14 @@ import { fileURLToPath } from "node:url";
 import postgres from "postgres";
 import { Signer } from "@aws-sdk/rds-signer";
 import { DsqlSigner } from "@aws-sdk/dsql-signer";
-import { dsqlToken, rdsToken } from "../mod.ts";
-import { presign } from "../src/core/sigv4.ts";
-import { type VerifyExpectation, type VerifyResult, verifyToken } from "../src/gateway/verify.ts";
-import { type Gateway, type GatewayOptions, startGateway } from "../src/gateway/mod.ts";
+import { dsqlToken, rdsToken } from "../../mod.ts";
+import { presign } from "../../src/core/sigv4.ts";
+import {
+  type VerifyExpectation,
+  type VerifyResult,
+  verifyToken,
+} from "../../src/gateway/verify.ts";
+import { type Gateway, type GatewayOptions, startGateway } from "../../src/gateway/mod.ts";
 import {
   authCode,
   errorFields,
@@ -23,11 +27,11 @@ import {
   MessageReader,
   passwordMessage,
   startupMessage,
-} from "../src/connection/pgwire.ts";
-import { withPinnedClock } from "./_oracle.ts";
-import { upstreamPostgres } from "./_postgres.ts";
-import { runtimeCommand } from "./_runtime.ts";
-import { ca, cert, key } from "./fixtures/tls.ts";
+} from "../../src/connection/pgwire.ts";
+import { withPinnedClock } from "../_oracle.ts";
+import { upstreamPostgres } from "../_postgres.ts";
+import { runtimeCommand } from "../_runtime.ts";
+import { ca, cert, key } from "../fixtures/tls.ts";
 
 const RDS_HOST = "db.cluster-abc123xyz.us-east-1.rds.amazonaws.com";
 const DSQL_HOST = "abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws";
@@ -1704,7 +1708,7 @@ test("gateway: an uppercase endpoint is the lowercase one: tokens signed for the
 
 // ---- pg-iam gateway's log lines ----
 
-const CLI = fileURLToPath(new URL("../src/cli/mod.ts", import.meta.url));
+const CLI = fileURLToPath(new URL("../../src/cli/mod.ts", import.meta.url));
 
 /** Runs `pg-iam gateway …args` with this file's runtime; resolves once it listens. */
 async function gatewayCommand(args: string[], json: boolean) {

@@ -7,15 +7,15 @@ import { spawn } from "node:child_process";
 import net from "node:net";
 import tls from "node:tls";
 import { fileURLToPath } from "node:url";
-import { type ConnectEvent, IamSocket, NODE_BACKEND } from "../src/connection/socket.ts";
-import { socketPlan } from "../src/connection/socket-plan.ts";
-import { signingConfig } from "../src/connection/sign.ts";
-import { parseTarget } from "../src/connection/target.ts";
-import { rdsCa, type TlsPlan } from "../src/connection/tls.ts";
-import { startupMessage } from "../src/connection/pgwire.ts";
-import { RDS } from "./_gateway.ts";
-import { runtimeCommand } from "./_runtime.ts";
-import { cert, key } from "./fixtures/tls.ts";
+import { type ConnectEvent, IamSocket, NODE_BACKEND } from "../../src/connection/socket.ts";
+import { socketPlan } from "../../src/connection/socket-plan.ts";
+import { signingConfig } from "../../src/connection/sign.ts";
+import { parseTarget } from "../../src/connection/target.ts";
+import { rdsCa, type TlsPlan } from "../../src/connection/tls.ts";
+import { startupMessage } from "../../src/connection/pgwire.ts";
+import { RDS } from "../_gateway.ts";
+import { runtimeCommand } from "../_runtime.ts";
+import { cert, key } from "../fixtures/tls.ts";
 
 const KEYS = { accessKeyId: "AKIDLAZYCA", secretAccessKey: "lazy/ca/secret" };
 const servers: net.Server[] = [];
@@ -24,9 +24,9 @@ after(() => {
 });
 
 test("importing pg-iam and creating clients for RDS and DSQL endpoints loads no RDS CA bundle; loading it shows (the control)", async () => {
-  const script = fileURLToPath(new URL("./_lazy_ca_child.ts", import.meta.url));
+  const script = fileURLToPath(new URL("../_lazy_ca_child.ts", import.meta.url));
   const [cmd, args] = runtimeCommand(script);
-  const child = spawn(cmd, args, { cwd: fileURLToPath(new URL("..", import.meta.url)) });
+  const child = spawn(cmd, args, { cwd: fileURLToPath(new URL("../..", import.meta.url)) });
   let out = "", err = "";
   child.stdout.setEncoding("utf8").on("data", (t: string) => out += t);
   child.stderr.setEncoding("utf8").on("data", (t: string) => err += t);

@@ -1,10 +1,10 @@
 // End to end: node-postgres through iamPool()/iamClient() → the IAM-verifying gateway (TLS, SigV4
 // checked against the gateway's clock) → a real PostgreSQL server. The same proofs as for
-// postgres.js (tests/postgres.test.ts), each with its negative control.
+// postgres.js (tests/e2e/postgres.test.ts), each with its negative control.
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import pg from "pg";
-import { rdsToken } from "../mod.ts";
+import { rdsToken } from "../../mod.ts";
 import {
   type ConnectEvent,
   iamClient,
@@ -12,13 +12,13 @@ import {
   type IamPoolConfig,
   prewarm,
   type TokenEvent,
-} from "../src/pg/mod.ts";
-import type { Gateway, GatewayOptions } from "../src/gateway/mod.ts";
-import { closeTestGateways, RDS, testGateway } from "./_gateway.ts";
-import { upstreamPostgres } from "./_postgres.ts";
-import { ca } from "./fixtures/tls.ts";
-import { Tally } from "./_closes.ts";
-import { churn } from "./_churn.ts";
+} from "../../src/pg/mod.ts";
+import type { Gateway, GatewayOptions } from "../../src/gateway/mod.ts";
+import { closeTestGateways, RDS, testGateway } from "../_gateway.ts";
+import { upstreamPostgres } from "../_postgres.ts";
+import { ca } from "../fixtures/tls.ts";
+import { Tally } from "../_closes.ts";
+import { churn } from "../_churn.ts";
 
 const DSQL = "abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws";
 const KEYS = { accessKeyId: "AKIDPGIAMPG", secretAccessKey: "pg-iam/node-postgres/secret/key" };

@@ -4,28 +4,28 @@
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import postgres from "postgres";
-import { rdsToken } from "../mod.ts";
+import { rdsToken } from "../../mod.ts";
 import {
   type ConnectEvent,
   iamPassword,
   iamPostgres,
   prewarm,
   type TokenEvent,
-} from "../src/postgres/mod.ts";
-import { type Gateway, type GatewayOptions, startGateway } from "../src/gateway/mod.ts";
-import { startPglite } from "../src/gateway/pglite.ts";
-import { upstreamPostgres } from "./_postgres.ts";
-import { ca, cert, key } from "./fixtures/tls.ts";
-import { withEnv } from "./_env.ts";
-import { Tally } from "./_closes.ts";
-import { churn } from "./_churn.ts";
-import { postgresMajor } from "./_postgres_major.mjs";
+} from "../../src/postgres/mod.ts";
+import { type Gateway, type GatewayOptions, startGateway } from "../../src/gateway/mod.ts";
+import { startPglite } from "../../src/gateway/pglite.ts";
+import { upstreamPostgres } from "../_postgres.ts";
+import { ca, cert, key } from "../fixtures/tls.ts";
+import { withEnv } from "../_env.ts";
+import { Tally } from "../_closes.ts";
+import { churn } from "../_churn.ts";
+import { postgresMajor } from "../_postgres_major.mjs";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
-import { rdsCa } from "../src/connection/tls.ts";
+import { rdsCa } from "../../src/connection/tls.ts";
 
 const RDS = "db.cluster-abc123xyz.us-east-1.rds.amazonaws.com";
 const DSQL = "abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws";

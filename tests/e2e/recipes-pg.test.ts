@@ -18,12 +18,12 @@ import { pgTable, serial, text } from "drizzle-orm/pg-core";
 import { type Generated, Kysely, PostgresDialect, sql as kyselySql } from "kysely";
 import knex from "knex";
 import { DataSource, EntitySchema } from "typeorm";
-import { rdsToken } from "../mod.ts";
-import { iamPool, type IamPoolConfig, type TokenEvent } from "../src/pg/mod.ts";
-import type { Gateway } from "../src/gateway/mod.ts";
-import { closeTestGateways, RDS, testGateway } from "./_gateway.ts";
-import { ca } from "./fixtures/tls.ts";
-import { Tally } from "./_closes.ts";
+import { rdsToken } from "../../mod.ts";
+import { iamPool, type IamPoolConfig, type TokenEvent } from "../../src/pg/mod.ts";
+import type { Gateway } from "../../src/gateway/mod.ts";
+import { closeTestGateways, RDS, testGateway } from "../_gateway.ts";
+import { ca } from "../fixtures/tls.ts";
+import { Tally } from "../_closes.ts";
 
 const KEYS = { accessKeyId: "AKIDRECIPESPG", secretAccessKey: "recipes/node-postgres/secret" };
 const MINUTE = 60_000;
@@ -161,10 +161,10 @@ async function control(open: (pool: pg.Pool) => Promise<OnPool>): Promise<void> 
 // PRISMA_SCHEMA_ENGINE_BINARY pointing at any executable skips that, so it runs offline. The CLI
 // runs on Node: this process's on Node, `node` from PATH on Deno and Bun.
 
-const PRISMA_SCHEMA = fileURLToPath(new URL("./fixtures/prisma/schema.prisma", import.meta.url));
+const PRISMA_SCHEMA = fileURLToPath(new URL("../fixtures/prisma/schema.prisma", import.meta.url));
 /** Where the schema's generator `output` puts the client. */
-const PRISMA_CLIENT = new URL("../.tmp/prisma-client/client.ts", import.meta.url).href;
-const ROOT = fileURLToPath(new URL("..", import.meta.url));
+const PRISMA_CLIENT = new URL("../../.tmp/prisma-client/client.ts", import.meta.url).href;
+const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 
 interface PrismaNote {
   id: number;

@@ -6,10 +6,10 @@ import { drizzle } from "drizzle-orm/postgres-js";
 import { sql as drizzleSql } from "drizzle-orm";
 import { Kysely, sql as kyselySql } from "kysely";
 import { PostgresJSDialect } from "kysely-postgres-js";
-import { iamPostgres } from "../src/postgres/mod.ts";
-import { type Gateway, startGateway } from "../src/gateway/mod.ts";
-import { upstreamPostgres } from "./_postgres.ts";
-import { ca, cert, key } from "./fixtures/tls.ts";
+import { iamPostgres } from "../../src/postgres/mod.ts";
+import { type Gateway, startGateway } from "../../src/gateway/mod.ts";
+import { upstreamPostgres } from "../_postgres.ts";
+import { ca, cert, key } from "../fixtures/tls.ts";
 
 const RDS = "db.cluster-abc123xyz.us-east-1.rds.amazonaws.com";
 const KEYS = { accessKeyId: "AKIDRECIPES", secretAccessKey: "recipes/secret" };

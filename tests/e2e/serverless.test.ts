@@ -12,11 +12,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
-import type { Gateway } from "../src/gateway/mod.ts";
-import { withEnv } from "./_env.ts";
-import { closeTestGateways, RDS, testGateway } from "./_gateway.ts";
-import { runtimeCommand } from "./_runtime.ts";
-import { ca } from "./fixtures/tls.ts";
+import type { Gateway } from "../../src/gateway/mod.ts";
+import { withEnv } from "../_env.ts";
+import { closeTestGateways, RDS, testGateway } from "../_gateway.ts";
+import { runtimeCommand } from "../_runtime.ts";
+import { ca } from "../fixtures/tls.ts";
 
 const KEYS = { accessKeyId: "AKIDPGIAMSERVERLESS", secretAccessKey: "pg-iam/serverless/secret" };
 const MINUTE = 60_000;
@@ -51,7 +51,7 @@ function nextOnclose(sql: WithOnclose): Promise<void> {
 const EXAMPLES = {
   postgres: {
     file: "postgres.ts",
-    load: () => import("../examples/serverless/postgres.ts"),
+    load: () => import("../../examples/serverless/postgres.ts"),
     close: (m: Record<string, unknown>) =>
       (m as { sql: { end(o: object): Promise<void> } })
         .sql.end({ timeout: 0 }),
@@ -59,7 +59,7 @@ const EXAMPLES = {
   },
   pg: {
     file: "pg.ts",
-    load: () => import("../examples/serverless/pg.ts"),
+    load: () => import("../../examples/serverless/pg.ts"),
     close: (m: Record<string, unknown>) => (m as { pool: { end(): Promise<void> } }).pool.end(),
     closed: (m: Record<string, unknown>) =>
       new Promise<void>((resolve) =>
@@ -68,7 +68,7 @@ const EXAMPLES = {
   },
   bun: {
     file: "bun.ts",
-    load: () => import("../examples/serverless/bun.ts"),
+    load: () => import("../../examples/serverless/bun.ts"),
     close: (m: Record<string, unknown>) =>
       (m as { sql: { close(o: object): Promise<void> } }).sql.close({ timeout: 0 }),
     closed: (m: Record<string, unknown>) => nextOnclose((m as { sql: WithOnclose }).sql),
@@ -235,11 +235,11 @@ for (const driver of Object.keys(EXAMPLES) as Driver[]) {
 
 /** Runs one invocation in a fresh process of this runtime (bench/_serverless_child.ts). */
 function child(driver: Driver, env: Record<string, string | undefined>) {
-  const script = fileURLToPath(new URL("../bench/_serverless_child.ts", import.meta.url));
+  const script = fileURLToPath(new URL("../../bench/_serverless_child.ts", import.meta.url));
   const [cmd, args] = runtimeCommand(script);
   const base = Object.fromEntries(Object.entries(process.env).filter(([, v]) => v !== undefined));
   const proc = spawn(cmd, [...args, driver, "iam"], {
-    cwd: fileURLToPath(new URL("..", import.meta.url)),
+    cwd: fileURLToPath(new URL("../..", import.meta.url)),
     env: { ...base, ...env } as Record<string, string>,
   });
   proc.stdin.end("invoke\n");

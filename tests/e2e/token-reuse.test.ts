@@ -7,13 +7,13 @@ import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import type pg from "pg";
 import type { Sql } from "postgres";
-import { iamPostgres, type TokenEvent } from "../src/postgres/mod.ts";
-import { iamPool, type IamPoolConfig } from "../src/pg/mod.ts";
-import { type BunSqlClient, iamSql, type IamSqlOptions } from "../src/bun/mod.ts";
-import type { Gateway, GatewayLogin, GatewayOptions } from "../src/gateway/mod.ts";
-import { closeTestGateways, testGateway } from "./_gateway.ts";
-import { ca } from "./fixtures/tls.ts";
-import { Tally } from "./_closes.ts";
+import { iamPostgres, type TokenEvent } from "../../src/postgres/mod.ts";
+import { iamPool, type IamPoolConfig } from "../../src/pg/mod.ts";
+import { type BunSqlClient, iamSql, type IamSqlOptions } from "../../src/bun/mod.ts";
+import type { Gateway, GatewayLogin, GatewayOptions } from "../../src/gateway/mod.ts";
+import { closeTestGateways, testGateway } from "../_gateway.ts";
+import { ca } from "../fixtures/tls.ts";
+import { Tally } from "../_closes.ts";
 
 const KEYS = { accessKeyId: "AKIDPGIAMREUSE", secretAccessKey: "pg-iam/token-reuse/secret" };
 const ROTATED = { accessKeyId: "AKIDPGIAMREUSE2", secretAccessKey: "pg-iam/token-reuse/next" };
@@ -225,7 +225,7 @@ test("postgres.js: a token within the connect timeout of its expiry is not reuse
     assert.match(e.message, /"tokenReuse" option must be a boolean, got "no"/);
     return true;
   });
-  const { iamPassword } = await import("../src/postgres/mod.ts");
+  const { iamPassword } = await import("../../src/postgres/mod.ts");
   assert.throws(
     () => iamPassword({ hostname: g.endpoint, username: "app", tokenReuse: true } as never),
     /iamPassword\(\) takes no "tokenReuse" option/,

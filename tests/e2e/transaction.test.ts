@@ -5,7 +5,7 @@
 // error, node-postgres's plain pool).
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
-import { postgresMajor } from "./_postgres_major.mjs";
+import { postgresMajor } from "../_postgres_major.mjs";
 import { spawn } from "node:child_process";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
@@ -15,9 +15,9 @@ import {
   type RetryEvent,
   transaction,
   TransactionOutcomeUnknownError,
-} from "../src/postgres/mod.ts";
-import { iamPool, transaction as pgTransaction } from "../src/pg/mod.ts";
-import { closeTestGateways, RDS, testGateway } from "./_gateway.ts";
+} from "../../src/postgres/mod.ts";
+import { iamPool, transaction as pgTransaction } from "../../src/pg/mod.ts";
+import { closeTestGateways, RDS, testGateway } from "../_gateway.ts";
 import {
   type Driver,
   driver as openDriver,
@@ -25,11 +25,11 @@ import {
   DRIVERS,
   onDriver,
   type Query,
-} from "./_drivers.ts";
-import { ca } from "./fixtures/tls.ts";
-import { upstreamPostgres } from "./_postgres.ts";
-import { connectionLost } from "../src/connection/retry.ts";
-import { runtimeCommand } from "./_runtime.ts";
+} from "../_drivers.ts";
+import { ca } from "../fixtures/tls.ts";
+import { upstreamPostgres } from "../_postgres.ts";
+import { connectionLost } from "../../src/connection/retry.ts";
+import { runtimeCommand } from "../_runtime.ts";
 
 const KEYS = { accessKeyId: "AKIDPGIAMTX", secretAccessKey: "pg-iam/transaction/secret" };
 const CONCURRENT = 8;
@@ -254,10 +254,10 @@ test(
 async function nextWriteChild(driver: "plain" | "iam", after: string) {
   const up = await upstreamPostgres();
   const [cmd, args] = runtimeCommand(
-    fileURLToPath(new URL("./_nextwrite_child.ts", import.meta.url)),
+    fileURLToPath(new URL("../_nextwrite_child.ts", import.meta.url)),
   );
   const child = spawn(cmd, args, {
-    cwd: fileURLToPath(new URL("..", import.meta.url)),
+    cwd: fileURLToPath(new URL("../..", import.meta.url)),
     env: {
       ...process.env,
       PGIAM_TEST_PG: `${up.user}@${up.host}:${up.port}`,

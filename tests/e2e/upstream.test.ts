@@ -3,10 +3,10 @@
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import postgres from "postgres";
-import { TEST_ROLES, upstreamPostgres } from "./_postgres.ts";
-import { freePort } from "./_postgres_server.mjs";
-import { type PgliteServer, startPglite } from "../src/gateway/pglite.ts";
-import { message, startupMessage } from "../src/connection/pgwire.ts";
+import { TEST_ROLES, upstreamPostgres } from "../_postgres.ts";
+import { freePort } from "../_postgres_server.mjs";
+import { type PgliteServer, startPglite } from "../../src/gateway/pglite.ts";
+import { message, startupMessage } from "../../src/connection/pgwire.ts";
 import { Buffer } from "node:buffer";
 import { createConnection } from "node:net";
 

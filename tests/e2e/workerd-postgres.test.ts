@@ -7,14 +7,14 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import type { ChildProcess } from "node:child_process";
 import { createServer } from "node:net";
-import type { Gateway } from "../src/gateway/mod.ts";
-import { closeTestGateways, testGateway } from "./_gateway.ts";
-import { ca } from "./fixtures/tls.ts";
-import { KEYS, startWorkerd, workerdConfig } from "./fixtures/workerd-server.ts";
-import { postgresMajor } from "./_postgres_major.mjs";
+import type { Gateway } from "../../src/gateway/mod.ts";
+import { closeTestGateways, testGateway } from "../_gateway.ts";
+import { ca } from "../fixtures/tls.ts";
+import { KEYS, startWorkerd, workerdConfig } from "../fixtures/workerd-server.ts";
+import { postgresMajor } from "../_postgres_major.mjs";
 
 const DSQL = "abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws";
-const dir = new URL("../.tmp/workerd-postgres", import.meta.url).pathname;
+const dir = new URL("../../.tmp/workerd-postgres", import.meta.url).pathname;
 const SLOW = { timeout: 120_000 };
 
 let workerd: ChildProcess | undefined;
@@ -286,7 +286,7 @@ test(
     }
     assert.deepEqual(refused.connects, []);
     assert.equal(rds.stats.logins.length, before);
-    // The same on Node connects (the control is tests/postgres.test.ts); here, an sslrootcert or
+    // The same on Node connects (the control is tests/e2e/postgres.test.ts); here, an sslrootcert or
     // ssl.ca is refused too, and an RDS Proxy endpoint is not.
     const withCa = await ask({ client: "iam", ...through(dsql), ssl: { ca } });
     assert.match(withCa.error!.message, /cannot use the ssl option's ca/);

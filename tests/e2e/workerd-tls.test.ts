@@ -2,16 +2,16 @@
 // from cloudflare:sockets, and TLS only as far as a Worker can verify it. A target whose
 // certificate chains to the RDS CA or another CA of the user's is refused when the client is
 // created, saying what works; the same targets off Workers keep their CA (the control). End to end
-// on the real workerd: tests/workerd-postgres.test.ts.
+// on the real workerd: tests/e2e/workerd-postgres.test.ts.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { NODE_BACKEND } from "../src/connection/socket.ts";
-import { socketPlan } from "../src/connection/socket-plan.ts";
-import { WORKERD_BACKEND } from "../src/connection/socket-workerd.ts";
-import { parseTarget } from "../src/connection/target.ts";
-import { signingConfig } from "../src/connection/sign.ts";
-import { rdsCa, withRdsCa } from "../src/connection/tls.ts";
-import { iamPostgres } from "../src/postgres/mod.ts";
+import { NODE_BACKEND } from "../../src/connection/socket.ts";
+import { socketPlan } from "../../src/connection/socket-plan.ts";
+import { WORKERD_BACKEND } from "../../src/connection/socket-workerd.ts";
+import { parseTarget } from "../../src/connection/target.ts";
+import { signingConfig } from "../../src/connection/sign.ts";
+import { rdsCa, withRdsCa } from "../../src/connection/tls.ts";
+import { iamPostgres } from "../../src/postgres/mod.ts";
 
 const KEYS = { accessKeyId: "AKIDPGIAMTEST", secretAccessKey: "pg-iam/test/secret/key/0123456789" };
 const RDS = "orders.cluster-c9akciq32.us-east-1.rds.amazonaws.com";

@@ -12,9 +12,9 @@ import {
   generateRdsCases,
   presignToken,
   sdkToken,
-} from "./_oracle.ts";
+} from "../_oracle.ts";
 
-const root = new URL("../", import.meta.url).pathname;
+const root = new URL("../../", import.meta.url).pathname;
 const dir = `${root}.tmp/workerd`;
 let workerd: ChildProcess | undefined;
 let log = "";

@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 // deno-lint-ignore no-explicit-any
 type Json = any;
 const readJson = (name: string): Json =>
-  JSON.parse(readFileSync(new URL(`../${name}`, import.meta.url), "utf8"));
+  JSON.parse(readFileSync(new URL(`../../${name}`, import.meta.url), "utf8"));
 
 const deno = readJson("deno.json");
 const jsr = readJson("jsr.json");
@@ -80,16 +80,16 @@ test('package.json "files" ships dist/ and the same extra files as the JSR packa
 
 test('package.json "bin" is the "./cli" entry bundled by scripts/build-bin.mjs, and the CLI states the package version', async () => {
   assert.deepEqual(pkg.bin, { "pg-iam": "dist/pg-iam.cjs" });
-  const build = readFileSync(new URL("../scripts/build-bin.mjs", import.meta.url), "utf8");
+  const build = readFileSync(new URL("../../scripts/build-bin.mjs", import.meta.url), "utf8");
   assert.match(build, new RegExp(`entryPoints: \\["${denoExports()["./cli"].slice(2)}"\\]`));
   assert.match(build, /outfile: "dist\/pg-iam\.cjs"/);
-  const { VERSION } = await import("../src/cli/mod.ts");
+  const { VERSION } = await import("../../src/cli/mod.ts");
   assert.equal(VERSION, pkg.version);
-  const source = readFileSync(new URL("../src/cli/mod.ts", import.meta.url), "utf8");
+  const source = readFileSync(new URL("../../src/cli/mod.ts", import.meta.url), "utf8");
   assert.ok(source.startsWith("#!/usr/bin/env node\n"), "src/cli/mod.ts lacks its shebang");
 });
 
-const DIST = fileURLToPath(new URL("../dist/", import.meta.url));
+const DIST = fileURLToPath(new URL("../../dist/", import.meta.url));
 const NO_DIST = existsSync(join(DIST, "chunks")) ? false : "no bundled dist/: run npm run build";
 
 /** The relative imports of a built module, followed: every file Node loads for it. */
@@ -124,7 +124,7 @@ test(
   "npm's dist: one IamAuthError and one CredentialsError whichever export they come from (a layer bundled into each export would make two)",
   { skip: NO_DIST },
   async () => {
-    const url = (entry: string) => new URL(`../dist/${entry}`, import.meta.url).href;
+    const url = (entry: string) => new URL(`../../dist/${entry}`, import.meta.url).href;
     const postgres = await import(url("src/postgres/mod.js"));
     const pg = await import(url("src/pg/mod.js"));
     const root = await import(url("mod.js"));

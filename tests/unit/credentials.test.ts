@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { type Credentials, CredentialsError, rdsToken } from "../mod.ts";
-import { withEnv } from "./_env.ts";
+import { type Credentials, CredentialsError, rdsToken } from "../../mod.ts";
+import { withEnv } from "../_env.ts";
 
 const HOST = "mydb.c9akciq32.us-east-1.rds.amazonaws.com";
 const T0 = new Date("2026-06-01T12:00:00Z");

@@ -4,7 +4,7 @@
 
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { dsqlToken, rdsToken } from "../mod.ts";
+import { dsqlToken, rdsToken } from "../../mod.ts";
 import {
   bunBackend,
   type CryptoBackend,
@@ -12,7 +12,7 @@ import {
   nodeCryptoBackend,
   setCryptoBackend,
   webCryptoBackend,
-} from "../src/core/_crypto.ts";
+} from "../../src/core/_crypto.ts";
 import {
   type Case,
   caseLabel,
@@ -30,7 +30,7 @@ import {
   sdkToken,
   seedHex,
   tokenDifferences,
-} from "./_oracle.ts";
+} from "../_oracle.ts";
 
 const RDS_COUNT = 1200;
 const DSQL_COUNT = 1200;

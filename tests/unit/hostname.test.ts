@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { type ParsedHostname, parseHostname } from "../mod.ts";
+import { type ParsedHostname, parseHostname } from "../../mod.ts";
 
 const rds = (
   region: string,

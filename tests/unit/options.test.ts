@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { CredentialsError, dsqlToken, rdsToken } from "../mod.ts";
-import { withEnv } from "./_env.ts";
+import { CredentialsError, dsqlToken, rdsToken } from "../../mod.ts";
+import { withEnv } from "../_env.ts";
 
 const SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYzSECRETzKEY";
 const SESSION = "IQoJb3JpZ2luX2VjEJr//SESSIONzTOKEN+abc==";

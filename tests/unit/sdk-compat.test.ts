@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from "@smithy/types";
-import { type CredentialsOption, rdsToken } from "../mod.ts";
+import { type CredentialsOption, rdsToken } from "../../mod.ts";
 
 // An AWS SDK v3 provider, typed as the SDK types it (fromNodeProviderChain(), fromIni(), … all
 // are AwsCredentialIdentityProvider): `deno check` fails this file if our option stops accepting it.

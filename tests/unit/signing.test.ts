@@ -3,12 +3,12 @@
 // user typed: a library option, a connection string parameter (through iamPool()), a CLI flag.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { DSQL_MAX_EXPIRES_IN, dsqlToken, RDS_MAX_EXPIRES_IN, rdsToken } from "../mod.ts";
-import { iamPool } from "../src/pg/mod.ts";
-import { signFor, signingConfig } from "../src/connection/sign.ts";
-import { presignInput, resolveSigning } from "../src/core/signing.ts";
-import { resolveTarget, signFor as cliSignFor } from "../src/cli/_target.ts";
-import { withEnv } from "./_env.ts";
+import { DSQL_MAX_EXPIRES_IN, dsqlToken, RDS_MAX_EXPIRES_IN, rdsToken } from "../../mod.ts";
+import { iamPool } from "../../src/pg/mod.ts";
+import { signFor, signingConfig } from "../../src/connection/sign.ts";
+import { presignInput, resolveSigning } from "../../src/core/signing.ts";
+import { resolveTarget, signFor as cliSignFor } from "../../src/cli/_target.ts";
+import { withEnv } from "../_env.ts";
 
 const KEYS = {
   accessKeyId: "AKIDEXAMPLE",

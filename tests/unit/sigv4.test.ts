@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { dsqlToken, rdsToken } from "../mod.ts";
+import { dsqlToken, rdsToken } from "../../mod.ts";
 import {
   allCryptoBackends,
   automaticCryptoBackend,
@@ -9,14 +9,14 @@ import {
   jsBackend,
   nodeCryptoBackend,
   setCryptoBackend,
-} from "../src/core/_crypto.ts";
+} from "../../src/core/_crypto.ts";
 import {
   canonicalRequest,
   credentialScope,
   escapeUri,
   formatDate,
   stringToSign,
-} from "../src/core/sigv4.ts";
+} from "../../src/core/sigv4.ts";
 
 // The worked example of AWS's SigV4 documentation ("Create a signed AWS API request", and the
 // signing-key derivation example): a ListUsers call to IAM on 2015-08-30.

@@ -14,10 +14,10 @@ import {
   parseTarget,
   type TargetInput,
   type TlsSettings,
-} from "../src/connection/target.ts";
-import { rdsCa, tlsError, type TlsPlan, tlsPlan, withRdsCa } from "../src/connection/tls.ts";
-import { ca as FIXTURE_CA, cert as FIXTURE_CERT, key as FIXTURE_KEY } from "./fixtures/tls.ts";
-import { withEnv } from "./_env.ts";
+} from "../../src/connection/target.ts";
+import { rdsCa, tlsError, type TlsPlan, tlsPlan, withRdsCa } from "../../src/connection/tls.ts";
+import { ca as FIXTURE_CA, cert as FIXTURE_CERT, key as FIXTURE_KEY } from "../fixtures/tls.ts";
+import { withEnv } from "../_env.ts";
 
 type Env = Record<string, string>;
 type ErrorType = typeof TypeError | typeof RangeError;
