@@ -345,7 +345,8 @@ function filesReachingPostgres(testFiles) {
     return found;
   };
   // A test that asks which major it runs on (tests/_postgres_major.mjs) is about postgres.js too.
-  const asks = (f) => /from\s+["']\.\/_postgres_major\.mjs["']/.test(readFileSync(f, "utf8"));
+  const asks = (f) =>
+    /from\s+["'](?:\.\.?\/)+_postgres_major\.mjs["']/.test(readFileSync(f, "utf8"));
   return testFiles.filter((f) => reaches(normalize(f)) || asks(f));
 }
 
