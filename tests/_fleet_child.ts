@@ -1,4 +1,4 @@
-// One process of a fleet (tests/fleet.test.ts): a pool of POOL connections to the gateway at
+// One process of a fleet (tests/e2e/fleet.test.ts): a pool of POOL connections to the gateway at
 // PORT, signing for the DSQL endpoint ENDPOINT. Prints "ready", waits for "go" on stdin, then
 // runs POOL queries at once (each holding its connection a moment, so the pool fills), then
 // POOL more, and prints one JSON line: how many queries failed, and why.

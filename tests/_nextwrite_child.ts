@@ -1,4 +1,4 @@
-// One run of postgres.js 3.4.x's `nextWrite` crash (tests/transaction.test.ts): a transaction whose
+// One run of postgres.js 3.4.x's `nextWrite` crash (tests/e2e/transaction.test.ts): a transaction whose
 // connection the server ends while `fn` awaits something else; once postgres.js has seen the close,
 // `fn` returns (AFTER=commit: the COMMIT is sent) or queries again (AFTER=query). DRIVER=plain is
 // postgres.js itself, DRIVER=iam iamPostgres() through a gateway. Prints the transaction's error

@@ -1,4 +1,4 @@
-// Run by tests/deno-permissions.test.ts as `deno run` with no permissions, or only some.
+// Run by tests/e2e/deno-permissions.test.ts as `deno run` with no permissions, or only some.
 import { rdsToken } from "../mod.ts";
 
 const hostname = "db.abc123.us-east-1.rds.amazonaws.com";

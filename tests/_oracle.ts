@@ -1,4 +1,4 @@
-// Helpers for tests/differential.test.ts: a seeded input generator and two
+// Helpers for tests/unit/differential.test.ts: a seeded input generator and two
 // independent oracles built from the official AWS SDK packages.
 //
 //   (a) the SDK signers themselves (@aws-sdk/rds-signer Signer#getAuthToken,

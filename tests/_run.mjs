@@ -1,5 +1,8 @@
-// `npm test`: static checks, then the suite (tests/*.test.ts) on Node, Deno and Bun.
-// Each step prints one line; the very last line is "N passed, N failed".
+// `npm test`: static checks, then the suite (every *.test.ts under tests/: tests/unit/ and
+// tests/e2e/) on Node, Deno and Bun. `npm run test:unit` (`node tests/_run.mjs unit`): only
+// tests/unit/ (no PostgreSQL, gateway, child process or network), no static checks, postgres.js 4
+// only: the seconds-long inner loop. Each step prints one line; the very last line is
+// "N passed, N failed".
 // The suite runs twice per runtime: every file with postgres.js 4 (npm's `postgres`, what users
 // install today), then every file that reaches postgres.js (by its imports) with postgres.js 3
 // (the `postgres3` alias; see tests/_postgres_major.mjs).
@@ -18,7 +21,8 @@ const VERBOSE = env.VERBOSE === "1";
 const FILTER = env.TEST_FILTER ?? "";
 const RUNTIMES = (env.RUNTIMES ?? "node,deno,bun").split(",").map((s) => s.trim()).filter(Boolean);
 const TIMEOUT_MS = Number(env.STEP_TIMEOUT ?? 900) * 1000;
-const MAJORS = (env.POSTGRES_MAJORS ?? "4,3").split(",").map(Number);
+const UNIT = process.argv.slice(2).includes("unit");
+const MAJORS = UNIT ? [4] : (env.POSTGRES_MAJORS ?? "4,3").split(",").map(Number);
 const childEnv = process.stdout.isTTY ? env : { ...env, NO_COLOR: "1" };
 const bin = (name) => `node_modules/.bin/${name}`;
 const totals = { passed: 0, failed: 0 };
@@ -130,7 +134,7 @@ if (MAJORS.includes(3)) {
     ["tsc --noEmit, mod.ts and src/ (postgres.js 3)", bin("tsc"), ["-p", remap.tsc]],
   );
 }
-for (const [name, cmd, args, extraEnv] of checks) {
+for (const [name, cmd, args, extraEnv] of UNIT ? [] : checks) {
   const r = await run(cmd, args, extraEnv);
   const ok = r.code === 0;
   totals[ok ? "passed" : "failed"]++;
@@ -138,8 +142,9 @@ for (const [name, cmd, args, extraEnv] of checks) {
 }
 
 // ---- the suite on each runtime, read back from its JUnit XML ----
-const files = readdirSync("tests").filter((f) => f.endsWith(".test.ts")).sort()
-  .map((f) => `./tests/${f}`);
+const files = (readdirSync(UNIT ? "tests/unit" : "tests", { recursive: true }))
+  .filter((f) => f.endsWith(".test.ts")).map((f) => `./${UNIT ? "tests/unit" : "tests"}/${f}`)
+  .sort();
 const xmlPath = (rt) => `.tmp/junit-${rt}.xml`;
 const commands = {
   node: (files, xml) => [bin("tsx"), [
@@ -203,7 +208,9 @@ function parseJunit(path) {
 // (tests/_postgres_server.mjs; given PGIAM_TEST_PG, that server is used instead.) If it cannot
 // start, that is one failed step, and the suites still run: tests needing it fail, saying why.
 let postgresServer;
-if (env.PGIAM_TEST_PG) {
+if (UNIT) {
+  // The unit tests need no server.
+} else if (env.PGIAM_TEST_PG) {
   totals.passed++;
   report(true, `PostgreSQL for the end-to-end tests: PGIAM_TEST_PG=${env.PGIAM_TEST_PG} (given)`);
 } else {
@@ -338,7 +345,8 @@ function filesReachingPostgres(testFiles) {
     return found;
   };
   // A test that asks which major it runs on (tests/_postgres_major.mjs) is about postgres.js too.
-  const asks = (f) => /from\s+["']\.\/_postgres_major\.mjs["']/.test(readFileSync(f, "utf8"));
+  const asks = (f) =>
+    /from\s+["'](?:\.\.?\/)+_postgres_major\.mjs["']/.test(readFileSync(f, "utf8"));
   return testFiles.filter((f) => reaches(normalize(f)) || asks(f));
 }
 

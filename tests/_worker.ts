@@ -1,4 +1,4 @@
-// A Cloudflare Worker that signs the tokens it is sent, for tests/workerd.test.ts. Bundled with
+// A Cloudflare Worker that signs the tokens it is sent, for tests/e2e/workerd.test.ts. Bundled with
 // esbuild for platform "neutral" (no Node built-ins) and served by the real workerd.
 
 import { CredentialsError, dsqlToken, rdsToken } from "../mod.ts";
