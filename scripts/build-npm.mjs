@@ -74,7 +74,7 @@ for (const layer of LAYERS) {
   }, layer);
   written.push(outfile);
 }
-// The sources of package.json's exports, by deno.json (tests/config.test.ts keeps them in step).
+// The sources of package.json's exports, by deno.json (tests/unit/config.test.ts keeps them in step).
 for (const subpath of Object.keys(pkg.exports)) {
   const source = deno.exports[subpath].slice(2);
   const outfile = join(dist, source.replace(/\.ts$/, ".js"));

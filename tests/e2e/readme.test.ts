@@ -140,7 +140,7 @@ const COVERAGE: Cover[] = [
   {
     find: "console.error(`${error.code} at ${error.step} (${error.host}:${error.port})`);",
     by: [[
-      "tests/connect-error.test.ts",
+      "tests/e2e/connect-error.test.ts",
       "docs/errors.md: the ConnectError example logs a refused connection, not the server's error (the control)",
     ]],
   },

@@ -3,7 +3,7 @@
 // and timers firing in the order they are due.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { deadline, withTimeout } from "../src/core/deadline.ts";
+import { deadline, withTimeout } from "../../src/core/deadline.ts";
 
 const never = new Promise<never>(() => {});
 const later = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

@@ -7,15 +7,15 @@ import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import pg from "pg";
-import * as root from "../mod.ts";
-import * as postgresAdapter from "../src/postgres/mod.ts";
-import * as pgAdapter from "../src/pg/mod.ts";
-import * as bunAdapter from "../src/bun/mod.ts";
-import type { Adapter } from "../src/connection/adapter.ts";
-import type { ConnectEvent } from "../src/connection/socket.ts";
-import type { Gateway } from "../src/gateway/mod.ts";
-import { closeTestGateways, testGateway } from "./_gateway.ts";
-import { ca } from "./fixtures/tls.ts";
+import * as root from "../../mod.ts";
+import * as postgresAdapter from "../../src/postgres/mod.ts";
+import * as pgAdapter from "../../src/pg/mod.ts";
+import * as bunAdapter from "../../src/bun/mod.ts";
+import type { Adapter } from "../../src/connection/adapter.ts";
+import type { ConnectEvent } from "../../src/connection/socket.ts";
+import type { Gateway } from "../../src/gateway/mod.ts";
+import { closeTestGateways, testGateway } from "../_gateway.ts";
+import { ca } from "../fixtures/tls.ts";
 
 const KEYS = { accessKeyId: "AKIDPGIAMCONTRACT", secretAccessKey: "pg-iam/contract/secret/key" };
 const BUN = (globalThis as { Bun?: { SQL?: unknown } }).Bun?.SQL !== undefined;
@@ -70,7 +70,7 @@ test("every adapter subpath exports the root's CredentialsError, and one Transac
   );
 });
 
-const DIST = new URL("../dist/", import.meta.url);
+const DIST = new URL("../../dist/", import.meta.url);
 const NO_DIST = existsSync(new URL("chunks/", DIST))
   ? false
   : "no bundled dist/: run npm run build";

@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
-import { Inbox } from "../src/connection/inbox.ts";
+import { Inbox } from "../../src/connection/inbox.ts";
 import {
   dataRow,
   errorFields,
@@ -11,8 +11,8 @@ import {
   parameterStatus,
   queryMessage,
   startupMessage,
-} from "../src/connection/pgwire.ts";
-import { upstreamPostgres } from "./_postgres.ts";
+} from "../../src/connection/pgwire.ts";
+import { upstreamPostgres } from "../_postgres.ts";
 
 const TIMEOUT = { timeout: 60_000 };
 
