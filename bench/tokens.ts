@@ -31,7 +31,7 @@ import {
   nodeCryptoBackend,
   setCryptoBackend,
   webCryptoBackend,
-} from "../src/core/_crypto.ts";
+} from "../src/core/crypto.ts";
 import { CREDENTIALS, dsqlHost, RDS_HOST, RDS_PORT, REGION, username } from "./_fixtures.mjs";
 
 interface Case {

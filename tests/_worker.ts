@@ -2,7 +2,7 @@
 // esbuild for platform "neutral" (no Node built-ins) and served by the real workerd.
 
 import { CredentialsError, dsqlToken, rdsToken } from "../mod.ts";
-import { getCryptoBackend } from "../src/core/_crypto.ts";
+import { getCryptoBackend } from "../src/core/crypto.ts";
 
 interface Job {
   kind: "rds" | "dsql";

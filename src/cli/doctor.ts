@@ -10,11 +10,11 @@ import net from "node:net";
 import tls from "node:tls";
 import { type Credentials, resolveCredentials } from "../core/credentials.ts";
 import { CredentialsError } from "../core/errors.ts";
-import { envProfile } from "../core/_chain.ts";
+import { envProfile } from "../core/chain.ts";
 import { withTimeout } from "../core/deadline.ts";
-import { readEnv } from "../core/_env.ts";
+import { readEnv } from "../core/env.ts";
 import { parseHostname } from "../core/hostname.ts";
-import { NoRegionError } from "../core/_options.ts";
+import { NoRegionError } from "../core/checks.ts";
 import { Inbox } from "../connection/inbox.ts";
 import {
   dataRow,

@@ -13,7 +13,7 @@ import { homedir, platform, tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { rootCertificates } from "node:tls";
-import { readEnv } from "../core/_env.ts";
+import { readEnv } from "../core/env.ts";
 import { rdsCa } from "../connection/tls.ts";
 import { type Command, type Parsed, str, UsageError } from "./_args.ts";
 import { checkReplaceable, writeFileAtomically } from "./_file.ts";

@@ -5,7 +5,7 @@ import { mkdirSync, readFileSync } from "node:fs";
 import { type AddressInfo, createServer } from "node:net";
 import { dirname, join } from "node:path";
 import process from "node:process";
-import { readEnv } from "../core/_env.ts";
+import { readEnv } from "../core/env.ts";
 import { isRegion, parseHostname } from "../core/hostname.ts";
 import {
   type Gateway,

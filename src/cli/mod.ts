@@ -26,9 +26,9 @@
  */
 
 import { commandArgs, exitWhenFlushed, isProgram, writeErr, writeOut } from "./_io.ts";
-import { deniedPermissions, EnvAccessError } from "../core/_env.ts";
+import { deniedPermissions, EnvAccessError } from "../core/env.ts";
 import { type Command, helpText, parse, type Parsed, UsageError } from "./_args.ts";
-import { jsBackend, setCryptoBackend } from "../core/_crypto.ts";
+import { jsBackend, setCryptoBackend } from "../core/crypto.ts";
 
 /** The version of pg-iam this command belongs to. */
 export const VERSION = "0.1.0";

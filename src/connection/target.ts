@@ -4,14 +4,14 @@
 // environment. Every driver adapter and every CLI command reads its target here, so one URL means
 // the same thing everywhere.
 //
-// Web APIs only (the environment through _env.ts): files named by sslrootcert & co. are read by
+// Web APIs only (the environment through core/env.ts): files named by sslrootcert & co. are read by
 // the runtime-specific TLS module, not here.
 //
 // libpq's parameters: https://www.postgresql.org/docs/current/libpq-connect.html#LIBPQ-PARAMKEYWORDS
 // and its variables: https://www.postgresql.org/docs/current/libpq-envars.html
 
 import { show } from "../core/errors.ts";
-import { declareEnv, readEnv } from "../core/_env.ts";
+import { declareEnv, readEnv } from "../core/env.ts";
 
 /** The TLS modes pg-iam connects with; `allow` and `prefer` are refused (they can fall back to plaintext). */
 export type SslMode = "disable" | "require" | "verify-ca" | "verify-full";

@@ -4,9 +4,9 @@
 // them, so credentials that would expire first are refreshed before signing.
 
 import { CredentialsError, hasLoneSurrogate, show } from "./errors.ts";
-import { EnvAccessError, readEnv } from "./_env.ts";
+import { EnvAccessError, readEnv } from "./env.ts";
 import type { SigningCredentials } from "./sigv4.ts";
-import { chainProvider, envProfile } from "./_chain.ts";
+import { chainProvider, envProfile } from "./chain.ts";
 
 /**
  * AWS credentials, the shape of the AWS SDK v3's `AwsCredentialIdentity`.

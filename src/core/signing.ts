@@ -16,7 +16,7 @@ import {
   type RegionNames,
   resolveRegion,
   resolveRegionOrProfile,
-} from "./_options.ts";
+} from "./checks.ts";
 import { presign, type PresignInput } from "./sigv4.ts";
 
 /**

@@ -8,7 +8,7 @@ import {
   type CryptoBackend,
   getCryptoBackend,
   type SigningKey,
-} from "./_crypto.ts";
+} from "./crypto.ts";
 
 /** Access keys as the presigner uses them: already validated strings. */
 export interface SigningCredentials {

@@ -1,7 +1,7 @@
 // The login of a client that sent its StartupMessage: protocol options, the password asked for and
 // verified as an IAM token, the login recorded, then the upstream.
 
-import { sha256Hex } from "../core/_sha256.ts";
+import { sha256Hex } from "../core/sha256.ts";
 import {
   authCleartext,
   MAX_PASSWORD_LENGTH,

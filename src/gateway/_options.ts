@@ -4,7 +4,7 @@ import tls from "node:tls";
 import { checkNotSwapped } from "../core/credentials.ts";
 import { show } from "../core/errors.ts";
 import { checkHostname, isRegion, parseHostname } from "../core/hostname.ts";
-import { checkPort } from "../core/_options.ts";
+import { checkPort } from "../core/checks.ts";
 import type { VerifySecret } from "./verify.ts";
 import type { GatewayLogin, GatewayUpstream } from "./types.ts";
 

@@ -12,7 +12,7 @@
 // connection from the first message of a batch to its end (Sync, a simple Query, or a COPY's
 // end) as well. It accepts any user name and password (no authentication).
 
-import { importOptional } from "../core/_env.ts";
+import { importOptional } from "../core/env.ts";
 
 /** A running embedded server. */
 export interface PgliteServer {

@@ -5,7 +5,7 @@
 // behind the same bug here. Web APIs only: the gateway runs it, but so could anything else.
 // Reference: https://docs.aws.amazon.com/IAM/latest/UserGuide/create-signed-request.html
 
-import { hmac, hmacHex, type HmacKey, hmacKey, sha256Hex } from "../core/_sha256.ts";
+import { hmac, hmacHex, type HmacKey, hmacKey, sha256Hex } from "../core/sha256.ts";
 import { DSQL_MAX_EXPIRES_IN, RDS_MAX_EXPIRES_IN } from "../core/signing.ts";
 import type { GatewayRejectReason } from "./types.ts";
 

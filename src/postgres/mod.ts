@@ -20,7 +20,7 @@ import postgres from "postgres";
 import * as postgresModule from "postgres";
 import type { Options as PgOptions, PostgresType, Sql, TransactionSql } from "postgres";
 import { show } from "../core/errors.ts";
-import { checkPort } from "../core/_options.ts";
+import { checkPort } from "../core/checks.ts";
 import {
   type Adapter,
   dsqlDefaultLifetime,

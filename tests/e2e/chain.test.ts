@@ -1,4 +1,4 @@
-// The standard AWS credential chain (src/core/_chain.ts), end to end: every source the chain knows —
+// The standard AWS credential chain (src/core/chain.ts), end to end: every source the chain knows —
 // the ECS / EKS Pod Identity container endpoint, EC2 IMDSv2, web identity (EKS IRSA), profiles
 // with static keys, role_arn + source_profile, credential_process and SSO — is served by a local
 // fake (tests/_aws_endpoints.ts), and the credentials it hands out must end up in a token the IAM
@@ -17,7 +17,7 @@ import process from "node:process";
 import { fileURLToPath } from "node:url";
 import postgres from "postgres";
 import { CredentialsError, rdsToken } from "../../mod.ts";
-import { _resetChains, CHAIN_PACKAGE } from "../../src/core/_chain.ts";
+import { _resetChains, CHAIN_PACKAGE } from "../../src/core/chain.ts";
 import { type GatewayCredentials, startGateway } from "../../src/gateway/mod.ts";
 import { withEnv } from "../_env.ts";
 import { upstreamPostgres } from "../_postgres.ts";
@@ -639,7 +639,7 @@ test(
 // The SDK's fromHttp (container endpoint) passes requestTimeout 1000 to @smithy/node-http-handler
 // without throwOnRequestTimeout, which then only logs a warning, and sets no socket timeout: a
 // connected endpoint that never answers would hold the SDK call forever. pg-iam's chain wrapper
-// (src/core/_chain.ts) bounds it (CHAIN_TIMEOUT_MS); this test failed before that bound existed.
+// (src/core/chain.ts) bounds it (CHAIN_TIMEOUT_MS); this test failed before that bound existed.
 test(
   "chain: a container endpoint that never answers is a CredentialsError, not a hang",
   SLOW,

@@ -12,7 +12,7 @@ import {
   nodeCryptoBackend,
   setCryptoBackend,
   webCryptoBackend,
-} from "../../src/core/_crypto.ts";
+} from "../../src/core/crypto.ts";
 import {
   type Case,
   caseLabel,

@@ -77,24 +77,24 @@ function violations(list: [string, string][]): string[] {
 
 test("the core imports nothing but its own modules: no node:, npm: or jsr: specifiers", () => {
   const modules = graph("mod.ts");
-  assert.ok(modules.has("src/core/sigv4.ts") && modules.has("src/core/_crypto.ts"));
+  assert.ok(modules.has("src/core/sigv4.ts") && modules.has("src/core/crypto.ts"));
   assert.ok([...modules.keys()].every((p) => p === "mod.ts" || p.startsWith("src/core/")));
   const text = `import { x } from "node:crypto";\nexport { y } from "./y.ts";`;
   const specs = [...text.matchAll(IMPORT)].map((m) => m[1] ?? m[2] ?? m[3]);
   assert.deepEqual(specs, ["node:crypto", "./y.ts"]);
 });
 
-test("only src/core/_env.ts touches Deno.* (_crypto.ts only asks if it is there), and nothing in the core touches process outside it and _crypto.ts", () => {
+test("only src/core/env.ts touches Deno.* (crypto.ts only asks if it is there), and nothing in the core touches process outside it and crypto.ts", () => {
   for (const [path, text] of graph("mod.ts")) {
     const code = text.replace(/^\s*(\/\/|\*|\/\*\*).*$/gm, "");
-    // _crypto.ts may ask whether it runs on Deno (to leave node:crypto alone there), no more.
-    const deno = path === "src/core/_crypto.ts"
+    // crypto.ts may ask whether it runs on Deno (to leave node:crypto alone there), no more.
+    const deno = path === "src/core/crypto.ts"
       ? code.replace(/\.Deno !== undefined|Deno\?: unknown/g, "")
       : code;
-    if (path !== "src/core/_env.ts") {
+    if (path !== "src/core/env.ts") {
       assert.doesNotMatch(deno, /\bDeno\s*(\?\.|\.)|\.Deno\b|Deno\?:/, `${path} uses Deno`);
     }
-    if (path !== "src/core/_env.ts" && path !== "src/core/_crypto.ts") {
+    if (path !== "src/core/env.ts" && path !== "src/core/crypto.ts") {
       assert.doesNotMatch(code, /\bprocess\b/, `${path} uses process`);
     }
   }
@@ -152,38 +152,16 @@ function privateImports(list: [string, string][]): string[] {
     .map(([from, to]) => `${from} imports ${to}`);
 }
 
-// The core's modules that other layers use, still named as private: each is to become public
-// within the project under a name without `_` (issue 21), and leave this list.
-const PRIVATE_IMPORTS_PENDING = [
-  "src/cli/_target.ts imports src/core/_env.ts",
-  "src/cli/doctor.ts imports src/core/_chain.ts",
-  "src/cli/doctor.ts imports src/core/_env.ts",
-  "src/cli/doctor.ts imports src/core/_options.ts",
-  "src/cli/env.ts imports src/core/_env.ts",
-  "src/cli/gateway.ts imports src/core/_env.ts",
-  "src/cli/mod.ts imports src/core/_crypto.ts",
-  "src/cli/mod.ts imports src/core/_env.ts",
-  "src/connection/sign.ts imports src/core/_options.ts",
-  "src/connection/sign.ts imports src/core/_token.ts",
-  "src/connection/target.ts imports src/core/_env.ts",
-  "src/gateway/_login.ts imports src/core/_sha256.ts",
-  "src/gateway/_options.ts imports src/core/_options.ts",
-  "src/gateway/pglite.ts imports src/core/_env.ts",
-  "src/gateway/verify.ts imports src/core/_sha256.ts",
-  "src/postgres/mod.ts imports src/core/_options.ts",
-];
-
-test("a module named _x.ts is private to its folder: no other folder imports it (but the pending list of the core's, to be renamed)", () => {
-  const found = privateImports(edges());
-  assert.deepEqual(found.filter((i) => !PRIVATE_IMPORTS_PENDING.includes(i)), []);
+test("a module named _x.ts is private to its folder: no other folder imports it", () => {
+  assert.deepEqual(privateImports(edges()), []);
   // The negative control: another folder's _ module is seen, the folder's own is not.
   assert.deepEqual(
     privateImports([
       ["src/gateway/mod.ts", "src/gateway/_server.ts"],
       ["src/cli/mod.ts", "src/cli/_args.ts"],
-      ["src/pg/mod.ts", "src/core/_sha256.ts"],
-      ["mod.ts", "src/core/_token.ts"],
+      ["src/pg/mod.ts", "src/core/_private.ts"],
+      ["src/pg/mod.ts", "src/core/sha256.ts"],
     ]),
-    ["src/pg/mod.ts imports src/core/_sha256.ts"],
+    ["src/pg/mod.ts imports src/core/_private.ts"],
   );
 });

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, createHmac } from "node:crypto";
-import { hmac, hmacHex, hmacKey, sha256, sha256Hex } from "../../src/core/_sha256.ts";
+import { hmac, hmacHex, hmacKey, sha256, sha256Hex } from "../../src/core/sha256.ts";
 
 const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
 const bytes = (s: string) => new TextEncoder().encode(s);

@@ -9,7 +9,7 @@ import {
   jsBackend,
   nodeCryptoBackend,
   setCryptoBackend,
-} from "../../src/core/_crypto.ts";
+} from "../../src/core/crypto.ts";
 import {
   canonicalRequest,
   credentialScope,

@@ -10,7 +10,7 @@
 // resolves from node_modules or fetches on first use.
 
 import { CredentialsError, excerpt } from "./errors.ts";
-import { importOptional, readEnv } from "./_env.ts";
+import { importOptional, readEnv } from "./env.ts";
 import { withTimeout } from "./deadline.ts";
 
 /** The npm package providing the chain. */

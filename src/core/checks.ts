@@ -3,8 +3,8 @@
 
 import { bad, hasLoneSurrogate, phrase, show, subject } from "./errors.ts";
 import { isDsqlClusterId, isRegion, type ParsedHostname } from "./hostname.ts";
-import { EnvAccessError, readEnv } from "./_env.ts";
-import { profileRegion } from "./_chain.ts";
+import { EnvAccessError, readEnv } from "./env.ts";
+import { profileRegion } from "./chain.ts";
 
 export function checkPort(value: unknown, option = "port"): number {
   return value === undefined ? 5432 : checkWhole(value, option, 65535);

@@ -3,8 +3,8 @@
 // is looked up at run time through `process.getBuiltinModule`, never imported statically, so
 // bundles for edge runtimes stay clean.
 
-import * as sha256 from "./_sha256.ts";
-import { onDeno } from "./_env.ts";
+import * as sha256 from "./sha256.ts";
+import { onDeno } from "./env.ts";
 
 /** An opaque, ready-to-use signing key produced by a backend. */
 export type SigningKey = unknown;
