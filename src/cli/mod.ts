@@ -129,6 +129,7 @@ export async function main(args: readonly string[]): Promise<number> {
     );
     return 2;
   }
+  let permissions = PERMISSIONS[name];
   try {
     const mod = await entry.load();
     const parsed = parse(mod.command, rest);
@@ -136,9 +137,13 @@ export async function main(args: readonly string[]): Promise<number> {
       out(helpText(mod.command));
       return 0;
     }
+    // token --format url and json write the RDS CA bundle to the cache, as env does.
+    if (name === "token" && (parsed.values.format ?? "token") !== "token") {
+      permissions = PERMISSIONS.env;
+    }
     // Deno would prompt at each first use: every environment variable and each permission, one by
     // one. Asked once here instead, before anything runs.
-    const missing = deniedPermissions(PERMISSIONS[name]);
+    const missing = deniedPermissions(permissions);
     if (missing.length) {
       err(
         `pg-iam ${name}: Deno has not granted all the permissions pg-iam ${name} may use. ` +
@@ -148,7 +153,7 @@ export async function main(args: readonly string[]): Promise<number> {
     }
     return await mod.run(parsed, out);
   } catch (error) {
-    const denied = permissionError(error) ? deniedPermissions(PERMISSIONS[name]) : [];
+    const denied = permissionError(error) ? deniedPermissions(permissions) : [];
     if (denied.length) {
       err(
         `pg-iam ${name}: Deno refused a permission (${oneLine(permissionError(error))}). ` +

@@ -16,6 +16,7 @@ const KEYS = { accessKeyId: "AKIDPGIAMURL", secretAccessKey: "pg-iam/token-url/t
 const CLI = fileURLToPath(new URL("../../src/cli/mod.ts", import.meta.url));
 const TIMEOUT = { timeout: 120_000 };
 const DSQL = "abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws";
+const DENO = fileURLToPath(new URL("../../node_modules/.bin/deno", import.meta.url));
 
 const dir = mkdtempSync(join(tmpdir(), "pg-iam-token-url-test-"));
 const CA_FILE = join(dir, "ca.pem");
@@ -165,9 +166,33 @@ test(
       target_session_attrs: "read-write",
     });
     assert.ok(existsSync(bundle));
+    // pg-iam env: the same file, and the same parameters by their variables (keepalives has none).
     const env = await cli(["env", target]);
     assert.equal(env.code, 0, env.stderr);
     assert.match(env.stdout, new RegExp(`^export PGSSLROOTCERT='${bundle}'$`, "m"));
+    assert.match(env.stdout, /^export PGOPTIONS='-c x=y'$/m);
+    assert.match(env.stdout, /^export PGCONNECT_TIMEOUT='7'$/m);
+    assert.match(env.stdout, /^export PGTARGETSESSIONATTRS='read-write'$/m);
+    assert.doesNotMatch(env.stdout, /KEEPALIVE/);
+
+    // On Deno, writing that file needs --allow-write, asked for up front; the bare token does not.
+    const denoFlags = ["--allow-env", "--allow-read", "--allow-sys", "--allow-net"];
+    const [deno, pre] = [DENO, [
+      "run",
+      "--no-prompt",
+      "--quiet",
+      ...denoFlags,
+      CLI,
+      "token",
+      target,
+    ]];
+    const denied = await run(deno, [...pre, "--format", "url"], childEnv(KEYS, dir));
+    assert.equal(denied.code, 1);
+    assert.equal(denied.stdout, "");
+    assert.match(denied.stderr, /^pg-iam token: Deno has not granted .* --allow-write \(or -A\)$/m);
+    const bare = await run(deno, pre, childEnv(KEYS, dir));
+    assert.equal(bare.code, 0, bare.stderr);
+    assert.match(bare.stdout, new RegExp(`^${RDS}:5432/\\?Action=connect&`));
 
     const dsql = await cli(["token", `postgres://admin@${DSQL}/postgres`, "--format", "json"]);
     assert.equal(dsql.code, 0, dsql.stderr);
