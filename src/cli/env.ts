@@ -169,15 +169,14 @@ const VARIABLES: Record<string, string> = {
 
 /**
  * libpq's connection parameters for `target` as pg-iam connects (keyword: value, `token` as the
- * password, no `iam_*`): TLS as pg-iam verifies it, with the RDS CA bundle written by `caFile`. The
- * system's CAs: `sslrootcert=system` when `systemRoots` is "system" (libpq 16 and later), else
- * written out by `caFile` too, for every libpq.
+ * password, no `iam_*`): TLS as pg-iam verifies it, with the RDS CA bundle, or the system's CAs,
+ * written by `caFile`: every libpq reads a file (`sslrootcert=system` needs libpq 16), and so does
+ * node-postgres's connection-string parser, which drizzle-kit and others use.
  */
 export async function libpqParams(
   target: Target,
   token: string,
   caFile: (pem: string, name: string) => string,
-  systemRoots: "file" | "system" = "file",
 ): Promise<Record<string, string>> {
   const params: Record<string, string> = {};
   if (target.host === target.signingHostname) {
@@ -197,8 +196,6 @@ export async function libpqParams(
       ? rootcert.path
       : target.service === "rds" && rootcert === undefined
       ? caFile(await rdsCaBundle(), "rds-ca-bundle.pem")
-      : systemRoots === "system"
-      ? "system"
       : caFile(rootCertificates.join("\n") + "\n", "system-roots.pem");
   }
   const tls = target.tls;

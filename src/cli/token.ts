@@ -20,7 +20,7 @@ DSQL cluster id with --region expands to its endpoint. URL is postgres://user@ho
 optional iam_region, iam_host, iam_port, iam_expires_in, iam_admin and iam_profile parameters.
 --format url prints a libpq connection URL instead, the token as its password, with URL's libpq
 parameters (not iam_*) and TLS as pg-iam verifies it (the RDS CA bundle written to pg-iam's cache,
-sslrootcert=system for DSQL); --format json prints an object with the token, that URL, and what
+the system's CAs for DSQL, both as files, as env writes them); --format json prints an object with the token, that URL, and what
 they were made of (host, port, user, database, region, service, expiresAt, sslmode, sslrootcert).`,
   // The database and TLS flags are for the commands that connect, and for --format url and json.
   flags: {
@@ -88,7 +88,7 @@ async function describe(target: Target): Promise<Description> {
   // Whole seconds, as the token's X-Amz-Date: expiresAt is then exactly when it stops working.
   const at = new Date(Math.floor(Date.now() / 1000) * 1000);
   const token = await signFor(target, undefined, at);
-  const params = await libpqParams(target, token, cachedFile, "system");
+  const params = await libpqParams(target, token, cachedFile);
   return {
     token,
     url: libpqUrl(params),

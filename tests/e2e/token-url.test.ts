@@ -148,7 +148,7 @@ test(
 );
 
 test(
-  "pg-iam token --format: the RDS CA bundle where pg-iam env caches it, sslrootcert=system for DSQL, libpq parameters kept and iam_* dropped; a bad --format exits 2 naming it",
+  "pg-iam token --format: the RDS CA bundle where pg-iam env caches it, the system's CAs in a file for DSQL, libpq parameters kept and iam_* dropped; a bad --format exits 2 naming it",
   TIMEOUT,
   async () => {
     const target = `postgres://app@${RDS}/orders?iam_region=us-east-1&iam_expires_in=60` +
@@ -198,11 +198,12 @@ test(
     assert.equal(dsql.code, 0, dsql.stderr);
     const json = JSON.parse(dsql.stdout);
     assert.equal(json.service, "dsql");
-    assert.equal(json.sslrootcert, "system");
-    assert.match(
-      json.url,
-      new RegExp(`@${DSQL}:5432/postgres\\?sslmode=verify-full&sslrootcert=system$`),
-    );
+    const roots = join(dir, "cache", "pg-iam", "system-roots.pem");
+    assert.equal(json.sslrootcert, roots);
+    assert.ok(existsSync(roots));
+    assert.equal(new URL(json.url).searchParams.get("sslrootcert"), roots);
+    const dsqlEnv = await cli(["env", `postgres://admin@${DSQL}/postgres`]);
+    assert.match(dsqlEnv.stdout, new RegExp(`^export PGSSLROOTCERT='${roots}'$`, "m"));
 
     for (
       const [format, message] of [
