@@ -159,26 +159,35 @@ function suggestion(command: Command, name: string): string | undefined {
     return "pg-iam signs an IAM token in place of a password, so there is no password flag";
   }
   if (name.length < 3) return undefined;
-  let best: string | undefined;
-  let bestDistance = 3;
-  for (const flag of Object.keys(flags)) {
-    const d = distance(name.toLowerCase(), flag);
-    if (d < bestDistance) [best, bestDistance] = [flag, d];
-  }
+  const best = nearest(name, Object.keys(flags));
   return best === undefined ? undefined : `did you mean --${best}?`;
 }
 
-/** The Levenshtein distance of `a` and `b`. */
-function distance(a: string, b: string): number {
-  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const next = [i];
-    for (let j = 1; j <= b.length; j++) {
-      next[j] = Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
-    }
-    row = next;
+/** The one of `candidates` nearest to a mistyped `name` (edit distance at most 2, and under its length), if any. */
+export function nearest(name: string, candidates: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Math.min(3, name.length);
+  for (const candidate of candidates) {
+    const d = distance(name.toLowerCase(), candidate);
+    if (d < bestDistance) [best, bestDistance] = [candidate, d];
   }
-  return row[b.length];
+  return best;
+}
+
+/** Levenshtein distance, a swap of two neighbours counting one (as git's suggestions do). */
+function distance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) d[0][j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
+        d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
+      }
+    }
+  }
+  return d[a.length][b.length];
 }
 
 /** The --help text of `command`. */
@@ -241,4 +250,25 @@ export function int(
     );
   }
   return n;
+}
+
+/**
+ * A string flag that must be one of `choices` (`fallback` when not given); throws a UsageError
+ * naming the flag, the value, and the nearest choice.
+ */
+export function choice<T extends string>(
+  values: Parsed["values"],
+  name: string,
+  choices: readonly T[],
+  fallback: T,
+  command: string,
+): T {
+  const v = str(values, name) ?? fallback;
+  if ((choices as readonly string[]).includes(v)) return v as T;
+  const near = nearest(v, choices);
+  throw new UsageError(
+    `--${name} must be ${choices.join(", ")}, got ${JSON.stringify(v)}` +
+      (near ? `; did you mean ${near}?` : ""),
+    command,
+  );
 }

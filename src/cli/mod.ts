@@ -27,7 +27,7 @@
 
 import { commandArgs, exitWhenFlushed, isProgram, writeErr, writeOut } from "./_io.ts";
 import { deniedPermissions, EnvAccessError } from "../core/env.ts";
-import { type Command, helpText, parse, type Parsed, UsageError } from "./_args.ts";
+import { type Command, helpText, nearest, parse, type Parsed, UsageError } from "./_args.ts";
 import { jsBackend, setCryptoBackend } from "../core/crypto.ts";
 
 /** The version of pg-iam this command belongs to. */
@@ -129,6 +129,7 @@ export async function main(args: readonly string[]): Promise<number> {
     );
     return 2;
   }
+  let permissions = PERMISSIONS[name];
   try {
     const mod = await entry.load();
     const parsed = parse(mod.command, rest);
@@ -136,9 +137,13 @@ export async function main(args: readonly string[]): Promise<number> {
       out(helpText(mod.command));
       return 0;
     }
+    // token --format url and json write the RDS CA bundle to the cache, as env does.
+    if (name === "token" && (parsed.values.format ?? "token") !== "token") {
+      permissions = PERMISSIONS.env;
+    }
     // Deno would prompt at each first use: every environment variable and each permission, one by
     // one. Asked once here instead, before anything runs.
-    const missing = deniedPermissions(PERMISSIONS[name]);
+    const missing = deniedPermissions(permissions);
     if (missing.length) {
       err(
         `pg-iam ${name}: Deno has not granted all the permissions pg-iam ${name} may use. ` +
@@ -148,7 +153,7 @@ export async function main(args: readonly string[]): Promise<number> {
     }
     return await mod.run(parsed, out);
   } catch (error) {
-    const denied = permissionError(error) ? deniedPermissions(PERMISSIONS[name]) : [];
+    const denied = permissionError(error) ? deniedPermissions(permissions) : [];
     if (denied.length) {
       err(
         `pg-iam ${name}: Deno refused a permission (${oneLine(permissionError(error))}). ` +
@@ -167,33 +172,6 @@ export async function main(args: readonly string[]): Promise<number> {
     if (verbose) err(details(error));
     return usageError ? 2 : 1;
   }
-}
-
-/** The command nearest to a mistyped `name` (edit distance at most 2, and under its length), if any. */
-function nearest(name: string, commands: readonly string[]): string | undefined {
-  let best: string | undefined;
-  let bestDistance = Math.min(3, name.length);
-  for (const command of commands) {
-    const d = distance(name.toLowerCase(), command);
-    if (d < bestDistance) [best, bestDistance] = [command, d];
-  }
-  return best;
-}
-
-/** Levenshtein distance, a swap of two neighbours counting one (as git's suggestions do). */
-function distance(a: string, b: string): number {
-  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array(b.length).fill(0)]);
-  for (let j = 1; j <= b.length; j++) d[0][j] = j;
-  for (let i = 1; i <= a.length; i++) {
-    for (let j = 1; j <= b.length; j++) {
-      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
-      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost);
-      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
-        d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
-      }
-    }
-  }
-  return d[a.length][b.length];
 }
 
 /** The runtime's refusal of a permission in `error` or its causes, if that is what it is. */

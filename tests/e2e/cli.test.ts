@@ -32,6 +32,7 @@ import { iamPostgres } from "../../src/postgres/mod.ts";
 import { withEnv } from "../_env.ts";
 import { type Gateway, type GatewayOptions, startGateway } from "../../src/gateway/mod.ts";
 import { upstreamPostgres } from "../_postgres.ts";
+import { childEnv as sharedChildEnv, type Result, run } from "../_cli.ts";
 import { runtimeCommand } from "../_runtime.ts";
 import { ca, cert, key } from "../fixtures/tls.ts";
 
@@ -80,27 +81,7 @@ function runtime(file = CLI): [string, string[]] {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function childEnv(env: Record<string, string>): Record<string, string> {
-  const base = Object.fromEntries(
-    Object.entries(process.env).filter(([k, v]) =>
-      v !== undefined && !/^(AWS_|PG)/.test(k) && k !== "NODE_OPTIONS"
-    ),
-  ) as Record<string, string>;
-  return {
-    ...base,
-    AWS_ACCESS_KEY_ID: KEYS.accessKeyId,
-    AWS_SECRET_ACCESS_KEY: KEYS.secretAccessKey,
-    AWS_CONFIG_FILE: join(dir, "no-config"),
-    AWS_SHARED_CREDENTIALS_FILE: join(dir, "no-credentials"),
-    XDG_CACHE_HOME: join(dir, "cache"),
-    NO_COLOR: "1",
-    ...env,
-  };
-}
-
-interface Result {
-  code: number | null;
-  stdout: string;
-  stderr: string;
+  return sharedChildEnv(KEYS, dir, env);
 }
 
 /** Runs `pg-iam …args` to completion. */
@@ -507,26 +488,6 @@ test(
     assert.match(missing.stderr, /not found: install the PostgreSQL client/);
   },
 );
-
-/** Runs a program to completion. */
-function run(
-  cmd: string,
-  args: string[],
-  env: Record<string, string>,
-  cwd?: string,
-  onSpawn?: (pid: number) => void,
-): Promise<Result> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { env, cwd });
-    onSpawn?.(child.pid!);
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (s: string) => (stdout += s));
-    child.stderr.setEncoding("utf8").on("data", (s: string) => (stderr += s));
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code, stdout, stderr }));
-  });
-}
 
 /** Starts `pg-iam gateway …args --json`; resolves its ready line and a stop() that awaits exit. */
 async function gatewayCommand(

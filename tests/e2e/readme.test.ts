@@ -200,6 +200,23 @@ const COVERAGE: Cover[] = [
     ],
   },
   {
+    find: 'psql "$(pg-iam token postgres://app@',
+    by: [
+      [
+        "tests/e2e/token-url.test.ts",
+        "pg-iam token --format url: psql logs in through the gateway with the printed URL, TLS verified, application_name kept and iam_* dropped; the URL with its token altered is refused (the control)",
+      ],
+      [
+        "tests/e2e/token-url.test.ts",
+        "pg-iam token --format json: the token, the URL and what they were made of, field by field; expiresAt is the signing time plus the expiry",
+      ],
+      [
+        "tests/e2e/token-url.test.ts",
+        "pg-iam token --format: the RDS CA bundle where pg-iam env caches it, sslrootcert=system for DSQL, libpq parameters kept and iam_* dropped; a bad --format exits 2 naming it",
+      ],
+    ],
+  },
+  {
     find: 'eval "$(pg-iam env postgres://',
     by: [
       [
