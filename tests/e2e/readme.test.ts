@@ -212,7 +212,7 @@ const COVERAGE: Cover[] = [
       ],
       [
         "tests/e2e/token-url.test.ts",
-        "pg-iam token --format: the RDS CA bundle where pg-iam env caches it, sslrootcert=system for DSQL, libpq parameters kept and iam_* dropped; a bad --format exits 2 naming it",
+        "pg-iam token --format: the RDS CA bundle where pg-iam env caches it, the system's CAs in a file for DSQL, libpq parameters kept and iam_* dropped; a bad --format exits 2 naming it",
       ],
     ],
   },
