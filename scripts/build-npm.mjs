@@ -22,7 +22,10 @@ const LAYERS = ["core", "connection"];
 
 // Modules that only re-export (what every adapter subpath exports): inlined into each export, so
 // that it re-exports those names from the chunks, not the whole chunk (`export *` of a chunk).
-const REEXPORTS = [join(root, "src", "connection", "public.ts")];
+const REEXPORTS = [
+  join(root, "src", "connection", "public.ts"),
+  join(root, "src", "connection", "public-socket.ts"),
+];
 
 /** The layer a source file belongs to, or undefined. */
 const layerOf = (path) => LAYERS.find((layer) => path.startsWith(join(root, "src", layer) + sep));

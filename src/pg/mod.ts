@@ -49,16 +49,7 @@ import { IamSocket } from "../connection/socket.ts";
 import { checkStartupParameters } from "../connection/pgwire.ts";
 
 export * from "../connection/public.ts";
-export {
-  ConnectError,
-  type ConnectErrorCode,
-  type ConnectErrorOptions,
-  type PgIamConnectCode,
-  type SystemErrorCode,
-} from "../connection/errors.ts";
-export type { ConnectEvent, ConnectStep, ConnectTimings } from "../connection/socket.ts";
-export { IamAuthError } from "../connection/sign.ts";
-export type { IamConnectOptions } from "../connection/adapter.ts";
+export * from "../connection/public-socket.ts";
 /** node-postgres's `Pool` (from `pg`), as {@linkcode iamPool} returns it. */
 export type Pool = pg.Pool;
 /** node-postgres's `Client` (from `pg`), as {@linkcode iamClient} returns it. */

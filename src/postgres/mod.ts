@@ -51,16 +51,7 @@ import { ON_WORKERD } from "../connection/socket-workerd.ts";
 import { checkStartupParameters } from "../connection/pgwire.ts";
 
 export * from "../connection/public.ts";
-export {
-  ConnectError,
-  type ConnectErrorCode,
-  type ConnectErrorOptions,
-  type PgIamConnectCode,
-  type SystemErrorCode,
-} from "../connection/errors.ts";
-export type { ConnectEvent, ConnectStep, ConnectTimings } from "../connection/socket.ts";
-export { IamAuthError } from "../connection/sign.ts";
-export type { IamConnectOptions } from "../connection/adapter.ts";
+export * from "../connection/public-socket.ts";
 
 /** Options of {@linkcode iamPostgres}: postgres.js options (minus passwords) plus IAM ones. */
 // `{}` mirrors postgres.js's own signature, so inferred custom types stay identical.
