@@ -4,8 +4,10 @@
 //   imports the core only;
 // - src/postgres/, src/pg/, src/bun/ (one adapter each): the core and the connection layer, never
 //   another adapter;
-// - src/gateway/ and src/cli/ (tools): the core and the connection layer (the CLI also runs the
-//   gateway); no library module imports a tool;
+// - src/listener/ (the server side of the protocol up to a client's StartupMessage, its limits):
+//   the core and the connection layer;
+// - src/gateway/, src/proxy/ and src/cli/ (tools): the core, the connection layer and the listener
+//   (the CLI also runs the gateway and the proxy); no library module imports a tool;
 // - nothing in src/ imports tests/ (the demo, which uses the test certificate, is in examples/);
 // - a module whose name starts with `_` is its folder's: no other folder imports it.
 import { test } from "node:test";
@@ -51,8 +53,10 @@ const MAY_IMPORT: Record<string, string[]> = {
   postgres: ["core", "connection", "postgres"],
   pg: ["core", "connection", "pg"],
   bun: ["core", "connection", "bun"],
-  gateway: ["core", "connection", "gateway"],
-  cli: ["core", "connection", "gateway", "cli"],
+  listener: ["core", "connection", "listener"],
+  gateway: ["core", "connection", "listener", "gateway"],
+  proxy: ["core", "connection", "listener", "proxy"],
+  cli: ["core", "connection", "listener", "gateway", "proxy", "cli"],
 };
 
 /** Every relative import of every module under src/ (and mod.ts), as [from, to] paths. */
@@ -133,7 +137,7 @@ test("node: imports live only in the runtime-specific modules (socket, TLS, adap
     assert.ok(graph(entry).size >= 1); // graph() fails on any node:, npm: or jsr: import
   }
   const allowed =
-    /^src\/(connection\/(socket(-plan|-workerd)?|tls)\.ts|(postgres|pg|bun|gateway|cli)\/)/;
+    /^src\/(connection\/(socket(-plan|-workerd)?|tls)\.ts|(postgres|pg|bun|listener|gateway|proxy|cli)\/)/;
   const files = readdirSync(new URL("src/", root), { recursive: true }) as string[];
   const users = files.filter((f) => f.endsWith(".ts")).map((f) => `src/${f}`).filter((path) =>
     [...readFileSync(new URL(path, root), "utf8").matchAll(IMPORT)]
