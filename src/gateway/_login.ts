@@ -11,15 +11,17 @@ import {
 } from "../connection/pgwire.ts";
 import { verifyToken } from "./verify.ts";
 import type { GatewayRejectReason } from "./types.ts";
-import { type Client, fail, send, type Session, TOO_MANY } from "./_client.ts";
+import { type Client, fail, send, type Session, TOO_MANY } from "../listener/client.ts";
 import { connectUpstream } from "./_upstream.ts";
+import type { GatewayServer } from "./_server.ts";
 
 export async function login(
+  gateway: GatewayServer,
   client: Client,
   params: Map<string, string>,
   minor: number,
 ): Promise<void> {
-  const { gateway, inbox } = client;
+  const { inbox } = client;
   const socket = inbox.socket;
   // Protocol options (_pq_.*) are the gateway's to negotiate, and it knows none: they are
   // refused in NegotiateProtocolVersion, never sent upstream. So is a minor version beyond 3.0
@@ -33,11 +35,11 @@ export async function login(
   const database = params.get("database") || user;
   const session: Session = Object.assign(client, { user, database });
   if (user === "") {
-    reject(session, "malformed", "the startup packet names no user");
+    reject(gateway, session, "malformed", "the startup packet names no user");
     return fail(client, "28000", "no PostgreSQL user name specified in startup packet");
   }
   if (gateway.config.secureContext && !client.tls) {
-    reject(session, "no-tls", "the client did not request TLS");
+    reject(gateway, session, "no-tls", "the client did not request TLS");
     return fail(
       client,
       "28000",
@@ -51,6 +53,7 @@ export async function login(
   if (reply === undefined || reply.type !== "p".charCodeAt(0)) {
     // psql closes here when it has no password yet, then asks for one and reconnects.
     reject(
+      gateway,
       session,
       "no-password",
       reply
@@ -64,7 +67,7 @@ export async function login(
   }
   const password = passwordOf(reply.body);
   if (password === "") {
-    reject(session, "no-password", "the password is empty");
+    reject(gateway, session, "no-password", "the password is empty");
     return fail(client, "28P01", `PAM authentication failed for user "${user}"`);
   }
 
@@ -81,7 +84,7 @@ export async function login(
   });
   const tokenId = sha256Hex(password).slice(0, 16);
   if (!result.ok) {
-    reject(session, result.reason, result.detail, tokenId);
+    reject(gateway, session, result.reason, result.detail, tokenId);
     // The server says no more than this, whatever the reason: the detail is for the operator.
     return fail(client, "28P01", `PAM authentication failed for user "${user}"`);
   }
@@ -99,16 +102,17 @@ export async function login(
   });
   // Sessions that started since the startup packet took the last slot.
   if (!gateway.beginSession(client)) return fail(client, TOO_MANY.code, TOO_MANY.message);
-  await connectUpstream(session, params);
+  await connectUpstream(gateway, session, params);
 }
 
 function reject(
+  gateway: GatewayServer,
   session: Session,
   reason: GatewayRejectReason,
   detail: string,
   tokenId?: string,
 ): void {
-  const { gateway, user, database, tls } = session;
+  const { user, database, tls } = session;
   gateway.record({
     accepted: false,
     reason,

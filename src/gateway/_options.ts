@@ -1,31 +1,29 @@
 // The gateway's options, checked once by startGateway() into the Config every connection reads.
 
-import tls from "node:tls";
+import type tls from "node:tls";
 import { checkNotSwapped } from "../core/credentials.ts";
 import { show } from "../core/errors.ts";
 import { checkHostname, isRegion, parseHostname } from "../core/hostname.ts";
 import { checkPort } from "../core/checks.ts";
 import type { VerifySecret } from "./verify.ts";
 import type { GatewayLogin, GatewayUpstream } from "./types.ts";
+import {
+  checkCount,
+  checkListener,
+  checkServerTls,
+  kind,
+  type ListenerConfig,
+} from "../listener/options.ts";
 
-export interface Config {
+export interface Config extends ListenerConfig {
   endpoint: string;
   port: number;
   service: "rds" | "dsql";
   region: string;
   keys: Map<string, VerifySecret>;
   upstream: GatewayUpstream;
-  listenHost: string;
-  listenPort: number;
-  secureContext: tls.SecureContext | undefined;
   clockOffsetMs: number;
   onLogin: ((login: GatewayLogin) => void) | undefined;
-  maxConnections: number;
-  maxStartups: number;
-  maxStartupsPerAddress: number;
-  maxConnectionRate: number | undefined;
-  connectionBurst: number;
-  authenticationTimeoutMs: number;
   recentLogins: number;
 }
 
@@ -80,92 +78,24 @@ export function checkGatewayOptions(options: unknown): Config {
     );
   }
 
-  const listen = o.listen ?? {};
-  if (typeof listen !== "object" || listen === null) {
-    throw new TypeError(`The "listen" option must be an object, got ${show(listen)}`);
-  }
-  const { host: listenHost = "127.0.0.1", port: listenPort = 0 } = listen as Record<
-    string,
-    unknown
-  >;
-  if (typeof listenHost !== "string" || listenHost === "") {
-    throw new TypeError(
-      `The "listen.host" option must be a host or address, got ${show(listenHost)}`,
-    );
-  }
-  if (listenPort !== 0) checkPort(listenPort, "listen.port");
-
   const clockOffsetMs = o.clockOffsetMs ?? 0;
   checkOffset(clockOffsetMs, "clockOffsetMs");
   if (o.onLogin !== undefined && typeof o.onLogin !== "function") {
     throw new TypeError(`The "onLogin" option must be a function, got ${show(o.onLogin)}`);
   }
 
-  const maxConnections = checkCount(o.maxConnections, "maxConnections", 1, 100);
-  const maxStartups = checkCount(o.maxStartups, "maxStartups", 1, 10 * maxConnections);
   return {
+    ...checkListener(o, checkTls(o.tls), { maxConnections: 100, authenticationTimeoutMs: 60_000 }),
     endpoint,
     port: checkPort(o.port),
     service,
     region,
     keys: checkCredentials(o.credentials),
     upstream: checkUpstream(o.upstream),
-    listenHost,
-    listenPort: listenPort as number,
-    secureContext: checkTls(o.tls),
     clockOffsetMs: clockOffsetMs as number,
     onLogin: o.onLogin as Config["onLogin"],
-    maxConnections,
-    maxStartups,
-    maxStartupsPerAddress: checkCount(
-      o.maxStartupsPerAddress,
-      "maxStartupsPerAddress",
-      1,
-      Math.min(maxConnections, maxStartups),
-    ),
-    maxConnectionRate: o.maxConnectionRate === undefined
-      ? undefined
-      : checkRate(o.maxConnectionRate, "maxConnectionRate"),
-    connectionBurst: o.connectionBurst === undefined
-      ? Math.max(1, Math.floor(Number(o.maxConnectionRate ?? 1)))
-      : checkCount(o.connectionBurst, "connectionBurst", 1, 1),
-    // setTimeout's longest delay.
-    authenticationTimeoutMs: checkCount(
-      o.authenticationTimeoutMs,
-      "authenticationTimeoutMs",
-      1,
-      60_000,
-      2 ** 31 - 1,
-    ),
     recentLogins: checkCount(o.recentLogins, "recentLogins", 0, 1000),
   };
-}
-
-function checkRate(value: unknown, option: string): number {
-  if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) {
-    throw new RangeError(
-      `The "${option}" option must be a positive number (per second), got ${show(value)}`,
-    );
-  }
-  return value;
-}
-
-function checkCount(
-  value: unknown,
-  option: string,
-  min: number,
-  fallback: number,
-  max = Number.MAX_SAFE_INTEGER,
-): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== "number") {
-    throw new TypeError(`The "${option}" option must be a number, got ${show(value)}`);
-  }
-  if (!Number.isInteger(value) || value < min || value > max) {
-    const range = max === Number.MAX_SAFE_INTEGER ? `of at least ${min}` : `from ${min} to ${max}`;
-    throw new RangeError(`The "${option}" option must be an integer ${range}, got ${show(value)}`);
-  }
-  return value;
 }
 
 export function checkOffset(value: unknown, option: string): asserts value is number {
@@ -173,10 +103,6 @@ export function checkOffset(value: unknown, option: string): asserts value is nu
     throw new TypeError(`The "${option}" option must be a finite number of ms, got ${show(value)}`);
   }
 }
-
-// Secrets are described by their type only: an error message must never quote one.
-const kind = (value: unknown) =>
-  typeof value === "string" ? (value === "" ? "an empty string" : "a string") : show(value);
 
 function checkCredentials(value: unknown): Map<string, VerifySecret> {
   if (value === undefined || value === null) {
@@ -260,32 +186,9 @@ function checkUpstream(value: unknown): GatewayUpstream {
   };
 }
 
-const PEM = (label: RegExp) => new RegExp(`-----BEGIN ${label.source}-----[\\s\\S]+-----END `);
-
 function checkTls(value: unknown): tls.SecureContext | undefined {
-  if (value === false) return undefined;
-  if (value === undefined) {
-    throw new TypeError(
-      `The "tls" option is required: pass { cert, key } (PEM), or false for no TLS at all`,
-    );
-  }
-  if (typeof value !== "object" || value === null) {
-    throw new TypeError(`The "tls" option must be { cert, key } or false, got ${show(value)}`);
-  }
-  const { cert, key } = value as Record<string, unknown>;
-  if (typeof cert !== "string" || !PEM(/CERTIFICATE/).test(cert)) {
-    throw new TypeError(`The "tls.cert" option must be a PEM certificate, got ${kind(cert)}`);
-  }
-  if (typeof key !== "string" || !PEM(/(?:[A-Z]+ )?PRIVATE KEY/).test(key)) {
-    throw new TypeError(`The "tls.key" option must be a PEM private key, got ${kind(key)}`);
-  }
-  try {
-    return tls.createSecureContext({ cert, key });
-  } catch (cause) {
-    // The TLS library's own words (no key material in them), e.g. a key that does not match.
-    throw new TypeError(
-      `The "tls" option's cert and key cannot be used: ${(cause as Error).message}`,
-      { cause },
-    );
-  }
+  return checkServerTls(
+    value,
+    `The "tls" option is required: pass { cert, key } (PEM), or false for no TLS at all`,
+  );
 }

@@ -1,21 +1,21 @@
-// The listening server: accepts connections, holds the limits (sessions, connections logging in,
-// per address, the connection rate), the stats, and every socket until it closes.
+// The gateway: a listener (src/listener: accept, limits, TLS, up to the StartupMessage) whose
+// clients log in with an IAM token (_login.ts) and are relayed upstream (_upstream.ts); the stats.
 
-import net from "node:net";
-import { errorResponse } from "../connection/pgwire.ts";
+import type net from "node:net";
 import type { Gateway, GatewayLogin, GatewayStats } from "./types.ts";
 import { checkOffset, type Config } from "./_options.ts";
-import {
-  type Client,
-  closeWith,
-  type Host,
-  RATE_EXCEEDED,
-  type Relay,
-  TOO_MANY,
-} from "./_client.ts";
-import { clientAddress, handleClient } from "./_startup.ts";
+import { Listener } from "../listener/server.ts";
+import type { Client } from "../listener/client.ts";
+import { login } from "./_login.ts";
+import { forwardCancel } from "./_upstream.ts";
 
-export class GatewayServer implements Gateway, Host {
+// A relayed connection: the client socket (TLS or not) and the upstream one.
+export interface Relay {
+  client: net.Socket;
+  upstream: net.Socket;
+}
+
+export class GatewayServer implements Gateway {
   readonly endpoint: string;
   readonly service: "rds" | "dsql";
   readonly region: string;
@@ -28,22 +28,9 @@ export class GatewayServer implements Gateway, Host {
     refused: { "53300": 0, "53400": 0 },
   };
   readonly config: Config;
+  readonly listener: Listener;
   #clockOffsetMs: number;
-  readonly #server: net.Server;
-  // Every socket the gateway holds, so close() can drop connections still logging in.
-  readonly #sockets = new Set<net.Socket>();
   readonly #relays = new Set<Relay>();
-  // Sessions (token accepted: relayed, or logging in upstream): what maxConnections bounds.
-  #sessions = 0;
-  // Connections logging in, in all and by client address: what maxStartups and
-  // maxStartupsPerAddress bound. An address leaves the map with its last connection.
-  #startups = 0;
-  readonly #startupsFrom = new Map<string, number>();
-  // Connections being refused (over a limit) after their startup packet, as PostgreSQL does.
-  #refusing = 0;
-  #bucket = Infinity;
-  #filled = 0;
-  #address: { host: string; port: number } = { host: "", port: 0 };
 
   constructor(config: Config) {
     this.config = config;
@@ -51,29 +38,23 @@ export class GatewayServer implements Gateway, Host {
     this.service = config.service;
     this.region = config.region;
     this.#clockOffsetMs = config.clockOffsetMs;
-    this.#server = net.createServer((socket) => this.#accept(socket));
+    this.listener = new Listener(config, {
+      startup: (client, params, minor) => login(this, client, params, minor),
+      cancel: (client, packet) => forwardCancel(this, client, packet),
+      refused: (code) => void this.stats.refused[code]++,
+    });
   }
 
   get host(): string {
-    return this.#address.host;
+    return this.listener.host;
   }
 
   get port(): number {
-    return this.#address.port;
+    return this.listener.port;
   }
 
   listen(): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.#server.once("error", reject);
-      this.#server.listen(this.config.listenPort, this.config.listenHost, () => {
-        this.#server.off("error", reject);
-        // A listening server's later errors (none expected) must not crash the process.
-        this.#server.on("error", () => {});
-        const address = this.#server.address() as net.AddressInfo;
-        this.#address = { host: address.address, port: address.port };
-        resolve();
-      });
-    });
+    return this.listener.listen();
   }
 
   get clockOffsetMs(): number {
@@ -95,90 +76,20 @@ export class GatewayServer implements Gateway, Host {
   }
 
   clients(): number {
-    return this.#startups + this.#sessions;
+    return this.listener.clients();
   }
 
   startups(): number {
-    return this.#startups;
+    return this.listener.startups();
   }
 
-  #accept(raw: net.Socket): void {
-    this.track(raw);
-    const c = this.config;
-    const address = clientAddress(raw);
-    const refusal = this.#sessions >= c.maxConnections || this.#startups >= c.maxStartups ||
-        (this.#startupsFrom.get(address) ?? 0) >= c.maxStartupsPerAddress
-      ? TOO_MANY
-      : this.#overRate()
-      ? RATE_EXCEEDED
-      : undefined;
-    if (refusal) {
-      this.stats.refused[refusal.code as "53300" | "53400"]++;
-      // As many refusals wait for their startup packet as connections may be logging in.
-      if (this.#refusing >= c.maxStartups) {
-        // A flood: no TLS handshake for it, the answer at once (libpq and pg-iam read an
-        // ErrorResponse in place of the answer to their SSLRequest).
-        return closeWith(raw, errorResponse({ severity: "FATAL", ...refusal }));
-      }
-      this.#refusing++;
-      raw.once("close", () => this.#refusing--);
-    }
-    const endStartup = refusal ? () => {} : this.#startup(address, raw);
-    handleClient(this, raw, endStartup, refusal).catch(() => raw.destroy());
-  }
-
-  // Counts a connection logging in until it closes or becomes a session; returns what ends that.
-  #startup(address: string, raw: net.Socket): () => void {
-    this.#startups++;
-    this.#startupsFrom.set(address, (this.#startupsFrom.get(address) ?? 0) + 1);
-    let counted = true;
-    const end = () => {
-      if (!counted) return;
-      counted = false;
-      this.#startups--;
-      const left = this.#startupsFrom.get(address)! - 1;
-      if (left === 0) this.#startupsFrom.delete(address);
-      else this.#startupsFrom.set(address, left);
-    };
-    raw.once("close", end);
-    return end;
-  }
-
-  /** Whether a session can start now (fewer than maxConnections are open). */
-  hasSessionSlot(): boolean {
-    return this.#sessions < this.config.maxConnections;
-  }
-
-  /**
-   * Makes a client whose token was accepted a session, out of the startups; false when
-   * maxConnections are open (then the client is to be refused with 53300).
-   */
+  /** Makes a client whose token was accepted a session (false: refuse it with 53300). */
   beginSession(client: Client): boolean {
-    // Gone already (its close may have been emitted): nothing to count, nothing to answer.
-    if (client.raw.destroyed) return false;
-    if (!this.hasSessionSlot()) {
-      this.stats.refused["53300"]++;
-      return false;
-    }
-    client.endStartup();
-    this.#sessions++;
-    client.raw.once("close", () => this.#sessions--);
-    return true;
+    return this.listener.beginSession(client);
   }
 
-  // A token bucket of connectionBurst, refilled at maxConnectionRate per second.
-  #overRate(): boolean {
-    const rate = this.config.maxConnectionRate;
-    if (rate === undefined) return false;
-    const now = performance.now();
-    this.#bucket = Math.min(
-      this.config.connectionBurst,
-      this.#bucket + (now - this.#filled) * rate / 1000,
-    );
-    this.#filled = now;
-    if (this.#bucket < 1) return true;
-    this.#bucket--;
-    return false;
+  track(socket: net.Socket): void {
+    this.listener.track(socket);
   }
 
   disconnectAll(): number {
@@ -192,23 +103,12 @@ export class GatewayServer implements Gateway, Host {
   }
 
   close(): Promise<void> {
-    return new Promise((resolve) => {
-      this.#server.close(() => resolve());
-      this.disconnectAll();
-      for (const socket of this.#sockets) socket.destroy();
-      this.#sockets.clear();
-    });
+    this.disconnectAll();
+    return this.listener.close();
   }
 
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
-  }
-
-  /** Remembers a socket until it closes, with an error handler: a reset must not crash us. */
-  track(socket: net.Socket): void {
-    this.#sockets.add(socket);
-    socket.on("error", () => {});
-    socket.once("close", () => this.#sockets.delete(socket));
   }
 
   addRelay(relay: Relay): void {

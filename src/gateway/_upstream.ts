@@ -12,7 +12,16 @@ import {
   startupMessage,
   typeName,
 } from "../connection/pgwire.ts";
-import { type Client, closeWith, fail, Inbox, type Relay, send, type Session } from "./_client.ts";
+import {
+  type Client,
+  closeWith,
+  fail,
+  Inbox,
+  relay,
+  send,
+  type Session,
+} from "../listener/client.ts";
+import type { GatewayServer, Relay } from "./_server.ts";
 
 // Opens a TCP connection; resolves with the socket or the connection error.
 function connect(host: string, port: number): Promise<net.Socket | Error> {
@@ -31,10 +40,11 @@ function connect(host: string, port: number): Promise<net.Socket | Error> {
 }
 
 export async function connectUpstream(
+  gateway: GatewayServer,
   session: Session,
   params: Map<string, string>,
 ): Promise<void> {
-  const { gateway, inbox } = session;
+  const { inbox } = session;
   const client = inbox.socket;
   const { host, port, user, database, password } = gateway.config.upstream;
   const target = `${host.includes(":") ? `[${host}]` : host}:${port}`;
@@ -100,7 +110,16 @@ export async function connectUpstream(
       client.off("close", drop);
       upInbox.detach();
       inbox.detach();
-      return relay(session, upstream, [m.raw, upInbox.reader.rest()], inbox.reader.rest());
+      const pair: Relay = { client, upstream };
+      clearTimeout(session.deadline); // logged in: from now on idle connections are fine
+      gateway.addRelay(pair);
+      return relay(
+        client,
+        upstream,
+        [m.raw, upInbox.reader.rest()],
+        inbox.reader.rest(),
+        () => gateway.removeRelay(pair),
+      );
     }
     const reply = code === AUTH_CLEARTEXT
       ? password
@@ -150,52 +169,13 @@ async function md5Password(password: string, user: string, salt: Uint8Array): Pr
   return "md5" + createHash("md5").update(inner).update(salt).digest("hex");
 }
 
-// Relays bytes verbatim both ways from now on: the upstream's AuthenticationOk and whatever came
-// with it to the client, anything the client pipelined to the upstream.
-function relay(
-  { gateway, deadline, inbox: { socket: client } }: Session,
-  upstream: net.Socket,
-  toClient: Uint8Array[],
-  toUpstream: Uint8Array,
-): void {
-  const pair: Relay = { client, upstream };
-  clearTimeout(deadline); // logged in: from now on idle connections are fine
-  gateway.addRelay(pair);
-  let closed = false;
-  const closeBoth = () => {
-    if (closed) return;
-    closed = true;
-    gateway.removeRelay(pair);
-    // Whatever is still queued is delivered before the other side closes.
-    for (const socket of [client, upstream]) {
-      if (!socket.destroyed) socket.end(() => socket.destroy());
-    }
-  };
-  const pipe = (from: net.Socket, to: net.Socket) => {
-    from.on("data", (chunk: Uint8Array) => {
-      if (!to.write(chunk)) from.pause();
-    });
-    to.on("drain", () => from.resume());
-    from.once("end", closeBoth);
-    from.once("close", closeBoth);
-  };
-  pipe(client, upstream);
-  pipe(upstream, client);
-  let clientDrained = true;
-  for (const chunk of toClient) if (chunk.length) clientDrained = client.write(chunk);
-  const upstreamDrained = toUpstream.length ? upstream.write(toUpstream) : true;
-  // Either socket may have been paused by its inbox, and a 'data' listener does not resume a
-  // paused stream: each flows now unless the other side has yet to drain.
-  if (upstreamDrained) client.resume();
-  else client.pause();
-  if (clientDrained) upstream.resume();
-  else upstream.pause();
-  if (client.destroyed || upstream.destroyed) closeBoth();
-}
-
 // A CancelRequest goes to the upstream as is: the client's cancel key is the upstream's, since
 // BackendKeyData was relayed verbatim. The server answers nothing; it just closes.
-export async function forwardCancel({ gateway, inbox }: Client, packet: Uint8Array): Promise<void> {
+export async function forwardCancel(
+  gateway: GatewayServer,
+  { inbox }: Client,
+  packet: Uint8Array,
+): Promise<void> {
   inbox.detach(); // the server reads nothing after a CancelRequest
   const { host, port } = gateway.config.upstream;
   const upstream = await connect(host, port);

@@ -79,8 +79,11 @@ export interface GatewayOptions {
   credentials: GatewayCredentials | readonly GatewayCredentials[];
   /** Where accepted connections are relayed to. */
   upstream: GatewayUpstream;
-  /** Where to listen. Default: `127.0.0.1`, an ephemeral port. */
-  listen?: { host?: string; port?: number };
+  /**
+   * Where to listen: `host` and `port` (default: `127.0.0.1`, an ephemeral port), or `path`, a
+   * Unix socket's path (then `host` is that path and `port` is 0).
+   */
+  listen?: { host?: string; port?: number; path?: string };
   /**
    * The server certificate and key (PEM). With TLS, clients must negotiate it, as RDS with
    * `rds.force_ssl` and DSQL require, with an SSLRequest or directly (sslnegotiation=direct, ALPN

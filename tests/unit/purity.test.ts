@@ -143,7 +143,7 @@ test("node: imports live only in the runtime-specific modules (socket, TLS, adap
     [...readFileSync(new URL(path, root), "utf8").matchAll(IMPORT)]
       .some((m) => /^node:/.test(m[1] ?? m[2] ?? m[3]))
   );
-  assert.ok(users.includes("src/gateway/_server.ts")); // the scan sees them
+  assert.ok(users.includes("src/listener/server.ts")); // the scan sees them
   for (const path of users) assert.match(path, allowed, `${path} imports node:`);
 });
 

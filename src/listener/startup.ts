@@ -1,5 +1,6 @@
 // A client connection up to its StartupMessage: the authentication deadline, SSLRequest and
-// GSSENCRequest, direct TLS, the protocol version, and a server that is full answering so.
+// GSSENCRequest, direct TLS, the protocol version, and a server that is full answering so. The
+// StartupMessage or CancelRequest then goes to the listener's owner.
 
 import type net from "node:net";
 import tls from "node:tls";
@@ -19,31 +20,31 @@ import {
   type Refusal,
   send,
   TOO_MANY,
-} from "./_client.ts";
-import { login } from "./_login.ts";
-import { forwardCancel } from "./_upstream.ts";
+} from "./client.ts";
+import type { ListenerHooks } from "./server.ts";
 
-// The protocol versions the gateway speaks, as PostgreSQL words it when refusing another.
+// The protocol versions spoken, as PostgreSQL words it when refusing another.
 const SUPPORTED = "server supports 3.0 to 3.0";
 
 export async function handleClient(
-  gateway: Host,
+  server: Host,
+  hooks: ListenerHooks,
   raw: net.Socket,
   endStartup: () => void,
   refusal?: Refusal,
 ): Promise<void> {
   raw.setNoDelay(true);
   const client: Client = {
-    gateway,
+    server,
     raw,
     inbox: new Inbox(raw),
     tls: false,
     // Like authentication_timeout: fixed from accept, whatever the client sends meanwhile. The
-    // server closes without a word; so does the gateway.
+    // server closes without a word; so does the listener.
     deadline: setTimeout(() => {
       client.timedOut = true;
       raw.destroy();
-    }, gateway.config.authenticationTimeoutMs),
+    }, server.config.authenticationTimeoutMs),
     timedOut: false,
     endStartup,
   };
@@ -58,7 +59,7 @@ export async function handleClient(
   const first = await client.inbox.next(() => client.inbox.reader.buffered > 0 || undefined);
   if (first === undefined) return void raw.destroy();
   if (client.inbox.reader.peek() === TLS_HANDSHAKE) {
-    const secured = gateway.config.secureContext !== undefined && await directTls(client);
+    const secured = server.config.secureContext !== undefined && await directTls(client);
     // As PostgreSQL: without TLS, or without ALPN "postgresql", the connection is closed unanswered.
     if (!secured) return closeWith(raw);
     sslDone = gssDone = true;
@@ -68,15 +69,15 @@ export async function handleClient(
     const packet = await inbox.next(() => inbox.reader.startup());
     if (packet === undefined) return void raw.destroy();
     const code = startupCode(packet);
-    if (code === CANCEL_REQUEST) return forwardCancel(client, packet);
-    const secureContext = gateway.config.secureContext;
+    if (code === CANCEL_REQUEST) return hooks.cancel(client, packet);
+    const secureContext = server.config.secureContext;
     if (code === SSL_REQUEST && !sslDone && secureContext) {
       // Bytes after the SSLRequest would be a client ignoring our answer: refuse, as the server.
       if (inbox.reader.buffered > 0) return void raw.destroy();
       inbox.detach();
       raw.write("S");
       const socket = new tls.TLSSocket(raw, { isServer: true, secureContext });
-      gateway.track(socket);
+      server.track(socket);
       client.inbox = new Inbox(socket);
       client.tls = true;
       sslDone = gssDone = true;
@@ -112,11 +113,11 @@ export async function handleClient(
     }
     // PostgreSQL says it is full only now, after TLS and the startup packet.
     if (refusal) return fail(client, refusal.code, refusal.message);
-    if (!gateway.hasSessionSlot()) {
-      gateway.stats.refused["53300"]++;
+    if (!server.hasSessionSlot()) {
+      server.refuse("53300");
       return fail(client, TOO_MANY.code, TOO_MANY.message);
     }
-    return login(client, params, minor);
+    return hooks.startup(client, params, minor);
   }
 }
 
@@ -136,7 +137,7 @@ const PG_ALPN = "postgresql";
  * socket. False when the handshake fails or the client did not offer ALPN "postgresql".
  */
 async function directTls(client: Client): Promise<boolean> {
-  const { gateway, raw } = client;
+  const { server, raw } = client;
   const received = client.inbox.reader.rest();
   client.inbox.detach();
   // The bytes already read go back to the socket, for the TLS socket to read first.
@@ -144,10 +145,10 @@ async function directTls(client: Client): Promise<boolean> {
   raw.unshift(received);
   const socket = new tls.TLSSocket(raw, {
     isServer: true,
-    secureContext: gateway.config.secureContext,
+    secureContext: server.config.secureContext,
     ALPNProtocols: [PG_ALPN],
   });
-  gateway.track(socket);
+  server.track(socket);
   const secure = await new Promise<boolean>((resolve) => {
     socket.once("secure", () => resolve(true));
     socket.once("error", () => resolve(false));
