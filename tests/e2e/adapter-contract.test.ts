@@ -11,6 +11,7 @@ import * as root from "../../mod.ts";
 import * as postgresAdapter from "../../src/postgres/mod.ts";
 import * as pgAdapter from "../../src/pg/mod.ts";
 import * as bunAdapter from "../../src/bun/mod.ts";
+import * as proxyModule from "../../src/proxy/mod.ts";
 import type { Adapter } from "../../src/connection/adapter.ts";
 import type { ConnectEvent } from "../../src/connection/socket.ts";
 import type { Gateway } from "../../src/gateway/mod.ts";
@@ -76,7 +77,7 @@ const NO_DIST = existsSync(new URL("chunks/", DIST))
   : "no bundled dist/: run npm run build";
 
 test(
-  "npm's dist: each adapter subpath exports what its source does, nothing of the layers under it, and the same error classes",
+  "npm's dist: each adapter subpath (and the proxy's) exports what its source does, nothing of the layers under it, and the same error classes",
   { skip: NO_DIST },
   async () => {
     const dist = (path: string) => import(new URL(path, DIST).href);
@@ -86,6 +87,7 @@ test(
         ["src/postgres/mod.js", postgresAdapter],
         ["src/pg/mod.js", pgAdapter],
         ["src/bun/mod.js", bunAdapter],
+        ["src/proxy/mod.js", proxyModule],
       ] as const
     ) {
       const bundled = await dist(path);
@@ -93,6 +95,10 @@ test(
       assert.deepEqual(Object.keys(bundled).sort(), Object.keys(source).sort(), path);
       assert.equal(bundled.CredentialsError, root.CredentialsError, path);
     }
+    const proxy = await dist("src/proxy/mod.js");
+    const pgBundled = await dist("src/pg/mod.js");
+    assert.equal(proxy.ConnectError, pgBundled.ConnectError);
+    assert.equal(proxy.IamAuthError, pgBundled.IamAuthError);
     // The control: the comparison sees a name the source lacks.
     assert.notDeepEqual(Object.keys(root).sort(), Object.keys(postgresAdapter).sort());
   },

@@ -1,0 +1,249 @@
+// The proxy: a listener (src/listener: accept, limits, TLS, up to the StartupMessage) whose clients
+// each get their own upstream connection through the connection layer's IamSocket, which signs,
+// connects, negotiates TLS and logs in as it does for a driver; then bytes flow both ways.
+
+import type net from "node:net";
+import { intakePlan, intakeSigning } from "../connection/adapter.ts";
+import { ConnectError } from "../connection/errors.ts";
+import { errorResponse, negotiateProtocolVersion, startupMessage } from "../connection/pgwire.ts";
+import { IamAuthError } from "../connection/sign.ts";
+import { IamSocket, type SocketPlan } from "../connection/socket.ts";
+import type { ConnectEvent, ConnectStep } from "../connection/socket.ts";
+import type { TokenEvent } from "../connection/options.ts";
+import { Listener } from "../listener/server.ts";
+import { type Client, closeWith, fail, relay, send, TOO_MANY } from "../listener/client.ts";
+import type { ProxyConfig } from "./_options.ts";
+import type { Proxy, ProxyStats } from "./types.ts";
+
+// The plans kept, one per user name a client asked for (each holds its young token): a client
+// naming ever new users must not grow the proxy's memory.
+const MAX_PLANS = 64;
+
+export class ProxyServer implements Proxy {
+  readonly stats: ProxyStats = {
+    logins: { ok: 0, refused: 0, failed: 0 },
+    tokens: { signed: 0, reused: 0 },
+    failures: { credentials: 0, connect: 0, tls: 0, auth: 0 },
+    refused: { "53300": 0, "53400": 0 },
+    cancels: 0,
+    bytes: { toServer: 0, toClient: 0 },
+  };
+  readonly config: ProxyConfig;
+  readonly listener: Listener;
+  readonly #plans = new Map<string, SocketPlan>();
+  readonly #upstreams = new Set<net.Socket>();
+  readonly #onConnect: ((event: ConnectEvent) => void) | undefined;
+  readonly #onToken: ((event: TokenEvent) => void) | undefined;
+
+  constructor(config: ProxyConfig) {
+    this.config = config;
+    this.#onConnect = config.target.onIamConnect;
+    this.#onToken = config.target.iam.onToken as ((event: TokenEvent) => void) | undefined;
+    this.listener = new Listener(config, {
+      startup: (client, params, minor) => this.#login(client, params, minor),
+      cancel: (client, packet) => this.#cancel(client, packet),
+      refused: (code) => void this.stats.refused[code]++,
+    });
+  }
+
+  get host(): string {
+    return this.listener.host;
+  }
+
+  get port(): number {
+    return this.listener.port;
+  }
+
+  get path(): string | undefined {
+    return this.config.listenPath;
+  }
+
+  get accepting(): boolean {
+    return this.listener.accepting;
+  }
+
+  sessions(): number {
+    return this.listener.sessions();
+  }
+
+  startups(): number {
+    return this.listener.startups();
+  }
+
+  // One plan per upstream user: the token is signed for the user the server sees.
+  #plan(user: string): SocketPlan {
+    let plan = this.#plans.get(user);
+    if (plan) {
+      // Most recently used last: the first is the one to drop.
+      this.#plans.delete(user);
+      this.#plans.set(user, plan);
+      return plan;
+    }
+    const target = this.config.target;
+    const signing = intakeSigning(
+      {
+        ...target,
+        iam: {
+          ...target.iam,
+          onToken: (event: TokenEvent) => {
+            this.stats.tokens[event.reused ? "reused" : "signed"]++;
+            this.#onToken?.(event);
+          },
+        },
+      },
+      user,
+      this.config.connectTimeoutMs / 1000,
+    );
+    plan = intakePlan({ ...target, onIamConnect: (event) => this.#connected(event) }, signing, {
+      connectTimeoutMs: this.config.connectTimeoutMs,
+    });
+    this.#plans.set(user, plan);
+    if (this.#plans.size > MAX_PLANS) this.#plans.delete(this.#plans.keys().next().value!);
+    return plan;
+  }
+
+  #connected(event: ConnectEvent): void {
+    this.stats.logins[event.ok ? "ok" : "failed"]++;
+    if (!event.ok && event.step) this.stats.failures[event.step]++;
+    this.#onConnect?.(event);
+  }
+
+  async #login(client: Client, params: Map<string, string>, minor: number): Promise<void> {
+    const socket = client.inbox.socket;
+    // Protocol options (_pq_.*) are refused, and the session goes on in 3.0, as the upstream login
+    // is (the gateway does the same).
+    const unrecognized = [...params.keys()].filter((name) => name.startsWith("_pq_."));
+    for (const name of unrecognized) params.delete(name);
+    if (minor > 0 || unrecognized.length > 0) {
+      if (!send(socket, negotiateProtocolVersion(0, unrecognized))) return;
+    }
+    const { target } = this.config.target;
+    // The target's user and database, when it names them, win over the client's.
+    const user = target.user ?? params.get("user") ?? "";
+    if (user === "") {
+      this.stats.logins.refused++;
+      return fail(client, "28000", "no PostgreSQL user name specified in startup packet");
+    }
+    params.set("user", user);
+    const database = target.database ?? params.get("database");
+    if (database !== undefined) params.set("database", database);
+    for (const [name, value] of Object.entries(target.serverParams)) {
+      if (!params.has(name)) params.set(name, value);
+    }
+    if (this.config.password !== undefined) {
+      // The local password (SCRAM-SHA-256) comes with the remote listener: see scram.ts.
+      const ok = await this.#localLogin(client, user);
+      if (!ok) return;
+    }
+    if (!this.listener.beginSession(client)) {
+      this.stats.logins.refused++;
+      return fail(client, TOO_MANY.code, TOO_MANY.message);
+    }
+    let plan: SocketPlan;
+    try {
+      plan = this.#plan(user);
+    } catch (error) {
+      this.stats.logins.failed++;
+      return fail(client, "28000", (error as Error).message);
+    }
+    // Logging in upstream is bounded by the connect timeout from here on, not the listener's.
+    clearTimeout(client.deadline);
+    const upstream = new IamSocket(plan);
+    const up = upstream as unknown as net.Socket;
+    this.#upstreams.add(up);
+    upstream.once("close", () => this.#upstreams.delete(up));
+    // The server's first bytes (AuthenticationOk, or its own refusal) come with the hand-over;
+    // an error before them is pg-iam's (credentials, TCP, TLS, the token), told to the client as
+    // a PostgreSQL error. After them, the upstream's errors are the session's end, as a server's.
+    let answered = false;
+    upstream.once("error", (error: unknown) => {
+      if (answered) return;
+      client.inbox.detach();
+      closeWith(socket, errorResponse({ severity: "FATAL", ...errorFields(error as Error) }));
+    });
+    client.inbox.detach();
+    upstream.write(startupMessage(params));
+    relay(socket, up, [], client.inbox.reader.rest(), () => {}, (direction, bytes) => {
+      if (direction === "up") this.stats.bytes.toServer += bytes;
+      else {
+        answered = true;
+        this.stats.bytes.toClient += bytes;
+      }
+    });
+  }
+
+  async #localLogin(client: Client, user: string): Promise<boolean> {
+    await Promise.resolve();
+    this.stats.logins.refused++;
+    fail(client, "28P01", `password authentication failed for user "${user}"`);
+    return false;
+  }
+
+  async #cancel(client: Client, packet: Uint8Array): Promise<void> {
+    client.inbox.detach(); // the server reads nothing after a CancelRequest
+    const plan = this.#plans.values().next().value;
+    if (plan) {
+      this.stats.cancels++;
+      const upstream = new IamSocket(plan);
+      upstream.on("error", () => {});
+      upstream.end(packet);
+    }
+    await Promise.resolve();
+    closeWith(client.inbox.socket);
+  }
+
+  /**
+   * Stops accepting, lets sessions finish for up to `timeoutMs` (default: the `shutdownTimeout`
+   * option), then closes what is left.
+   */
+  async shutdown(timeoutMs: number = this.config.shutdownTimeoutMs): Promise<void> {
+    const stopped = this.listener.stop();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)));
+    await Promise.race([stopped, late]);
+    clearTimeout(timer);
+    await this.close();
+  }
+
+  close(): Promise<void> {
+    for (const upstream of this.#upstreams) upstream.destroy();
+    this.#upstreams.clear();
+    return this.listener.close();
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
+
+/**
+ * A failure before the server answered, as the ErrorResponse fields a client shows: pg-iam's
+ * message (never a secret: pg-iam's errors hold none), its code and step in the detail.
+ */
+function errorFields(
+  error: Error,
+): { code: string; message: string; detail?: string; hint?: string } {
+  const message = `pg-iam proxy: ${error.message.replace(/^pg-iam: /, "")}`;
+  if (error instanceof IamAuthError) {
+    // Refused twice (with a fresh token the second time): the proxy's IAM identity, not the
+    // client, is not allowed in.
+    return {
+      code: "28000",
+      message,
+      detail: `The server answered ${error.code}: ${error.serverMessage}`,
+    };
+  }
+  if (error instanceof ConnectError) {
+    const detail = `pg-iam step: ${error.step}; code: ${error.code}`;
+    // Credentials the proxy cannot get, or a server that let it in without the token
+    // (require_auth): authorization, not the network.
+    const code = error.step === "credentials" || error.code === "AUTH_METHOD" ? "28000" : "08001";
+    return { code, message, detail };
+  }
+  const step: ConnectStep | undefined = (error as { step?: ConnectStep }).step;
+  return {
+    code: error.name === "CredentialsError" ? "28000" : "08001",
+    message,
+    ...(step ? { detail: `pg-iam step: ${step}` } : {}),
+  };
+}

@@ -1,0 +1,91 @@
+// The proxy's public types, exported by mod.ts: its options, the running proxy and its counters.
+
+import type { IamConnectOptions } from "../connection/adapter.ts";
+import type { IamOptions } from "../connection/options.ts";
+
+/**
+ * What {@linkcode startProxy} takes: where to listen and the limits, and the target — a
+ * connection string with libpq's meaning (`host`, `port`, `dbname`, `user`, `sslmode`,
+ * `sslrootcert`, … and pg-iam's `iam_*`), the `PG*` variables, and pg-iam's options.
+ */
+export interface ProxyOptions extends IamOptions, IamConnectOptions {
+  /** The target: `postgres://user@host:port/db?sslmode=…&iam_region=…`, or libpq `key=value`. */
+  connectionString?: string;
+  /** The target's host (wins over the connection string's). */
+  host?: string;
+  /** The target's port. */
+  port?: number;
+  /** The user every session logs in as. Default: the client's. */
+  user?: string;
+  /** The database every session uses. Default: the client's. */
+  database?: string;
+  /**
+   * Where to listen: `host` and `port` (default `127.0.0.1`, an ephemeral port), or `dir`, a Unix
+   * socket directory (the socket is `<dir>/.s.PGSQL.<port>`, port default 5432, as libpq names it;
+   * the directory is created owner-only when missing and the socket made owner-only).
+   */
+  listen?: { host?: string; port?: number; dir?: string };
+  /**
+   * Listen on an address other than loopback. Anyone who reaches the proxy logs in as its AWS
+   * identity, so a {@linkcode ProxyOptions.password} is required with it.
+   */
+  allowRemote?: boolean;
+  /** The password clients must give the proxy (SCRAM-SHA-256). Required with `allowRemote`. */
+  password?: string;
+  /** The proxy's certificate and key (PEM), for clients that ask for TLS. Default: none. */
+  tls?: { cert: string; key: string } | false;
+  /** Sessions at most (PostgreSQL's max_connections). Default: 100. */
+  maxConnections?: number;
+  /** Connections logging in at most. Default: 10 × maxConnections. */
+  maxStartups?: number;
+  /** Connections logging in from one address at most. Default: the smaller of the two above. */
+  maxStartupsPerAddress?: number;
+  /** New connections per second at most (then refused with 53400). Default: no limit. */
+  maxConnectionRate?: number;
+  /** The burst allowed over maxConnectionRate. Default: the rate. */
+  connectionBurst?: number;
+  /** Milliseconds from accept for a client's StartupMessage (and local password). Default 60,000. */
+  authenticationTimeoutMs?: number;
+  /** Seconds for each upstream login (libpq `connect_timeout`). Default: the target's, or 30. */
+  connectTimeout?: number;
+  /** Seconds {@linkcode Proxy.shutdown} lets sessions finish. Default: 30. */
+  shutdownTimeout?: number;
+}
+
+/** The proxy's counters since it started. */
+export interface ProxyStats {
+  /** Logins upstream: `ok`; `failed` (pg-iam's or the server's refusal); `refused` by the proxy. */
+  logins: { ok: number; refused: number; failed: number };
+  /** Tokens signed, and young tokens reused. */
+  tokens: { signed: number; reused: number };
+  /** Failed upstream logins by the step they failed at. */
+  failures: { credentials: number; connect: number; tls: number; auth: number };
+  /** Connections refused at a limit: too many (53300), too fast (53400). */
+  refused: { "53300": number; "53400": number };
+  /** CancelRequests forwarded. */
+  cancels: number;
+  /** Bytes relayed each way. */
+  bytes: { toServer: number; toClient: number };
+}
+
+/** A running proxy. `await using` closes it. */
+export interface Proxy extends AsyncDisposable {
+  /** The address it listens on (the socket's path for a Unix socket). */
+  readonly host: string;
+  /** The port it listens on (the one in the socket's name for a Unix socket). */
+  readonly port: number;
+  /** The Unix socket's path, when it listens on one. */
+  readonly path: string | undefined;
+  /** Whether it accepts connections (false once shutting down). */
+  readonly accepting: boolean;
+  /** The counters. */
+  readonly stats: ProxyStats;
+  /** Open sessions (logged in upstream, or logging in). */
+  sessions(): number;
+  /** Connections logging in to the proxy. */
+  startups(): number;
+  /** Stops accepting, lets sessions finish within `timeoutMs` (the `shutdownTimeout`), closes. */
+  shutdown(timeoutMs?: number): Promise<void>;
+  /** Stops accepting and drops every connection. */
+  close(): Promise<void>;
+}

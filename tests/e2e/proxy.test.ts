@@ -1,0 +1,337 @@
+// pg-iam proxy (startProxy) in front of the gateway (IAM verified, TLS with the test CA) in front of
+// Debian's PostgreSQL: clients nobody here wrote (psql, postgres.js, node-postgres) log in with no
+// password, across simulated hours of short-lived tokens; each claim beside its control.
+import { after, test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import pg from "pg";
+import postgres from "postgres";
+import { type Proxy, type ProxyOptions, startProxy } from "../../src/proxy/mod.ts";
+import { rdsToken } from "../../mod.ts";
+import { childEnv, type Result, run } from "../_cli.ts";
+import { closeTestGateways, RDS, testGateway } from "../_gateway.ts";
+import { ca } from "../fixtures/tls.ts";
+
+const KEYS = { accessKeyId: "AKIDPGIAMPROXY", secretAccessKey: "pg-iam/proxy/test/secret/0123456" };
+const TIMEOUT = { timeout: 120_000 };
+const dir = mkdtempSync(join(tmpdir(), "pg-iam-proxy-test-"));
+const CA_FILE = join(dir, "ca.pem");
+writeFileSync(CA_FILE, ca);
+
+const proxies: Proxy[] = [];
+after(async () => {
+  await Promise.all(proxies.splice(0).map((p) => p.close()));
+  await closeTestGateways();
+});
+
+/** A gateway, and a proxy to it signing on the gateway's clock. */
+async function setup(extra: Partial<ProxyOptions> = {}, target = "") {
+  const g = await testGateway(KEYS);
+  const proxy = await startProxy({
+    connectionString: `postgres://127.0.0.1:${g.port}?iam_host=${RDS}&iam_port=5432` +
+      `&sslrootcert=${CA_FILE}${target}`,
+    credentials: KEYS,
+    now: () => g.now(),
+    ...extra,
+  });
+  proxies.push(proxy);
+  return { g, proxy };
+}
+
+/** psql, with no password and nothing of ours in its environment. */
+function psql(args: string[], query: string): Promise<Result> {
+  return run("psql", ["-X", "-w", "-tA", ...args, "-c", query], childEnv(KEYS, dir));
+}
+
+/** Every text a failure shows: no signature, credential or token may be in it. */
+function assertNoSecret(text: string): void {
+  assert.ok(!text.includes(KEYS.secretAccessKey), text);
+  assert.ok(!/X-Amz-Signature|Action=connect/i.test(text), text);
+}
+
+test(
+  "startProxy: psql logs in through the proxy with no password (the gateway verified an IAM token over TLS); the same psql straight at the gateway is asked for a password it has not (the control)",
+  TIMEOUT,
+  async () => {
+    const { g, proxy } = await setup();
+    const ok = await psql([
+      "-h",
+      proxy.host,
+      "-p",
+      String(proxy.port),
+      "-U",
+      "app",
+      "-d",
+      "postgres",
+    ], "select 41 + 1");
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.equal(ok.stdout.trim(), "42");
+    const login = g.stats.logins.at(-1)!;
+    assert.equal(login.accepted, true);
+    assert.equal(login.user, "app");
+    assert.equal(login.tls, true);
+    assert.equal(proxy.stats.logins.ok, 1);
+    assert.equal(proxy.stats.tokens.signed, 1);
+    assert.ok(proxy.stats.bytes.toClient > 0 && proxy.stats.bytes.toServer > 0);
+
+    const direct = await psql(
+      ["-h", g.host, "-p", String(g.port), "-U", "app", "-d", "postgres"],
+      "select 1",
+    );
+    assert.notEqual(direct.code, 0);
+    assert.match(direct.stderr, /password/);
+  },
+);
+
+test(
+  "startProxy: new connections keep logging in across 3 simulated hours of 15-minute tokens, and a session opened at the start still answers at the end; a pool given one token as a fixed password (what a frozen token does) is refused after 15 minutes (the control)",
+  TIMEOUT,
+  async () => {
+    const { g, proxy } = await setup();
+    const through = new pg.Client({
+      host: proxy.host,
+      port: proxy.port,
+      user: "app",
+      database: "postgres",
+    });
+    await through.connect();
+    const token = await rdsToken({
+      hostname: RDS,
+      port: 5432,
+      username: "app",
+      region: "us-east-1",
+      credentials: KEYS,
+      signingDate: new Date(g.now()),
+    });
+    const frozen = () =>
+      new pg.Client({
+        host: g.host,
+        port: g.port,
+        user: "app",
+        database: "postgres",
+        password: token,
+        ssl: { ca, servername: RDS },
+      });
+    const first = frozen();
+    await first.connect(); // the control works while the token is young
+    await first.end();
+    for (let minutes = 20; minutes <= 180; minutes += 20) {
+      g.clockOffsetMs = minutes * 60_000;
+      const client = new pg.Client({
+        host: proxy.host,
+        port: proxy.port,
+        user: "app",
+        database: "postgres",
+        password: "ignored",
+      });
+      await client.connect();
+      const { rows } = await client.query("select 1 as one");
+      assert.deepEqual(rows, [{ one: 1 }]);
+      await client.end();
+    }
+    const { rows } = await through.query("select 'still here' as s");
+    assert.deepEqual(rows, [{ s: "still here" }]);
+    await through.end();
+    assert.ok(proxy.stats.tokens.signed >= 9, JSON.stringify(proxy.stats));
+
+    const late = frozen();
+    await assert.rejects(late.connect(), /PAM authentication failed/);
+    const rejection = g.stats.logins.at(-1)!;
+    assert.equal(rejection.accepted, false);
+    assert.equal(rejection.reason, "expired");
+  },
+);
+
+test(
+  "startProxy: postgres.js's query.cancel() through the proxy cancels pg_sleep upstream (57014); an uncancelled short sleep completes (the control)",
+  TIMEOUT,
+  async () => {
+    const { proxy } = await setup();
+    const sql = postgres({
+      host: proxy.host,
+      port: proxy.port,
+      user: "app",
+      database: "postgres",
+      max: 1,
+      onnotice: () => {},
+    });
+    try {
+      const [{ slept }] = await sql`select pg_sleep(0.05)::text as slept`;
+      assert.equal(slept, "");
+      const query = sql`select pg_sleep(30)`;
+      const running = query.execute();
+      setTimeout(() => query.cancel(), 300);
+      await assert.rejects(running, (e: { code?: string }) => e.code === "57014");
+      assert.equal(proxy.stats.cancels, 1);
+      const [{ n }] = await sql`select 1 as n`; // the session survived its cancelled query
+      assert.equal(n, 1);
+    } finally {
+      await sql.end();
+    }
+  },
+);
+
+test(
+  "startProxy: the target's user and database win over the client's; the server's own refusal (no such database) reaches the client as the server sent it",
+  TIMEOUT,
+  async () => {
+    const { g, proxy } = await setup({ user: "fixed", database: "postgres" });
+    const r = await psql([
+      "-h",
+      proxy.host,
+      "-p",
+      String(proxy.port),
+      "-U",
+      "someone",
+      "-d",
+      "elsewhere",
+    ], "select current_database()");
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.trim(), "postgres");
+    assert.equal(g.stats.logins.at(-1)!.user, "fixed");
+
+    const free = await setup();
+    const missing = await psql(
+      ["-h", free.proxy.host, "-p", String(free.proxy.port), "-U", "app", "-d", "no_such_db"],
+      "select 1",
+    );
+    assert.notEqual(missing.code, 0);
+    assert.match(missing.stderr, /database "no_such_db" does not exist/);
+  },
+);
+
+test(
+  "startProxy: pg-iam's failures reach the client as PostgreSQL errors with their step: keys the server does not accept (28000, the IAM refusal), an unverifiable certificate (08001, tls), an unreachable server (08001, connect); none shows a secret",
+  TIMEOUT,
+  async () => {
+    const wrong = await setup({
+      credentials: {
+        accessKeyId: "AKIDNOTACCEPTED",
+        secretAccessKey: "not/accepted/secret/key/0123456789",
+      },
+    });
+    const c1 = new pg.Client({
+      host: wrong.proxy.host,
+      port: wrong.proxy.port,
+      user: "app",
+      database: "postgres",
+    });
+    const e1 = await c1.connect().then(() => undefined, (e) => e);
+    assert.equal(e1?.code, "28000");
+    assert.match(e1.message, /^pg-iam proxy: /);
+    assert.match(e1.message, /PAM authentication failed/);
+    assertNoSecret(`${e1.message} ${e1.detail}`);
+    assert.equal(wrong.proxy.stats.failures.auth, 1);
+
+    const g = await testGateway(KEYS);
+    const untrusted = await startProxy({
+      connectionString: `postgres://127.0.0.1:${g.port}/postgres?iam_host=${RDS}&iam_port=5432`,
+      credentials: KEYS,
+    });
+    proxies.push(untrusted);
+    const c2 = new pg.Client({
+      host: untrusted.host,
+      port: untrusted.port,
+      user: "app",
+      database: "postgres",
+    });
+    const e2 = await c2.connect().then(() => undefined, (e) => e);
+    assert.equal(e2?.code, "08001");
+    assert.match(e2.detail, /pg-iam step: tls/);
+    assertNoSecret(`${e2.message} ${e2.detail}`);
+    assert.equal(g.stats.logins.length, 0); // no token was sent
+
+    const nowhere = await startProxy({
+      connectionString: `postgres://127.0.0.1:1/postgres?iam_host=${RDS}&iam_port=5432`,
+      credentials: KEYS,
+    });
+    proxies.push(nowhere);
+    const c3 = new pg.Client({
+      host: nowhere.host,
+      port: nowhere.port,
+      user: "app",
+      database: "postgres",
+    });
+    const e3 = await c3.connect().then(() => undefined, (e) => e);
+    assert.equal(e3?.code, "08001");
+    assert.match(e3.detail, /pg-iam step: connect; code: ECONNREFUSED/);
+  },
+);
+
+test(
+  "startProxy: a Unix socket directory, created owner-only, with an owner-only socket named as libpq looks for it; psql connects with -h <dir>",
+  TIMEOUT,
+  async () => {
+    const socketDir = join(dir, "sock");
+    const { proxy } = await setup({ listen: { dir: socketDir, port: 6543 } });
+    assert.equal(proxy.path, join(socketDir, ".s.PGSQL.6543"));
+    assert.equal(statSync(socketDir).mode & 0o777, 0o700);
+    assert.equal(statSync(proxy.path!).mode & 0o777, 0o600);
+    const r = await psql(
+      ["-h", socketDir, "-p", "6543", "-U", "app", "-d", "postgres"],
+      "select 7",
+    );
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.trim(), "7");
+  },
+);
+
+test(
+  "startProxy: a non-loopback address is refused without allowRemote, and without a password with it; a directory others can write to is refused for the socket",
+  async () => {
+    const target = { connectionString: `postgres://db.example.com/postgres`, credentials: KEYS };
+    await assert.rejects(
+      startProxy({ ...target, listen: { host: "0.0.0.0" } }),
+      (e: Error) =>
+        e instanceof RangeError &&
+        /"listen.host" "0.0.0.0" is not a loopback address/.test(e.message),
+    );
+    await assert.rejects(
+      startProxy({ ...target, listen: { host: "0.0.0.0" }, allowRemote: true }),
+      (e: Error) => e instanceof RangeError && /"password" option is required/.test(e.message),
+    );
+    const open = join(dir, "open");
+    const { mkdirSync, chmodSync } = await import("node:fs");
+    mkdirSync(open);
+    chmodSync(open, 0o777);
+    await assert.rejects(
+      startProxy({ ...target, listen: { dir: open } }),
+      (e: Error) => e instanceof RangeError && /writable by other users/.test(e.message),
+    );
+    await assert.rejects(
+      startProxy({ ...target, bogus: 1 } as ProxyOptions),
+      (e: Error) => e instanceof TypeError && /no "bogus" option/.test(e.message),
+    );
+  },
+);
+
+test(
+  "startProxy: shutdown() stops accepting at once and lets an open session finish its query; close() after the limit drops the rest",
+  TIMEOUT,
+  async () => {
+    const { proxy } = await setup({ shutdownTimeout: 1 });
+    const client = new pg.Client({
+      host: proxy.host,
+      port: proxy.port,
+      user: "app",
+      database: "postgres",
+    });
+    await client.connect();
+    const slow = client.query("select pg_sleep(0.3)::text as s");
+    const shutdown = proxy.shutdown();
+    assert.equal(proxy.accepting, false);
+    const refused = new pg.Client({
+      host: proxy.host,
+      port: proxy.port,
+      user: "app",
+      database: "postgres",
+    });
+    await assert.rejects(refused.connect(), /ECONNREFUSED/);
+    assert.deepEqual((await slow).rows, [{ s: "" }]);
+    const ended = new Promise((resolve) => client.once("error", resolve).once("end", resolve));
+    await shutdown;
+    await ended;
+  },
+);
