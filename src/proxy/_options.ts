@@ -4,6 +4,7 @@
 
 import { show } from "../core/errors.ts";
 import { type Intake, intake } from "../connection/adapter.ts";
+import type { ProxyLogin, ProxySessionEnd } from "./types.ts";
 import {
   checkCount,
   checkListener,
@@ -20,6 +21,8 @@ export interface ProxyConfig extends ListenerConfig {
   password: string | undefined;
   connectTimeoutMs: number;
   shutdownTimeoutMs: number;
+  onLogin: ((login: ProxyLogin) => void) | undefined;
+  onClose: ((session: ProxySessionEnd) => void) | undefined;
 }
 
 // The proxy's own options: the rest are the target's (the connection layer's options).
@@ -36,6 +39,8 @@ const OWN = [
   "authenticationTimeoutMs",
   "connectTimeout",
   "shutdownTimeout",
+  "onLogin",
+  "onClose",
 ] as const;
 
 /** Whether `host` is a loopback address or name (127.0.0.0/8, ::1, localhost). */
@@ -109,6 +114,11 @@ export function checkProxyOptions(options: unknown): ProxyConfig {
       );
     }
   }
+  for (const name of ["onLogin", "onClose"]) {
+    if (own[name] !== undefined && typeof own[name] !== "function") {
+      throw new TypeError(`The "${name}" option must be a function, got ${show(own[name])}`);
+    }
+  }
   const target = intake({ fn: "startProxy", url: "connectionString" }, rest);
   for (const key of Object.keys(target.driver)) {
     throw new TypeError(`startProxy() has no "${key}" option`);
@@ -130,5 +140,7 @@ export function checkProxyOptions(options: unknown): ProxyConfig {
         2_147_483,
       ),
     shutdownTimeoutMs: 1000 * checkCount(own.shutdownTimeout, "shutdownTimeout", 0, 30),
+    onLogin: own.onLogin as ProxyConfig["onLogin"],
+    onClose: own.onClose as ProxyConfig["onClose"],
   };
 }

@@ -13,7 +13,11 @@ import type { TokenEvent } from "../connection/options.ts";
 import { Listener } from "../listener/server.ts";
 import { type Client, closeWith, fail, relay, send, TOO_MANY } from "../listener/client.ts";
 import type { ProxyConfig } from "./_options.ts";
-import type { Proxy, ProxyStats } from "./types.ts";
+import type { Proxy, ProxyLogin, ProxyStats } from "./types.ts";
+import { clientAddress } from "../listener/startup.ts";
+
+// Who a login is: the client's address ("local" on a Unix socket), the user and database upstream.
+type Who = Pick<ProxyLogin, "client" | "user" | "database">;
 
 // The plans kept, one per user name a client asked for (each holds its young token): a client
 // naming ever new users must not grow the proxy's memory.
@@ -108,8 +112,26 @@ export class ProxyServer implements Proxy {
     this.#onConnect?.(event);
   }
 
+  // Tells onLogin, whose exceptions are ignored (a logger's bug must not take the proxy down).
+  #told(login: ProxyLogin): void {
+    try {
+      this.config.onLogin?.(login);
+    } catch {
+      // Documented: ignored.
+    }
+  }
+
+  #refuse(client: Client, who: Who, code: string, message: string): void {
+    this.stats.logins.refused++;
+    this.#told({ ok: false, ...who, attempts: 0, code, message });
+    fail(client, code, message);
+  }
+
   async #login(client: Client, params: Map<string, string>, minor: number): Promise<void> {
     const socket = client.inbox.socket;
+    const address = client.raw.remoteAddress === undefined
+      ? "local"
+      : `${clientAddress(client.raw)}:${client.raw.remotePort}`;
     // Protocol options (_pq_.*) are refused, and the session goes on in 3.0, as the upstream login
     // is (the gateway does the same).
     const unrecognized = [...params.keys()].filter((name) => name.startsWith("_pq_."));
@@ -120,34 +142,62 @@ export class ProxyServer implements Proxy {
     const { target } = this.config.target;
     // The target's user and database, when it names them, win over the client's.
     const user = target.user ?? params.get("user") ?? "";
+    const database = target.database ?? (params.get("database") || user);
+    const who: Who = { client: address, user, database };
     if (user === "") {
-      this.stats.logins.refused++;
-      return fail(client, "28000", "no PostgreSQL user name specified in startup packet");
+      return this.#refuse(
+        client,
+        who,
+        "28000",
+        "no PostgreSQL user name specified in startup packet",
+      );
     }
     params.set("user", user);
-    const database = target.database ?? params.get("database");
-    if (database !== undefined) params.set("database", database);
+    params.set("database", database);
     for (const [name, value] of Object.entries(target.serverParams)) {
       if (!params.has(name)) params.set(name, value);
     }
     if (this.config.password !== undefined) {
       // The local password (SCRAM-SHA-256) comes with the remote listener: see scram.ts.
-      const ok = await this.#localLogin(client, user);
+      const ok = await this.#localLogin(client, who);
       if (!ok) return;
     }
     if (!this.listener.beginSession(client)) {
-      this.stats.logins.refused++;
-      return fail(client, TOO_MANY.code, TOO_MANY.message);
+      return this.#refuse(client, who, TOO_MANY.code, TOO_MANY.message);
     }
-    let plan: SocketPlan;
+    let shared: SocketPlan;
     try {
-      plan = this.#plan(user);
+      shared = this.#plan(user);
     } catch (error) {
-      this.stats.logins.failed++;
-      return fail(client, "28000", (error as Error).message);
+      return this.#refuse(client, who, "28000", (error as Error).message);
     }
     // Logging in upstream is bounded by the connect timeout from here on, not the listener's.
     clearTimeout(client.deadline);
+    const started = performance.now();
+    const plan: SocketPlan = {
+      ...shared,
+      onConnect: (outcome) => {
+        shared.onConnect(outcome);
+        const told = outcome.error && !(outcome.error instanceof ConnectError &&
+            outcome.error.code === "SERVER_ERROR")
+          ? errorFields(outcome.error)
+          : undefined;
+        const { sqlState, message } = outcome.error as ConnectError ?? {};
+        this.#told({
+          ok: outcome.ok,
+          ...who,
+          attempts: outcome.attempts,
+          timings: outcome.timings,
+          ...(outcome.step && !outcome.ok ? { step: outcome.step } : {}),
+          ...(outcome.error ? { error: outcome.error } : {}),
+          ...(told
+            ? { code: told.code, message: told.message }
+            : sqlState
+            ? { code: sqlState, message }
+            : {}),
+        });
+      },
+    };
     const upstream = new IamSocket(plan);
     const up = upstream as unknown as net.Socket;
     this.#upstreams.add(up);
@@ -163,19 +213,29 @@ export class ProxyServer implements Proxy {
     });
     client.inbox.detach();
     upstream.write(startupMessage(params));
-    relay(socket, up, [], client.inbox.reader.rest(), () => {}, (direction, bytes) => {
-      if (direction === "up") this.stats.bytes.toServer += bytes;
+    const bytes = { toServer: 0, toClient: 0 };
+    const ended = () => {
+      this.stats.bytes.toServer += bytes.toServer;
+      this.stats.bytes.toClient += bytes.toClient;
+      if (!answered || this.config.onClose === undefined) return;
+      try {
+        this.config.onClose({ ...who, durationMs: performance.now() - started, bytes });
+      } catch {
+        // Documented: ignored.
+      }
+    };
+    relay(socket, up, [], client.inbox.reader.rest(), ended, (direction, n) => {
+      if (direction === "up") bytes.toServer += n;
       else {
         answered = true;
-        this.stats.bytes.toClient += bytes;
+        bytes.toClient += n;
       }
     });
   }
 
-  async #localLogin(client: Client, user: string): Promise<boolean> {
+  async #localLogin(client: Client, who: Who): Promise<boolean> {
     await Promise.resolve();
-    this.stats.logins.refused++;
-    fail(client, "28P01", `password authentication failed for user "${user}"`);
+    this.#refuse(client, who, "28P01", `password authentication failed for user "${who.user}"`);
     return false;
   }
 

@@ -27,7 +27,7 @@ import { checkProxyOptions } from "./_options.ts";
 import { ProxyServer } from "./_server.ts";
 import type { Proxy, ProxyOptions } from "./types.ts";
 
-export type { Proxy, ProxyOptions, ProxyStats } from "./types.ts";
+export type { Proxy, ProxyLogin, ProxyOptions, ProxySessionEnd, ProxyStats } from "./types.ts";
 // The types its options and events name, and the errors an `onIamConnect` event may carry.
 export { CredentialsError, type CredentialsErrorCode } from "../core/errors.ts";
 export type { Credentials, CredentialsOption, CredentialsProvider } from "../core/credentials.ts";

@@ -1,6 +1,7 @@
 // The proxy's public types, exported by mod.ts: its options, the running proxy and its counters.
 
 import type { IamConnectOptions } from "../connection/adapter.ts";
+import type { ConnectStep, ConnectTimings } from "../connection/socket.ts";
 import type { IamOptions } from "../connection/options.ts";
 
 /**
@@ -50,6 +51,51 @@ export interface ProxyOptions extends IamOptions, IamConnectOptions {
   connectTimeout?: number;
   /** Seconds {@linkcode Proxy.shutdown} lets sessions finish. Default: 30. */
   shutdownTimeout?: number;
+  /**
+   * Called for every client login: its upstream login's outcome and timings, or the proxy's
+   * refusal. For logs; exceptions it throws are ignored.
+   */
+  onLogin?: (login: ProxyLogin) => void;
+  /** Called when a session (a client logged in upstream) ends. Exceptions are ignored. */
+  onClose?: (session: ProxySessionEnd) => void;
+}
+
+/** One client's login through the proxy, told to {@linkcode ProxyOptions.onLogin}. */
+export interface ProxyLogin {
+  /** Whether the client is logged in upstream. */
+  ok: boolean;
+  /** The client's address and port, or `"local"` on a Unix socket. */
+  client: string;
+  /** The user logged in as upstream (the target's, or the client's). */
+  user: string;
+  /** The database upstream. */
+  database: string;
+  /** Upstream login attempts: 0 when the proxy refused the client first, 2 after a retry. */
+  attempts: number;
+  /** Where the upstream login's time went. */
+  timings?: ConnectTimings;
+  /** The step the upstream login failed at. */
+  step?: ConnectStep;
+  /** Why it failed (a `ConnectError`, `IamAuthError`, `CredentialsError`). */
+  error?: Error;
+  /** The SQLSTATE the client was told, when it failed. */
+  code?: string;
+  /** The message the client was told, when it failed. */
+  message?: string;
+}
+
+/** A session's end, told to {@linkcode ProxyOptions.onClose}. */
+export interface ProxySessionEnd {
+  /** The client's address and port, or `"local"`. */
+  client: string;
+  /** The user upstream. */
+  user: string;
+  /** The database upstream. */
+  database: string;
+  /** From the client's StartupMessage to the end. */
+  durationMs: number;
+  /** Bytes relayed each way. */
+  bytes: { toServer: number; toClient: number };
 }
 
 /** The proxy's counters since it started. */

@@ -8,7 +8,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
 import postgres from "postgres";
-import { type Proxy, type ProxyOptions, startProxy } from "../../src/proxy/mod.ts";
+import {
+  type Proxy,
+  type ProxyLogin,
+  type ProxyOptions,
+  type ProxySessionEnd,
+  startProxy,
+} from "../../src/proxy/mod.ts";
 import { rdsToken } from "../../mod.ts";
 import { childEnv, type Result, run } from "../_cli.ts";
 import { closeTestGateways, RDS, testGateway } from "../_gateway.ts";
@@ -45,6 +51,11 @@ function psql(args: string[], query: string): Promise<Result> {
   return run("psql", ["-X", "-w", "-tA", ...args, "-c", query], childEnv(KEYS, dir));
 }
 
+/** Resolves once `done()` holds (checked on each turn of the event loop). */
+async function waitFor(done: () => boolean): Promise<void> {
+  while (!done()) await new Promise((resolve) => setTimeout(resolve, 5));
+}
+
 /** Every text a failure shows: no signature, credential or token may be in it. */
 function assertNoSecret(text: string): void {
   assert.ok(!text.includes(KEYS.secretAccessKey), text);
@@ -55,7 +66,12 @@ test(
   "startProxy: psql logs in through the proxy with no password (the gateway verified an IAM token over TLS); the same psql straight at the gateway is asked for a password it has not (the control)",
   TIMEOUT,
   async () => {
-    const { g, proxy } = await setup();
+    const logins: ProxyLogin[] = [];
+    const closes: ProxySessionEnd[] = [];
+    const { g, proxy } = await setup({
+      onLogin: (login) => logins.push(login),
+      onClose: (session) => closes.push(session),
+    });
     const ok = await psql([
       "-h",
       proxy.host,
@@ -75,6 +91,14 @@ test(
     assert.equal(proxy.stats.logins.ok, 1);
     assert.equal(proxy.stats.tokens.signed, 1);
     assert.ok(proxy.stats.bytes.toClient > 0 && proxy.stats.bytes.toServer > 0);
+    assert.equal(logins.length, 1);
+    assert.equal(logins[0].ok, true);
+    assert.equal(logins[0].user, "app");
+    assert.equal(logins[0].database, "postgres");
+    assert.match(logins[0].client, /^127\.0\.0\.1:\d+$/);
+    assert.ok(logins[0].timings!.totalMs > 0 && logins[0].timings!.tlsMs > 0);
+    await waitFor(() => closes.length === 1);
+    assert.deepEqual(closes[0].bytes, proxy.stats.bytes);
 
     const direct = await psql(
       ["-h", g.host, "-p", String(g.port), "-U", "app", "-d", "postgres"],
@@ -206,7 +230,9 @@ test(
   "startProxy: pg-iam's failures reach the client as PostgreSQL errors with their step: keys the server does not accept (28000, the IAM refusal), an unverifiable certificate (08001, tls), an unreachable server (08001, connect); none shows a secret",
   TIMEOUT,
   async () => {
+    const logins: ProxyLogin[] = [];
     const wrong = await setup({
+      onLogin: (login) => logins.push(login),
       credentials: {
         accessKeyId: "AKIDNOTACCEPTED",
         secretAccessKey: "not/accepted/secret/key/0123456789",
@@ -224,6 +250,12 @@ test(
     assert.match(e1.message, /PAM authentication failed/);
     assertNoSecret(`${e1.message} ${e1.detail}`);
     assert.equal(wrong.proxy.stats.failures.auth, 1);
+    assert.equal(logins.length, 1);
+    assert.equal(logins[0].ok, false);
+    assert.equal(logins[0].step, "auth");
+    assert.equal(logins[0].attempts, 2); // rejected, then a fresh token rejected too
+    assert.equal(logins[0].code, "28000");
+    assert.equal(logins[0].error?.name, "IamAuthError");
 
     const g = await testGateway(KEYS);
     const untrusted = await startProxy({
