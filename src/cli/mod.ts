@@ -41,6 +41,8 @@ const PERMISSIONS: Record<string, string[]> = {
   psql: ["env", "read", "write", "sys", "net", "run"],
   doctor: ["env", "read", "sys", "net"],
   gateway: ["env", "read", "write", "sys", "net"],
+  proxy: ["env", "read", "write", "sys", "net"],
+  exec: ["env", "read", "write", "sys", "net", "run"],
 };
 
 interface CommandModule {
@@ -69,6 +71,14 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<CommandMod
   gateway: {
     summary: "Run the local IAM-verifying PostgreSQL gateway",
     load: () => import("./gateway.ts"),
+  },
+  proxy: {
+    summary: "Run a local proxy that logs every client in with IAM",
+    load: () => import("./proxy.ts"),
+  },
+  exec: {
+    summary: "Run a command with DATABASE_URL and PG* pointing at a proxy of its own",
+    load: () => import("./exec.ts"),
   },
 };
 
