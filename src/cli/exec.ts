@@ -129,8 +129,10 @@ function runChild(program: string, args: string[], env: Record<string, string>):
     // Listening before the command starts: it may tell the world it runs before spawn() returns.
     const running: { child?: ChildProcess } = {};
     const forwarding = onSignals(["SIGINT", "SIGTERM", "SIGHUP"], (signal) => {
+      // By process id: Deno's child_process reports a child it was asked to kill as killed by
+      // that signal, whatever the child then does (a trap's own exit code).
       try {
-        running.child?.kill(signal);
+        if (running.child?.pid !== undefined) process.kill(running.child.pid, signal);
       } catch {
         // Already gone.
       }

@@ -7,6 +7,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import process from "node:process";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { childEnv, type Result, run } from "../_cli.ts";
@@ -75,6 +76,13 @@ function start(args: string[], env: Record<string, string> = {}) {
   return {
     child,
     exited,
+    /**
+     * Sends `signal` by process id: Deno's child_process reports a child it was asked to kill as
+     * killed by that signal, whatever its exit code.
+     */
+    signal(signal: NodeJS.Signals): void {
+      process.kill(child.pid!, signal);
+    },
     stdout: () => stdout,
     stderr: () => stderr,
     /** The first stdout line matching `match`; rejects if the process exits first. */
@@ -154,7 +162,7 @@ test(
     // Graceful stop: the open session goes on answering after SIGTERM; a new one is refused.
     const session = new pg.Client({ host: "127.0.0.1", port, user: "app", database: "postgres" });
     await session.connect();
-    proxy.child.kill("SIGTERM");
+    proxy.signal("SIGTERM");
     const stopping = await proxy.event("stopping");
     assert.equal(stopping.sessions, 1);
     assert.equal(stopping.signal, "SIGTERM");
@@ -201,11 +209,11 @@ test(
     const session = new pg.Client({ host: "127.0.0.1", port, user: "app", database: "postgres" });
     await session.connect();
     const ended = new Promise<Error>((resolve) => session.once("error", resolve));
-    proxy.child.kill("SIGTERM");
+    proxy.signal("SIGTERM");
     await waitFor(() => /^stopping \(SIGTERM\)/m.test(proxy.stderr()));
     // The control: after the first signal the session still answers.
     assert.equal((await session.query("select 1 as n")).rows[0].n, 1);
-    proxy.child.kill("SIGTERM");
+    proxy.signal("SIGTERM");
     assert.match(String(await ended), /terminated|ECONNRESET|closed/i);
     assert.deepEqual(await proxy.exited, { code: 0, signal: null });
 
@@ -241,7 +249,7 @@ test(
       assert.match(refused.stderr, /FATAL: {2}pg-iam proxy: /);
       if (json) await proxy.event("login");
       else await waitFor(() => /^login FAILED/m.test(proxy.stderr()));
-      proxy.child.kill("SIGTERM");
+      proxy.signal("SIGTERM");
       assert.equal((await proxy.exited).code, 0);
       texts.push(proxy.stdout(), proxy.stderr(), refused.stderr);
       if (json) {
@@ -308,7 +316,7 @@ test(
     assert.equal(ready.host, "0.0.0.0");
     assert.equal(ready.password, true);
     assert.ok(!proxy.stdout().includes("local secret"));
-    proxy.child.kill("SIGINT");
+    proxy.signal("SIGINT");
     assert.equal((await proxy.exited).code, 0);
   },
 );
@@ -425,7 +433,7 @@ test(
       `trap 'kill $!; exit 9' TERM; echo started; sleep 30 >/dev/null 2>&1 & wait`,
     ]);
     await trapping.line(/^started$/);
-    trapping.child.kill("SIGTERM");
+    trapping.signal("SIGTERM");
     assert.deepEqual(await trapping.exited, { code: 9, signal: null });
 
     const plain = start([
@@ -437,7 +445,7 @@ test(
       "echo started; exec sleep 30",
     ]);
     await plain.line(/^started$/);
-    plain.child.kill("SIGTERM");
+    plain.signal("SIGTERM");
     assert.deepEqual(await plain.exited, { code: 143, signal: null });
   },
 );
