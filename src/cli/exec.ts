@@ -57,6 +57,9 @@ it; 127 if it is not found), then stops the proxy. Each failed login is one line
 const DROPPED =
   /^PG(PASSWORD|PASSFILE|HOSTADDR|SERVICE|SERVICEFILE|SSL.*|REQUIRESSL|GSSENCMODE|REQUIREAUTH|CHANNELBINDING|KRBSRVNAME|GSSLIB|GSSDELEGATION|TARGETSESSIONATTRS|LOADBALANCEHOSTS)$/;
 
+// libpq's default port, in the socket's name: a client given only the directory finds it.
+const SOCKET_PORT = 5432;
+
 /** Runs `pg-iam exec`: resolves the command's exit code. */
 export async function run(args: Parsed): Promise<number> {
   const v = args.values;
@@ -86,7 +89,7 @@ export async function run(args: Parsed): Promise<number> {
   try {
     proxy = await startProxy({
       ...target.options,
-      listen: dir === undefined ? { host: "127.0.0.1", port: 0 } : { dir, port: 5432 },
+      listen: dir === undefined ? { host: "127.0.0.1", port: 0 } : { dir, port: SOCKET_PORT },
       ...(connectTimeout === undefined ? {} : { connectTimeout }),
       shutdownTimeout: 0,
       // The command sees its own error; this line says where the login failed and why.
@@ -100,8 +103,9 @@ export async function run(args: Parsed): Promise<number> {
   try {
     const e = encodeURIComponent;
     const host = dir === undefined ? proxy.host : dir;
-    const databaseUrl =
-      `postgres://${e(user)}@${dir === undefined ? host : e(host)}:${proxy.port}` +
+    // The socket's port is the one in its name (the proxy reports 0 for a socket).
+    const port = dir === undefined ? proxy.port : SOCKET_PORT;
+    const databaseUrl = `postgres://${e(user)}@${dir === undefined ? host : e(host)}:${port}` +
       `/${e(database)}?sslmode=disable`;
     const env: Record<string, string> = {};
     for (const [name, value] of Object.entries(process.env)) {
@@ -110,7 +114,7 @@ export async function run(args: Parsed): Promise<number> {
     Object.assign(env, {
       DATABASE_URL: databaseUrl,
       PGHOST: host,
-      PGPORT: String(proxy.port),
+      PGPORT: String(port),
       PGUSER: user,
       PGDATABASE: database,
       PGSSLMODE: "disable",

@@ -424,12 +424,14 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
       proxy.shutdown(shutdownTimeout * 1000).then(resolve, resolve);
     });
   });
+  // The socket's port is the one in its name (the proxy reports 0 for a socket).
+  const port = dir === undefined ? proxy.port : listen.port;
   const user = target.parsed.user;
   const database = target.parsed.database;
   const ready = {
     event: "ready",
     host: proxy.host,
-    port: proxy.port,
+    port,
     path: proxy.path ?? null,
     target: `${target.host.includes(":") ? `[${target.host}]` : target.host}:${target.port}`,
     service: target.dsql ? "dsql" : "rds",
@@ -444,7 +446,7 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
   };
   if (json) out(jsonLine(ready));
   else {
-    const where = proxy.path ?? `${proxy.host}:${proxy.port}`;
+    const where = proxy.path ?? `${proxy.host}:${port}`;
     const libpqHost = proxy.path === undefined ? proxy.host : dir!;
     const as = user === undefined ? "each client's user" : `user ${user}`;
     const to = database === undefined ? "its database" : `database ${database}`;
@@ -452,7 +454,7 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
       [
         `pg-iam proxy listening on ${where} for ${ready.target} (${ready.service}, ` +
         `sslmode ${ready.sslmode}): IAM login as ${as}, to ${to}`,
-        `  connect:  psql "host=${libpqHost} port=${proxy.port}` +
+        `  connect:  psql "host=${libpqHost} port=${port}` +
         ` user=${user ?? "USER"} dbname=${database ?? user ?? "DB"}"`,
         `Stop with Ctrl-C (open sessions get ${shutdownTimeout} s to finish; twice: at once).`,
         "",

@@ -450,6 +450,38 @@ test(
   },
 );
 
+test(
+  "pg-iam exec --unix-socket DIR: psql logs in through the proxy's socket with $DATABASE_URL and with the PG* variables (DIR created owner-only); the same psql with the TCP host is refused by the gateway (the control: no token of its own)",
+  TIMEOUT,
+  async () => {
+    const g = await testGateway(KEYS);
+    const socketDir = join(dir, "socket");
+    const script = `ls -ld "$PGHOST" | cut -c1-10; ` +
+      `psql -X -tAc "select 'url', inet_server_port() is null" "$DATABASE_URL"; ` +
+      `psql -X -tAc "select 'env', current_database()"`;
+    const r = await cli([
+      "exec",
+      targetOf(g.port, "app"),
+      "--unix-socket",
+      socketDir,
+      "--",
+      "sh",
+      "-c",
+      script,
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "drwx------\nurl|f\nenv|postgres\n");
+    assert.equal(g.stats.logins.filter((l) => l.accepted && l.user === "app").length, 2);
+
+    const direct = await run(
+      "psql",
+      ["-X", "-w", "-tAc", "select 1", `host=127.0.0.1 port=${g.port} user=app dbname=postgres`],
+      childEnv(KEYS, dir),
+    );
+    assert.equal(direct.code, 2);
+  },
+);
+
 test("pg-iam proxy --help and pg-iam exec --help describe the commands", TIMEOUT, async () => {
   for (const name of ["proxy", "exec"]) {
     const r = await cli([name, "--help"]);
