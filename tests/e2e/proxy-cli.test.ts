@@ -322,7 +322,7 @@ test(
 );
 
 test(
-  'pg-iam exec TARGET -- psql -tAc "select current_user" prints the result and exits 0 (its token checked by the gateway); -- sh -c "exit 3" exits 3 (the control for the exit code), no-such-command 127, no command or a command without -- 2',
+  "pg-iam exec TARGET -- psql -tAc 'select current_user' prints the result and exits 0 (its token checked by the gateway); -- sh -c 'exit 3' exits 3 (the control for the exit code), no-such-command 127, no command or a command without -- 2",
   TIMEOUT,
   async () => {
     const g = await testGateway(KEYS);
