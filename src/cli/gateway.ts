@@ -15,9 +15,9 @@ import {
 } from "../gateway/mod.ts";
 import { checkNotSwapped } from "../core/credentials.ts";
 import { type Command, int, type Parsed, str, UsageError } from "./_args.ts";
-import { writeFileAtomically } from "./_file.ts";
+import { writeFileAtomically } from "../proxy/files.ts";
 import { lower } from "./_target.ts";
-import { cacheDir } from "./env.ts";
+import { cacheDir } from "../proxy/url.ts";
 
 /** The `gateway` subcommand. */
 export const command: Command = {

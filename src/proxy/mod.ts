@@ -8,6 +8,8 @@
  * It listens on loopback or a Unix socket by default; another address needs `allowRemote` and a
  * password its clients must give (SCRAM-SHA-256). Runs on Deno, Node and Bun.
  *
+ * For a tool that reads a URL once at start, {@linkcode iamUrl} makes one with a fresh token.
+ *
  * @example Any client, through the proxy
  * ```ts ignore
  * import { startProxy } from "@pg-iam/pg-iam/proxy";
@@ -28,6 +30,7 @@ import { ProxyServer } from "./_server.ts";
 import type { Proxy, ProxyOptions } from "./types.ts";
 
 export type { Proxy, ProxyLogin, ProxyOptions, ProxySessionEnd, ProxyStats } from "./types.ts";
+export { iamUrl, type IamUrlOptions } from "./url.ts";
 // The types its options and events name, and the errors an `onIamConnect` event may carry.
 export { CredentialsError, type CredentialsErrorCode } from "../core/errors.ts";
 export type { Credentials, CredentialsOption, CredentialsProvider } from "../core/credentials.ts";

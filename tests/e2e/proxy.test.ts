@@ -9,6 +9,7 @@ import { join } from "node:path";
 import pg from "pg";
 import postgres from "postgres";
 import {
+  iamUrl,
   type Proxy,
   type ProxyLogin,
   type ProxyOptions,
@@ -367,3 +368,68 @@ test(
     await ended;
   },
 );
+
+test(
+  "iamUrl(): psql and node-postgres (whose connection-string parser drizzle-kit uses) log in through the gateway with the URL, TLS verified with the connection string's CA file; the URL with its token altered is refused (the control)",
+  TIMEOUT,
+  async () => {
+    const g = await testGateway(KEYS);
+    const url = await iamUrl({
+      connectionString: `postgres://app@127.0.0.1:${g.port}/postgres?iam_host=${RDS}` +
+        `&iam_port=5432&sslrootcert=${CA_FILE}&application_name=from%20url`,
+      credentials: KEYS,
+    });
+    const parsed = new URL(url);
+    assert.equal(parsed.hostname, RDS);
+    assert.equal(parsed.searchParams.get("hostaddr"), "127.0.0.1");
+    assert.equal(parsed.searchParams.get("sslmode"), "verify-full");
+    assert.equal(parsed.searchParams.get("sslrootcert"), CA_FILE);
+    const r = await psql([url], "select current_setting('application_name')");
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.trim(), "from url");
+
+    // node-postgres has no hostaddr: it connects to the host it checks the certificate against.
+    // What its connection-string parser read (the token, the CA file) is used as is, with the
+    // address given apart and the endpoint name as the servername.
+    const read = new pg.Client({ connectionString: url }).connectionParameters;
+    assert.equal(read.password, decodeURIComponent(parsed.password));
+    assert.equal((read.ssl as { ca: string }).ca, ca);
+    const client = new pg.Client({
+      user: read.user,
+      password: read.password,
+      database: read.database,
+      port: read.port,
+      host: "127.0.0.1",
+      ssl: { ...(read.ssl as object), servername: RDS },
+    });
+    await client.connect();
+    assert.deepEqual((await client.query("select 1 as one")).rows, [{ one: 1 }]);
+    await client.end();
+
+    const signature = /X-Amz-Signature%3D([0-9a-f])/i.exec(url)!;
+    const altered = url.replace(
+      signature[0],
+      `X-Amz-Signature%3D${signature[1] === "0" ? "1" : "0"}`,
+    );
+    const refused = await psql([altered], "select 1");
+    assert.notEqual(refused.code, 0);
+    assert.match(refused.stderr, /PAM authentication failed/);
+    assert.equal(g.stats.logins.at(-1)!.reason, "signature");
+  },
+);
+
+test("iamUrl(): TLS options that a URL cannot carry, an unknown option and a missing user are TypeErrors naming them", async () => {
+  await assert.rejects(
+    iamUrl({ connectionString: "postgres://app@db.example.com/x", ssl: { ca } as never }),
+    (e: Error) =>
+      e instanceof TypeError && /"ssl" option of iamUrl\(\) must be a mode/.test(e.message),
+  );
+  await assert.rejects(
+    iamUrl({ connectionString: "postgres://app@db.example.com/x", max: 3 } as never),
+    (e: Error) => e instanceof TypeError && /iamUrl\(\) has no "max" option/.test(e.message),
+  );
+  await assert.rejects(
+    iamUrl({ host: "db.example.com", region: "us-east-1", credentials: KEYS }),
+    (e: Error) => e instanceof TypeError && /iamUrl\(\) needs a user/.test(e.message),
+  );
+});
