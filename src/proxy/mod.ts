@@ -26,6 +26,7 @@
 
 import { chmod, mkdir, stat } from "node:fs/promises";
 import { checkProxyOptions } from "./_options.ts";
+import { isScramVerifier, parseScramVerifier, scramVerifier } from "../listener/scram.ts";
 import { ProxyServer } from "./_server.ts";
 import type { Proxy, ProxyOptions } from "./types.ts";
 
@@ -71,7 +72,13 @@ export type { IamConnectOptions } from "../connection/adapter.ts";
 export async function startProxy(options: ProxyOptions): Promise<Proxy> {
   const config = checkProxyOptions(options);
   if (config.socketDir !== undefined) await privateDir(config.socketDir);
-  const proxy = new ProxyServer(config);
+  const password = config.password;
+  const verifier = password === undefined
+    ? undefined
+    : isScramVerifier(password)
+    ? parseScramVerifier(password, "password")
+    : await scramVerifier(password);
+  const proxy = new ProxyServer(config, verifier);
   await proxy.listener.listen();
   // Owner-only, in an owner-only directory: another local user cannot connect and log in as
   // the proxy's AWS identity.

@@ -433,3 +433,74 @@ test("iamUrl(): TLS options that a URL cannot carry, an unknown option and a mis
     (e: Error) => e instanceof TypeError && /iamUrl\(\) needs a user/.test(e.message),
   );
 });
+
+test(
+  "startProxy: with allowRemote on 0.0.0.0, clients must give the proxy's password (SCRAM-SHA-256): psql and a node-postgres pool configured with it log in; a wrong password is 28P01 and no password is asked for (the controls), and neither reaches the server",
+  TIMEOUT,
+  async () => {
+    const logins: ProxyLogin[] = [];
+    const { g, proxy } = await setup({
+      listen: { host: "0.0.0.0" },
+      allowRemote: true,
+      password: "local proxy password",
+      onLogin: (login) => logins.push(login),
+    });
+    const args = ["-h", "127.0.0.1", "-p", String(proxy.port), "-U", "app", "-d", "postgres"];
+    const env = (password?: string) =>
+      childEnv(KEYS, dir, password === undefined ? {} : { PGPASSWORD: password });
+    const ok = await run(
+      "psql",
+      ["-X", "-w", "-tA", ...args, "-c", "select 2"],
+      env("local proxy password"),
+    );
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.equal(ok.stdout.trim(), "2");
+
+    const pool = new pg.Pool({
+      host: "127.0.0.1",
+      port: proxy.port,
+      user: "app",
+      database: "postgres",
+      password: "local proxy password",
+      max: 2,
+    });
+    const results = await Promise.all([1, 2, 3].map((n) => pool.query("select $1::int as n", [n])));
+    assert.deepEqual(results.map((r) => r.rows[0].n), [1, 2, 3]);
+    await pool.end();
+    const upstreamLogins = g.stats.accepted;
+
+    const wrong = await run("psql", ["-X", "-w", "-tA", ...args, "-c", "select 1"], env("not it"));
+    assert.notEqual(wrong.code, 0);
+    assert.match(wrong.stderr, /password authentication failed for user "app"/);
+    const none = await run("psql", ["-X", "-w", "-tA", ...args, "-c", "select 1"], env());
+    assert.notEqual(none.code, 0);
+    assert.match(none.stderr, /no password supplied/);
+    assert.equal(g.stats.accepted, upstreamLogins); // the refused never reached the server
+    // The wrong password, then psql -w closing when asked for one it has not.
+    assert.deepEqual(logins.filter((l) => !l.ok).map((l) => l.code), ["28P01", "08006"]);
+    assert.ok(!JSON.stringify(logins).includes("local proxy password"));
+  },
+);
+
+test(
+  "startProxy: the password may be given as PostgreSQL's stored SCRAM verifier instead of the password itself",
+  TIMEOUT,
+  async () => {
+    const { formatScramVerifier, scramVerifier } = await import("../../src/listener/scram.ts");
+    const stored = formatScramVerifier(await scramVerifier("from a hash"));
+    const { proxy } = await setup({ password: stored });
+    const args = ["-h", proxy.host, "-p", String(proxy.port), "-U", "app", "-d", "postgres"];
+    const ok = await run(
+      "psql",
+      ["-X", "-w", "-tA", ...args, "-c", "select 3"],
+      childEnv(KEYS, dir, { PGPASSWORD: "from a hash" }),
+    );
+    assert.equal(ok.code, 0, ok.stderr);
+    const hashAsPassword = await run(
+      "psql",
+      ["-X", "-w", "-tA", ...args, "-c", "select 3"],
+      childEnv(KEYS, dir, { PGPASSWORD: stored }),
+    );
+    assert.notEqual(hashAsPassword.code, 0); // the verifier is no password (the control)
+  },
+);
