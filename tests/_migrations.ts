@@ -36,7 +36,10 @@ export const MIGRATED: Record<MigrationTool, { widgets: string; applied: string 
 };
 
 const running = new Set<{ kill(signal: "SIGKILL"): unknown }>();
-process.on("exit", () => running.forEach((child) => child.kill("SIGKILL")));
+// Killed if the test process ends first: Node and Bun emit "exit"; `deno test` dispatches "unload".
+const killAll = () => running.forEach((child) => child.kill("SIGKILL"));
+process.on("exit", killAll);
+globalThis.addEventListener?.("unload", killAll);
 
 /**
  * Runs `tool`'s migrate command on the fixture's migrations, with `env` (DATABASE_URL, PG*) added

@@ -61,7 +61,10 @@ export interface Pgbouncer {
 }
 
 const running = new Set<ChildProcess>();
-process.on("exit", () => running.forEach((child) => child.kill("SIGKILL")));
+// Killed if the test process ends first: Node and Bun emit "exit"; `deno test` dispatches "unload".
+const killAll = () => running.forEach((child) => child.kill("SIGKILL"));
+process.on("exit", killAll);
+globalThis.addEventListener?.("unload", killAll);
 
 const isRoot = () => process.getuid?.() === 0;
 

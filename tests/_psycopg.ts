@@ -95,7 +95,10 @@ function cleanEnv(env: Record<string, string>): Record<string, string> {
 }
 
 const running = new Set<{ kill(signal: "SIGKILL"): unknown }>();
-process.on("exit", () => running.forEach((child) => child.kill("SIGKILL")));
+// Killed if the test process ends first: Node and Bun emit "exit"; `deno test` dispatches "unload".
+const killAll = () => running.forEach((child) => child.kill("SIGKILL"));
+process.on("exit", killAll);
+globalThis.addEventListener?.("unload", killAll);
 
 interface Started {
   /** Lines of stdout as they come, parsed. */
