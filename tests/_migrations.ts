@@ -8,6 +8,7 @@ import { fileURLToPath } from "node:url";
 import process from "node:process";
 import pg from "pg";
 import { upstreamPostgres } from "./_postgres.ts";
+import type { Wrap } from "./_psycopg.ts";
 
 /** The migration tools with a fixture. */
 export type MigrationTool = "knex" | "drizzle-kit";
@@ -42,8 +43,9 @@ process.on("exit", killAll);
 globalThis.addEventListener?.("unload", killAll);
 
 /**
- * Runs `tool`'s migrate command on the fixture's migrations, with `env` (DATABASE_URL, PG*) added
- * to ours less every PG* variable and DATABASE_URL.
+ * Runs `tool`'s migrate command on the fixture's migrations (in the fixture's directory), with
+ * `env` (DATABASE_URL, PG*) added to ours less every PG* variable and DATABASE_URL; `options.wrap`
+ * runs it through another command (`pg-iam exec <target> --`, say).
  *
  * @example
  * const r = await runMigrations("knex", { DATABASE_URL: `postgres://postgres@127.0.0.1:5432/${db.name}` });
@@ -52,6 +54,7 @@ globalThis.addEventListener?.("unload", killAll);
 export function runMigrations(
   tool: MigrationTool,
   env: Record<string, string>,
+  options: { wrap?: Wrap } = {},
 ): Promise<MigrationResult> {
   const cli = CLIS[tool];
   if (!cli) {
@@ -61,7 +64,9 @@ export function runMigrations(
     v !== undefined && !/^PG/.test(k) && k !== "DATABASE_URL" && k !== "NODE_OPTIONS"
   ) as [string, string][];
   return new Promise((resolve, reject) => {
-    const child = spawn(`${ROOT}node_modules/.bin/${cli.bin}`, cli.args, {
+    const bin = `${ROOT}node_modules/.bin/${cli.bin}`;
+    const [command, args] = options.wrap ? options.wrap(bin, cli.args) : [bin, cli.args];
+    const child = spawn(command, args, {
       cwd: `${ROOT}tests/fixtures/migrations/${cli.dir}`,
       env: { ...Object.fromEntries(base), NO_COLOR: "1", ...env },
       stdio: ["ignore", "pipe", "pipe"],

@@ -13,6 +13,22 @@ import process from "node:process";
 /** Debian's Python, the one python3-psycopg2 installs for. */
 export const PYTHON = "/usr/bin/python3";
 
+/**
+ * How to run a command through another: `pg-iam exec <target> --` for the proxy's tests, say.
+ * Given the command and its arguments, returns the ones to spawn instead.
+ */
+export type Wrap = (command: string, args: string[]) => [string, string[]];
+
+/** How a script is run: its arguments, its stdin, and a wrapping command. */
+export interface RunOptions {
+  /** The script's `ARGS`. */
+  args?: string[];
+  /** Written to the script's stdin, which is then closed. */
+  stdin?: string;
+  /** Runs Python through another command, with `env` given to that command. */
+  wrap?: Wrap;
+}
+
 /** What a finished script left. */
 export interface PsycopgResult {
   /** The exit status: 0, 3 after an uncaught psycopg2 exception, or -1 if killed by a signal. */
@@ -109,8 +125,14 @@ interface Started {
   done: Promise<PsycopgResult>;
 }
 
-function start(script: string, env: Record<string, string>, args: string[]): Started {
-  const child = spawn(PYTHON, ["-c", PRELUDE, script, ...args], {
+function start(
+  script: string,
+  env: Record<string, string>,
+  args: string[],
+  wrap: Wrap = (command, args) => [command, args],
+): Started {
+  const [command, argv] = wrap(PYTHON, ["-c", PRELUDE, script, ...args]);
+  const child = spawn(command, argv, {
     env: cleanEnv(env),
     stdio: ["pipe", "pipe", "pipe"],
   });
@@ -157,8 +179,9 @@ function start(script: string, env: Record<string, string>, args: string[]): Sta
 /**
  * Runs a Python `script` after a prelude that imports psycopg2 and defines `connect()` (libpq's
  * environment, autocommit), `emit(**fields)` (one JSON line on stdout), `rows(cursor)` and
- * `describe(exception)`; `ARGS` holds `args`. `env` is added to ours less every PG* and PYTHON*
- * variable; `stdin` is written to the script, then closed.
+ * `describe(exception)`; `ARGS` holds `options.args`. `env` is added to ours less every PG* and
+ * PYTHON* variable; `options.stdin` is written to the script, then closed; `options.wrap` runs it
+ * through another command.
  *
  * @example
  * const r = await psycopg(`emit(one=connect().cursor().execute("select 1") or 1)`, {
@@ -168,9 +191,9 @@ function start(script: string, env: Record<string, string>, args: string[]): Sta
 export function psycopg(
   script: string,
   env: Record<string, string>,
-  options: { args?: string[]; stdin?: string } = {},
+  options: RunOptions = {},
 ): Promise<PsycopgResult> {
-  const child = start(script, env, options.args ?? []);
+  const child = start(script, env, options.args ?? [], options.wrap);
   if (options.stdin !== undefined) child.write(options.stdin);
   child.end();
   return child.done;
@@ -199,6 +222,7 @@ export interface QueryRows {
 export async function psycopgQuery(
   sql: string,
   env: Record<string, string>,
+  options: { wrap?: Wrap } = {},
 ): Promise<PsycopgOutcome<QueryRows>> {
   const script = `
 conn = connect()
@@ -207,7 +231,7 @@ cur.execute(ARGS[0])
 emit(**rows(cur))
 conn.close()
 `;
-  return outcome(await psycopg(script, env, { args: [sql] }));
+  return outcome(await psycopg(script, env, { args: [sql], wrap: options.wrap }));
 }
 
 /** What the held session reports at the end: its backend (as it was told at login) and rows. */
@@ -228,6 +252,7 @@ export async function psycopgHeld(
   env: Record<string, string>,
   sql: string,
   between: (session: { pid: number }) => Promise<void> | void,
+  options: { wrap?: Wrap } = {},
 ): Promise<PsycopgOutcome<HeldRows>> {
   const script = `
 conn = connect()
@@ -238,7 +263,7 @@ if sys.stdin.readline().strip() == "go":
     emit(pid=conn.get_backend_pid(), **rows(cur))
 conn.close()
 `;
-  const child = start(script, env, [sql]);
+  const child = start(script, env, [sql], options.wrap);
   const ready = new Promise<{ pid: number } | undefined>((resolve) => {
     child.onLine((line) => line.ready === true && resolve({ pid: Number(line.pid) }));
     child.done.then(() => resolve(undefined), () => resolve(undefined));
@@ -281,7 +306,7 @@ export interface CancelReport {
  */
 export async function psycopgCancel(
   env: Record<string, string>,
-  options: { seconds: number; cancel: boolean },
+  options: { seconds: number; cancel: boolean; wrap?: Wrap },
 ): Promise<PsycopgOutcome<CancelReport>> {
   const script = `
 seconds = float(ARGS[0])
@@ -329,7 +354,7 @@ emit(cancelSent=bool(sent), afterwards=cur.fetchone()[0], **report)
 conn.close()
 `;
   const args = [String(options.seconds), options.cancel ? "cancel" : "no-cancel"];
-  return outcome(await psycopg(script, env, { args }));
+  return outcome(await psycopg(script, env, { args, wrap: options.wrap }));
 }
 
 /** What the COPY script reports. */
@@ -361,7 +386,7 @@ export interface CopyReport {
  */
 export async function psycopgCopy(
   env: Record<string, string>,
-  options: { rows?: number } = {},
+  options: { rows?: number; wrap?: Wrap } = {},
 ): Promise<PsycopgOutcome<CopyReport>> {
   const script = `
 n = int(ARGS[0])
@@ -385,5 +410,6 @@ emit(rows=n, copiedIn=copied_in, count=count, bytesSent=len(sent), bytesReceived
      sentMd5=hashlib.md5(sent).hexdigest(), serverMd5=server_md5)
 conn.close()
 `;
-  return outcome(await psycopg(script, env, { args: [String(options.rows ?? 20_000)] }));
+  const args = [String(options.rows ?? 20_000)];
+  return outcome(await psycopg(script, env, { args, wrap: options.wrap }));
 }

@@ -61,6 +61,14 @@ test(
     assert.equal(refused.error?.error, "OperationalError");
     assert.equal(refused.error?.pgcode, null);
     assert.match(refused.error?.message ?? "", /port 1 failed: Connection refused/);
+    // Through a wrapping command (as the proxy's tests run it through `pg-iam exec`), which here
+    // sets libpq's PGAPPNAME; without it the name is libpq's default, none.
+    const appName = "select current_setting('application_name')";
+    const wrapped = await psycopgQuery(appName, env, {
+      wrap: (command, args) => ["/usr/bin/env", ["PGAPPNAME=wrapped", command, ...args]],
+    });
+    assert.deepEqual(wrapped.value?.rows, [["wrapped"]], wrapped.stdout + wrapped.stderr);
+    assert.deepEqual((await psycopgQuery(appName, env)).value?.rows, [[""]]);
   },
 );
 
@@ -86,6 +94,10 @@ test(
       // The control: the same token, in a new connection, is now refused.
       const fresh = await psycopgQuery("select 1", env);
       assert.equal(fresh.error?.error, "OperationalError", fresh.stdout + fresh.stderr);
+      assert.match(
+        fresh.error?.message ?? "",
+        /FATAL: {2}PAM authentication failed for user "app"/,
+      );
       assert.equal(g.stats.rejections.expired, 1);
     });
     assert.equal(loggedIn, 1);
@@ -177,23 +189,29 @@ async function migrates(tool: MigrationTool): Promise<void> {
 
     const r = await runMigrations(tool, { DATABASE_URL: db.url() });
     assert.equal(r.code, 0, r.stdout + r.stderr);
-    assert.deepEqual(await db.migrated(tool), {
-      widgets: [{ id: 1, name: "first", size: 2 }],
-      applied: 2,
+    const migrated = { widgets: [{ id: 1, name: "first", size: 2 }], applied: 2 };
+    assert.deepEqual(await db.migrated(tool), migrated);
+
+    // Run again, through a wrapping command that gives the right URL over the wrong one (as
+    // `pg-iam exec` will): nothing left to apply, nothing changed.
+    const again = await runMigrations(tool, { DATABASE_URL: db.url({ host: db.host, port: 1 }) }, {
+      wrap: (command, args) => ["/usr/bin/env", [`DATABASE_URL=${db.url()}`, command, ...args]],
     });
+    assert.equal(again.code, 0, again.stdout + again.stderr);
+    assert.deepEqual(await db.migrated(tool), migrated);
   } finally {
     await db.drop();
   }
 }
 
 test(
-  "knex migrate:latest (its CLI, under Node) migrates the database of DATABASE_URL; a URL with a wrong port exits non-zero",
+  "knex migrate:latest (its CLI, under Node) migrates the database of DATABASE_URL; a URL with a wrong port exits non-zero; a rerun applies nothing",
   { timeout: 60_000 },
   () => migrates("knex"),
 );
 
 test(
-  "drizzle-kit migrate (its CLI, under Node, with pg) migrates the database of DATABASE_URL; a URL with a wrong port exits non-zero",
+  "drizzle-kit migrate (its CLI, under Node, with pg) migrates the database of DATABASE_URL; a URL with a wrong port exits non-zero; a rerun applies nothing",
   { timeout: 60_000 },
   () => migrates("drizzle-kit"),
 );
