@@ -60,9 +60,15 @@ export interface Pgbouncer {
   close(): Promise<void>;
 }
 
-const running = new Set<ChildProcess>();
-// Killed if the test process ends first: Node and Bun emit "exit"; `deno test` dispatches "unload".
-const killAll = () => running.forEach((child) => child.kill("SIGKILL"));
+// Each running PgBouncer and its directory.
+const running = new Map<ChildProcess, string>();
+// Killed, its directory removed, if the test process ends first: Node and Bun emit "exit"; `deno
+// test` dispatches "unload".
+const killAll = () =>
+  running.forEach((dir, child) => {
+    child.kill("SIGKILL");
+    rmSync(dir, { recursive: true, force: true });
+  });
 process.on("exit", killAll);
 globalThis.addEventListener?.("unload", killAll);
 
@@ -164,7 +170,7 @@ export async function startPgbouncer(
       ].join("\n"),
     );
     const child = spawn(bin, [...args, ini], { stdio: ["ignore", "ignore", "pipe"] });
-    running.add(child);
+    running.set(child, dir);
     let stderr = "";
     const exited = new Promise<void>((resolve) => {
       const gone = () => {
