@@ -203,6 +203,11 @@ export class ProxyServer implements Proxy {
       },
     };
     const upstream = new IamSocket(plan);
+    // Bytes go on as they come: Nagle would hold a client's small pipelined messages back. TCP
+    // keep-alive as libpq's (on by default, keepalives_idle, keepalives=0 off).
+    upstream.setNoDelay(true);
+    const keepAlive = this.config.target.target.keepAlive;
+    if (keepAlive !== null) upstream.setKeepAlive(true, (keepAlive ?? 0) * 1000);
     const up = upstream as unknown as net.Socket;
     this.#upstreams.add(up);
     upstream.once("close", () => this.#upstreams.delete(up));

@@ -504,3 +504,70 @@ test(
     assert.notEqual(hashAsPassword.code, 0); // the verifier is no password (the control)
   },
 );
+
+test(
+  "startProxy: a young token is reused for the next logins; once the server rejects it (the clock moved past its life), the one retry signs anew and the client never sees the rejection",
+  TIMEOUT,
+  async () => {
+    const logins: ProxyLogin[] = [];
+    let proxyClock = 0;
+    const { g, proxy } = await setup({
+      onLogin: (login) => logins.push(login),
+      now: () => Date.now() + proxyClock,
+    });
+    const connect = async () => {
+      const client = new pg.Client({
+        host: proxy.host,
+        port: proxy.port,
+        user: "app",
+        database: "postgres",
+      });
+      await client.connect();
+      await client.end();
+    };
+    for (let i = 0; i < 3; i++) await connect();
+    assert.deepEqual(proxy.stats.tokens, { signed: 1, reused: 2 });
+    // Two minutes on for the proxy: its token is young (reused up to 5 minutes). Sixteen for the
+    // gateway: that token is expired, while one signed now by the proxy is 14 minutes old.
+    proxyClock = 2 * 60_000;
+    g.clockOffsetMs = 16 * 60_000;
+    await connect();
+    assert.equal(logins.at(-1)!.attempts, 2);
+    assert.deepEqual(proxy.stats.tokens, { signed: 2, reused: 3 });
+    assert.equal(g.stats.rejections.expired, 1);
+  },
+);
+
+test(
+  "startProxy: a server at its connection limit (53300) is asked again with backoff, so a client gets in once a slot frees; straight at the server the same client is refused at once (the control)",
+  TIMEOUT,
+  async () => {
+    const g = await testGateway(KEYS, { maxConnections: 1 });
+    const proxy = await startProxy({
+      connectionString: `postgres://127.0.0.1:${g.port}?iam_host=${RDS}&iam_port=5432` +
+        `&sslrootcert=${CA_FILE}`,
+      credentials: KEYS,
+    });
+    proxies.push(proxy);
+    const options = { host: proxy.host, port: proxy.port, user: "app", database: "postgres" };
+    const first = new pg.Client(options);
+    await first.connect();
+    const token = await rdsToken({ hostname: RDS, username: "app", credentials: KEYS });
+    const direct = new pg.Client({
+      host: g.host,
+      port: g.port,
+      user: "app",
+      database: "postgres",
+      password: token,
+      ssl: { ca, servername: RDS },
+    });
+    await assert.rejects(direct.connect(), (e: { code?: string }) => e.code === "53300");
+    const second = new pg.Client(options);
+    const waiting = second.connect();
+    await waitFor(() => g.stats.refused["53300"] >= 2); // the proxy was refused, and asks again
+    await first.end();
+    await waiting;
+    assert.deepEqual((await second.query("select 1 as one")).rows, [{ one: 1 }]);
+    await second.end();
+  },
+);
