@@ -391,7 +391,9 @@ test(
     // node-postgres has no hostaddr: it connects to the host it checks the certificate against.
     // What its connection-string parser read (the token, the CA file) is used as is, with the
     // address given apart and the endpoint name as the servername.
-    const read = new pg.Client({ connectionString: url }).connectionParameters;
+    // deno-lint-ignore no-explicit-any
+    const read: pg.ClientConfig = (new pg.Client({ connectionString: url }) as any)
+      .connectionParameters;
     assert.equal(read.password, decodeURIComponent(parsed.password));
     assert.equal((read.ssl as { ca: string }).ca, ca);
     const client = new pg.Client({
