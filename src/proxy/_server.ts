@@ -15,6 +15,7 @@ import { type Client, closeWith, fail, relay, send, TOO_MANY } from "../listener
 import type { ProxyConfig } from "./_options.ts";
 import type { Proxy, ProxyLogin, ProxyStats } from "./types.ts";
 import { clientAddress } from "../listener/startup.ts";
+import { scramLogin, type ScramVerifier } from "../listener/scram.ts";
 
 // Who a login is: the client's address ("local" on a Unix socket), the user and database upstream.
 type Who = Pick<ProxyLogin, "client" | "user" | "database">;
@@ -39,8 +40,11 @@ export class ProxyServer implements Proxy {
   readonly #onConnect: ((event: ConnectEvent) => void) | undefined;
   readonly #onToken: ((event: TokenEvent) => void) | undefined;
 
-  constructor(config: ProxyConfig) {
+  readonly #verifier: ScramVerifier | undefined;
+
+  constructor(config: ProxyConfig, verifier: ScramVerifier | undefined) {
     this.config = config;
+    this.#verifier = verifier;
     this.#onConnect = config.target.onIamConnect;
     this.#onToken = config.target.iam.onToken as ((event: TokenEvent) => void) | undefined;
     this.listener = new Listener(config, {
@@ -141,7 +145,8 @@ export class ProxyServer implements Proxy {
     }
     const { target } = this.config.target;
     // The target's user and database, when it names them, win over the client's.
-    const user = target.user ?? params.get("user") ?? "";
+    const clientUser = params.get("user") ?? "";
+    const user = target.user ?? clientUser;
     const database = target.database ?? (params.get("database") || user);
     const who: Who = { client: address, user, database };
     if (user === "") {
@@ -157,9 +162,8 @@ export class ProxyServer implements Proxy {
     for (const [name, value] of Object.entries(target.serverParams)) {
       if (!params.has(name)) params.set(name, value);
     }
-    if (this.config.password !== undefined) {
-      // The local password (SCRAM-SHA-256) comes with the remote listener: see scram.ts.
-      const ok = await this.#localLogin(client, who);
+    if (this.#verifier !== undefined) {
+      const ok = await this.#localLogin(client, who, clientUser);
       if (!ok) return;
     }
     if (!this.listener.beginSession(client)) {
@@ -199,6 +203,11 @@ export class ProxyServer implements Proxy {
       },
     };
     const upstream = new IamSocket(plan);
+    // Bytes go on as they come: Nagle would hold a client's small pipelined messages back. TCP
+    // keep-alive as libpq's (on by default, keepalives_idle, keepalives=0 off).
+    upstream.setNoDelay(true);
+    const keepAlive = this.config.target.target.keepAlive;
+    if (keepAlive !== null) upstream.setKeepAlive(true, (keepAlive ?? 0) * 1000);
     const up = upstream as unknown as net.Socket;
     this.#upstreams.add(up);
     upstream.once("close", () => this.#upstreams.delete(up));
@@ -215,8 +224,6 @@ export class ProxyServer implements Proxy {
     upstream.write(startupMessage(params));
     const bytes = { toServer: 0, toClient: 0 };
     const ended = () => {
-      this.stats.bytes.toServer += bytes.toServer;
-      this.stats.bytes.toClient += bytes.toClient;
       if (!answered || this.config.onClose === undefined) return;
       try {
         this.config.onClose({ ...who, durationMs: performance.now() - started, bytes });
@@ -225,17 +232,32 @@ export class ProxyServer implements Proxy {
       }
     };
     relay(socket, up, [], client.inbox.reader.rest(), ended, (direction, n) => {
-      if (direction === "up") bytes.toServer += n;
-      else {
+      if (direction === "up") {
+        bytes.toServer += n;
+        this.stats.bytes.toServer += n;
+      } else {
         answered = true;
         bytes.toClient += n;
+        this.stats.bytes.toClient += n;
       }
     });
   }
 
-  async #localLogin(client: Client, who: Who): Promise<boolean> {
-    await Promise.resolve();
-    this.#refuse(client, who, "28P01", `password authentication failed for user "${who.user}"`);
+  // The proxy's own password (SCRAM-SHA-256: it never crosses the network), before any upstream
+  // login; AuthenticationOk is the server's, relayed once the proxy is logged in for the client.
+  async #localLogin(client: Client, who: Who, clientUser: string): Promise<boolean> {
+    const socket = client.inbox.socket;
+    const result = await scramLogin(
+      client.inbox,
+      (bytes) => send(socket, bytes),
+      this.#verifier!,
+      clientUser,
+    );
+    if (result.ok) return true;
+    this.stats.logins.refused++;
+    this.#told({ ok: false, ...who, attempts: 0, code: result.code, message: result.message });
+    client.inbox.detach();
+    closeWith(socket, errorResponse({ severity: "FATAL", ...result }));
     return false;
   }
 

@@ -8,6 +8,8 @@
  * It listens on loopback or a Unix socket by default; another address needs `allowRemote` and a
  * password its clients must give (SCRAM-SHA-256). Runs on Deno, Node and Bun.
  *
+ * For a tool that reads a URL once at start, {@linkcode iamUrl} makes one with a fresh token.
+ *
  * @example Any client, through the proxy
  * ```ts ignore
  * import { startProxy } from "@pg-iam/pg-iam/proxy";
@@ -24,10 +26,12 @@
 
 import { chmod, mkdir, stat } from "node:fs/promises";
 import { checkProxyOptions } from "./_options.ts";
+import { isScramVerifier, parseScramVerifier, scramVerifier } from "../listener/scram.ts";
 import { ProxyServer } from "./_server.ts";
 import type { Proxy, ProxyOptions } from "./types.ts";
 
 export type { Proxy, ProxyLogin, ProxyOptions, ProxySessionEnd, ProxyStats } from "./types.ts";
+export { iamUrl, type IamUrlOptions } from "./url.ts";
 // The types its options and events name, and the errors an `onIamConnect` event may carry.
 export { CredentialsError, type CredentialsErrorCode } from "../core/errors.ts";
 export type { Credentials, CredentialsOption, CredentialsProvider } from "../core/credentials.ts";
@@ -68,7 +72,13 @@ export type { IamConnectOptions } from "../connection/adapter.ts";
 export async function startProxy(options: ProxyOptions): Promise<Proxy> {
   const config = checkProxyOptions(options);
   if (config.socketDir !== undefined) await privateDir(config.socketDir);
-  const proxy = new ProxyServer(config);
+  const password = config.password;
+  const verifier = password === undefined
+    ? undefined
+    : isScramVerifier(password)
+    ? parseScramVerifier(password, "password")
+    : await scramVerifier(password);
+  const proxy = new ProxyServer(config, verifier);
   await proxy.listener.listen();
   // Owner-only, in an owner-only directory: another local user cannot connect and log in as
   // the proxy's AWS identity.

@@ -31,7 +31,12 @@ export interface ProxyOptions extends IamOptions, IamConnectOptions {
    * identity, so a {@linkcode ProxyOptions.password} is required with it.
    */
   allowRemote?: boolean;
-  /** The password clients must give the proxy (SCRAM-SHA-256). Required with `allowRemote`. */
+  /**
+   * The password clients must give the proxy, checked with SCRAM-SHA-256 (it never crosses the
+   * network), whatever user name they give; or its SCRAM verifier as PostgreSQL stores it
+   * (`SCRAM-SHA-256$4096:…`), so that the password itself need not be in the proxy's
+   * configuration. Required with `allowRemote`.
+   */
   password?: string;
   /** The proxy's certificate and key (PEM), for clients that ask for TLS. Default: none. */
   tls?: { cert: string; key: string } | false;

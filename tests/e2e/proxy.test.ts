@@ -9,6 +9,7 @@ import { join } from "node:path";
 import pg from "pg";
 import postgres from "postgres";
 import {
+  iamUrl,
   type Proxy,
   type ProxyLogin,
   type ProxyOptions,
@@ -365,5 +366,210 @@ test(
     const ended = new Promise((resolve) => client.once("error", resolve).once("end", resolve));
     await shutdown;
     await ended;
+  },
+);
+
+test(
+  "iamUrl(): psql and node-postgres (whose connection-string parser drizzle-kit uses) log in through the gateway with the URL, TLS verified with the connection string's CA file; the URL with its token altered is refused (the control)",
+  TIMEOUT,
+  async () => {
+    const g = await testGateway(KEYS);
+    const url = await iamUrl({
+      connectionString: `postgres://app@127.0.0.1:${g.port}/postgres?iam_host=${RDS}` +
+        `&iam_port=5432&sslrootcert=${CA_FILE}&application_name=from%20url`,
+      credentials: KEYS,
+    });
+    const parsed = new URL(url);
+    assert.equal(parsed.hostname, RDS);
+    assert.equal(parsed.searchParams.get("hostaddr"), "127.0.0.1");
+    assert.equal(parsed.searchParams.get("sslmode"), "verify-full");
+    assert.equal(parsed.searchParams.get("sslrootcert"), CA_FILE);
+    const r = await psql([url], "select current_setting('application_name')");
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.trim(), "from url");
+
+    // node-postgres has no hostaddr: it connects to the host it checks the certificate against.
+    // What its connection-string parser read (the token, the CA file) is used as is, with the
+    // address given apart and the endpoint name as the servername.
+    // deno-lint-ignore no-explicit-any
+    const read: pg.ClientConfig = (new pg.Client({ connectionString: url }) as any)
+      .connectionParameters;
+    assert.equal(read.password, decodeURIComponent(parsed.password));
+    assert.equal((read.ssl as { ca: string }).ca, ca);
+    const client = new pg.Client({
+      user: read.user,
+      password: read.password,
+      database: read.database,
+      port: read.port,
+      host: "127.0.0.1",
+      ssl: { ...(read.ssl as object), servername: RDS },
+    });
+    await client.connect();
+    assert.deepEqual((await client.query("select 1 as one")).rows, [{ one: 1 }]);
+    await client.end();
+
+    const signature = /X-Amz-Signature%3D([0-9a-f])/i.exec(url)!;
+    const altered = url.replace(
+      signature[0],
+      `X-Amz-Signature%3D${signature[1] === "0" ? "1" : "0"}`,
+    );
+    const refused = await psql([altered], "select 1");
+    assert.notEqual(refused.code, 0);
+    assert.match(refused.stderr, /PAM authentication failed/);
+    assert.equal(g.stats.logins.at(-1)!.reason, "signature");
+  },
+);
+
+test("iamUrl(): TLS options that a URL cannot carry, an unknown option and a missing user are TypeErrors naming them", async () => {
+  await assert.rejects(
+    iamUrl({ connectionString: "postgres://app@db.example.com/x", ssl: { ca } as never }),
+    (e: Error) =>
+      e instanceof TypeError && /"ssl" option of iamUrl\(\) must be a mode/.test(e.message),
+  );
+  await assert.rejects(
+    iamUrl({ connectionString: "postgres://app@db.example.com/x", max: 3 } as never),
+    (e: Error) => e instanceof TypeError && /iamUrl\(\) has no "max" option/.test(e.message),
+  );
+  await assert.rejects(
+    iamUrl({ host: "db.example.com", region: "us-east-1", credentials: KEYS }),
+    (e: Error) => e instanceof TypeError && /iamUrl\(\) needs a user/.test(e.message),
+  );
+});
+
+test(
+  "startProxy: with allowRemote on 0.0.0.0, clients must give the proxy's password (SCRAM-SHA-256): psql and a node-postgres pool configured with it log in; a wrong password is 28P01 and no password is asked for (the controls), and neither reaches the server",
+  TIMEOUT,
+  async () => {
+    const logins: ProxyLogin[] = [];
+    const { g, proxy } = await setup({
+      listen: { host: "0.0.0.0" },
+      allowRemote: true,
+      password: "local proxy password",
+      onLogin: (login) => logins.push(login),
+    });
+    const args = ["-h", "127.0.0.1", "-p", String(proxy.port), "-U", "app", "-d", "postgres"];
+    const env = (password?: string) =>
+      childEnv(KEYS, dir, password === undefined ? {} : { PGPASSWORD: password });
+    const ok = await run(
+      "psql",
+      ["-X", "-w", "-tA", ...args, "-c", "select 2"],
+      env("local proxy password"),
+    );
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.equal(ok.stdout.trim(), "2");
+
+    const pool = new pg.Pool({
+      host: "127.0.0.1",
+      port: proxy.port,
+      user: "app",
+      database: "postgres",
+      password: "local proxy password",
+      max: 2,
+    });
+    const results = await Promise.all([1, 2, 3].map((n) => pool.query("select $1::int as n", [n])));
+    assert.deepEqual(results.map((r) => r.rows[0].n), [1, 2, 3]);
+    await pool.end();
+    const upstreamLogins = g.stats.accepted;
+
+    const wrong = await run("psql", ["-X", "-w", "-tA", ...args, "-c", "select 1"], env("not it"));
+    assert.notEqual(wrong.code, 0);
+    assert.match(wrong.stderr, /password authentication failed for user "app"/);
+    const none = await run("psql", ["-X", "-w", "-tA", ...args, "-c", "select 1"], env());
+    assert.notEqual(none.code, 0);
+    assert.match(none.stderr, /no password supplied/);
+    assert.equal(g.stats.accepted, upstreamLogins); // the refused never reached the server
+    // The wrong password, then psql -w closing when asked for one it has not.
+    assert.deepEqual(logins.filter((l) => !l.ok).map((l) => l.code), ["28P01", "08006"]);
+    assert.ok(!JSON.stringify(logins).includes("local proxy password"));
+  },
+);
+
+test(
+  "startProxy: the password may be given as PostgreSQL's stored SCRAM verifier instead of the password itself",
+  TIMEOUT,
+  async () => {
+    const { formatScramVerifier, scramVerifier } = await import("../../src/listener/scram.ts");
+    const stored = formatScramVerifier(await scramVerifier("from a hash"));
+    const { proxy } = await setup({ password: stored });
+    const args = ["-h", proxy.host, "-p", String(proxy.port), "-U", "app", "-d", "postgres"];
+    const ok = await run(
+      "psql",
+      ["-X", "-w", "-tA", ...args, "-c", "select 3"],
+      childEnv(KEYS, dir, { PGPASSWORD: "from a hash" }),
+    );
+    assert.equal(ok.code, 0, ok.stderr);
+    const hashAsPassword = await run(
+      "psql",
+      ["-X", "-w", "-tA", ...args, "-c", "select 3"],
+      childEnv(KEYS, dir, { PGPASSWORD: stored }),
+    );
+    assert.notEqual(hashAsPassword.code, 0); // the verifier is no password (the control)
+  },
+);
+
+test(
+  "startProxy: a young token is reused for the next logins; once the server rejects it (the clock moved past its life), the one retry signs anew and the client never sees the rejection",
+  TIMEOUT,
+  async () => {
+    const logins: ProxyLogin[] = [];
+    let proxyClock = 0;
+    const { g, proxy } = await setup({
+      onLogin: (login) => logins.push(login),
+      now: () => Date.now() + proxyClock,
+    });
+    const connect = async () => {
+      const client = new pg.Client({
+        host: proxy.host,
+        port: proxy.port,
+        user: "app",
+        database: "postgres",
+      });
+      await client.connect();
+      await client.end();
+    };
+    for (let i = 0; i < 3; i++) await connect();
+    assert.deepEqual(proxy.stats.tokens, { signed: 1, reused: 2 });
+    // Two minutes on for the proxy: its token is young (reused up to 5 minutes). Sixteen for the
+    // gateway: that token is expired, while one signed now by the proxy is 14 minutes old.
+    proxyClock = 2 * 60_000;
+    g.clockOffsetMs = 16 * 60_000;
+    await connect();
+    assert.equal(logins.at(-1)!.attempts, 2);
+    assert.deepEqual(proxy.stats.tokens, { signed: 2, reused: 3 });
+    assert.equal(g.stats.rejections.expired, 1);
+  },
+);
+
+test(
+  "startProxy: a server at its connection limit (53300) is asked again with backoff, so a client gets in once a slot frees; straight at the server the same client is refused at once (the control)",
+  TIMEOUT,
+  async () => {
+    const g = await testGateway(KEYS, { maxConnections: 1 });
+    const proxy = await startProxy({
+      connectionString: `postgres://127.0.0.1:${g.port}?iam_host=${RDS}&iam_port=5432` +
+        `&sslrootcert=${CA_FILE}`,
+      credentials: KEYS,
+    });
+    proxies.push(proxy);
+    const options = { host: proxy.host, port: proxy.port, user: "app", database: "postgres" };
+    const first = new pg.Client(options);
+    await first.connect();
+    const token = await rdsToken({ hostname: RDS, username: "app", credentials: KEYS });
+    const direct = new pg.Client({
+      host: g.host,
+      port: g.port,
+      user: "app",
+      database: "postgres",
+      password: token,
+      ssl: { ca, servername: RDS },
+    });
+    await assert.rejects(direct.connect(), (e: { code?: string }) => e.code === "53300");
+    const second = new pg.Client(options);
+    const waiting = second.connect();
+    await waitFor(() => g.stats.refused["53300"] >= 2); // the proxy was refused, and asks again
+    await first.end();
+    await waiting;
+    assert.deepEqual((await second.query("select 1 as one")).rows, [{ one: 1 }]);
+    await second.end();
   },
 );

@@ -1,4 +1,4 @@
-// Files the CLI writes for others to trust (the gateway's CA, the cached RDS CA bundle), written
+// Files pg-iam writes for others to trust (the gateway's CA, the cached RDS CA bundle), written
 // as mkstemp(3) and rename(2) would: a temporary file of an unpredictable name created
 // exclusively (O_CREAT|O_EXCL never follows a symbolic link, nor opens a file someone planted),
 // written, synced, then renamed over the target; never a file another user owns or can replace.
