@@ -282,10 +282,11 @@ test(
 );
 
 test(
-  "pg-iam proxy refuses a non-loopback --listen without --allow-remote, and --allow-remote without a password (exit 2, naming the flags); with --allow-remote and --password-file it listens (the control)",
+  "pg-iam proxy refuses a non-loopback --listen without --allow-remote, and --allow-remote without a password (exit 2, naming the flags); with --allow-remote and --password-file it listens (the control), and psql logs in with that password (SCRAM-SHA-256) and is refused with another",
   TIMEOUT,
   async () => {
-    const target = targetOf(5432);
+    const g = await testGateway(KEYS);
+    const target = targetOf(g.port);
     const remote = await cli(["proxy", target, "--listen", "0.0.0.0:0"]);
     assert.equal(remote.code, 2);
     assert.equal(remote.stdout, "");
@@ -315,9 +316,21 @@ test(
     const ready = await proxy.event("ready");
     assert.equal(ready.host, "0.0.0.0");
     assert.equal(ready.password, true);
-    assert.ok(!proxy.stdout().includes("local secret"));
+    const login = (password: string) =>
+      run(
+        "psql",
+        ["-X", "-tAc", "select 1", `host=127.0.0.1 port=${ready.port} user=app dbname=postgres`],
+        childEnv(KEYS, dir, { PGPASSWORD: password }),
+      );
+    const ok = await login("local secret");
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.equal(ok.stdout, "1\n");
+    const wrong = await login("local secret!");
+    assert.equal(wrong.code, 2);
+    assert.match(wrong.stderr, /password authentication failed for user "app"/);
     proxy.signal("SIGINT");
     assert.equal((await proxy.exited).code, 0);
+    assert.ok(!proxy.stdout().includes("local secret"));
   },
 );
 
