@@ -5,6 +5,7 @@ import { readFileSync } from "node:fs";
 import process from "node:process";
 import { readEnv } from "../core/env.ts";
 import { parseHostname } from "../core/hostname.ts";
+import { DSQL_MAX_EXPIRES_IN, RDS_MAX_EXPIRES_IN } from "../core/signing.ts";
 import { type ConnectionTarget, KNOWN_PARAMS, parseTarget } from "../connection/target.ts";
 import {
   type Proxy,
@@ -191,15 +192,20 @@ export function proxyTarget(
         `PGHOST`,
     );
   }
-  const seconds = (key: string, max: number) => {
-    const n = int(v, key, 1, max, name);
-    return n;
-  };
-  const expiresIn = seconds("expires-in", 604_800);
   const signingPort = int(v, "signing-port", 1, 65535, name);
   const signingHostname = flag("signing-hostname");
   const dsql = v.dsql === true || parsed.iam.service === "dsql" ||
     parseHostname(signingHostname ?? parsed.iam.signingHostname ?? target)?.service === "dsql";
+  // Checked now, not at the first client's login (where the proxy signs its first token).
+  const max = dsql ? DSQL_MAX_EXPIRES_IN : RDS_MAX_EXPIRES_IN;
+  const expiresIn = int(v, "expires-in", 1, max, name);
+  const urlExpiresIn = parsed.iam.expiresIn;
+  if (typeof urlExpiresIn === "number" && !(urlExpiresIn >= 1 && urlExpiresIn <= max)) {
+    throw usage(
+      `${parsed.iamParams?.expiresIn ?? "iam_expires_in"} must be from 1 to ${max} seconds ` +
+        `for ${dsql ? "Aurora DSQL" : "RDS"}, got ${urlExpiresIn}`,
+    );
+  }
   const options: ProxyOptions = {
     ...(connectionString === undefined ? {} : { connectionString }),
     ...(host === undefined ? {} : { host }),

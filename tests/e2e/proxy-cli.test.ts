@@ -282,7 +282,7 @@ test(
 );
 
 test(
-  "pg-iam proxy refuses a non-loopback --listen without --allow-remote, and --allow-remote without a password (exit 2, naming the flags); with --allow-remote and --password-file it listens (the control), and psql logs in with that password (SCRAM-SHA-256) and is refused with another",
+  "pg-iam proxy refuses a non-loopback --listen without --allow-remote, and --allow-remote without a password, and an --expires-in over RDS's 900 s (exit 2, naming the flags, before listening); with --allow-remote and --password-file it listens (the control), and psql logs in with that password (SCRAM-SHA-256) and is refused with another",
   TIMEOUT,
   async () => {
     const g = await testGateway(KEYS);
@@ -297,6 +297,9 @@ test(
     const noPassword = await cli(["proxy", target, "--listen", "0.0.0.0:0", "--allow-remote"]);
     assert.equal(noPassword.code, 2);
     assert.match(noPassword.stderr, /--allow-remote needs a password clients must give/);
+    const expiry = await cli(["proxy", target, "--expires-in", "901"]);
+    assert.equal(expiry.code, 2);
+    assert.match(expiry.stderr, /--expires-in must be an integer from 1 to 900, got "901"/);
     const flag = await cli(["proxy", target, "--password", "x"]);
     assert.equal(flag.code, 2);
     assert.match(flag.stderr, /unknown option --password: pg-iam signs an IAM token/);
