@@ -5,6 +5,8 @@
 
 import type { ConnectStep } from "../connection/errors.ts";
 
+export type { ConnectStep };
+
 /** A series' label values, by label name. */
 export type LabelValues = Readonly<Record<string, string>>;
 
