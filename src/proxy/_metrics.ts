@@ -301,29 +301,33 @@ export class Metrics {
   }
 
   // The series of `labels` (exactly the family's label names, string values), made at first use.
+  // Called per relayed chunk (the bytes counter): no allocation once the series exists.
   #series(family: Family, labels: LabelValues | undefined): Series {
     const { name, labelNames } = family;
-    const given = labels ?? {};
-    if (typeof given !== "object" || given === null) {
+    if (labels !== undefined && (typeof labels !== "object" || labels === null)) {
       throw new TypeError(`${name}: labels ${String(labels)}: not an object`);
     }
-    const extra = Object.keys(given).find((label) => !labelNames.includes(label));
-    if (extra !== undefined) {
+    let key = "";
+    let count = 0;
+    for (const label of labelNames) {
+      const value = labels?.[label];
+      if (typeof value !== "string") {
+        throw new TypeError(`${name}: label ${label}: ${String(value)}: not a string`);
+      }
+      // One label: its value; more: length-prefixed, so that no two lists of values make one key.
+      key = labelNames.length === 1 ? value : `${key}${value.length}:${value}`;
+      count++;
+    }
+    for (const _ in labels) count--;
+    if (count !== 0) {
+      const extra = Object.keys(labels!).find((label) => !labelNames.includes(label));
       throw new RangeError(
         `${name}: label ${JSON.stringify(extra)}: not one of [${labelNames.join(", ")}]`,
       );
     }
-    const values = labelNames.map((label) => {
-      const value = given[label];
-      if (typeof value !== "string") {
-        throw new TypeError(`${name}: label ${label}: ${String(value)}: not a string`);
-      }
-      return value;
-    });
-    const key = JSON.stringify(values);
     let series = family.series.get(key);
     if (series === undefined) {
-      series = { labels: values, value: 0 };
+      series = { labels: labelNames.map((label) => labels![label]), value: 0 };
       if (family.buckets) {
         series.buckets = family.buckets.map(() => 0);
         series.sum = 0;

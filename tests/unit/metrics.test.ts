@@ -87,7 +87,15 @@ test("metrics: label values escape backslash, double quote and newline; HELP esc
   const two = j.counter("j_total", "Joined.", ["a", "b"]);
   two.inc({ a: 'x","y', b: "z" });
   two.inc({ a: "x", b: 'y","z' });
-  assert.equal(j.render().split("\n").filter((line) => line.startsWith("j_total{")).length, 2);
+  two.inc({ a: "1:x", b: "" });
+  two.inc({ a: "", b: "1:x" });
+  two.inc({ b: "1:x", a: "" });
+  assert.deepEqual(j.render().split("\n").filter((line) => line.startsWith("j_total{")), [
+    'j_total{a="",b="1:x"} 2',
+    'j_total{a="1:x",b=""} 1',
+    'j_total{a="x",b="y\\",\\"z"} 1',
+    'j_total{a="x\\",\\"y",b="z"} 1',
+  ]);
 });
 
 test("metrics: a histogram's buckets are cumulative, with +Inf, _sum and _count; an observation on a bound counts in that bucket", () => {
