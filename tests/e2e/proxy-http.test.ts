@@ -92,6 +92,26 @@ test("proxy http: GET and HEAD /livez, /readyz and /metrics; 404 for another pat
     }
     // HEAD /metrics renders, to give the length GET would have.
     assert.equal(scrapes, 3);
+    // fetch drops whatever follows a HEAD response's head; on the wire, a HEAD answered with a
+    // body would be read as the start of the next response on the connection. Two requests sent
+    // at once: after a HEAD the next response starts right after the head; the control, after a
+    // GET, after the body.
+    const pipelined = async (method: string) => {
+      const socket = await connect(server.port);
+      socket.write(
+        `${method} /livez HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n` +
+          "GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+      );
+      const wire = await until(socket, responses(2, "ok"));
+      socket.destroy();
+      return wire.split("\r\n\r\n");
+    };
+    const afterHead = await pipelined("HEAD");
+    assert.match(afterHead[0], /^HTTP\/1\.1 200 OK\r\n[^]*^content-length: 2$/im);
+    assert.match(afterHead[1], /^HTTP\/1\.1 200 OK\r\n/);
+    assert.equal(afterHead[2], "ok");
+    const afterGet = await pipelined("GET");
+    assert.match(afterGet[1], /^okHTTP\/1\.1 200 OK\r\n/);
 
     // Another method on a served path: 405 with Allow, the body sent (unread) or not.
     for (const method of ["POST", "PUT", "DELETE", "OPTIONS", "PATCH"]) {
