@@ -573,3 +573,61 @@ test(
     await second.end();
   },
 );
+
+test(
+  "startProxy's http port: /metrics counts a login, its token, its connect time and bytes, and a failed login by its step; /readyz turns 503 as shutdown() starts draining, while a session finishes; close() frees the port",
+  TIMEOUT,
+  async () => {
+    const { proxy } = await setup({ http: { port: 0 }, shutdownTimeout: 5 });
+    const base = `http://${proxy.http!.host}:${proxy.http!.port}`;
+    const sample = (text: string, series: string) =>
+      Number(new RegExp(`^${series.replace(/[{}"]/g, "\\$&")} (\\S+)$`, "m").exec(text)?.[1]);
+    const before = await (await fetch(`${base}/metrics`)).text();
+    assert.equal(sample(before, 'pgiam_proxy_logins_total{result="ok"}'), 0);
+
+    const client = new pg.Client({
+      host: proxy.host,
+      port: proxy.port,
+      user: "app",
+      database: "postgres",
+    });
+    await client.connect();
+    await client.query("select 1");
+    const after = await (await fetch(`${base}/metrics`)).text();
+    assert.equal(sample(after, 'pgiam_proxy_logins_total{result="ok"}'), 1);
+    assert.equal(sample(after, 'pgiam_proxy_tokens_total{reused="false"}'), 1);
+    assert.equal(sample(after, "pgiam_proxy_connect_seconds_count"), 1);
+    assert.equal(sample(after, "pgiam_proxy_sessions"), 1);
+    assert.ok(sample(after, 'pgiam_proxy_bytes_total{direction="server_to_client"}') > 0);
+    assert.match(proxy.metrics(), /^# TYPE pgiam_proxy_sessions gauge$/m);
+
+    // A login that fails at TLS (the test CA is not the RDS bundle), counted by its step.
+    const g = await testGateway(KEYS);
+    const untrusted = await startProxy({
+      connectionString: `postgres://127.0.0.1:${g.port}?iam_host=${RDS}&iam_port=5432`,
+      credentials: KEYS,
+      http: { port: 0 },
+    });
+    proxies.push(untrusted);
+    const failing = new pg.Client({
+      host: untrusted.host,
+      port: untrusted.port,
+      user: "app",
+      database: "postgres",
+    });
+    await assert.rejects(failing.connect());
+    const failed = await (await fetch(`http://127.0.0.1:${untrusted.http!.port}/metrics`)).text();
+    assert.equal(sample(failed, 'pgiam_proxy_upstream_failures_total{step="tls"}'), 1);
+    assert.equal(sample(failed, 'pgiam_proxy_logins_total{result="failed"}'), 1);
+    assert.equal(sample(failed, 'pgiam_proxy_logins_total{result="ok"}'), 0);
+
+    assert.equal((await fetch(`${base}/readyz`)).status, 200);
+    const shutdown = proxy.shutdown();
+    assert.equal((await fetch(`${base}/readyz`)).status, 503);
+    assert.equal((await fetch(`${base}/livez`)).status, 200);
+    assert.deepEqual((await client.query("select 2 as n")).rows, [{ n: 2 }]); // still served
+    await client.end();
+    await shutdown;
+    await assert.rejects(fetch(`${base}/livez`));
+  },
+);
