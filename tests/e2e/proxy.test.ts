@@ -631,3 +631,33 @@ test(
     await assert.rejects(fetch(`${base}/livez`));
   },
 );
+
+test(
+  "startProxy holds clients to the listener's limits: past maxConnections a client gets 53300 before any upstream login, and a connection that sends nothing is closed at the authentication deadline; a client within them logs in (the control)",
+  TIMEOUT,
+  async () => {
+    const { g, proxy } = await setup({ maxConnections: 1, authenticationTimeoutMs: 300 });
+    const options = { host: proxy.host, port: proxy.port, user: "app", database: "postgres" };
+    const first = new pg.Client(options);
+    await first.connect();
+    const loginsBefore = g.stats.logins.length;
+    const second = new pg.Client(options);
+    await assert.rejects(
+      second.connect(),
+      (e: { code?: string; message?: string }) =>
+        e.code === "53300" && e.message === "sorry, too many clients already",
+    );
+    assert.equal(g.stats.logins.length, loginsBefore); // refused before the server saw it
+    assert.equal(proxy.stats.refused["53300"], 1);
+    await first.end();
+
+    const { connect } = await import("node:net");
+    const silent = connect(proxy.port, proxy.host);
+    const closedAt = await new Promise<number>((resolve) => {
+      const opened = performance.now();
+      silent.on("error", () => {});
+      silent.on("close", () => resolve(performance.now() - opened));
+    });
+    assert.ok(closedAt >= 250, `closed after ${closedAt} ms`);
+  },
+);
