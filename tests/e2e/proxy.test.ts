@@ -573,3 +573,91 @@ test(
     await second.end();
   },
 );
+
+test(
+  "startProxy's http port: /metrics counts a login, its token, its connect time and bytes, and a failed login by its step; /readyz turns 503 as shutdown() starts draining, while a session finishes; close() frees the port",
+  TIMEOUT,
+  async () => {
+    const { proxy } = await setup({ http: { port: 0 }, shutdownTimeout: 5 });
+    const base = `http://${proxy.http!.host}:${proxy.http!.port}`;
+    const sample = (text: string, series: string) =>
+      Number(new RegExp(`^${series.replace(/[{}"]/g, "\\$&")} (\\S+)$`, "m").exec(text)?.[1]);
+    const before = await (await fetch(`${base}/metrics`)).text();
+    assert.equal(sample(before, 'pgiam_proxy_logins_total{result="ok"}'), 0);
+
+    const client = new pg.Client({
+      host: proxy.host,
+      port: proxy.port,
+      user: "app",
+      database: "postgres",
+    });
+    await client.connect();
+    await client.query("select 1");
+    const after = await (await fetch(`${base}/metrics`)).text();
+    assert.equal(sample(after, 'pgiam_proxy_logins_total{result="ok"}'), 1);
+    assert.equal(sample(after, 'pgiam_proxy_tokens_total{reused="false"}'), 1);
+    assert.equal(sample(after, "pgiam_proxy_connect_seconds_count"), 1);
+    assert.equal(sample(after, "pgiam_proxy_sessions"), 1);
+    assert.ok(sample(after, 'pgiam_proxy_bytes_total{direction="server_to_client"}') > 0);
+    assert.match(proxy.metrics(), /^# TYPE pgiam_proxy_sessions gauge$/m);
+
+    // A login that fails at TLS (the test CA is not the RDS bundle), counted by its step.
+    const g = await testGateway(KEYS);
+    const untrusted = await startProxy({
+      connectionString: `postgres://127.0.0.1:${g.port}?iam_host=${RDS}&iam_port=5432`,
+      credentials: KEYS,
+      http: { port: 0 },
+    });
+    proxies.push(untrusted);
+    const failing = new pg.Client({
+      host: untrusted.host,
+      port: untrusted.port,
+      user: "app",
+      database: "postgres",
+    });
+    await assert.rejects(failing.connect());
+    const failed = await (await fetch(`http://127.0.0.1:${untrusted.http!.port}/metrics`)).text();
+    assert.equal(sample(failed, 'pgiam_proxy_upstream_failures_total{step="tls"}'), 1);
+    assert.equal(sample(failed, 'pgiam_proxy_logins_total{result="failed"}'), 1);
+    assert.equal(sample(failed, 'pgiam_proxy_logins_total{result="ok"}'), 0);
+
+    assert.equal((await fetch(`${base}/readyz`)).status, 200);
+    const shutdown = proxy.shutdown();
+    assert.equal((await fetch(`${base}/readyz`)).status, 503);
+    assert.equal((await fetch(`${base}/livez`)).status, 200);
+    assert.deepEqual((await client.query("select 2 as n")).rows, [{ n: 2 }]); // still served
+    await client.end();
+    await shutdown;
+    await assert.rejects(fetch(`${base}/livez`));
+  },
+);
+
+test(
+  "startProxy holds clients to the listener's limits: past maxConnections a client gets 53300 before any upstream login, and a connection that sends nothing is closed at the authentication deadline; a client within them logs in (the control)",
+  TIMEOUT,
+  async () => {
+    const { g, proxy } = await setup({ maxConnections: 1, authenticationTimeoutMs: 1500 });
+    const options = { host: proxy.host, port: proxy.port, user: "app", database: "postgres" };
+    const first = new pg.Client(options);
+    await first.connect();
+    const loginsBefore = g.stats.logins.length;
+    const second = new pg.Client(options);
+    await assert.rejects(
+      second.connect(),
+      (e: { code?: string; message?: string }) =>
+        e.code === "53300" && e.message === "sorry, too many clients already",
+    );
+    assert.equal(g.stats.logins.length, loginsBefore); // refused before the server saw it
+    assert.equal(proxy.stats.refused["53300"], 1);
+    await first.end();
+
+    const { connect } = await import("node:net");
+    const silent = connect(proxy.port, proxy.host);
+    const closedAt = await new Promise<number>((resolve) => {
+      const opened = performance.now();
+      silent.on("error", () => {});
+      silent.on("close", () => resolve(performance.now() - opened));
+    });
+    assert.ok(closedAt >= 1400, `closed after ${closedAt} ms`);
+  },
+);
