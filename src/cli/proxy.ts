@@ -100,6 +100,14 @@ The ready line goes to stdout, each login and close to stderr (--json: JSON line
       arg: "SECONDS",
       help: "On SIGINT or SIGTERM, how long open sessions may take to finish. Default: 30.",
     },
+    http: {
+      type: "string",
+      arg: "[HOST:]PORT",
+      help:
+        "Serve GET /livez, /readyz (503 once stopping) and /metrics (Prometheus) on PORT, for " +
+        "running it as a sidecar. HOST default: 127.0.0.1 (no data or secret is served there). " +
+        "Default: none.",
+    },
     json: {
       type: "boolean",
       help: "Print the ready line, each login and close, and the stop as JSON lines on stdout.",
@@ -223,6 +231,11 @@ export function proxyTarget(
     ...(v.admin === true ? { admin: true } : {}),
   };
   return { options, parsed, host: target, port: parsed.port ?? 5432, dsql };
+}
+
+/** `host:port`, an IPv6 address in brackets. */
+function hostPort(host: string, port: number): string {
+  return `${host.includes(":") ? `[${host}]` : host}:${port}`;
 }
 
 /** Whether `host` is a loopback address or name (127.0.0.0/8, ::1, localhost). */
@@ -378,6 +391,10 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
   const maxConnections = int(v, "max-connections", 1, 1_000_000, command.name);
   const connectTimeout = int(v, "connect-timeout", 1, 2_147_483, command.name);
   const shutdownTimeout = int(v, "shutdown-timeout", 0, 2_147_483, command.name) ?? 30;
+  const httpText = str(v, "http");
+  const http = httpText === undefined
+    ? undefined
+    : listenAddress(httpText, "127.0.0.1", "--http", command.name);
   const json = v.json === true;
   const quiet = v.quiet === true;
   const log = (line: string) => process.stderr.write(line);
@@ -393,6 +410,7 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
       ...(maxConnections === undefined ? {} : { maxConnections }),
       ...(connectTimeout === undefined ? {} : { connectTimeout }),
       shutdownTimeout,
+      ...(http === undefined ? {} : { http }),
       onLogin: quiet ? undefined : (login) => {
         if (json) out(jsonLine(loginEvent(login)));
         else log(loginLine(login));
@@ -439,7 +457,8 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
     host: proxy.host,
     port,
     path: proxy.path ?? null,
-    target: `${target.host.includes(":") ? `[${target.host}]` : target.host}:${target.port}`,
+    http: proxy.http ?? null,
+    target: hostPort(target.host, target.port),
     service: target.dsql ? "dsql" : "rds",
     sslmode: target.parsed.ssl.mode,
     // Who each client is upstream: its own user and database unless the target names them.
@@ -462,6 +481,13 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
         `sslmode ${ready.sslmode}): IAM login as ${as}, to ${to}`,
         `  connect:  psql "host=${libpqHost} port=${port}` +
         ` user=${user ?? "USER"} dbname=${database ?? user ?? "DB"}"`,
+        ...(proxy.http
+          ? [
+            `  http:     http://${
+              hostPort(proxy.http.host, proxy.http.port)
+            }/metrics, /livez, /readyz`,
+          ]
+          : []),
         `Stop with Ctrl-C (open sessions get ${shutdownTimeout} s to finish; twice: at once).`,
         "",
       ].map((line) => printable(line)).join("\n"),

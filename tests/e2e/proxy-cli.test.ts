@@ -123,12 +123,15 @@ function assertNoSecret(text: string): void {
 }
 
 test(
-  "pg-iam proxy --listen 0 --json: a ready line, psql logs in through it with no password (the gateway verified the token; straight at the gateway psql is refused, the control), login and close lines without any secret; SIGTERM stops it gracefully: an open session finishes, a new connection is refused, exit 0",
+  "pg-iam proxy --listen 0 --http 0 --json: a ready line, psql logs in through it with no password (the gateway verified the token; straight at the gateway psql is refused, the control), login and close lines without any secret; SIGTERM stops it gracefully: an open session finishes, a new connection is refused, /readyz answers 503 (200 before, the control), exit 0",
   TIMEOUT,
   async () => {
     const g = await testGateway(KEYS);
-    const proxy = start(["proxy", targetOf(g.port), "--listen", "0", "--json"]);
+    const proxy = start(["proxy", targetOf(g.port), "--listen", "0", "--http", "0", "--json"]);
     const ready = await proxy.event("ready");
+    const http = ready.http as { host: string; port: number };
+    assert.equal(http.host, "127.0.0.1");
+    const get = (path: string) => fetch(`http://127.0.0.1:${http.port}${path}`);
     assert.equal(ready.host, "127.0.0.1");
     assert.ok(typeof ready.port === "number" && ready.port > 0);
     assert.equal(ready.path, null);
@@ -159,6 +162,11 @@ test(
     assert.notEqual(direct.code, 0);
     assert.match(direct.stderr, /password/);
 
+    // The sidecar's port: the login counted; ready until stopping (below).
+    const metrics = await (await get("/metrics")).text();
+    assert.match(metrics, /^pgiam_proxy_logins_total\{result="ok"\} 1$/m);
+    assert.equal((await get("/readyz")).status, 200);
+
     // Graceful stop: the open session goes on answering after SIGTERM; a new one is refused.
     const session = new pg.Client({ host: "127.0.0.1", port, user: "app", database: "postgres" });
     await session.connect();
@@ -166,6 +174,9 @@ test(
     const stopping = await proxy.event("stopping");
     assert.equal(stopping.sessions, 1);
     assert.equal(stopping.signal, "SIGTERM");
+    // Draining: not ready (a load balancer sends no one new), still alive.
+    assert.equal((await get("/readyz")).status, 503);
+    assert.equal((await get("/livez")).status, 200);
     const after = await session.query("select 7 as n");
     assert.equal(after.rows[0].n, 7);
     const late = new pg.Client({ host: "127.0.0.1", port, user: "app", database: "postgres" });

@@ -101,7 +101,7 @@ const COVERAGE: Cover[] = [
     by: [
       [
         "tests/e2e/proxy-cli.test.ts",
-        "pg-iam proxy --listen 0 --json: a ready line, psql logs in through it with no password (the gateway verified the token; straight at the gateway psql is refused, the control), login and close lines without any secret; SIGTERM stops it gracefully: an open session finishes, a new connection is refused, exit 0",
+        "pg-iam proxy --listen 0 --http 0 --json: a ready line, psql logs in through it with no password (the gateway verified the token; straight at the gateway psql is refused, the control), login and close lines without any secret; SIGTERM stops it gracefully: an open session finishes, a new connection is refused, /readyz answers 503 (200 before, the control), exit 0",
       ],
       [
         "tests/e2e/proxy-cli.test.ts",
