@@ -496,11 +496,15 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
 
   await stopped;
   const stats = proxy.stats;
+  const over = stats.refused["53300"] + stats.refused["53400"];
   if (json) out(jsonLine({ event: "stopped", ...stats }));
   else {
     log(
       `stopped: ${stats.logins.ok} logins ok, ${stats.logins.failed} failed, ` +
-        `${stats.logins.refused} refused by the proxy\n`,
+        `${stats.logins.refused} refused by the proxy, ${over} connection${
+          over === 1 ? "" : "s"
+        } ` +
+        `over a limit\n`,
     );
   }
   return 0;

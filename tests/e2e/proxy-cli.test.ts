@@ -14,7 +14,7 @@ import { childEnv, type Result, run } from "../_cli.ts";
 import { closeTestGateways, RDS, testGateway } from "../_gateway.ts";
 import { upstreamPostgres } from "../_postgres.ts";
 import { runtimeCommand } from "../_runtime.ts";
-import { ca } from "../fixtures/tls.ts";
+import { ca, cert, key } from "../fixtures/tls.ts";
 
 const KEYS = {
   accessKeyId: "AKIDPGIAMPROXYCLI",
@@ -26,6 +26,10 @@ const TIMEOUT = { timeout: 120_000 };
 const dir = mkdtempSync(join(tmpdir(), "pg-iam-proxy-cli-test-"));
 const CA_FILE = join(dir, "ca.pem");
 writeFileSync(CA_FILE, ca);
+const CERT_FILE = join(dir, "cert.pem");
+writeFileSync(CERT_FILE, cert);
+const KEY_FILE = join(dir, "key.pem");
+writeFileSync(KEY_FILE, key, { mode: 0o600 });
 
 const children = new Set<ChildProcess>();
 after(async () => {
@@ -157,6 +161,16 @@ test(
     assert.equal(close.user, "app");
     assert.ok((close.bytes as { toClient: number }).toClient > 0);
 
+    // Without --tls-cert the proxy offers no TLS: a client that requires it is refused (the
+    // control for --tls-cert below).
+    const tls = await run(
+      "psql",
+      ["-X", "-w", "-c", "select 1", `host=127.0.0.1 port=${port} user=app sslmode=require`],
+      childEnv(KEYS, dir),
+    );
+    assert.equal(tls.code, 2);
+    assert.match(tls.stderr, /server does not support SSL/);
+
     // The control: psql straight at the gateway has no token to give.
     const direct = await psql("127.0.0.1", g.port, "app", "select 1");
     assert.notEqual(direct.code, 0);
@@ -198,7 +212,7 @@ test(
 );
 
 test(
-  "pg-iam proxy: a second SIGTERM closes open sessions at once, with --shutdown-timeout 60 left (the first alone keeps them, the control); without --json the ready line is on stdout, the login and stop lines on stderr",
+  "pg-iam proxy --max-connections 1 refuses a second session (53300); a second SIGTERM closes open sessions at once, with --shutdown-timeout 60 left (the first alone keeps them, the control); without --json the ready line is on stdout, the login and stop lines on stderr",
   TIMEOUT,
   async () => {
     const g = await testGateway(KEYS);
@@ -209,6 +223,8 @@ test(
       "127.0.0.1:0",
       "--shutdown-timeout",
       "60",
+      "--max-connections",
+      "1",
     ]);
     const banner = await proxy.line(/^pg-iam proxy listening on /);
     const port = Number(/listening on 127\.0\.0\.1:(\d+) /.exec(banner)![1]);
@@ -219,6 +235,9 @@ test(
 
     const session = new pg.Client({ host: "127.0.0.1", port, user: "app", database: "postgres" });
     await session.connect();
+    // --max-connections 1: that session is the one; another is refused as PostgreSQL refuses it.
+    const second = new pg.Client({ host: "127.0.0.1", port, user: "app", database: "postgres" });
+    await assert.rejects(second.connect(), (e: Error & { code?: string }) => e.code === "53300");
     const ended = new Promise<Error>((resolve) => session.once("error", resolve));
     proxy.signal("SIGTERM");
     await waitFor(() => /^stopping \(SIGTERM\)/m.test(proxy.stderr()));
@@ -230,7 +249,10 @@ test(
 
     const log = proxy.stderr();
     assert.match(log, /^login ok: app@postgres from 127\.0\.0\.1:\d+ \(\d/m);
-    assert.match(log, /^stopped: 1 logins ok, 0 failed, 0 refused by the proxy$/m);
+    assert.match(
+      log,
+      /^stopped: 1 logins ok, 0 failed, 0 refused by the proxy, 1 connection over a limit$/m,
+    );
     assertNoSecret(proxy.stdout() + log);
   },
 );
@@ -293,7 +315,7 @@ test(
 );
 
 test(
-  "pg-iam proxy refuses a non-loopback --listen without --allow-remote, and --allow-remote without a password, and an --expires-in over RDS's 900 s (exit 2, naming the flags, before listening); with --allow-remote and --password-file it listens (the control), and psql logs in with that password (SCRAM-SHA-256) and is refused with another",
+  "pg-iam proxy refuses a non-loopback --listen without --allow-remote, and --allow-remote without a password, and an --expires-in over RDS's 900 s (exit 2, naming the flags, before listening); with --allow-remote and --password-file it listens (the control), and psql logs in with that password (SCRAM-SHA-256) over TLS with --tls-cert and --tls-key, and is refused with another",
   TIMEOUT,
   async () => {
     const g = await testGateway(KEYS);
@@ -325,20 +347,33 @@ test(
       "--allow-remote",
       "--password-file",
       file,
+      "--tls-cert",
+      CERT_FILE,
+      "--tls-key",
+      KEY_FILE,
       "--json",
     ]);
     const ready = await proxy.event("ready");
     assert.equal(ready.host, "0.0.0.0");
     assert.equal(ready.password, true);
+    // Over TLS with the proxy's certificate (--tls-cert), verified against the test CA.
     const login = (password: string) =>
       run(
         "psql",
-        ["-X", "-tAc", "select 1", `host=127.0.0.1 port=${ready.port} user=app dbname=postgres`],
+        [
+          "-X",
+          "-tAc",
+          "select 1",
+          "-c",
+          "\\conninfo",
+          `host=localhost port=${ready.port} user=app dbname=postgres sslmode=verify-ca ` +
+          `sslrootcert=${CA_FILE}`,
+        ],
         childEnv(KEYS, dir, { PGPASSWORD: password }),
       );
     const ok = await login("local secret");
     assert.equal(ok.code, 0, ok.stderr);
-    assert.equal(ok.stdout, "1\n");
+    assert.match(ok.stdout, /^1\n.*SSL connection \(protocol: TLSv1\.[23]/s);
     const wrong = await login("local secret!");
     assert.equal(wrong.code, 2);
     assert.match(wrong.stderr, /password authentication failed for user "app"/);
