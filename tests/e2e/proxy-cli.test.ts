@@ -521,9 +521,12 @@ test(
     const script = `ls -ld "$PGHOST" | cut -c1-10; ` +
       `psql -X -tAc "select 'url', inet_server_port() is null" "$DATABASE_URL"; ` +
       `psql -X -tAc "select 'env', current_database()"`;
+    // The CA as a flag this time (--sslrootcert), the URL without it.
     const r = await cli([
       "exec",
-      targetOf(g.port, "app"),
+      targetOf(g.port, "app").replace(`&sslrootcert=${CA_FILE}`, ""),
+      "--sslrootcert",
+      CA_FILE,
       "--unix-socket",
       socketDir,
       "--",
