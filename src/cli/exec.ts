@@ -104,7 +104,7 @@ export async function run(args: Parsed): Promise<number> {
     const e = encodeURIComponent;
     const host = dir === undefined ? proxy.host : dir;
     // The socket's port is the one in its name (the proxy reports 0 for a socket).
-    const port = dir === undefined ? proxy.port : SOCKET_PORT;
+    const port = proxy.port;
     const databaseUrl = `postgres://${e(user)}@${dir === undefined ? host : e(host)}:${port}` +
       `/${e(database)}?sslmode=disable`;
     const env: Record<string, string> = {};

@@ -449,7 +449,7 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
     });
   });
   // The socket's port is the one in its name (the proxy reports 0 for a socket).
-  const port = dir === undefined ? proxy.port : listen.port;
+  const port = proxy.port;
   const user = target.parsed.user;
   const database = target.parsed.database;
   const ready = {

@@ -77,7 +77,7 @@ export class Listener implements Host {
         const address = this.#server.address();
         this.#address = typeof address === "object" && address
           ? { host: address.address, port: address.port }
-          : { host: c.listenPath ?? "", port: 0 };
+          : { host: c.listenPath ?? "", port: c.listenPort };
         this.#accepting = true;
         resolve();
       });

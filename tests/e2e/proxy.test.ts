@@ -300,6 +300,7 @@ test(
     const socketDir = join(dir, "sock");
     const { proxy } = await setup({ listen: { dir: socketDir, port: 6543 } });
     assert.equal(proxy.path, join(socketDir, ".s.PGSQL.6543"));
+    assert.equal(proxy.port, 6543);
     assert.equal(statSync(socketDir).mode & 0o777, 0o700);
     assert.equal(statSync(proxy.path!).mode & 0o777, 0o600);
     const r = await psql(

@@ -2,7 +2,8 @@
 // ```js and ```sh block is either run here,
 // on the runtime running this file (Node through tsx --test, Deno, Bun), or mirrored by a named test
 // that does what it shows; COVERAGE says which, and the first test fails for a block that is in
-// neither, or for a named test that no longer exists. ```text and untagged blocks are sample output.
+// neither, or for a named test that no longer exists. ```text and untagged blocks are sample output;
+// ```json blocks (configurations to copy) must parse.
 //
 // Run here means: in a fresh project of the kind the README names, outside this repository, with
 // the README's own command. Node and Bun: `npm init -y`, then `npm install pg-iam postgres pg`
@@ -96,6 +97,95 @@ const T = {
 } as const;
 
 const COVERAGE: Cover[] = [
+  // docs/proxy.md and the README's proxy line.
+  {
+    find:
+      "npx pg-iam proxy postgres://app@orders.cluster-c9akciq32.us-east-1.rds.amazonaws.com/orders \\",
+    by: [
+      [
+        "tests/e2e/proxy-cli.test.ts",
+        "pg-iam proxy --listen 0 --http 0 --json: a ready line, psql logs in through it with no password (the gateway verified the token; straight at the gateway psql is refused, the control), login and close lines without any secret; SIGTERM stops it gracefully: an open session finishes, a new connection is refused, /readyz answers 503 (200 before, the control), exit 0",
+      ],
+      [
+        "tests/e2e/proxy.test.ts",
+        "startProxy: psql logs in through the proxy with no password (the gateway verified an IAM token over TLS); the same psql straight at the gateway is asked for a password it has not (the control)",
+      ],
+    ],
+  },
+  {
+    find: "npx pg-iam exec $TARGET -- npx prisma migrate deploy",
+    by: [
+      [
+        "tests/e2e/proxy-cli.test.ts",
+        "pg-iam exec TARGET -- psql -tAc 'select current_user' prints the result and exits 0 (its token checked by the gateway); -- sh -c 'exit 3' exits 3 (the control for the exit code), no-such-command 127, no command or a command without -- 2",
+      ],
+      [
+        "tests/e2e/proxy-cli.test.ts",
+        "pg-iam exec: the command sees DATABASE_URL, PGHOST, PGPORT, PGUSER, PGDATABASE, PGSSLMODE pointing at the proxy and no PGPASSWORD or PGSSLROOTCERT; the same sh run directly sees them (the control)",
+      ],
+      [
+        "tests/e2e/proxy-clients.test.ts",
+        "knex migrate:latest with DATABASE_URL at the proxy applies its migrations; the same URL at the gateway without a token fails (the control)",
+      ],
+      [
+        "tests/e2e/proxy-clients.test.ts",
+        "drizzle-kit migrate with DATABASE_URL at the proxy applies its migrations; the same URL at the gateway without a token fails (the control)",
+      ],
+      [
+        "tests/e2e/proxy-clients.test.ts",
+        "psycopg2 through the proxy: a new connection every 20 minutes for 3 simulated hours logs in, and a session opened at the start still answers at the end; a token frozen at the start (libpq's PGPASSWORD straight at the gateway) is refused after 15 minutes (the control)",
+      ],
+    ],
+  },
+  {
+    find:
+      "npx pg-iam exec postgres://app@orders.cluster-c9akciq32.us-east-1.rds.amazonaws.com/orders \\",
+    by: [
+      [
+        "tests/e2e/proxy-cli.test.ts",
+        "pg-iam exec TARGET -- psql -tAc 'select current_user' prints the result and exits 0 (its token checked by the gateway); -- sh -c 'exit 3' exits 3 (the control for the exit code), no-such-command 127, no command or a command without -- 2",
+      ],
+      [
+        "tests/e2e/proxy-cli.test.ts",
+        "pg-iam exec: the command sees DATABASE_URL, PGHOST, PGPORT, PGUSER, PGDATABASE, PGSSLMODE pointing at the proxy and no PGPASSWORD or PGSSLROOTCERT; the same sh run directly sees them (the control)",
+      ],
+    ],
+  },
+  {
+    find: 'npx pg-iam proxy "$TARGET" --listen 127.0.0.1:5432 --http 0.0.0.0:9090 --json',
+    by: [
+      [
+        "tests/e2e/proxy-cli.test.ts",
+        "pg-iam proxy --listen 0 --http 0 --json: a ready line, psql logs in through it with no password (the gateway verified the token; straight at the gateway psql is refused, the control), login and close lines without any secret; SIGTERM stops it gracefully: an open session finishes, a new connection is refused, /readyz answers 503 (200 before, the control), exit 0",
+      ],
+      [
+        "tests/e2e/proxy.test.ts",
+        "startProxy's http port: /metrics counts a login, its token, its connect time and bytes, and a failed login by its step; /readyz turns 503 as shutdown() starts draining, while a session finishes; close() frees the port",
+      ],
+    ],
+  },
+  {
+    find: "onLogin: (login) => console.log(login.ok, login.user, login.timings?.totalMs),",
+    by: [
+      [
+        "tests/e2e/proxy.test.ts",
+        "startProxy: psql logs in through the proxy with no password (the gateway verified an IAM token over TLS); the same psql straight at the gateway is asked for a password it has not (the control)",
+      ],
+      [
+        "tests/e2e/proxy.test.ts",
+        "startProxy: shutdown() stops accepting at once and lets an open session finish its query; close() after the limit drops the rest",
+      ],
+    ],
+  },
+  {
+    find: "const url = await iamUrl({",
+    by: [
+      [
+        "tests/e2e/proxy.test.ts",
+        "iamUrl(): psql and node-postgres (whose connection-string parser drizzle-kit uses) log in through the gateway with the URL, TLS verified with the connection string's CA file; the URL with its token altered is refused (the control)",
+      ],
+    ],
+  },
   {
     find: "pg-iam proxy postgres://db.cluster-c9akciq32.us-east-1.rds.amazonaws.com &",
     by: [
@@ -625,7 +715,14 @@ function coverageProblems(blocks: Block[]): string[] {
           `in ${HERE}): ${b.code.split("\n")[0]}`,
       );
     }
-    if (!CODE.has(b.lang) && !["text", ""].includes(b.lang)) {
+    if (b.lang === "json") {
+      // A configuration to copy (an MCP client's): it must at least be JSON.
+      try {
+        JSON.parse(b.code);
+      } catch (error) {
+        problems.push(`${b.file}:${b.line}: a \`\`\`json block is not JSON: ${error}`);
+      }
+    } else if (!CODE.has(b.lang) && !["text", ""].includes(b.lang)) {
       problems.push(`${b.file}:${b.line}: unknown block language ${JSON.stringify(b.lang)}`);
     }
   }
