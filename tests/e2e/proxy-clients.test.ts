@@ -2,12 +2,13 @@
 // Bun) in front of the gateway (IAM verified, TLS with the test CA) in front of Debian's
 // PostgreSQL: Python's psycopg2 (libpq) across simulated hours of 15-minute tokens, a session
 // held past its token's expiry, cancel, COPY both ways; the Knex and drizzle-kit CLIs migrating
-// with a DATABASE_URL that points at the proxy. Each claim beside its control.
+// under `pg-iam exec` (the CLI on this file's runtime). Each claim beside its control.
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { rdsToken } from "../../mod.ts";
 import { type Proxy, startProxy } from "../../src/proxy/mod.ts";
 import type { Gateway } from "../../src/gateway/mod.ts";
@@ -20,11 +21,13 @@ import {
   psycopgQuery,
 } from "../_psycopg.ts";
 import { type MigrationTool, runMigrations, scratchDatabase } from "../_migrations.ts";
+import { runtimeCommand } from "../_runtime.ts";
 import { ca } from "../fixtures/tls.ts";
 
 const KEYS = { accessKeyId: "AKIDPGIAMPROXYCLIENTS", secretAccessKey: "pg-iam/proxy-clients/key" };
 const MINUTE = 60_000;
 const PSYCOPG = { skip: psycopgMissing(), timeout: 120_000 };
+const CLI = fileURLToPath(new URL("../../src/cli/mod.ts", import.meta.url));
 
 const dir = mkdtempSync(join(tmpdir(), "pg-iam-proxy-clients-test-"));
 const CA_FILE = join(dir, "ca.pem");
@@ -128,38 +131,60 @@ test(
   },
 );
 
+/** Runs `tool` under `pg-iam exec TARGET --` (this file's runtime running the CLI), with `keys`. */
+async function migrateThroughExec(
+  tool: MigrationTool,
+  g: Gateway,
+  database: string,
+  keys: { accessKeyId: string; secretAccessKey: string },
+) {
+  const target = `postgres://app@127.0.0.1:${g.port}/${database}?iam_host=${RDS}&iam_port=5432` +
+    `&sslrootcert=${CA_FILE}`;
+  const [runtime, pre] = runtimeCommand(CLI);
+  return await runMigrations(tool, {
+    AWS_ACCESS_KEY_ID: keys.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: keys.secretAccessKey,
+    AWS_CONFIG_FILE: join(dir, "no-config"),
+    AWS_SHARED_CREDENTIALS_FILE: join(dir, "no-credentials"),
+    XDG_CACHE_HOME: join(dir, "cache"),
+  }, {
+    wrap: (command, args) => [runtime, [...pre, "exec", target, "--", command, ...args]],
+  });
+}
+
 async function migrates(tool: MigrationTool): Promise<void> {
-  const { g, proxy } = await setup();
+  const g = await testGateway(KEYS);
   const db = await scratchDatabase();
   try {
-    const through = `postgres://app@${proxy.host}:${proxy.port}/${db.name}?sslmode=disable`;
-    // The control: the same URL at the gateway itself, with no token, is refused.
-    const refused = await runMigrations(tool, {
-      DATABASE_URL: `postgres://app@${g.host}:${g.port}/${db.name}?sslmode=disable`,
+    // The control: keys the gateway does not accept; the tool's login is refused, nothing applied.
+    const refused = await migrateThroughExec(tool, g, db.name, {
+      accessKeyId: "AKIDNOTACCEPTED",
+      secretAccessKey: "not/accepted/secret/key",
     });
     assert.notEqual(refused.code, 0, refused.stdout + refused.stderr);
     await assert.rejects(db.migrated(tool), /does not exist/);
 
-    const r = await runMigrations(tool, { DATABASE_URL: through });
+    const r = await migrateThroughExec(tool, g, db.name, KEYS);
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.deepEqual(await db.migrated(tool), {
       widgets: [{ id: 1, name: "first", size: 2 }],
       applied: 2,
     });
-    assert.ok(proxy.stats.logins.ok >= 1);
+    assert.ok(g.stats.accepted >= 1);
+    assert.ok(!(r.stdout + r.stderr).includes(KEYS.secretAccessKey));
   } finally {
     await db.drop();
   }
 }
 
 test(
-  "knex migrate:latest with DATABASE_URL at the proxy applies its migrations; the same URL at the gateway without a token fails (the control)",
+  "pg-iam exec TARGET -- knex migrate:latest applies its migrations through the proxy; with keys the server refuses, nothing is applied (the control)",
   { timeout: 120_000 },
   () => migrates("knex"),
 );
 
 test(
-  "drizzle-kit migrate with DATABASE_URL at the proxy applies its migrations; the same URL at the gateway without a token fails (the control)",
+  "pg-iam exec TARGET -- drizzle-kit migrate applies its migrations through the proxy; with keys the server refuses, nothing is applied (the control)",
   { timeout: 120_000 },
   () => migrates("drizzle-kit"),
 );

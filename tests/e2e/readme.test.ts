@@ -125,11 +125,11 @@ const COVERAGE: Cover[] = [
       ],
       [
         "tests/e2e/proxy-clients.test.ts",
-        "knex migrate:latest with DATABASE_URL at the proxy applies its migrations; the same URL at the gateway without a token fails (the control)",
+        "pg-iam exec TARGET -- knex migrate:latest applies its migrations through the proxy; with keys the server refuses, nothing is applied (the control)",
       ],
       [
         "tests/e2e/proxy-clients.test.ts",
-        "drizzle-kit migrate with DATABASE_URL at the proxy applies its migrations; the same URL at the gateway without a token fails (the control)",
+        "pg-iam exec TARGET -- drizzle-kit migrate applies its migrations through the proxy; with keys the server refuses, nothing is applied (the control)",
       ],
       [
         "tests/e2e/proxy-clients.test.ts",
