@@ -2,6 +2,7 @@
 // variables (flags win over the URL, the URL over the environment), checked up front so bad
 // usage fails before any network traffic.
 
+import type { UrlTarget } from "../proxy/url.ts";
 import type { Credentials } from "../core/credentials.ts";
 import { isDsqlClusterId, isRegion, parseHostname } from "../core/hostname.ts";
 import {
@@ -83,12 +84,11 @@ export const TARGET_FLAGS: Record<string, Flag> = {
 
 export type { SslMode };
 
-/** A resolved target: what to connect to, and what to sign (the core's {@linkcode Signing}). */
-export interface Target extends Signing {
-  /** The address to connect to: libpq's hostaddr if given, else the host (a bare DSQL cluster id expanded). */
-  host: string;
-  port: number;
-  database: string;
+/**
+ * A resolved target: what to connect to, what to sign (the core's {@linkcode Signing}), TLS and
+ * the startup parameters ({@linkcode UrlTarget}, which a URL is made of), and the CLI's extras.
+ */
+export interface Target extends UrlTarget {
   /** DSQL: whether `DbConnectAdmin` is signed. */
   admin: boolean;
   profile: string | undefined;
@@ -97,16 +97,6 @@ export interface Target extends Signing {
   /** Why the region asked for cannot be used (only when resolveTarget's `checkRegion` is false). */
   conflict?: string;
   sslmode: SslMode;
-  /** Everything about TLS the target asks for (client certificates, CRL, versions, SNI). */
-  tls: TlsSettings;
-  /** Startup parameters for the server (application_name, options, …). */
-  serverParams: Record<string, string>;
-  /** libpq's connect_timeout in seconds; `null`: wait forever. */
-  connectTimeout: number | null | undefined;
-  /** TCP keep-alive idle seconds; `null`: off (libpq keepalives=0). */
-  keepAlive: number | null | undefined;
-  /** libpq's target_session_attrs. */
-  targetSessionAttrs: string | undefined;
 }
 
 /**

@@ -23,6 +23,7 @@
  */
 
 import type { Gateway, GatewayOptions } from "./types.ts";
+export type { ListenerLimits } from "../listener/types.ts";
 import { checkGatewayOptions } from "./_options.ts";
 import { GatewayServer } from "./_server.ts";
 

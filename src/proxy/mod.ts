@@ -32,21 +32,13 @@ import type { Proxy, ProxyOptions } from "./types.ts";
 
 export type { Proxy, ProxyLogin, ProxyOptions, ProxySessionEnd, ProxyStats } from "./types.ts";
 export { iamUrl, type IamUrlOptions } from "./url.ts";
+export type { ListenerLimits } from "../listener/types.ts";
 // The types its options and events name, and the errors an `onIamConnect` event may carry.
 export { CredentialsError, type CredentialsErrorCode } from "../core/errors.ts";
 export type { Credentials, CredentialsOption, CredentialsProvider } from "../core/credentials.ts";
 export type { IamOptions, TokenEvent } from "../connection/options.ts";
 export type { SslOption } from "../connection/tls.ts";
-export {
-  ConnectError,
-  type ConnectErrorCode,
-  type ConnectErrorOptions,
-  type PgIamConnectCode,
-  type SystemErrorCode,
-} from "../connection/errors.ts";
-export type { ConnectEvent, ConnectStep, ConnectTimings } from "../connection/socket.ts";
-export { IamAuthError } from "../connection/sign.ts";
-export type { IamConnectOptions } from "../connection/adapter.ts";
+export * from "../connection/public-socket.ts";
 
 /**
  * Starts a proxy to `options.connectionString` (or the `PG*` variables), listening on

@@ -1,6 +1,7 @@
 // The proxy's public types, exported by mod.ts: its options, the running proxy and its counters.
 
 import type { IamConnectOptions } from "../connection/adapter.ts";
+import type { ListenerLimits } from "../listener/types.ts";
 import type { ConnectStep, ConnectTimings } from "../connection/socket.ts";
 import type { IamOptions } from "../connection/options.ts";
 
@@ -9,7 +10,7 @@ import type { IamOptions } from "../connection/options.ts";
  * connection string with libpq's meaning (`host`, `port`, `dbname`, `user`, `sslmode`,
  * `sslrootcert`, … and pg-iam's `iam_*`), the `PG*` variables, and pg-iam's options.
  */
-export interface ProxyOptions extends IamOptions, IamConnectOptions {
+export interface ProxyOptions extends IamOptions, IamConnectOptions, ListenerLimits {
   /** The target: `postgres://user@host:port/db?sslmode=…&iam_region=…`, or libpq `key=value`. */
   connectionString?: string;
   /** The target's host (wins over the connection string's). */
@@ -40,18 +41,6 @@ export interface ProxyOptions extends IamOptions, IamConnectOptions {
   password?: string;
   /** The proxy's certificate and key (PEM), for clients that ask for TLS. Default: none. */
   tls?: { cert: string; key: string } | false;
-  /** Sessions at most (PostgreSQL's max_connections). Default: 100. */
-  maxConnections?: number;
-  /** Connections logging in at most. Default: 10 × maxConnections. */
-  maxStartups?: number;
-  /** Connections logging in from one address at most. Default: the smaller of the two above. */
-  maxStartupsPerAddress?: number;
-  /** New connections per second at most (then refused with 53400). Default: no limit. */
-  maxConnectionRate?: number;
-  /** The burst allowed over maxConnectionRate. Default: the rate. */
-  connectionBurst?: number;
-  /** Milliseconds from accept for a client's StartupMessage (and local password). Default 60,000. */
-  authenticationTimeoutMs?: number;
   /** Seconds for each upstream login (libpq `connect_timeout`). Default: the target's, or 30. */
   connectTimeout?: number;
   /**

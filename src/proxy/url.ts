@@ -20,14 +20,19 @@ import { checkReplaceable, writeFileAtomically } from "./files.ts";
 
 /** What a URL is made of: where to connect, what was signed for, TLS, the startup parameters. */
 export interface UrlTarget extends Signing {
-  /** The address to connect to: libpq's hostaddr if given, else the host. */
+  /** The address to connect to: libpq's hostaddr if given, else the host (a bare DSQL cluster id expanded). */
   host: string;
   port: number;
   database: string;
+  /** Everything about TLS the target asks for (client certificates, CRL, versions, SNI). */
   tls: TlsSettings;
+  /** Startup parameters for the server (application_name, options, …). */
   serverParams: Record<string, string>;
+  /** libpq's connect_timeout in seconds; `null`: wait forever. */
   connectTimeout: number | null | undefined;
+  /** TCP keep-alive idle seconds; `null`: off (libpq keepalives=0). */
   keepAlive: number | null | undefined;
+  /** libpq's target_session_attrs. */
   targetSessionAttrs: string | undefined;
 }
 
