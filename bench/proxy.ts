@@ -555,7 +555,8 @@ try {
   lines.push(
     "",
     "The hop each relay adds, in the same rounds: medians of per-round ratios (and of per-round " +
-      "differences per operation, µs; for (c) per run, ms). Total CPU = client + relay + gateway.",
+      "differences per operation: a query, a 1 MB insert, a connect; for (c) the run). " +
+      "Total CPU = client + relay + gateway.",
     "",
     "| case | relay | wall ratio | added wall | client CPU ratio | total CPU ratio | added CPU |",
     "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
@@ -565,9 +566,11 @@ try {
       r,
     ) => [`proxy (${r}) / iam`, `proxy-${r}`, "iam"]);
     pairs.push(["pgbouncer / pg", "pgbouncer", "pg"]);
-    const per = row.ops === 1
-      ? (n: number) => `${ms(n)} ms`
-      : (n: number) => `${(n * 1000 / row.ops).toFixed(1)} µs`;
+    // Per operation: µs, or ms from 1 ms on (and always for a one-operation run).
+    const per = (n: number) => {
+      const us = n * 1000 / row.ops;
+      return row.ops > 1 && Math.abs(us) < 1000 ? `${us.toFixed(1)} µs` : `${ms(us / 1000)} ms`;
+    };
     for (const [name, a, b] of pairs) {
       const [sa, sb] = [row.samples[a], row.samples[b]];
       lines.push(
