@@ -2,8 +2,11 @@
 // gateway (`gateway`, in front of PostgreSQL) or `pg-iam proxy`'s startProxy() (`proxy`, in front
 // of that gateway), on whichever runtime runs this file (Node via tsx, Deno, Bun).
 //
-//   <runtime> bench/_proxy_child.ts gateway <pg host> <pg port> <pg user>
-//   <runtime> bench/_proxy_child.ts proxy <gateway port> <CA file>
+//   <runtime> bench/_proxy_child.ts gateway <pg host> <pg port> <pg user> [plain]
+//   <runtime> bench/_proxy_child.ts proxy <gateway port> <CA file> [plain]
+//
+// `plain`: the gateway without TLS, the proxy to it with sslmode=disable (to tell the cost of TLS
+// from the cost of the hop; never a real setup, tokens would cross in plaintext).
 //
 // It prints `READY {"host","port","pid","runtime"}` once it listens, then answers each line on
 // stdin: `cpu` with `CPU {"user","system"}` (process.cpuUsage(), microseconds, all threads),
@@ -30,19 +33,20 @@ async function main(): Promise<void> {
   const [role, ...args] = process.argv.slice(2);
   let relay: { host: string; port: number; stats: unknown; close(): Promise<void> };
   if (role === "gateway") {
-    const [host, port, user] = args;
+    const [host, port, user, plain] = args;
     relay = await startGateway({
       endpoint: ENDPOINT,
       credentials: CREDENTIALS,
       upstream: { host, port: Number(port), user },
-      tls: { cert, key },
+      tls: plain === "plain" ? false : { cert, key },
       maxConnections: 1000,
     });
   } else if (role === "proxy") {
-    const [port, caFile] = args;
+    const [port, caFile, plain] = args;
     relay = await startProxy({
       connectionString: `postgres://127.0.0.1:${port}?iam_host=${ENDPOINT}&iam_port=5432` +
-        `&sslrootcert=${caFile}`,
+        (plain === "plain" ? "&sslmode=disable" : `&sslrootcert=${caFile}`),
+      dangerouslyDisableTls: plain === "plain",
       credentials: CREDENTIALS,
       maxConnections: 1000,
     });

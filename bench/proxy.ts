@@ -15,7 +15,8 @@
 // authentication; the gateway verifies every token (SigV4, the test keys).
 //
 //   node_modules/.bin/tsx --expose-gc bench/proxy.ts [--driver postgres|pg]
-//     [--proxy-runtimes node,deno,bun] [--rounds N] [--quick] [--cases a,b,c,d,e] [--json]
+//     [--proxy-runtimes node,deno,bun] [--rounds N] [--quick] [--cases a,b,c,d,e] [--no-tls]
+//     [--json]
 //   (the client on Deno or Bun: node_modules/.bin/deno run -A --v8-flags=--expose-gc
 //   bench/proxy.ts ..., node_modules/.bin/bun bench/proxy.ts ...)
 //
@@ -26,6 +27,9 @@
 // the close, awaited before the next, only in the CPU times). One
 // untimed warm-up round, then rounds rotating which client goes first; medians of each client's
 // runs, and the median of the per-round ratios. Nothing is asserted on timings.
+//
+// --no-tls: the gateway without TLS, iam and the proxies to it in plaintext (dangerouslyDisableTls),
+// to tell what TLS costs from what the hop costs; never a setup to use, tokens cross in plaintext.
 //
 // PostgreSQL: PGIAM_TEST_PG=host:port (trust auth), or one started here (tests/_postgres.ts).
 
@@ -60,6 +64,8 @@ for (const r of RUNTIMES) {
     throw new Error(`unknown --proxy-runtimes entry ${r}: use node, deno, bun`);
   }
 }
+const noTls = process.argv.includes("--no-tls");
+const plain = noTls ? ["plain"] : [];
 const driverName = arg("--driver") ?? "postgres";
 if (driverName !== "postgres" && driverName !== "pg") {
   throw new Error(`unknown --driver ${driverName}: use postgres or pg`);
@@ -169,14 +175,14 @@ writeFileSync(CA_FILE, ca);
 
 const up = await upstreamPostgres();
 log(`PostgreSQL at ${up.host}:${up.port}; starting the gateway, PgBouncer, the proxies`);
-const gateway = await startChild("node", ["gateway", up.host, String(up.port), up.user]);
+const gateway = await startChild("node", ["gateway", up.host, String(up.port), up.user, ...plain]);
 const bouncer = await startPgbouncer(
   { host: up.host, port: up.port, user: up.user, database: "postgres" },
   { poolSize: 20, maxClientConn: 1000 },
 );
 const proxies: Record<string, Child> = {};
 for (const r of RUNTIMES) {
-  proxies[r] = await startChild(r, ["proxy", String(gateway.port), CA_FILE]);
+  proxies[r] = await startChild(r, ["proxy", String(gateway.port), CA_FILE, ...plain]);
 }
 
 let cleaned = false;
@@ -192,12 +198,15 @@ async function cleanup(): Promise<void> {
 
 type Kind = "pg" | "pgbouncer" | "iam" | `proxy-${string}`;
 const KINDS: Kind[] = ["pg", "pgbouncer", "iam", ...RUNTIMES.map((r) => `proxy-${r}` as Kind)];
+const TLS = noTls ? "no TLS" : "TLS";
 const LABEL: Record<string, string> = {
   pg: "plain → PostgreSQL",
   pgbouncer: "plain → PgBouncer → PostgreSQL",
-  iam: `${driverName === "pg" ? "iamPool" : "iamPostgres"} → gateway (TLS) → PostgreSQL`,
+  iam: `${driverName === "pg" ? "iamPool" : "iamPostgres"} → gateway (${TLS}) → PostgreSQL`,
 };
-for (const r of RUNTIMES) LABEL[`proxy-${r}`] = `plain → proxy (${r}) → gateway (TLS) → PostgreSQL`;
+for (const r of RUNTIMES) {
+  LABEL[`proxy-${r}`] = `plain → proxy (${r}) → gateway (${TLS}) → PostgreSQL`;
+}
 
 /** Where a plain client connects for `kind` (iam goes to the gateway with TLS and a token). */
 function address(kind: Kind): { host: string; port: number } {
@@ -230,7 +239,7 @@ const iamOptions = {
   signingHostname: ENDPOINT,
   signingPort: 5432,
   credentials: CREDENTIALS,
-  ssl: { ca },
+  ...(noTls ? { ssl: false, dangerouslyDisableTls: true } : { ssl: { ca } }),
 };
 
 function postgresDb(kind: Kind): Db {
@@ -530,7 +539,10 @@ try {
     median(a.map((s, i) => f(s) - f(b[i])));
   const lines = [
     `### Client on ${runtime}, ${driverName === "pg" ? "node-postgres" : "postgres.js"}; ` +
-    `proxy on ${RUNTIMES.map((r) => proxies[r].runtime).join(", ")}; gateway on ${gateway.runtime}`,
+    `proxy on ${
+      RUNTIMES.map((r) => proxies[r].runtime).join(", ")
+    }; gateway on ${gateway.runtime}` +
+    (noTls ? "; --no-tls (gateway, iam and proxies in plaintext)" : ""),
     "",
     `Load average at the end: ${load}. Clients: ${
       KINDS.map((k) => `${k} = ${LABEL[k]}`).join("; ")
