@@ -16,6 +16,7 @@ import {
 import { checkNotSwapped } from "../core/credentials.ts";
 import { type Command, int, type Parsed, str, UsageError } from "./_args.ts";
 import { writeFileAtomically } from "../proxy/files.ts";
+import { DETAIL_MAX, jsonLine, listenAddress, NAME_MAX, printable } from "./_serve.ts";
 import { lower } from "./_target.ts";
 import { cacheDir } from "../proxy/url.ts";
 
@@ -146,13 +147,14 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
   const v = args.values;
   const usage = (text: string) => new UsageError(text, command.name);
 
-  const listenText = str(v, "listen") ?? "127.0.0.1:5433";
-  const m = /^(?:(.+):)?(\d+)$/.exec(listenText);
-  let listenPort = m ? Number(m[2]) : NaN;
-  if (!m || listenPort > 65535) {
-    throw usage(`--listen must be [HOST:]PORT, got ${JSON.stringify(listenText)}`);
-  }
-  const listenHost = (m[1] ?? "127.0.0.1").replace(/^\[(.*)\]$/, "$1");
+  const listen = listenAddress(
+    str(v, "listen") ?? "127.0.0.1:5433",
+    "127.0.0.1",
+    "--listen",
+    command.name,
+  );
+  const listenHost = listen.host;
+  let listenPort = listen.port;
 
   // DNS names are case-insensitive; AWS signs and verifies the lowercase name, and so does the
   // gateway.
@@ -379,52 +381,6 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
   if (json) out(jsonLine({ event: "stopped", accepted, rejected, rejections }));
   else process.stderr.write(`stopped: ${accepted} logins accepted, ${rejected} rejected\n`);
   return 0;
-}
-
-// How much of a client-chosen name, and of a rejection's detail, a log line shows.
-const NAME_MAX = 200;
-const DETAIL_MAX = 400;
-
-// Characters that must not reach a terminal or a log raw: C0 and C1 controls and DEL (a newline
-// forges a line, ESC and CSI drive the terminal), the Unicode line and paragraph separators, the
-// bidirectional overrides (which reorder what is shown), and lone surrogates.
-const UNSAFE =
-  // deno-lint-ignore no-control-regex
-  /[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]|[\ud800-\udfff]/;
-const SHORT: Record<string, string> = { "\n": "\\n", "\r": "\\r", "\t": "\\t" };
-
-/**
- * `text` for a text log line: every unsafe character escaped (`\n`, `\x1b`, `\u2028`), and at
- * most `max` characters of it shown, then `…`. A client-chosen name (`max` given) has its
- * backslashes doubled too, so that it cannot spell an escape.
- */
-function printable(text: string, max = Infinity): string {
-  let out = "";
-  let count = 0;
-  for (const char of text) {
-    if (count++ === max) return out + "…";
-    if (SHORT[char] !== undefined) out += SHORT[char];
-    else if (char === "\\" && max !== Infinity) out += "\\\\";
-    else if (char.length === 1 && UNSAFE.test(char)) {
-      const code = char.charCodeAt(0);
-      out += code <= 0xff
-        ? `\\x${code.toString(16).padStart(2, "0")}`
-        : `\\u${code.toString(16).padStart(4, "0")}`;
-    } else out += char;
-  }
-  return out;
-}
-
-/**
- * One JSON line. JSON.stringify escapes C0 controls and lone surrogates; DEL, C1 controls, the
- * line and paragraph separators and the bidirectional overrides are escaped here too, so that no
- * reader splits the line or shows a terminal a control sequence.
- */
-function jsonLine(value: unknown): string {
-  return JSON.stringify(value).replace(
-    /[\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/g,
-    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
-  ) + "\n";
 }
 
 function freePort(host: string): Promise<number> {

@@ -1,11 +1,14 @@
 #!/usr/bin/env node
 /**
  * The `pg-iam` command: IAM tokens for RDS, Aurora and Aurora DSQL from a shell, `psql` with a
- * fresh token, a `doctor` that times every step of an IAM connect, and the local IAM-verifying
- * gateway. Run it with `deno run -A jsr:@pg-iam/pg-iam/cli`, `npx pg-iam` or `bunx pg-iam`.
+ * fresh token, a `doctor` that times every step of an IAM connect, the local IAM-verifying
+ * gateway, a local proxy that logs any client in with IAM, and `exec`, which runs a command with
+ * `DATABASE_URL` pointing at a proxy of its own. Run it with `deno run -A jsr:@pg-iam/pg-iam/cli`,
+ * `npx pg-iam` or `bunx pg-iam`.
  *
  * Exit codes: 0 success, 1 a connect, authentication or credentials failure (or a Deno permission
- * not granted), 2 bad usage; `pg-iam psql` exits with psql's code, its 2 (no connection) made 1.
+ * not granted), 2 bad usage; `pg-iam psql` exits with psql's code, its 2 (no connection) made 1;
+ * `pg-iam exec` with its command's (128 + a signal's number, 127 for a command not found).
  * Errors are one line on stderr (`--verbose` adds details); tokens and secrets never appear there.
  *
  * @example Shell
@@ -41,6 +44,8 @@ const PERMISSIONS: Record<string, string[]> = {
   psql: ["env", "read", "write", "sys", "net", "run"],
   doctor: ["env", "read", "sys", "net"],
   gateway: ["env", "read", "write", "sys", "net"],
+  proxy: ["env", "read", "write", "sys", "net"],
+  exec: ["env", "read", "write", "sys", "net", "run"],
 };
 
 interface CommandModule {
@@ -70,6 +75,14 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<CommandMod
     summary: "Run the local IAM-verifying PostgreSQL gateway",
     load: () => import("./gateway.ts"),
   },
+  proxy: {
+    summary: "Run a local proxy that logs every client in with IAM",
+    load: () => import("./proxy.ts"),
+  },
+  exec: {
+    summary: "Run a command with DATABASE_URL and PG* pointing at a proxy of its own",
+    load: () => import("./exec.ts"),
+  },
 };
 
 function usage(): string {
@@ -84,14 +97,15 @@ function usage(): string {
     "",
     "Run pg-iam <command> --help for a command's options.",
     "Exit codes: 0 success, 1 connect, authentication or credentials failure, 2 bad usage",
-    "(pg-iam psql: psql's own, its 2 for a failed connection made 1).",
+    "(pg-iam psql: psql's own, its 2 for a failed connection made 1; pg-iam exec: its command's).",
     "",
   ].join("\n");
 }
 
 /**
  * Runs the `pg-iam` command with `args` (what follows `pg-iam`), writing to stdout and stderr.
- * Resolves to the exit code; never rejects. `pg-iam gateway` resolves when it is stopped.
+ * Resolves to the exit code; never rejects. `pg-iam gateway` and `pg-iam proxy` resolve when they
+ * are stopped, `pg-iam exec` when its command ends.
  *
  * @param args The command line after the program name, for example `["token", "--help"]`.
  * @returns 0 on success, 1 on a connect, authentication or credentials failure, 2 on bad usage.

@@ -3,6 +3,7 @@
 // the connection layer's intake as an adapter's options are.
 
 import { show } from "../core/errors.ts";
+import { checkPort } from "../core/checks.ts";
 import { type Intake, intake } from "../connection/adapter.ts";
 import type { ProxyLogin, ProxySessionEnd } from "./types.ts";
 import {
@@ -23,6 +24,7 @@ export interface ProxyConfig extends ListenerConfig {
   shutdownTimeoutMs: number;
   onLogin: ((login: ProxyLogin) => void) | undefined;
   onClose: ((session: ProxySessionEnd) => void) | undefined;
+  http: { host: string; port: number } | undefined;
 }
 
 // The proxy's own options: the rest are the target's (the connection layer's options).
@@ -41,6 +43,7 @@ const OWN = [
   "shutdownTimeout",
   "onLogin",
   "onClose",
+  "http",
 ] as const;
 
 /** Whether `host` is a loopback address or name (127.0.0.0/8, ::1, localhost). */
@@ -141,6 +144,19 @@ export function checkProxyOptions(options: unknown): ProxyConfig {
       ),
     shutdownTimeoutMs: 1000 * checkCount(own.shutdownTimeout, "shutdownTimeout", 0, 30),
     onLogin: own.onLogin as ProxyConfig["onLogin"],
+    http: checkHttp(own.http),
     onClose: own.onClose as ProxyConfig["onClose"],
   };
+}
+
+function checkHttp(value: unknown): ProxyConfig["http"] {
+  if (value === undefined) return undefined;
+  if (typeof value !== "object" || value === null) {
+    throw new TypeError(`The "http" option must be an object { host, port }, got ${show(value)}`);
+  }
+  const { host = "127.0.0.1", port = 0 } = value as Record<string, unknown>;
+  if (typeof host !== "string" || host === "") {
+    throw new TypeError(`The "http.host" option must be a host or address, got ${show(host)}`);
+  }
+  return { host, port: port === 0 ? 0 : checkPort(port, "http.port") };
 }

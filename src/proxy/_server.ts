@@ -16,6 +16,8 @@ import type { ProxyConfig } from "./_options.ts";
 import type { Proxy, ProxyLogin, ProxyStats } from "./types.ts";
 import { clientAddress } from "../listener/startup.ts";
 import { scramLogin, type ScramVerifier } from "../listener/scram.ts";
+import { type ProxyMetrics, proxyMetrics } from "./_metrics.ts";
+import { type HttpServer, startHttp } from "./_http.ts";
 
 // Who a login is: the client's address ("local" on a Unix socket), the user and database upstream.
 type Who = Pick<ProxyLogin, "client" | "user" | "database">;
@@ -41,6 +43,8 @@ export class ProxyServer implements Proxy {
   readonly #onToken: ((event: TokenEvent) => void) | undefined;
 
   readonly #verifier: ScramVerifier | undefined;
+  readonly #metrics: ProxyMetrics = proxyMetrics();
+  #http: HttpServer | undefined;
 
   constructor(config: ProxyConfig, verifier: ScramVerifier | undefined) {
     this.config = config;
@@ -50,7 +54,10 @@ export class ProxyServer implements Proxy {
     this.listener = new Listener(config, {
       startup: (client, params, minor) => this.#login(client, params, minor),
       cancel: (client, packet) => this.#cancel(client, packet),
-      refused: (code) => void this.stats.refused[code]++,
+      refused: (code) => {
+        this.stats.refused[code]++;
+        this.#metrics.refused.inc({ code });
+      },
     });
   }
 
@@ -74,6 +81,33 @@ export class ProxyServer implements Proxy {
     return this.listener.sessions();
   }
 
+  get http(): { host: string; port: number } | undefined {
+    return this.#http && { host: this.#http.host, port: this.#http.port };
+  }
+
+  metrics(): string {
+    this.#metrics.sessions.set(this.listener.sessions());
+    this.#metrics.startups.set(this.listener.startups());
+    return this.#metrics.render();
+  }
+
+  /** Listens for clients, then serves the HTTP port if asked for. */
+  async listen(): Promise<void> {
+    await this.listener.listen();
+    const http = this.config.http;
+    if (http === undefined) return;
+    try {
+      this.#http = await startHttp({
+        ...http,
+        metrics: () => this.metrics(),
+        ready: () => this.listener.accepting,
+      });
+    } catch (error) {
+      await this.listener.close();
+      throw error;
+    }
+  }
+
   startups(): number {
     return this.listener.startups();
   }
@@ -95,6 +129,7 @@ export class ProxyServer implements Proxy {
           ...target.iam,
           onToken: (event: TokenEvent) => {
             this.stats.tokens[event.reused ? "reused" : "signed"]++;
+            this.#metrics.tokens.inc({ reused: event.reused ? "true" : "false" });
             this.#onToken?.(event);
           },
         },
@@ -110,9 +145,18 @@ export class ProxyServer implements Proxy {
     return plan;
   }
 
+  #counted(result: "ok" | "failed" | "refused"): void {
+    this.stats.logins[result]++;
+    this.#metrics.logins.inc({ result });
+  }
+
   #connected(event: ConnectEvent): void {
-    this.stats.logins[event.ok ? "ok" : "failed"]++;
-    if (!event.ok && event.step) this.stats.failures[event.step]++;
+    this.#counted(event.ok ? "ok" : "failed");
+    if (event.ok) this.#metrics.connectSeconds.observe(event.timings.totalMs / 1000);
+    if (!event.ok && event.step) {
+      this.stats.failures[event.step]++;
+      this.#metrics.upstreamFailures.inc({ step: event.step });
+    }
     this.#onConnect?.(event);
   }
 
@@ -126,7 +170,7 @@ export class ProxyServer implements Proxy {
   }
 
   #refuse(client: Client, who: Who, code: string, message: string): void {
-    this.stats.logins.refused++;
+    this.#counted("refused");
     this.#told({ ok: false, ...who, attempts: 0, code, message });
     fail(client, code, message);
   }
@@ -203,6 +247,11 @@ export class ProxyServer implements Proxy {
       },
     };
     const upstream = new IamSocket(plan);
+    // Bytes go on as they come: Nagle would hold a client's small pipelined messages back. TCP
+    // keep-alive as libpq's (on by default, keepalives_idle, keepalives=0 off).
+    upstream.setNoDelay(true);
+    const keepAlive = this.config.target.target.keepAlive;
+    if (keepAlive !== null) upstream.setKeepAlive(true, (keepAlive ?? 0) * 1000);
     const up = upstream as unknown as net.Socket;
     this.#upstreams.add(up);
     upstream.once("close", () => this.#upstreams.delete(up));
@@ -230,10 +279,12 @@ export class ProxyServer implements Proxy {
       if (direction === "up") {
         bytes.toServer += n;
         this.stats.bytes.toServer += n;
+        this.#metrics.bytes.inc({ direction: "client_to_server" }, n);
       } else {
         answered = true;
         bytes.toClient += n;
         this.stats.bytes.toClient += n;
+        this.#metrics.bytes.inc({ direction: "server_to_client" }, n);
       }
     });
   }
@@ -249,7 +300,7 @@ export class ProxyServer implements Proxy {
       clientUser,
     );
     if (result.ok) return true;
-    this.stats.logins.refused++;
+    this.#counted("refused");
     this.#told({ ok: false, ...who, attempts: 0, code: result.code, message: result.message });
     client.inbox.detach();
     closeWith(socket, errorResponse({ severity: "FATAL", ...result }));
@@ -261,6 +312,7 @@ export class ProxyServer implements Proxy {
     const plan = this.#plans.values().next().value;
     if (plan) {
       this.stats.cancels++;
+      this.#metrics.cancels.inc();
       const upstream = new IamSocket(plan);
       upstream.on("error", () => {});
       upstream.end(packet);
@@ -282,10 +334,10 @@ export class ProxyServer implements Proxy {
     await this.close();
   }
 
-  close(): Promise<void> {
+  async close(): Promise<void> {
     for (const upstream of this.#upstreams) upstream.destroy();
     this.#upstreams.clear();
-    return this.listener.close();
+    await Promise.all([this.listener.close(), this.#http?.close()]);
   }
 
   [Symbol.asyncDispose](): Promise<void> {

@@ -79,7 +79,7 @@ export async function startProxy(options: ProxyOptions): Promise<Proxy> {
     ? parseScramVerifier(password, "password")
     : await scramVerifier(password);
   const proxy = new ProxyServer(config, verifier);
-  await proxy.listener.listen();
+  await proxy.listen();
   // Owner-only, in an owner-only directory: another local user cannot connect and log in as
   // the proxy's AWS identity.
   if (config.listenPath !== undefined) await chmod(config.listenPath, 0o600);

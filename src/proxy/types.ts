@@ -54,6 +54,12 @@ export interface ProxyOptions extends IamOptions, IamConnectOptions {
   authenticationTimeoutMs?: number;
   /** Seconds for each upstream login (libpq `connect_timeout`). Default: the target's, or 30. */
   connectTimeout?: number;
+  /**
+   * An HTTP port for running it as a sidecar: `GET /livez`, `GET /readyz` (503 once shutting
+   * down) and `GET /metrics` ({@linkcode Proxy.metrics}). Default: none. `host` defaults to
+   * `127.0.0.1`; it serves no data and no secret, so another address needs no `allowRemote`.
+   */
+  http?: { host?: string; port?: number };
   /** Seconds {@linkcode Proxy.shutdown} lets sessions finish. Default: 30. */
   shutdownTimeout?: number;
   /**
@@ -131,8 +137,17 @@ export interface Proxy extends AsyncDisposable {
   readonly accepting: boolean;
   /** The counters. */
   readonly stats: ProxyStats;
+  /** The HTTP port's address, when the `http` option asked for one. */
+  readonly http: { host: string; port: number } | undefined;
   /** Open sessions (logged in upstream, or logging in). */
   sessions(): number;
+  /**
+   * The counters in Prometheus's text format (0.0.4), as `/metrics` serves them:
+   * `pgiam_proxy_sessions`, `_startups`, `_logins_total{result}`, `_tokens_total{reused}`,
+   * `_upstream_failures_total{step}`, `_connect_seconds` (histogram), `_refused_total{code}`,
+   * `_cancels_total`, `_bytes_total{direction}`.
+   */
+  metrics(): string;
   /** Connections logging in to the proxy. */
   startups(): number;
   /** Stops accepting, lets sessions finish within `timeoutMs` (the `shutdownTimeout`), closes. */

@@ -391,7 +391,9 @@ test(
     // node-postgres has no hostaddr: it connects to the host it checks the certificate against.
     // What its connection-string parser read (the token, the CA file) is used as is, with the
     // address given apart and the endpoint name as the servername.
-    const read = new pg.Client({ connectionString: url }).connectionParameters;
+    // deno-lint-ignore no-explicit-any
+    const read: pg.ClientConfig = (new pg.Client({ connectionString: url }) as any)
+      .connectionParameters;
     assert.equal(read.password, decodeURIComponent(parsed.password));
     assert.equal((read.ssl as { ca: string }).ca, ca);
     const client = new pg.Client({
@@ -502,5 +504,160 @@ test(
       childEnv(KEYS, dir, { PGPASSWORD: stored }),
     );
     assert.notEqual(hashAsPassword.code, 0); // the verifier is no password (the control)
+  },
+);
+
+test(
+  "startProxy: a young token is reused for the next logins; once the server rejects it (the clock moved past its life), the one retry signs anew and the client never sees the rejection",
+  TIMEOUT,
+  async () => {
+    const logins: ProxyLogin[] = [];
+    let proxyClock = 0;
+    const { g, proxy } = await setup({
+      onLogin: (login) => logins.push(login),
+      now: () => Date.now() + proxyClock,
+    });
+    const connect = async () => {
+      const client = new pg.Client({
+        host: proxy.host,
+        port: proxy.port,
+        user: "app",
+        database: "postgres",
+      });
+      await client.connect();
+      await client.end();
+    };
+    for (let i = 0; i < 3; i++) await connect();
+    assert.deepEqual(proxy.stats.tokens, { signed: 1, reused: 2 });
+    // Two minutes on for the proxy: its token is young (reused up to 5 minutes). Sixteen for the
+    // gateway: that token is expired, while one signed now by the proxy is 14 minutes old.
+    proxyClock = 2 * 60_000;
+    g.clockOffsetMs = 16 * 60_000;
+    await connect();
+    assert.equal(logins.at(-1)!.attempts, 2);
+    assert.deepEqual(proxy.stats.tokens, { signed: 2, reused: 3 });
+    assert.equal(g.stats.rejections.expired, 1);
+  },
+);
+
+test(
+  "startProxy: a server at its connection limit (53300) is asked again with backoff, so a client gets in once a slot frees; straight at the server the same client is refused at once (the control)",
+  TIMEOUT,
+  async () => {
+    const g = await testGateway(KEYS, { maxConnections: 1 });
+    const proxy = await startProxy({
+      connectionString: `postgres://127.0.0.1:${g.port}?iam_host=${RDS}&iam_port=5432` +
+        `&sslrootcert=${CA_FILE}`,
+      credentials: KEYS,
+    });
+    proxies.push(proxy);
+    const options = { host: proxy.host, port: proxy.port, user: "app", database: "postgres" };
+    const first = new pg.Client(options);
+    await first.connect();
+    const token = await rdsToken({ hostname: RDS, username: "app", credentials: KEYS });
+    const direct = new pg.Client({
+      host: g.host,
+      port: g.port,
+      user: "app",
+      database: "postgres",
+      password: token,
+      ssl: { ca, servername: RDS },
+    });
+    await assert.rejects(direct.connect(), (e: { code?: string }) => e.code === "53300");
+    const second = new pg.Client(options);
+    const waiting = second.connect();
+    await waitFor(() => g.stats.refused["53300"] >= 2); // the proxy was refused, and asks again
+    await first.end();
+    await waiting;
+    assert.deepEqual((await second.query("select 1 as one")).rows, [{ one: 1 }]);
+    await second.end();
+  },
+);
+
+test(
+  "startProxy's http port: /metrics counts a login, its token, its connect time and bytes, and a failed login by its step; /readyz turns 503 as shutdown() starts draining, while a session finishes; close() frees the port",
+  TIMEOUT,
+  async () => {
+    const { proxy } = await setup({ http: { port: 0 }, shutdownTimeout: 5 });
+    const base = `http://${proxy.http!.host}:${proxy.http!.port}`;
+    const sample = (text: string, series: string) =>
+      Number(new RegExp(`^${series.replace(/[{}"]/g, "\\$&")} (\\S+)$`, "m").exec(text)?.[1]);
+    const before = await (await fetch(`${base}/metrics`)).text();
+    assert.equal(sample(before, 'pgiam_proxy_logins_total{result="ok"}'), 0);
+
+    const client = new pg.Client({
+      host: proxy.host,
+      port: proxy.port,
+      user: "app",
+      database: "postgres",
+    });
+    await client.connect();
+    await client.query("select 1");
+    const after = await (await fetch(`${base}/metrics`)).text();
+    assert.equal(sample(after, 'pgiam_proxy_logins_total{result="ok"}'), 1);
+    assert.equal(sample(after, 'pgiam_proxy_tokens_total{reused="false"}'), 1);
+    assert.equal(sample(after, "pgiam_proxy_connect_seconds_count"), 1);
+    assert.equal(sample(after, "pgiam_proxy_sessions"), 1);
+    assert.ok(sample(after, 'pgiam_proxy_bytes_total{direction="server_to_client"}') > 0);
+    assert.match(proxy.metrics(), /^# TYPE pgiam_proxy_sessions gauge$/m);
+
+    // A login that fails at TLS (the test CA is not the RDS bundle), counted by its step.
+    const g = await testGateway(KEYS);
+    const untrusted = await startProxy({
+      connectionString: `postgres://127.0.0.1:${g.port}?iam_host=${RDS}&iam_port=5432`,
+      credentials: KEYS,
+      http: { port: 0 },
+    });
+    proxies.push(untrusted);
+    const failing = new pg.Client({
+      host: untrusted.host,
+      port: untrusted.port,
+      user: "app",
+      database: "postgres",
+    });
+    await assert.rejects(failing.connect());
+    const failed = await (await fetch(`http://127.0.0.1:${untrusted.http!.port}/metrics`)).text();
+    assert.equal(sample(failed, 'pgiam_proxy_upstream_failures_total{step="tls"}'), 1);
+    assert.equal(sample(failed, 'pgiam_proxy_logins_total{result="failed"}'), 1);
+    assert.equal(sample(failed, 'pgiam_proxy_logins_total{result="ok"}'), 0);
+
+    assert.equal((await fetch(`${base}/readyz`)).status, 200);
+    const shutdown = proxy.shutdown();
+    assert.equal((await fetch(`${base}/readyz`)).status, 503);
+    assert.equal((await fetch(`${base}/livez`)).status, 200);
+    assert.deepEqual((await client.query("select 2 as n")).rows, [{ n: 2 }]); // still served
+    await client.end();
+    await shutdown;
+    await assert.rejects(fetch(`${base}/livez`));
+  },
+);
+
+test(
+  "startProxy holds clients to the listener's limits: past maxConnections a client gets 53300 before any upstream login, and a connection that sends nothing is closed at the authentication deadline; a client within them logs in (the control)",
+  TIMEOUT,
+  async () => {
+    const { g, proxy } = await setup({ maxConnections: 1, authenticationTimeoutMs: 1500 });
+    const options = { host: proxy.host, port: proxy.port, user: "app", database: "postgres" };
+    const first = new pg.Client(options);
+    await first.connect();
+    const loginsBefore = g.stats.logins.length;
+    const second = new pg.Client(options);
+    await assert.rejects(
+      second.connect(),
+      (e: { code?: string; message?: string }) =>
+        e.code === "53300" && e.message === "sorry, too many clients already",
+    );
+    assert.equal(g.stats.logins.length, loginsBefore); // refused before the server saw it
+    assert.equal(proxy.stats.refused["53300"], 1);
+    await first.end();
+
+    const { connect } = await import("node:net");
+    const silent = connect(proxy.port, proxy.host);
+    const closedAt = await new Promise<number>((resolve) => {
+      const opened = performance.now();
+      silent.on("error", () => {});
+      silent.on("close", () => resolve(performance.now() - opened));
+    });
+    assert.ok(closedAt >= 1400, `closed after ${closedAt} ms`);
   },
 );

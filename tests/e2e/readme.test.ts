@@ -96,6 +96,32 @@ const T = {
 } as const;
 
 const COVERAGE: Cover[] = [
+  {
+    find: "pg-iam proxy postgres://db.cluster-c9akciq32.us-east-1.rds.amazonaws.com &",
+    by: [
+      [
+        "tests/e2e/proxy-cli.test.ts",
+        "pg-iam proxy --listen 0 --http 0 --json: a ready line, psql logs in through it with no password (the gateway verified the token; straight at the gateway psql is refused, the control), login and close lines without any secret; SIGTERM stops it gracefully: an open session finishes, a new connection is refused, /readyz answers 503 (200 before, the control), exit 0",
+      ],
+      [
+        "tests/e2e/proxy-cli.test.ts",
+        "pg-iam exec --unix-socket DIR: psql logs in through the proxy's socket with $DATABASE_URL and with the PG* variables (DIR created owner-only); the same psql with the TCP host is refused by the gateway (the control: no token of its own)",
+      ],
+    ],
+  },
+  {
+    find: "pg-iam exec $DB -- npx prisma migrate deploy",
+    by: [
+      [
+        "tests/e2e/proxy-cli.test.ts",
+        "pg-iam exec TARGET -- psql -tAc 'select current_user' prints the result and exits 0 (its token checked by the gateway); -- sh -c 'exit 3' exits 3 (the control for the exit code), no-such-command 127, no command or a command without -- 2",
+      ],
+      [
+        "tests/e2e/proxy-cli.test.ts",
+        "pg-iam exec: the command sees DATABASE_URL, PGHOST, PGPORT, PGUSER, PGDATABASE, PGSSLMODE pointing at the proxy and no PGPASSWORD or PGSSLROOTCERT; the same sh run directly sees them (the control)",
+      ],
+    ],
+  },
   { find: "// region comes from the name", by: [[HERE, T.tokens]] },
   { find: "npm install pg-iam              # Node, Bun, from npm", by: [[HERE, T.project]] },
   {

@@ -132,6 +132,7 @@ test("node: imports live only in the runtime-specific modules (socket, TLS, adap
       "src/connection/target.ts",
       "src/connection/sign.ts",
       "src/cli/_cert.ts",
+      "src/proxy/_metrics.ts",
     ]
   ) {
     assert.ok(graph(entry).size >= 1); // graph() fails on any node:, npm: or jsr: import
