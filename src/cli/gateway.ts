@@ -346,6 +346,12 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
     maxConnectionRate: maxConnectionRate ?? null,
     url,
   };
+  // Listening for the signals before saying so: a signal sent as soon as the ready line is read
+  // must stop the gateway, not kill the process (the default action).
+  const stopped = new Promise<void>((resolve) => {
+    process.once("SIGINT", resolve);
+    process.once("SIGTERM", resolve);
+  });
   if (json) out(jsonLine(ready));
   else {
     out(
@@ -371,10 +377,7 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
     );
   }
 
-  await new Promise<void>((resolve) => {
-    process.once("SIGINT", resolve);
-    process.once("SIGTERM", resolve);
-  });
+  await stopped;
   await gateway.close();
   await pglite?.close();
   const { accepted, rejected, rejections } = gateway.stats;
