@@ -18,7 +18,6 @@ import {
   KNOWN_PARAMS,
   parseTarget,
   type SslMode,
-  type TlsSettings,
 } from "../connection/target.ts";
 import { type Flag, int, type Parsed, str, UsageError } from "./_args.ts";
 
