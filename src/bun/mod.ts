@@ -12,6 +12,9 @@
  *   times on the other drivers) is a TypeError here: Bun reports no per-connection timings.
  * - A DSQL client's `maxLifetime` defaults to 45–55 minutes, drawn once per client: Bun takes one
  *   lifetime for all its connections.
+ * - The `pg-iam:connect` diagnostics channel traces each connection Bun opens, from its password
+ *   request to Bun's `onconnect` or `onclose`; Bun's callbacks do not say which connection they
+ *   are about, so traces of connections starting together are paired with them in order.
  *
  * @example RDS or Aurora PostgreSQL
  * ```ts ignore

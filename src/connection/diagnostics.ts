@@ -39,12 +39,12 @@ export interface ConnectTimings {
  * import { tracingChannel } from "node:diagnostics_channel";
  * import { CONNECT_CHANNEL, type ConnectChannelContext } from "@pg-iam/pg-iam/postgres";
  *
- * tracingChannel<unknown, ConnectChannelContext>(CONNECT_CHANNEL).subscribe({
+ * tracingChannel<ConnectChannelContext>(CONNECT_CHANNEL).subscribe({
  *   start() {},
  *   end() {},
  *   asyncStart() {},
  *   asyncEnd: (c) => console.log(c.driver, c.host, c.ok, c.step, c.timings?.totalMs),
- *   error: (c) => console.log("connect failed at", c.step, c.error?.message),
+ *   error: (c) => console.log("connect failed at", c.step, (c.error as Error).message),
  * });
  * ```
  */
