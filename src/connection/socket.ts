@@ -511,7 +511,7 @@ export class IamSocket extends EventEmitter {
     };
     const t0 = performance.now();
     traceConnectStart(trace, () =>
-      this.#start(startup, trace).then(() => {
+      this.#start(startup, trace).then((given) => {
         // The driver destroyed the socket mid-start (its own timeout, the pool closing): no
         // outcome reached onIamConnect, but a trace must end.
         if (trace.ok !== undefined) return;
@@ -524,16 +524,20 @@ export class IamSocket extends EventEmitter {
             port: this.port,
           },
         );
-        const timings = { ...NO_TIMINGS, totalMs: performance.now() - t0 };
+        const timings = { ...given?.timings ?? NO_TIMINGS, totalMs: performance.now() - t0 };
+        const attempts = given?.attempts ?? 1;
         traceConnectEnd(
           trace,
-          { ok: false, attempts: 1, timings, error, step: this.#step },
+          { ok: false, attempts, timings, error, step: this.#step },
           undefined,
         );
       }));
   }
 
-  async #start(startup: Buffer, trace?: ConnectChannelContext): Promise<void> {
+  async #start(
+    startup: Buffer,
+    trace?: ConnectChannelContext,
+  ): Promise<{ attempts: number; timings: ConnectTimings } | void> {
     const plan = this.#plan;
     // Told of each outcome: the hook, and the trace (its region known once a token was signed).
     let tokenReused: boolean | undefined;
@@ -601,6 +605,8 @@ export class IamSocket extends EventEmitter {
       if (this.#closed) return void socket.destroy();
       this.#handOver(socket, asked ? errorMessageOf(shown) : raw, false);
     };
+    // The driver destroyed this socket mid-start: no outcome, and no timer left running.
+    const gaveUp = () => (limit.clear(), { attempts, timings });
     try {
       if (plan.startupParams) checkStartupParameters(plan.startupParams());
       for (attempts = 1;; attempts++) {
@@ -609,7 +615,7 @@ export class IamSocket extends EventEmitter {
         tokenReused = signed.reused;
         timings.credentialsMs += signed.credentialsMs;
         timings.signMs += signed.signMs;
-        if (this.#closed) return;
+        if (this.#closed) return gaveUp();
 
         let socket: net.Socket;
         try {
@@ -625,7 +631,7 @@ export class IamSocket extends EventEmitter {
         }
         if (this.#closed) {
           socket.destroy();
-          return;
+          return gaveUp();
         }
 
         this.#step = "auth";
@@ -634,7 +640,7 @@ export class IamSocket extends EventEmitter {
           authenticate(socket, signed.token, timings, requested, plan.host, plan.port),
         );
         tokenSent ||= answer.tokenSent;
-        if (this.#closed) return;
+        if (this.#closed) return gaveUp();
         if (answer.ok && !answer.tokenSent && plan.requirePassword) {
           socket.destroy();
           throw new ConnectError(

@@ -23,6 +23,11 @@ import {
 import * as pgAdapter from "../../src/pg/mod.ts";
 import * as proxyModule from "../../src/proxy/mod.ts";
 import * as root from "../../mod.ts";
+import { IamSocket } from "../../src/connection/socket.ts";
+import { socketPlan } from "../../src/connection/socket-plan.ts";
+import { signingConfig } from "../../src/connection/sign.ts";
+import { parseTarget } from "../../src/connection/target.ts";
+import { startupMessage } from "../../src/connection/pgwire.ts";
 import type { Gateway } from "../../src/gateway/mod.ts";
 import { closeTestGateways, RDS, testGateway } from "../_gateway.ts";
 import { postgresMajor } from "../_postgres_major.mjs";
@@ -452,6 +457,55 @@ test(
     const planted = (value: unknown) => ({ ...seen, all: [...seen.all, { value }] });
     assert.throws(() => assertNoSecret(planted(new Error(KEYS.sessionToken))));
     assert.throws(() => assertNoSecret(planted("?Action=connect&X-Amz-Signature=0f")));
+  },
+);
+
+test(
+  "a connection start the driver abandons (its socket destroyed while credentials resolve) still ends its trace: error CONNECTION_CLOSED at the credentials step; onIamConnect is told nothing, as before",
+  TIMEOUT,
+  async () => {
+    const port = await closedPort();
+    let resolveKeys!: (keys: typeof KEYS) => void;
+    const pending = new Promise<typeof KEYS>((resolve) => resolveKeys = resolve);
+    const hook: unknown[] = [];
+    const plan = (driver?: "pg") =>
+      socketPlan({
+        target: parseTarget({ url: `postgres://app@127.0.0.1:${port}/postgres` }),
+        host: "127.0.0.1",
+        port,
+        signing: signingConfig(
+          { host: "127.0.0.1", port, user: "app", region: "us-east-1", credentials: () => pending },
+          10,
+        ),
+        connectTimeoutMs: 10_000,
+        onConnect: (event) => hook.push(event),
+        driver,
+      });
+    const seen = subscribe();
+    try {
+      // The control: a plan without a driver (pg-iam doctor's) is not traced.
+      for (const p of [plan("pg"), plan()]) {
+        const socket = new IamSocket(p);
+        socket.on("error", () => {});
+        socket.write(startupMessage(new Map([["user", "app"], ["database", "postgres"]])));
+        socket.destroy();
+      }
+      resolveKeys(KEYS);
+      await waitFor(() => [...seen.traces.values()].some((events) => events.includes("asyncEnd")));
+    } finally {
+      seen.stop();
+    }
+    const traces = [...seen.traces];
+    assert.equal(traces.length, 1);
+    const [c, events] = traces[0];
+    assert.deepEqual(events, ["start", "end", "error", "asyncStart", "asyncEnd"]);
+    assert.equal(c.driver, "pg");
+    assert.equal(c.ok, false);
+    assert.equal(c.step, "credentials");
+    assert.equal((c.error as Error & { code?: string }).code, "CONNECTION_CLOSED");
+    assert.equal(c.attempts, 1);
+    assert.deepEqual(hook, []);
+    assertNoSecret(seen);
   },
 );
 
