@@ -509,6 +509,48 @@ test(
   },
 );
 
+test(
+  "Bun.SQL: a server that hangs up before the login makes Bun ask again for a password (a retry of the same connection): one trace, its attempts counted, one error",
+  ON_BUN,
+  async () => {
+    const server = net.createServer((socket) => socket.once("data", () => socket.destroy()));
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const port = (server.address() as net.AddressInfo).port;
+    const seen = subscribe();
+    try {
+      const sql = bunAdapter.iamSql({
+        host: "127.0.0.1",
+        port,
+        user: "app",
+        database: "postgres",
+        signingHostname: RDS,
+        credentials: KEYS,
+        dangerouslyDisableTls: true,
+        ssl: "disable",
+        max: 1,
+        connectionTimeout: 1,
+      });
+      closers.push(() => sql.close({ timeout: 0 }));
+      await assert.rejects(sql`select 1`);
+      await waitFor(() => [...seen.traces.values()].some((events) => events.includes("asyncEnd")));
+      await sql.close({ timeout: 0 });
+    } finally {
+      seen.stop();
+      server.close();
+    }
+    const traces = [...seen.traces];
+    assert.equal(traces.length, 1, inspect(traces));
+    const [c, events] = traces[0];
+    assert.deepEqual(events, ["start", "end", "error", "asyncStart", "asyncEnd"]);
+    assert.equal(c.ok, false);
+    assert.equal(c.step, "connect");
+    // Bun asked for a password for each attempt; the tokens were all on the token channel.
+    assert.ok(c.attempts! >= 2, `${c.attempts}`);
+    assert.equal(seen.tokens.length, c.attempts);
+    assertNoSecret(seen);
+  },
+);
+
 test("every subpath that opens connections exports the channel names", () => {
   for (const module of [pgAdapter, proxyModule, bunAdapter]) {
     assert.equal(module.CONNECT_CHANNEL, "pg-iam:connect");
