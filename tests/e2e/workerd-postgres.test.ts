@@ -71,6 +71,10 @@ interface Answer {
     timings: Record<string, number>;
   }>;
   tokens: Array<{ reused: boolean }>;
+  channels?: {
+    traces: Array<Record<string, unknown> & { events: string[] }>;
+    tokens: Array<Record<string, unknown>>;
+  };
 }
 
 /** Sends the Worker one job (see tests/fixtures/workerd-postgres.ts). */
@@ -376,5 +380,43 @@ test(
     const optedOut = await ask({ client: "pg", ...through(rds), dangerouslyUsePlatformCas: true });
     assert.equal(optedOut.ok, true, JSON.stringify(optedOut.error));
     assert.equal(since(rds, rdsBefore).filter((l) => l.accepted && l.tls).length, 1);
+  },
+);
+
+test(
+  "workerd (nodejs_compat): pg-iam:connect and pg-iam:token fire for iamPostgres() over cloudflare:sockets, as on Node (tests/e2e/diagnostics.test.ts), each trace's timings onIamConnect's",
+  SLOW,
+  async () => {
+    const job = {
+      client: "iam",
+      ...through(rds),
+      queries: 2,
+      max: 2,
+      dangerouslyUsePlatformCas: true,
+    };
+    const r = await ask({ ...job, channels: true });
+    assert.equal(r.ok, true, JSON.stringify(r.error) + log);
+    const traces = r.channels!.traces;
+    assert.equal(traces.length, 2);
+    const totals = r.connects.map((c) => c.timings.totalMs).sort();
+    assert.deepEqual(traces.map((t) => (t.timings as { totalMs: number }).totalMs).sort(), totals);
+    for (const { events, timings: _, ...c } of traces) {
+      assert.deepEqual(events, ["start", "end", "asyncStart", "asyncEnd"]);
+      const { tokenReused: __, ...fields } = c;
+      assert.deepEqual(fields, {
+        driver: "postgres",
+        host: "127.0.0.1",
+        port: rds.port,
+        user: "app",
+        database: "postgres",
+        service: "rds",
+        region: "us-east-1",
+        ok: true,
+        attempts: 1,
+      });
+    }
+    assert.deepEqual(r.channels!.tokens.map((t) => t.reused).sort(), [false, true]);
+    assert.ok(!JSON.stringify(r.channels).includes(KEYS.secretAccessKey));
+    assert.doesNotMatch(JSON.stringify(r.channels), /X-Amz-Signature|Action=connect/);
   },
 );
