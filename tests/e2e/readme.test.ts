@@ -212,6 +212,16 @@ const COVERAGE: Cover[] = [
       ],
     ],
   },
+  // docs/observability.md: the OpenTelemetry recipe (examples/otel.ts).
+  {
+    find: 'import { instrumentPgIam } from "./otel.ts";',
+    by: [
+      [
+        "tests/e2e/otel.test.ts",
+        "otel recipe, by hand: a contract-shaped connect on pg-iam:connect is one pg-iam.connect span from start to asyncEnd, with the attributes and the steps as events in order, and a duration point; unsubscribed, the same messages record nothing (the control)",
+      ],
+    ],
+  },
   { find: "// region comes from the name", by: [[HERE, T.tokens]] },
   { find: "npm install pg-iam              # Node, Bun, from npm", by: [[HERE, T.project]] },
   {
