@@ -48,8 +48,27 @@ import {
 import { connectHost, dsqlLifetime, signFor } from "../connection/sign.ts";
 import type { IamOptions } from "../connection/options.ts";
 import { checkStartupParameters } from "../connection/pgwire.ts";
+import {
+  type ConnectChannelContext,
+  connectTraced,
+  traceConnectEnd,
+  traceConnectStart,
+} from "../connection/diagnostics.ts";
+import type { ConnectStep } from "../connection/errors.ts";
+import type { SigningConfig } from "../connection/sign.ts";
 
 export * from "../connection/public.ts";
+// Bun.SQL's connections publish on the diagnostics channels too (public-socket.ts, which exports
+// these elsewhere, holds the errors of connections pg-iam opens itself: none here).
+export {
+  CONNECT_CHANNEL,
+  type ConnectChannelContext,
+  type ConnectDriver,
+  type ConnectTimings,
+  TOKEN_CHANNEL,
+  type TokenChannelMessage,
+} from "../connection/diagnostics.ts";
+export type { ConnectStep } from "../connection/errors.ts";
 
 /** A `Bun.SQL` client: a tagged template for queries, and Bun's methods (see Bun's own types). */
 export interface BunSqlClient {
@@ -172,6 +191,7 @@ export function iamSql(url?: string | IamSqlOptions, options?: IamSqlOptions): B
   // After a login rejected the token, the next connection force-refreshes its credentials.
   let refresh = false;
   const userOnClose = bunOptions.onclose as ((error: Error | null) => void) | undefined;
+  const userOnConnect = bunOptions.onconnect as ((error: Error | null) => void) | undefined;
   const dbname = target.database ?? connectUser;
   const connection = Object.keys(target.serverParams).length
     ? { ...target.serverParams, ...bunOptions.connection as object }
@@ -182,6 +202,10 @@ export function iamSql(url?: string | IamSqlOptions, options?: IamSqlOptions): B
     ["database", dbname],
     ...Object.entries(connection ?? {}),
   ]);
+  const traces = new BunTraces(
+    { host: address, port: connectPort, database: dbname, signing },
+    typeof bunOptions.max === "number" ? bunOptions.max : 10,
+  );
   const sql = new bun.SQL({
     ...bunOptions,
     adapter: "postgres",
@@ -203,7 +227,12 @@ export function iamSql(url?: string | IamSqlOptions, options?: IamSqlOptions): B
     password: () => {
       const forceRefresh = refresh;
       refresh = false;
+      if (connectTraced()) return traces.start(() => signFor(signing, forceRefresh));
       return signFor(signing, forceRefresh).then((signed) => signed.token);
+    },
+    onconnect: (error: Error | null) => {
+      traces.connected();
+      userOnConnect?.(error);
     },
     onclose: (error: (Error & { errno?: string; code?: string }) | null) => {
       if (error?.errno === "28P01" || error?.errno === "28000") refresh = true;
@@ -213,6 +242,7 @@ export function iamSql(url?: string | IamSqlOptions, options?: IamSqlOptions): B
       ) {
         error.message = tlsError(error, plan, address, connectPort).message;
       }
+      traces.closed(error);
       userOnClose?.(error);
     },
   });
@@ -345,6 +375,120 @@ void ({ create: iamSql, prewarm, transaction } satisfies Adapter<
   BunSqlClient,
   IamSqlOptions
 >);
+
+// Bun's codes for a connection that was open and closed (not a connection start that failed).
+const CLOSED_OPEN = /^ERR_POSTGRES_(CONNECTION_CLOSED|IDLE_TIMEOUT|LIFETIME_TIMEOUT)$/;
+
+interface BunTrace {
+  context: ConnectChannelContext;
+  t0: number;
+  attempts: number;
+  credentialsMs: number;
+  signMs: number;
+  reused: boolean | undefined;
+}
+
+/**
+ * The `pg-iam:connect` traces of a Bun.SQL client. Bun opens its own connections: a trace starts
+ * when Bun asks for a password (before it connects, once per connection it opens, and again for
+ * each of its own retries of one), and ends when Bun reports a connection (`onconnect`) or a
+ * failed one (`onclose`). Neither callback says which connection it is about, so they are paired
+ * with the traces first in, first out: exact when connections start one at a time, or when those
+ * starting together all succeed or all fail. A password request while `max` traces are pending is
+ * a retry of the oldest (Bun retries a connection the server closed before its login): its
+ * `attempts` grows. Only traces started while someone subscribed are here: none, no work.
+ */
+class BunTraces {
+  #pending: BunTrace[] = [];
+  // Failures already reported at the password request (Bun hands them to onclose too).
+  #reported = new WeakSet<Error>();
+
+  constructor(
+    readonly where: { host: string; port: number; database: string; signing: SigningConfig },
+    readonly max: number,
+  ) {}
+
+  /** A password request: a new trace (or a retry of the oldest), the token signed inside it. */
+  start(sign: () => ReturnType<typeof signFor>): Promise<string> {
+    const { where } = this;
+    let trace: BunTrace;
+    let signed: ReturnType<typeof signFor>;
+    if (this.#pending.length >= this.max) {
+      trace = this.#pending[0];
+      trace.attempts++;
+      signed = sign();
+    } else {
+      const { signing } = where;
+      trace = {
+        context: {
+          driver: "bun",
+          host: where.host,
+          port: where.port,
+          user: signing.user,
+          database: where.database,
+          service: signing.service,
+          region: typeof signing.region === "string" ? signing.region : undefined,
+        },
+        t0: performance.now(),
+        attempts: 1,
+        credentialsMs: 0,
+        signMs: 0,
+        reused: undefined,
+      };
+      this.#pending.push(trace);
+      signed = traceConnectStart(trace.context, sign);
+    }
+    return signed.then(
+      (s) => {
+        trace.credentialsMs += s.credentialsMs;
+        trace.signMs += s.signMs;
+        trace.reused = s.reused;
+        return s.token;
+      },
+      (error: Error) => {
+        const at = this.#pending.indexOf(trace);
+        if (at >= 0) this.#pending.splice(at, 1), this.#end(trace, error, "credentials");
+        if (typeof error === "object" && error !== null) this.#reported.add(error);
+        throw error;
+      },
+    );
+  }
+
+  /** Bun's `onconnect`: the oldest pending trace succeeded. */
+  connected(): void {
+    const trace = this.#pending.shift();
+    if (trace) this.#end(trace);
+  }
+
+  /** Bun's `onclose`: the oldest pending trace failed, unless an open connection closed. */
+  closed(error: (Error & { errno?: string; code?: string }) | null): void {
+    if (!this.#pending.length || !error || this.#reported.has(error)) return;
+    if (CLOSED_OPEN.test(error.code ?? "")) return;
+    const step: ConnectStep = error.errno === "28P01" || error.errno === "28000" ||
+        error.code === "ERR_POSTGRES_SERVER_ERROR"
+      ? "auth"
+      : TLS_CHECK.test(error.code ?? "") || /^ERR_(POSTGRES_)?TLS/.test(error.code ?? "")
+      ? "tls"
+      : "connect";
+    this.#end(this.#pending.shift()!, error, step);
+  }
+
+  #end(trace: BunTrace, error?: Error, step?: ConnectStep): void {
+    const { context } = trace;
+    const region = this.where.signing.region;
+    context.region ??= typeof region === "string" ? region : undefined;
+    const timings = {
+      credentialsMs: trace.credentialsMs,
+      signMs: trace.signMs,
+      connectMs: 0,
+      tlsMs: 0,
+      authMs: 0,
+      totalMs: performance.now() - trace.t0,
+    };
+    const ok = error === undefined;
+    traceConnectEnd(context, { ok, attempts: trace.attempts, timings, error, step }, trace.reused);
+  }
+}
 
 /** A certificate check that failed (OpenSSL's verify codes, Node's name check). */
 const TLS_CHECK =

@@ -11,6 +11,7 @@ import { type ConnectionTarget, parseTarget, sslModeOption, stringOption } from 
 import type { SslOption } from "./tls.ts";
 import type { ConnectEvent, SocketPlan } from "./socket.ts";
 import { socketPlan } from "./socket-plan.ts";
+import type { ConnectDriver } from "./diagnostics.ts";
 import { checkMax, pacedPrewarm, type PrewarmOptions, type PrewarmResult } from "./prewarm.ts";
 import type { TransactionOptions } from "./retry.ts";
 
@@ -292,6 +293,8 @@ export function intakePlan(
     connectTimeoutMs: number | (() => number);
     busy?: readonly string[];
     startupParams?: () => Iterable<readonly [string, unknown]>;
+    /** The driver, named on the `pg-iam:connect` channel. */
+    driver?: ConnectDriver;
   },
 ): SocketPlan {
   return socketPlan({
@@ -305,6 +308,7 @@ export function intakePlan(
     dangerouslyUsePlatformCas: i.dangerouslyUsePlatformCas,
     busy: o.busy,
     startupParams: o.startupParams,
+    driver: o.driver,
   });
 }
 

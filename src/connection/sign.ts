@@ -22,6 +22,7 @@ import {
 import { presign, type SigningCredentials } from "../core/sigv4.ts";
 import { withTimeout } from "../core/deadline.ts";
 import type { IamOptions, TokenEvent } from "./options.ts";
+import { publishToken, tokenTraced } from "./diagnostics.ts";
 
 /** Fields of a server ErrorResponse (by their one-letter codes). */
 export type ServerError = Record<string, string>;
@@ -167,6 +168,8 @@ export async function signFor(
   const signingDate = new Date(c.now());
   const until = signingDate.getTime() + c.expiresIn * 1000;
   let credentials = resolveCredentials(c.credentials, signingDate, until, forceRefresh, c.context);
+  // Static credentials and the environment's resolve at once; a provider and the chain by promise.
+  const fromPromise = credentials instanceof Promise;
   if (credentials instanceof Promise) {
     const ms = c.credentialsTimeoutMs;
     credentials = await withTimeout(
@@ -236,7 +239,44 @@ export async function signFor(
       })
     );
   }
+  if (tokenTraced()) {
+    publishToken({
+      host: c.signingHostname,
+      port: c.signingPort,
+      user: c.user,
+      service: c.service,
+      region: c.region as string,
+      reused,
+      signMs,
+      credentialsMs: t1 - t0,
+      credentialsSource: credentialsSource(c.credentials, fromPromise, credentials),
+      credentialsExpiration: (credentials as Credentials).expiration ?? undefined,
+    });
+  }
   return { token: signed.token, credentialsMs: t1 - t0, signMs, reused };
+}
+
+/**
+ * Where credentials came from, as the `pg-iam:token` channel names it, with the AWS SDK's own
+ * attribution (`$source`: feature names such as `CREDENTIALS_PROFILE`) when it gave one.
+ */
+function credentialsSource(
+  option: CredentialsOption | undefined,
+  fromPromise: boolean,
+  credentials: SigningCredentials,
+): string {
+  const kind = typeof option === "function"
+    ? "provider"
+    : option != null
+    ? "option"
+    : fromPromise
+    ? "chain"
+    : "env";
+  const attributed = (credentials as { $source?: unknown }).$source;
+  const features = typeof attributed === "object" && attributed !== null
+    ? Object.keys(attributed).filter((name) => /^[A-Z0-9_]{1,64}$/.test(name))
+    : [];
+  return features.length ? `${kind}:${features.join(",")}` : kind;
 }
 
 /** Forgets a token a server rejected: the next connection signs afresh. */

@@ -15,6 +15,7 @@ import {
   type SigningConfig,
 } from "./sign.ts";
 import { type ConnectEvent, type ConnectOutcome, NODE_BACKEND, type SocketPlan } from "./socket.ts";
+import type { ConnectDriver } from "./diagnostics.ts";
 
 /**
  * The plan every socket of a client follows: sign, connect (for a bare DSQL cluster id, to the
@@ -39,6 +40,8 @@ export function socketPlan(o: {
   busy?: readonly string[];
   /** The startup parameters the driver will send, read as each connection starts. */
   startupParams?: () => Iterable<readonly [string, unknown]>;
+  /** The driver, named on the `pg-iam:connect` channel; none: its connections are not traced. */
+  driver?: ConnectDriver;
 }): SocketPlan {
   const { signing, onConnect } = o;
   const host = connectHost(signing, o.host);
@@ -64,6 +67,14 @@ export function socketPlan(o: {
     token: (forceRefresh) => signFor(signing, forceRefresh),
     rejected: (token) => forgetToken(signing, token),
     authError: (fields) => authError(fields, signing),
+    traced: o.driver === undefined ? undefined : {
+      driver: o.driver,
+      signer: () => ({
+        user: signing.user,
+        service: signing.service,
+        region: typeof signing.region === "string" ? signing.region : undefined,
+      }),
+    },
     onConnect: (outcome: ConnectOutcome) => {
       if (onConnect) {
         safely(() => onConnect({ ...outcome, host, port: o.port, user: signing.user }));

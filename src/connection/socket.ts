@@ -47,22 +47,16 @@ import type { ServerError } from "./sign.ts";
 import { backoffMs, sleep } from "./backoff.ts";
 import { ConnectError, type ConnectStep } from "./errors.ts";
 import { deadline } from "../core/deadline.ts";
+import {
+  type ConnectChannelContext,
+  type ConnectDriver,
+  connectTraced,
+  type ConnectTimings,
+  traceConnectEnd,
+  traceConnectStart,
+} from "./diagnostics.ts";
 
-/** Timings of one connection start, in milliseconds. */
-export interface ConnectTimings {
-  /** Resolving AWS credentials (0 when cached). */
-  credentialsMs: number;
-  /** Signing the token. */
-  signMs: number;
-  /** DNS lookup and TCP connect. */
-  connectMs: number;
-  /** SSLRequest (none with sslnegotiation=direct) and TLS handshake (0 without TLS). */
-  tlsMs: number;
-  /** From sending the token to the server's answer: the server's IAM check. */
-  authMs: number;
-  /** From the start to AuthenticationOk, retries included. */
-  totalMs: number;
-}
+export type { ConnectTimings };
 
 /** What the socket needs for one connection attempt. */
 export interface SocketPlan {
@@ -76,12 +70,23 @@ export interface SocketPlan {
    * `connect_timeout` per connection). */
   connectTimeoutMs: number | (() => number);
   /** Credentials (bounded in time) and a token; throws a clear error. */
-  token(forceRefresh: boolean): Promise<{ token: string; credentialsMs: number; signMs: number }>;
+  token(
+    forceRefresh: boolean,
+  ): Promise<{ token: string; credentialsMs: number; signMs: number; reused?: boolean }>;
   /** Told when the server rejected a token, so that it is never handed out again. */
   rejected?(token: string): void;
   /** Builds the error for a login the server rejected twice. */
   authError(serverError: ServerError): Error;
   onConnect(event: ConnectOutcome): void;
+  /**
+   * Who connects, for the `pg-iam:connect` channel (diagnostics.ts): the driver, and the signer's
+   * user, service and region as each traced connection starts (read only when someone
+   * subscribes). Without it (pg-iam doctor's plan) connections are not traced.
+   */
+  traced?: {
+    driver: ConnectDriver;
+    signer(): { user: string; service: "rds" | "dsql"; region: string | undefined };
+  };
   /** Retry a rejected token once, with force-refreshed credentials. Default: true. */
   retry?: boolean;
   /** SQLSTATEs of a busy server, asked again with backoff within the connect timeout. */
@@ -161,6 +166,15 @@ export interface ConnectEvent {
   /** Whether a token reached the server (a failure before that is not the token's). */
   tokenSent: boolean;
 }
+const NO_TIMINGS: ConnectTimings = {
+  credentialsMs: 0,
+  signMs: 0,
+  connectMs: 0,
+  tlsMs: 0,
+  authMs: 0,
+  totalMs: 0,
+};
+
 /** A server at its connection limit (53300), or over DSQL's new-connection rate (53400). */
 const BUSY: readonly string[] = ["53300", "53400"];
 
@@ -241,7 +255,7 @@ export class IamSocket extends EventEmitter {
         this.#first = EMPTY;
         const code = message.readUInt32BE(4);
         if (code === CANCEL_REQUEST) this.#cancel(message), this.#cancelling = true;
-        else if (code === PROTOCOL_3) this.#start(message);
+        else if (code === PROTOCOL_3) this.#traced(message);
         else {
           this.destroy(
             new ConnectError(`pg-iam: unexpected first message from the driver (${code})`, {
@@ -481,8 +495,48 @@ export class IamSocket extends EventEmitter {
     }
   }
 
-  async #start(startup: Buffer): Promise<void> {
+  /** Starts the login, inside a `pg-iam:connect` trace when someone subscribes. */
+  #traced(startup: Buffer): void {
+    const traced = this.#plan.traced;
+    if (!traced || !connectTraced()) return void this.#start(startup);
+    const signer = traced.signer();
+    const trace: ConnectChannelContext = {
+      driver: traced.driver,
+      host: this.#plan.host,
+      port: this.#plan.port,
+      user: signer.user,
+      database: startupParameters(startup)?.get("database") ?? undefined,
+      service: signer.service,
+      region: signer.region,
+    };
+    const t0 = performance.now();
+    traceConnectStart(trace, () =>
+      this.#start(startup, trace).then(() => {
+        // The driver destroyed the socket mid-start (its own timeout, the pool closing): no
+        // outcome reached onIamConnect, but a trace must end.
+        if (trace.ok !== undefined) return;
+        const error = new ConnectError("pg-iam: the driver closed the connection during its start", {
+          code: "CONNECTION_CLOSED",
+          step: this.#step,
+          host: this.host,
+          port: this.port,
+        });
+        const timings = { ...NO_TIMINGS, totalMs: performance.now() - t0 };
+        traceConnectEnd(trace, { ok: false, attempts: 1, timings, error, step: this.#step }, undefined);
+      }));
+  }
+
+  async #start(startup: Buffer, trace?: ConnectChannelContext): Promise<void> {
     const plan = this.#plan;
+    // Told of each outcome: the hook, and the trace (its region known once a token was signed).
+    let tokenReused: boolean | undefined;
+    const report = (outcome: ConnectOutcome) => {
+      plan.onConnect(outcome);
+      if (trace) {
+        trace.region ??= plan.traced!.signer().region;
+        traceConnectEnd(trace, outcome, tokenReused);
+      }
+    };
     const t0 = performance.now();
     const timeoutMs = typeof plan.connectTimeoutMs === "function"
       ? plan.connectTimeoutMs()
@@ -536,7 +590,7 @@ export class IamSocket extends EventEmitter {
         : "";
       const shown = asked ? { ...fields, M: `${fields.M ?? ""}${asked}` } : fields;
       const error = serverError(shown, this.#step, plan.host, plan.port);
-      plan.onConnect({ ok: false, attempts, timings, error, step: this.#step, tokenSent });
+      report({ ok: false, attempts, timings, error, step: this.#step, tokenSent });
       if (this.#closed) return void socket.destroy();
       this.#handOver(socket, asked ? errorMessageOf(shown) : raw, false);
     };
@@ -545,6 +599,7 @@ export class IamSocket extends EventEmitter {
       for (attempts = 1;; attempts++) {
         this.#step = "credentials";
         const signed = await within(plan.token(attempts > 1));
+        tokenReused = signed.reused;
         timings.credentialsMs += signed.credentialsMs;
         timings.signMs += signed.signMs;
         if (this.#closed) return;
@@ -586,7 +641,7 @@ export class IamSocket extends EventEmitter {
           timings.totalMs = performance.now() - t0;
           limit.clear();
           this.#handOver(socket, answer.rest);
-          plan.onConnect({ ok: true, attempts, timings, tokenSent });
+          report({ ok: true, attempts, timings, tokenSent });
           return;
         }
         const code = answer.error.C;
@@ -608,7 +663,7 @@ export class IamSocket extends EventEmitter {
       limit.clear();
       timings.totalMs = performance.now() - t0;
       const failure = asConnectError(error as Error, this.#step, plan.host, plan.port);
-      plan.onConnect({ ok: false, attempts, timings, error: failure, step: this.#step, tokenSent });
+      report({ ok: false, attempts, timings, error: failure, step: this.#step, tokenSent });
       this.destroy(failure);
     }
   }

@@ -400,7 +400,7 @@ function buildConfig(
     .map(([k, v]) => optionsSetting(k, v));
   const options = [params.options, ...settings].filter(Boolean).join(" ") || undefined;
   const keepAlive = target.keepAlive;
-  const plan = intakePlan(i, signing, { connectTimeoutMs: connectTimeout * 1000 });
+  const plan = intakePlan(i, signing, { connectTimeoutMs: connectTimeout * 1000, driver: "pg" });
   const defaults: Record<string, unknown> = {
     application_name: params.application_name,
     options,

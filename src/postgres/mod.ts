@@ -236,6 +236,7 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
     // without pg-iam; DSQL's 53400 it does not.
     busy: POSTGRES_4 ? ["53400"] : undefined,
     startupParams: () => startupOf(sql.options as unknown as typeof parsed),
+    driver: "postgres",
   });
   if (i.prewarm !== undefined) void prewarm(sql, i.prewarm);
   return sql;

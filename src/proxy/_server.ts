@@ -139,6 +139,7 @@ export class ProxyServer implements Proxy {
     );
     plan = intakePlan({ ...target, onIamConnect: (event) => this.#connected(event) }, signing, {
       connectTimeoutMs: this.config.connectTimeoutMs,
+      driver: "proxy",
     });
     this.#plans.set(user, plan);
     if (this.#plans.size > MAX_PLANS) this.#plans.delete(this.#plans.keys().next().value!);
