@@ -218,6 +218,14 @@ const COVERAGE: Cover[] = [
     by: [
       [
         "tests/e2e/otel.test.ts",
+        "otel recipe, end to end: two postgres.js connections through the gateway are two pg-iam.connect spans with the contract's attributes, the five steps as events, each lasting at least its steps' sum; one token signed, one reused; no secret in any attribute (the search finds a planted one); unsubscribed, a further connect records nothing (the control)",
+      ],
+      [
+        "tests/e2e/otel.test.ts",
+        "otel recipe, end to end: keys the gateway refuses make an error span (error.type, pgiam.step auth, 2 attempts), a failure counted by step, two tokens signed and none reused, no secret anywhere; the right keys beside it make an ok span and count no failure (the control)",
+      ],
+      [
+        "tests/e2e/otel.test.ts",
         "otel recipe, by hand: a contract-shaped connect on pg-iam:connect is one pg-iam.connect span from start to asyncEnd, with the attributes and the steps as events in order, and a duration point; unsubscribed, the same messages record nothing (the control)",
       ],
     ],
