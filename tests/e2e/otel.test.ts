@@ -582,3 +582,73 @@ test(
     assert.deepEqual(leaks(everything(spans, metrics)), []);
   },
 );
+
+test(
+  "docs/observability.md: a subscriber of one's own logs one JSON line per connect (its steps' timings) and per token, postgres.js through the gateway, none with a secret; before it subscribes and after, a connect logs nothing (the controls)",
+  E2E,
+  async () => {
+    const g = await gateway();
+    const lines: string[] = [];
+    const connectOnce = async () => {
+      const sql = postgresJs(g);
+      try {
+        assert.deepEqual([...await sql`select 1 as x`], [{ x: 1 }]);
+      } finally {
+        await sql.end({ timeout: 1 });
+      }
+    };
+    // The page's subscriber, with console.log as lines.push.
+    const connect = {
+      start() {},
+      end() {},
+      asyncStart() {},
+      error() {},
+      asyncEnd(message: unknown) {
+        const c = message as ConnectChannelContext;
+        const { driver, host, port, ok, attempts, step, timings } = c;
+        lines.push(
+          JSON.stringify({ connect: { driver, host, port, ok, attempts, step, ...timings } }),
+        );
+      },
+    };
+    const token = (message: unknown) => {
+      const { user, reused, signMs, credentialsSource } = message as TokenChannelMessage;
+      lines.push(JSON.stringify({ token: { user, reused, signMs, credentialsSource } }));
+    };
+    await connectOnce();
+    assert.deepEqual(lines, []);
+    dc.tracingChannel(CONNECT_CHANNEL).subscribe(connect);
+    dc.subscribe(TOKEN_CHANNEL, token);
+    try {
+      await connectOnce();
+    } finally {
+      dc.tracingChannel(CONNECT_CHANNEL).unsubscribe(connect);
+      dc.unsubscribe(TOKEN_CHANNEL, token);
+    }
+    await connectOnce();
+    assert.equal(lines.length, 2, lines.join("\n"));
+    const [tokenLine, connectLine] = lines.map((l) => JSON.parse(l));
+    assert.deepEqual(tokenLine.token.user, "app");
+    assert.equal(tokenLine.token.reused, false);
+    assert.equal(tokenLine.token.credentialsSource, "option");
+    assert.deepEqual(
+      Object.keys(connectLine.connect),
+      [
+        "driver",
+        "host",
+        "port",
+        "ok",
+        "attempts",
+        "credentialsMs",
+        "signMs",
+        "connectMs",
+        "tlsMs",
+        "authMs",
+        "totalMs",
+      ],
+    );
+    assert.equal(connectLine.connect.ok, true);
+    assert.equal(connectLine.connect.port, g.port);
+    assert.deepEqual(leaks(lines.join("\n")), []);
+  },
+);

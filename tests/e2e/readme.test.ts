@@ -212,7 +212,14 @@ const COVERAGE: Cover[] = [
       ],
     ],
   },
-  // docs/observability.md: the OpenTelemetry recipe (examples/otel.ts).
+  // docs/observability.md: a subscriber of one's own, and the OpenTelemetry recipe (examples/otel.ts).
+  {
+    find: "console.log(JSON.stringify({ token: { user, reused, signMs, credentialsSource } }));",
+    by: [[
+      "tests/e2e/otel.test.ts",
+      "docs/observability.md: a subscriber of one's own logs one JSON line per connect (its steps' timings) and per token, postgres.js through the gateway, none with a secret; before it subscribes and after, a connect logs nothing (the controls)",
+    ]],
+  },
   {
     find: 'import { instrumentPgIam } from "./otel.ts";',
     by: [
