@@ -5,7 +5,7 @@
 // alternate the two so machine noise hits both alike.
 //
 //   node_modules/.bin/tsx bench/connect.ts [--driver postgres|pg|bun] [--rounds 15] [--pool 10]
-//     [--pglite]
+//     [--pglite] [--subscriber]
 //   (also: deno run -A bench/connect.ts, bun bench/connect.ts)
 //
 // postgres.js 3.x instead of 4 (the default): PGIAM_TEST_POSTGRES=3 with "postgres" remapped as the
@@ -20,14 +20,25 @@
 //   login itself in both; iamSql gives it a password function that signs a token).
 //
 // Upstream: the Debian PostgreSQL of the tests (PGIAM_TEST_PG, or started here), or --pglite.
+//
+// --subscriber: the diagnostics channels' cost instead. Both sides are pg-iam's pool; one fills
+// with nobody subscribed, the other with a subscriber on `pg-iam:connect` and `pg-iam:token` (it
+// counts what it is sent, checked against the connections), rounds alternating as above.
 
+import dc from "node:diagnostics_channel";
 import process from "node:process";
 import pg from "pg";
 import postgres from "postgres";
 import { rdsToken } from "../mod.ts";
 import { startGateway } from "../src/gateway/mod.ts";
-import { iamPostgres, type TokenEvent } from "../src/postgres/mod.ts";
+import {
+  CONNECT_CHANNEL,
+  iamPostgres,
+  TOKEN_CHANNEL,
+  type TokenEvent,
+} from "../src/postgres/mod.ts";
 import { iamPool } from "../src/pg/mod.ts";
+import { connectTraced, tokenTraced } from "../src/connection/diagnostics.ts";
 import { type BunSqlClient, iamSql } from "../src/bun/mod.ts";
 import { startPglite } from "../src/gateway/pglite.ts";
 import { upstreamPostgres } from "../tests/_postgres.ts";
@@ -41,6 +52,7 @@ const arg = (name: string, fallback: number) => {
 const ROUNDS = arg("--rounds", 15);
 const POOL = arg("--pool", 10);
 const usePglite = process.argv.includes("--pglite");
+const SUBSCRIBER = process.argv.includes("--subscriber");
 const DRIVERS = {
   postgres: { driver: "postgres.js", iam: "iamPostgres" },
   pg: { driver: "node-postgres", iam: "iamPool" },
@@ -216,18 +228,47 @@ async function fill(pool: Pool): Promise<number> {
   return ms;
 }
 
+/** Subscribes to both channels, counting what they send; returns the unsubscribe. */
+const seen = { traces: 0, ended: 0, tokens: 0 };
+function subscribe(): () => void {
+  const connect = dc.tracingChannel(CONNECT_CHANNEL);
+  const handlers = {
+    start: () => void seen.traces++,
+    end: () => {},
+    asyncStart: () => {},
+    asyncEnd: () => void seen.ended++,
+    error: () => {},
+  };
+  const onToken = () => void seen.tokens++;
+  connect.subscribe(handlers);
+  dc.subscribe(TOKEN_CHANNEL, onToken);
+  return () => {
+    connect.unsubscribe(handlers);
+    dc.unsubscribe(TOKEN_CHANNEL, onToken);
+  };
+}
+
 const tokens: TokenEvent[] = [];
 const times = { iam: [] as number[], static: [] as number[] };
 for (let round = 0; round <= ROUNDS; round++) {
   const password = await rdsToken({ hostname: endpoint, username: "app", credentials });
   const onToken = (e: TokenEvent) => round > 0 && tokens.push(e);
+  // With --subscriber, "static" is pg-iam's pool with a subscriber on both channels.
   const pair = [["iam", () => make.iam(onToken, password)], [
     "static",
-    () => make.static(onToken, password),
+    () => SUBSCRIBER ? make.iam(onToken, password) : make.static(onToken, password),
   ]] as const;
   for (const [name, open] of round % 2 ? pair : [...pair].reverse()) {
+    const unsubscribe = SUBSCRIBER && name === "static" ? subscribe() : undefined;
     const ms = await fill(open());
+    unsubscribe?.();
     if (round > 0) times[name].push(ms); // round 0 warms up both paths
+  }
+}
+if (SUBSCRIBER) {
+  const expected = (ROUNDS + 1) * POOL;
+  if (seen.traces !== expected || seen.ended !== expected || seen.tokens !== expected) {
+    throw new Error(`the subscriber saw ${JSON.stringify(seen)}, not ${expected} of each`);
   }
 }
 await gateway.close();
@@ -244,6 +285,40 @@ const runtime = "Deno" in globalThis
   : "Bun" in globalThis
   ? "Bun"
   : `Node ${process.versions.node}`;
+if (SUBSCRIBER) {
+  console.log(
+    `Diagnostics channels' cost, ${runtime}, ${names.driver}${
+      driverName === "postgres" ? ` ${loadedMajor}` : ""
+    }, ${names.iam} pool of ${POOL} opened at once through the gateway to ${
+      lite ? "PGlite" : "PostgreSQL"
+    }; median of ${ROUNDS} alternating rounds:\n`,
+  );
+  console.log(`| ${names.iam} | fill ${POOL} connections | per connection |`);
+  console.log(`| --- | ---: | ---: |`);
+  console.log(`| nobody subscribed | ${iam.toFixed(1)} ms | ${(iam / POOL).toFixed(2)} ms |`);
+  console.log(
+    `| subscribed to ${CONNECT_CHANNEL} and ${TOKEN_CHANNEL} | ${fixed.toFixed(1)} ms | ${
+      (fixed / POOL).toFixed(2)
+    } ms |`,
+  );
+  console.log(
+    `\nsubscribed / unsubscribed: ${(fixed / iam).toFixed(3)} (${
+      ((fixed / iam - 1) * 100).toFixed(1)
+    } %); the subscriber saw ${seen.traces} traces and ${seen.tokens} tokens`,
+  );
+  // What a connection pays with nobody subscribed: the two checks (one per connection start, one
+  // per token), timed here alone as no connect can resolve them.
+  let any = false;
+  const checks = 1_000_000;
+  const t = performance.now();
+  for (let i = 0; i < checks; i++) any = connectTraced() || tokenTraced() || any;
+  const ns = (performance.now() - t) * 1e6 / checks;
+  console.log(
+    `Nobody subscribed, a connection's checks (connect and token channels): ${ns.toFixed(1)} ns` +
+      `${any ? " (subscribed?)" : ""}`,
+  );
+  process.exit(0);
+}
 console.log(
   `Connect cost, ${runtime}, ${names.driver}${
     driverName === "postgres" ? ` ${loadedMajor}` : ""

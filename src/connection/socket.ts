@@ -50,8 +50,8 @@ import { deadline } from "../core/deadline.ts";
 import {
   type ConnectChannelContext,
   type ConnectDriver,
-  connectTraced,
   type ConnectTimings,
+  connectTraced,
   traceConnectEnd,
   traceConnectStart,
 } from "./diagnostics.ts";
@@ -515,14 +515,21 @@ export class IamSocket extends EventEmitter {
         // The driver destroyed the socket mid-start (its own timeout, the pool closing): no
         // outcome reached onIamConnect, but a trace must end.
         if (trace.ok !== undefined) return;
-        const error = new ConnectError("pg-iam: the driver closed the connection during its start", {
-          code: "CONNECTION_CLOSED",
-          step: this.#step,
-          host: this.host,
-          port: this.port,
-        });
+        const error = new ConnectError(
+          "pg-iam: the driver closed the connection during its start",
+          {
+            code: "CONNECTION_CLOSED",
+            step: this.#step,
+            host: this.host,
+            port: this.port,
+          },
+        );
         const timings = { ...NO_TIMINGS, totalMs: performance.now() - t0 };
-        traceConnectEnd(trace, { ok: false, attempts: 1, timings, error, step: this.#step }, undefined);
+        traceConnectEnd(
+          trace,
+          { ok: false, attempts: 1, timings, error, step: this.#step },
+          undefined,
+        );
       }));
   }
 
