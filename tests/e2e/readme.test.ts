@@ -212,6 +212,31 @@ const COVERAGE: Cover[] = [
       ],
     ],
   },
+  // docs/observability.md: a subscriber of one's own, and the OpenTelemetry recipe (examples/otel.ts).
+  {
+    find: "console.log(JSON.stringify({ token: { user, reused, signMs, credentialsSource } }));",
+    by: [[
+      "tests/e2e/otel.test.ts",
+      "docs/observability.md: a subscriber of one's own logs one JSON line per connect (its steps' timings) and per token, postgres.js through the gateway, none with a secret; before it subscribes and after, a connect logs nothing (the controls)",
+    ]],
+  },
+  {
+    find: 'import { instrumentPgIam } from "./otel.ts";',
+    by: [
+      [
+        "tests/e2e/otel.test.ts",
+        "otel recipe, end to end: two postgres.js connections through the gateway are two pg-iam.connect spans with the contract's attributes, the five steps as events, each lasting at least its steps' sum; one token signed, one reused; no secret in any attribute (the search finds a planted one); unsubscribed, a further connect records nothing (the control)",
+      ],
+      [
+        "tests/e2e/otel.test.ts",
+        "otel recipe, end to end: keys the gateway refuses make an error span (error.type, pgiam.step auth, 2 attempts), a failure counted by step, two tokens signed and none reused, no secret anywhere; the right keys beside it make an ok span and count no failure (the control)",
+      ],
+      [
+        "tests/e2e/otel.test.ts",
+        "otel recipe, by hand: a contract-shaped connect on pg-iam:connect is one pg-iam.connect span from start to asyncEnd, with the attributes and the steps as events in order, and a duration point; unsubscribed, the same messages record nothing (the control)",
+      ],
+    ],
+  },
   { find: "// region comes from the name", by: [[HERE, T.tokens]] },
   { find: "npm install pg-iam              # Node, Bun, from npm", by: [[HERE, T.project]] },
   {
