@@ -66,7 +66,10 @@ export function socketPlan(o: {
     authError: (fields) => authError(fields, signing),
     onConnect: (outcome: ConnectOutcome) => {
       if (onConnect) {
-        safely(() => onConnect({ ...outcome, host, port: o.port, user: signing.user }));
+        safely(
+          () => onConnect({ ...outcome, host, port: o.port, user: signing.user }),
+          signing.logger,
+        );
       }
     },
   };
