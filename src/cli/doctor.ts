@@ -168,8 +168,8 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
   };
   const print = (line: string) => json || out(line + "\n");
   const add = (step: Step) => {
-    const { step: name, ...rest } = step;
-    report.steps.push({ name, ...rest });
+    const { step: name, ok, ms, detail, data } = step;
+    report.steps.push({ name, ok, ms, detail, ...(data === undefined ? {} : { data }) });
     if (name === "auth" && typeof step.data?.server === "string") {
       report.versions.postgres ??= step.data.server;
     }
