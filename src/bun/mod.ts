@@ -42,6 +42,7 @@ import { tlsError, type TlsPlan, tlsPlan } from "../connection/tls.ts";
 import type { SslOption } from "../connection/tls.ts";
 import type { PrewarmOptions, PrewarmResult } from "../connection/prewarm.ts";
 import {
+  loggers,
   nestingOf,
   type SavepointDriver,
   type SavepointHandle,
@@ -249,6 +250,7 @@ export function iamSql(url?: string | IamSqlOptions, options?: IamSqlOptions): B
       userOnClose?.(error);
     },
   });
+  if (signing.logger) loggers.set(sql, signing.logger);
   if (i.prewarm !== undefined) void prewarm(sql, i.prewarm);
   return sql;
 }

@@ -30,6 +30,8 @@ import { ConnectError } from "../connection/errors.ts";
 import { type Command, int, type Parsed, UsageError } from "./_args.ts";
 import { type TlsPlan, tlsPlan } from "../connection/tls.ts";
 import { lower, resolveTarget, signFor, type Target, TARGET_FLAGS } from "./_target.ts";
+// mod.ts loads this module on demand, once it has run: the cycle is harmless.
+import { VERSION } from "./mod.ts";
 
 /** The `doctor` subcommand. */
 export const command: Command = {
@@ -45,7 +47,11 @@ second connect, warm. On failure it names the failing step and the likely cause,
 The token and secrets are never printed.`,
   flags: {
     ...TARGET_FLAGS,
-    json: { type: "boolean", help: "Print one JSON object for machines instead." },
+    json: {
+      type: "boolean",
+      help: "Print one JSON document instead: the target, versions, each step (name, ok, ms, " +
+        "detail, data), warnings, the verdict (ok) and the failure. Exit codes unchanged.",
+    },
     timeout: {
       type: "string",
       arg: "SECONDS",
@@ -83,11 +89,28 @@ export interface Step {
   data?: Record<string, unknown>;
 }
 
-/** What `--json` prints. */
+/** One step as `--json` prints it. */
+export interface JsonStep {
+  /** The step: `endpoint`, `credentials`, `sign`, `dns`, `tcp`, `tls`, `auth`, `query`, `warm`. */
+  name: StepName;
+  ok: boolean;
+  /** Its time in ms. */
+  ms: number;
+  /** What was found, in words (the human output's line). */
+  detail: string;
+  /** The same, for machines. */
+  data?: Record<string, unknown>;
+}
+
+/** What `--json` prints: one document, whatever the outcome. */
 export interface Report {
+  /** The verdict: connected (exit 0), or not (exit 1, `failure` says why). */
   ok: boolean;
   target: Record<string, unknown>;
-  steps: Step[];
+  /** pg-iam's, the runtime's and (once logged in) the server's. */
+  versions: { pgIam: string; runtime: string; runtimeVersion: string; postgres?: string };
+  /** The steps taken, in order; the failing one last. */
+  steps: JsonStep[];
   warnings: string[];
   /** The failing step, its error, and the likely cause in plain words. */
   failure?: { step: StepName; error: string; cause: string; code?: string };
@@ -139,12 +162,17 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
       signingPort: target.signingPort,
       sslmode: target.sslmode,
     },
+    versions: { pgIam: VERSION, ...runtimeVersion() },
     steps: [],
     warnings: [],
   };
   const print = (line: string) => json || out(line + "\n");
   const add = (step: Step) => {
-    report.steps.push(step);
+    const { step: name, ok, ms, detail, data } = step;
+    report.steps.push({ name, ok, ms, detail, ...(data === undefined ? {} : { data }) });
+    if (name === "auth" && typeof step.data?.server === "string") {
+      report.versions.postgres ??= step.data.server;
+    }
     print(`  ${step.ok ? "ok  " : "FAIL"}  ${step.step.padEnd(12)}${fmt(step.ms)}  ${step.detail}`);
   };
   const warn = (text: string) => {
@@ -185,7 +213,7 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
       (error as Error).message,
       "an unexpected error; run again with --verbose for details",
     );
-    if (!report.steps.some((s) => s.step === f.step && !s.ok)) {
+    if (!report.steps.some((s) => s.name === f.step && !s.ok)) {
       add({ step: f.step, ok: false, ms: f.ms, detail: f.message });
     }
     report.failure = { step: f.step, error: f.message, cause: f.likely, code: f.code };
@@ -193,6 +221,18 @@ export async function run(args: Parsed, out: (text: string) => void): Promise<nu
   }
   if (json) out(JSON.stringify(report, null, 2) + "\n");
   return report.ok ? 0 : 1;
+}
+
+/** The runtime running the command, and its version. */
+function runtimeVersion(): { runtime: string; runtimeVersion: string } {
+  const g = globalThis as {
+    Deno?: { version: { deno: string } };
+    Bun?: { version: string };
+    process?: { versions?: { node?: string } };
+  };
+  if (g.Deno) return { runtime: "deno", runtimeVersion: g.Deno.version.deno };
+  if (g.Bun) return { runtime: "bun", runtimeVersion: g.Bun.version };
+  return { runtime: "node", runtimeVersion: g.process?.versions?.node ?? "unknown" };
 }
 
 function fmt(n: number): string {

@@ -37,6 +37,39 @@ export interface TokenEvent {
   reused: boolean;
 }
 
+/**
+ * Where pg-iam's warnings go (a client's idle connection failing, a hook that threw, a failed
+ * credentials refresh): the methods `console` and pino's loggers share. pg-iam calls
+ * `warn(message, error)` or `error(message, error)`: `message` is one line starting `pg-iam: `
+ * that ends with the error's message, and `error` the Error itself. Neither holds a token or a
+ * secret. A logger that throws is ignored. Default: `console`, with the lines pg-iam always wrote.
+ *
+ * pino takes the Error as a format argument and, without a `%` placeholder, leaves it out: the
+ * message alone is logged. To log the Error as pino's `err` field, wrap it (below).
+ *
+ * @example
+ * ```ts
+ * import type { Logger } from "@pg-iam/pg-iam/postgres";
+ *
+ * // pino: `import pino from "pino"; const log = pino();`, then
+ * const log = { warn: console.warn, error: console.error }; // stands in for pino here
+ * const logger: Logger = {
+ *   warn: (message, error) => log.warn({ err: error }, message),
+ *   error: (message, error) => log.error({ err: error }, message),
+ * };
+ * ```
+ */
+export interface Logger {
+  /** Not called by pg-iam today; part of the shape so that `console` and pino fit. */
+  debug?: (message: string, ...args: unknown[]) => void;
+  /** Not called by pg-iam today; part of the shape so that `console` and pino fit. */
+  info?: (message: string, ...args: unknown[]) => void;
+  /** A failed credentials refresh (the current credentials are kept). */
+  warn: (message: string, ...args: unknown[]) => void;
+  /** A failure pg-iam survived: an idle connection's error, a hook that threw. */
+  error: (message: string, ...args: unknown[]) => void;
+}
+
 /** The IAM options every driver adapter takes (iamPostgres, iamPool, iamSql, iamPassword). */
 export interface IamOptions {
   /** Signing region. Default: from the endpoint name, then `AWS_REGION`, `AWS_DEFAULT_REGION`. */
@@ -48,8 +81,16 @@ export interface IamOptions {
   credentials?: CredentialsOption;
   /** The AWS profile for credentials (and region, if needed). Default: `AWS_PROFILE`. */
   profile?: string;
-  /** Told when refreshing expiring credentials in the background fails. Default: `console.warn`. */
+  /**
+   * Told when refreshing expiring credentials in the background fails. Default: the `logger`'s
+   * `warn`, else `console.warn`.
+   */
   onRefreshError?: (error: Error) => void;
+  /**
+   * Where pg-iam's warnings go, e.g. a pino logger: any object with `warn` and `error` methods
+   * (see {@linkcode Logger}). Default: `console`.
+   */
+  logger?: Logger;
   /** Token lifetime in seconds (default 900). Only matters while the connection is opening. */
   expiresIn?: number;
   /**
@@ -87,6 +128,7 @@ const IAM_KEYS: ReadonlySet<string> = new Set<string>(
     "credentials",
     "profile",
     "onRefreshError",
+    "logger",
     "expiresIn",
     "signingHostname",
     "signingPort",
@@ -173,4 +215,44 @@ export function checkCount(value: unknown, option: string): number {
     );
   }
   return value;
+}
+
+/** The `logger` option, checked: an object with `warn` and `error` methods, or undefined. */
+export function checkLogger(value: unknown, option = "logger"): Logger | undefined {
+  if (value === undefined) return undefined;
+  const o = value as Record<string, unknown>;
+  if (
+    typeof value !== "object" || value === null || typeof o.warn !== "function" ||
+    typeof o.error !== "function"
+  ) {
+    throw new TypeError(
+      `The "${option}" option must be an object with warn and error methods (console, a pino ` +
+        `logger), got ${show(value)}`,
+    );
+  }
+  return value as Logger;
+}
+
+/**
+ * Tells the user's `logger` `message` and the error; without one, `console` as pg-iam always did
+ * (`plain`: the arguments it was given). A throwing logger must not break a connection.
+ */
+export function warn(
+  logger: Logger | undefined,
+  level: "warn" | "error",
+  message: string,
+  error: unknown,
+  plain: unknown[] = [message],
+): void {
+  try {
+    if (logger) logger[level](message, error);
+    else console[level](...plain);
+  } catch {
+    // Ignored, as a throwing hook is.
+  }
+}
+
+/** An error's message, for a log line (hooks may throw anything). */
+export function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }

@@ -5,7 +5,7 @@
 
 export { CredentialsError, type CredentialsErrorCode } from "../core/errors.ts";
 export type { Credentials, CredentialsOption, CredentialsProvider } from "../core/credentials.ts";
-export type { IamOptions, TokenEvent } from "./options.ts";
+export type { IamOptions, Logger, TokenEvent } from "./options.ts";
 export type { SslOption } from "./tls.ts";
 export type { PrewarmOptions, PrewarmResult } from "./prewarm.ts";
 export {

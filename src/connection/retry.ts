@@ -6,6 +6,10 @@
 
 import { show } from "../core/errors.ts";
 import { backoffMs, sleep } from "./backoff.ts";
+import { type Logger, messageOf, warn } from "./options.ts";
+
+/** Each client's `logger` option, set by the adapters: transaction() reports onRetry's errors to it. */
+export const loggers: WeakMap<object, Logger> = new WeakMap();
 
 /**
  * Options of every adapter's `transaction()`: the retry policy, and how to begin. One type for
@@ -180,6 +184,7 @@ export async function retrying<T>(
   attempt: (workDone: () => void) => Promise<T>,
   options: TransactionOptions | undefined,
   isConnectionError: (error: unknown) => boolean,
+  logger?: Logger,
 ): Promise<T> {
   const o = checkTransactionOptions(options);
   for (let n = 1;; n++) {
@@ -197,7 +202,16 @@ export async function retrying<T>(
         try {
           o.onRetry({ attempt: n, error: error as Error, delayMs });
         } catch (hookError) {
-          console.error("pg-iam: the onRetry hook threw:", hookError);
+          warn(
+            logger,
+            "error",
+            `pg-iam: the onRetry hook threw: ${messageOf(hookError)}`,
+            hookError,
+            [
+              "pg-iam: the onRetry hook threw:",
+              hookError,
+            ],
+          );
         }
       }
       await sleep(delayMs);
@@ -388,5 +402,6 @@ export function savepointTransaction<C extends object, H extends SavepointHandle
       }) as Promise<T>,
     options,
     connectionLost,
+    loggers.get(sql),
   );
 }

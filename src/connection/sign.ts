@@ -21,7 +21,14 @@ import {
 } from "../core/signing.ts";
 import { presign, type SigningCredentials } from "../core/sigv4.ts";
 import { withTimeout } from "../core/deadline.ts";
-import type { IamOptions, TokenEvent } from "./options.ts";
+import {
+  checkLogger,
+  type IamOptions,
+  type Logger,
+  messageOf,
+  type TokenEvent,
+  warn,
+} from "./options.ts";
 import { publishToken, tokenTraced } from "./diagnostics.ts";
 
 /** Fields of a server ErrorResponse (by their one-letter codes). */
@@ -71,6 +78,8 @@ export interface SigningConfig extends Signing {
   credentialsTimeoutMs: number;
   now: () => number;
   onToken?: (event: TokenEvent) => void;
+  /** The `logger` option: where hooks' errors go (default: console). */
+  logger?: Logger;
   /** Reuse young tokens (`tokenReuse`). */
   reuse: boolean;
   /** A reused token has at least this long to live when handed out (the connect timeout). */
@@ -99,7 +108,19 @@ export function signingConfig(
   connectTimeout: number,
   urlNames: SigningNames = {},
 ): SigningConfig {
-  const context = credentialsContext(o as unknown as Record<string, unknown>);
+  const logger = checkLogger(o.logger);
+  // The core reports a failed refresh to onRefreshError (else console.warn): a logger gets it
+  // there, the core being at its size limit.
+  const context = credentialsContext({
+    ...o,
+    onRefreshError: o.onRefreshError ?? (logger && ((error: Error) =>
+      warn(
+        logger,
+        "warn",
+        `pg-iam: credentials refresh failed, current ones kept: ${error.message}`,
+        error,
+      ))),
+  } as unknown as Record<string, unknown>);
   const signing = resolveSigning({ ...o, profile: context?.profile }, {
     host: "the host connected to",
     ...urlNames,
@@ -139,6 +160,7 @@ export function signingConfig(
     credentialsTimeoutMs: (o.credentialsTimeout ?? Math.min(10, connectTimeout / 2)) * 1000,
     now: o.now ?? Date.now,
     onToken: o.onToken,
+    logger,
     reuse: o.tokenReuse ?? true,
     minRemainingMs: connectTimeout * 1000,
   };
@@ -236,8 +258,7 @@ export async function signFor(
         signMs,
         forceRefresh,
         reused,
-      })
-    );
+      }), c.logger);
   }
   if (tokenTraced()) {
     publishToken({
@@ -357,10 +378,13 @@ export function authError(fields: ServerError, c: SigningConfig): IamAuthError {
 }
 
 // User hooks must not break a connection: their errors are reported, never thrown into it.
-export function safely(fn: () => void): void {
+export function safely(fn: () => void, logger?: Logger): void {
   try {
     fn();
   } catch (error) {
-    console.error("pg-iam: a hook threw:", error);
+    warn(logger, "error", `pg-iam: a hook threw: ${messageOf(error)}`, error, [
+      "pg-iam: a hook threw:",
+      error,
+    ]);
   }
 }

@@ -77,7 +77,10 @@ export function socketPlan(o: {
     },
     onConnect: (outcome: ConnectOutcome) => {
       if (onConnect) {
-        safely(() => onConnect({ ...outcome, host, port: o.port, user: signing.user }));
+        safely(
+          () => onConnect({ ...outcome, host, port: o.port, user: signing.user }),
+          signing.logger,
+        );
       }
     },
   };

@@ -37,6 +37,7 @@ import {
   checkNestedMode,
   checkTransactionOptions,
   connectionLost,
+  loggers,
   type Nesting,
   nestingOf,
   retrying,
@@ -44,7 +45,7 @@ import {
   type TransactionOptions,
 } from "../connection/retry.ts";
 import { dsqlLifetime } from "../connection/sign.ts";
-import type { IamOptions } from "../connection/options.ts";
+import { type IamOptions, type Logger, warn } from "../connection/options.ts";
 import { IamSocket } from "../connection/socket.ts";
 import { checkStartupParameters } from "../connection/pgwire.ts";
 
@@ -114,6 +115,8 @@ export function iamPool(config: IamPoolConfig = {}): Pool {
   // What its clients will send: a client's startup parameters, read as node-postgres reads them.
   checkStartup(new pg.Client(built.config as ClientConfig));
   const pool = new pg.Pool(built.config as PoolConfig);
+  const { logger } = built;
+  if (logger) loggers.set(pool, logger);
   // Not on Workers: a client lives for one request there, and pg-pool's lifetime timer calls
   // unref(), which a Worker's timers do not have (the pool's connect would fail).
   if (dsql && !ON_WORKERD) {
@@ -128,7 +131,7 @@ export function iamPool(config: IamPoolConfig = {}): Pool {
   // would crash the process.
   pool.on("error", (error) => {
     if (pool.listenerCount("error") === 1) {
-      console.error(`pg-iam: an idle client of the pool failed: ${error.message}`);
+      warn(logger, "error", `pg-iam: an idle client of the pool failed: ${error.message}`, error);
     }
   });
   if (built.intake.prewarm !== undefined) void prewarm(pool, built.intake.prewarm);
@@ -303,6 +306,7 @@ export function transaction<T>(
     },
     options,
     connectionLost,
+    loggers.get(pool),
   );
 }
 
@@ -381,7 +385,7 @@ void ({ create: iamPool, prewarm, transaction } satisfies Adapter<
 /** The pg config for what intake() read: a socket of pg-iam's for each connection. */
 function buildConfig(
   i: Intake,
-): { config: Record<string, unknown>; dsql: boolean; intake: Intake } {
+): { config: Record<string, unknown>; dsql: boolean; intake: Intake; logger?: Logger } {
   const { target, host, port } = i;
   const pgConfig = i.driver;
   // As node-postgres: the user from the options, URL or PGUSER, else pg.defaults' (the operating
@@ -424,6 +428,7 @@ function buildConfig(
     },
     dsql: signing.service === "dsql",
     intake: i,
+    logger: signing.logger,
   };
 }
 

@@ -33,13 +33,14 @@ import {
 } from "../connection/adapter.ts";
 import { parseTarget, stringOption } from "../connection/target.ts";
 import {
+  loggers,
   nestingOf,
   type SavepointDriver,
   savepointTransaction,
   type TransactionOptions,
 } from "../connection/retry.ts";
 import { dsqlLifetime, safely, signFor, signingConfig } from "../connection/sign.ts";
-import { type IamOptions, urlNames } from "../connection/options.ts";
+import { type IamOptions, urlNames, warn } from "../connection/options.ts";
 import type { PrewarmOptions, PrewarmResult } from "../connection/prewarm.ts";
 import {
   type ConnectEvent,
@@ -238,6 +239,7 @@ export function iamPostgres<T extends Record<string, PostgresType> = {}>(
     startupParams: () => startupOf(sql.options as unknown as typeof parsed),
     driver: "postgres",
   });
+  if (signing.logger) loggers.set(sql, signing.logger);
   if (i.prewarm !== undefined) void prewarm(sql, i.prewarm);
   return sql;
 }
@@ -366,7 +368,7 @@ export interface IamPasswordOptions extends Omit<IamOptions, "tokenReuse"> {
    * With postgres.js 4 the password function then rejects with that error, which postgres.js
    * gives the query. With 3.x, where a rejection would crash the process, it resolves to an empty
    * password instead, which the server rejects: the query fails and the process lives; the
-   * default there is `console.error` with the reason.
+   * default there is the `logger`'s `error` (else `console.error`) with the reason.
    */
   onError?: (error: Error) => void;
 }
@@ -442,7 +444,6 @@ export function iamPassword(options: IamPasswordOptions): () => Promise<string> 
     30,
     urlNames(target, iam),
   );
-  const report = onError ?? ((error: Error) => console.error(`pg-iam: ${error.message}`));
   return () =>
     signFor(config, false).then(
       (signed) => signed.token,
@@ -450,10 +451,11 @@ export function iamPassword(options: IamPasswordOptions): () => Promise<string> 
         // postgres.js 4 fails the connection attempt with a rejection (the query gets the
         // CredentialsError itself); 3.x would crash the process on one.
         if (POSTGRES_4) {
-          if (onError) safely(() => onError(error));
+          if (onError) safely(() => onError(error), config.logger);
           throw error;
         }
-        safely(() => report(error));
+        if (onError) safely(() => onError(error), config.logger);
+        else warn(config.logger, "error", `pg-iam: ${error.message}`, error);
         return "";
       },
     );

@@ -5,6 +5,7 @@
 import { show } from "../core/errors.ts";
 import { checkPort } from "../core/checks.ts";
 import { type Intake, intake } from "../connection/adapter.ts";
+import { checkLogger, type Logger } from "../connection/options.ts";
 import type { ProxyLogin, ProxySessionEnd } from "./types.ts";
 import {
   checkCount,
@@ -24,6 +25,8 @@ export interface ProxyConfig extends ListenerConfig {
   shutdownTimeoutMs: number;
   onLogin: ((login: ProxyLogin) => void) | undefined;
   onClose: ((session: ProxySessionEnd) => void) | undefined;
+  /** The `logger` option: where onLogin's and onClose's errors go (default: console). */
+  logger: Logger | undefined;
   http: { host: string; port: number } | undefined;
 }
 
@@ -146,6 +149,7 @@ export function checkProxyOptions(options: unknown): ProxyConfig {
     onLogin: own.onLogin as ProxyConfig["onLogin"],
     http: checkHttp(own.http),
     onClose: own.onClose as ProxyConfig["onClose"],
+    logger: checkLogger(target.iam.logger),
   };
 }
 

@@ -6,7 +6,7 @@ import type net from "node:net";
 import { intakePlan, intakeSigning } from "../connection/adapter.ts";
 import { ConnectError } from "../connection/errors.ts";
 import { errorResponse, negotiateProtocolVersion, startupMessage } from "../connection/pgwire.ts";
-import { IamAuthError } from "../connection/sign.ts";
+import { IamAuthError, safely } from "../connection/sign.ts";
 import { IamSocket, type SocketPlan } from "../connection/socket.ts";
 import type { ConnectEvent, ConnectStep } from "../connection/socket.ts";
 import type { TokenEvent } from "../connection/options.ts";
@@ -161,13 +161,10 @@ export class ProxyServer implements Proxy {
     this.#onConnect?.(event);
   }
 
-  // Tells onLogin, whose exceptions are ignored (a logger's bug must not take the proxy down).
+  // Tells onLogin, whose exceptions are logged (a logger's bug must not take the proxy down).
   #told(login: ProxyLogin): void {
-    try {
-      this.config.onLogin?.(login);
-    } catch {
-      // Documented: ignored.
-    }
+    const onLogin = this.config.onLogin;
+    if (onLogin) safely(() => onLogin(login), this.config.logger);
   }
 
   #refuse(client: Client, who: Who, code: string, message: string): void {
@@ -269,12 +266,12 @@ export class ProxyServer implements Proxy {
     upstream.write(startupMessage(params));
     const bytes = { toServer: 0, toClient: 0 };
     const ended = () => {
-      if (!answered || this.config.onClose === undefined) return;
-      try {
-        this.config.onClose({ ...who, durationMs: performance.now() - started, bytes });
-      } catch {
-        // Documented: ignored.
-      }
+      const onClose = this.config.onClose;
+      if (!answered || onClose === undefined) return;
+      safely(
+        () => onClose({ ...who, durationMs: performance.now() - started, bytes }),
+        this.config.logger,
+      );
     };
     relay(socket, up, [], client.inbox.reader.rest(), ended, (direction, n) => {
       if (direction === "up") {

@@ -53,10 +53,11 @@ export interface ProxyOptions extends IamOptions, IamConnectOptions, ListenerLim
   shutdownTimeout?: number;
   /**
    * Called for every client login: its upstream login's outcome and timings, or the proxy's
-   * refusal. For logs; exceptions it throws are ignored.
+   * refusal. For logs; an exception it throws is logged (the `logger` option), never thrown into
+   * the proxy.
    */
   onLogin?: (login: ProxyLogin) => void;
-  /** Called when a session (a client logged in upstream) ends. Exceptions are ignored. */
+  /** Called when a session (a client logged in upstream) ends. An exception it throws is logged. */
   onClose?: (session: ProxySessionEnd) => void;
 }
 

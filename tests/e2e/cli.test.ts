@@ -116,7 +116,7 @@ async function login(g: Gateway, user: string, password: string): Promise<string
 
 interface DoctorReport {
   ok: boolean;
-  steps: { step: string; ok: boolean; detail: string }[];
+  steps: { name: string; ok: boolean; detail: string }[];
   failure?: { step: string; error: string; cause: string };
   coldMs?: number;
   warmMs?: number;
@@ -249,9 +249,9 @@ test(
     const { code, report, stdout, stderr } = await doctor([urlOf(g)]);
     assert.equal(code, 0, stdout + stderr);
     assert.equal(report.ok, true);
-    assert.deepEqual(report.steps.map((s) => s.step), STEPS);
+    assert.deepEqual(report.steps.map((s) => s.name), STEPS);
     assert.ok(report.steps.every((s) => s.ok));
-    const tls = report.steps.find((s) => s.step === "tls")!;
+    const tls = report.steps.find((s) => s.name === "tls")!;
     assert.match(tls.detail, /verified against .*ca\.pem.* for db\.cluster-abc123xyz/);
     assert.ok(report.coldMs! > 0 && report.warmMs! > 0);
     assert.equal(g.stats.accepted, 2); // the cold and the warm connect each signed and logged in
@@ -374,7 +374,7 @@ test("pg-iam doctor names tcp for a closed port", TIMEOUT, async () => {
   assert.equal(code, 1);
   assert.equal(report.failure?.step, "tcp");
   assert.match(report.failure!.cause, /nothing accepts connections on port/);
-  assert.deepEqual(report.steps.map((s) => s.step), STEPS.slice(0, 5));
+  assert.deepEqual(report.steps.map((s) => s.name), STEPS.slice(0, 5));
 });
 
 test("pg-iam doctor names credentials when there are none", TIMEOUT, async () => {
@@ -553,7 +553,7 @@ test(
       const ok = await doctor([url]);
       assert.equal(ok.code, 0, JSON.stringify(ok.report.failure));
       assert.match(
-        ok.report.steps.find((s) => s.step === "tls")!.detail,
+        ok.report.steps.find((s) => s.name === "tls")!.detail,
         /pg-iam local gateway CA/,
       );
 
@@ -607,7 +607,7 @@ test(
       assert.equal(gw.ready.endpoint, "localhost");
       const { code, report } = await doctor([String(gw.ready.url)]);
       assert.equal(code, 0, JSON.stringify(report.failure));
-      assert.match(report.steps.find((s) => s.step === "query")!.detail, /PGlite|PostgreSQL/);
+      assert.match(report.steps.find((s) => s.name === "query")!.detail, /PGlite|PostgreSQL/);
     } finally {
       assert.equal((await gw.stop()).event, "stopped", gw.stderr());
     }
@@ -905,7 +905,7 @@ test(
     assert.equal(ok.code, 0, ok.stderr);
     assert.match(ok.stdout, /X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F/);
     const seen = await doctor([urlOf(g)], REAL);
-    const step = seen.report.steps.find((s) => s.step === "credentials");
+    const step = seen.report.steps.find((s) => s.name === "credentials");
     assert.match(step!.detail, /long-term key AKIAIOSFODNN7EXAMPLE/);
   },
 );

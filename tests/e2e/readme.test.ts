@@ -97,6 +97,16 @@ const T = {
 } as const;
 
 const COVERAGE: Cover[] = [
+  // docs/options.md: the logger option with pino.
+  {
+    find: "warn: (message, error) => log.warn({ err: error }, message),",
+    by: [
+      [
+        "tests/e2e/logger.test.ts",
+        "logger: a real pino logger takes the calls as they are (the message), and the documented wrapper gives pino the Error as err",
+      ],
+    ],
+  },
   // docs/proxy.md and the README's proxy line.
   {
     find:
