@@ -25,6 +25,7 @@
  */
 
 import { chmod, mkdir, stat } from "node:fs/promises";
+import process from "node:process";
 import { checkProxyOptions } from "./_options.ts";
 import { isScramVerifier, parseScramVerifier, scramVerifier } from "../listener/scram.ts";
 import { ProxyServer } from "./_server.ts";
@@ -36,7 +37,7 @@ export type { ListenerLimits } from "../listener/types.ts";
 // The types its options and events name, and the errors an `onIamConnect` event may carry.
 export { CredentialsError, type CredentialsErrorCode } from "../core/errors.ts";
 export type { Credentials, CredentialsOption, CredentialsProvider } from "../core/credentials.ts";
-export type { IamOptions, TokenEvent } from "../connection/options.ts";
+export type { IamOptions, Logger, TokenEvent } from "../connection/options.ts";
 export type { SslOption } from "../connection/tls.ts";
 export * from "../connection/public-socket.ts";
 
@@ -78,8 +79,10 @@ export async function startProxy(options: ProxyOptions): Promise<Proxy> {
   return proxy;
 }
 
-// The socket's directory: created owner-only when missing; an existing one must not be writable
-// by others unless sticky (as /tmp), where another user could replace the socket.
+// The socket's directory: created owner-only when missing; an existing one must be the user's own
+// and closed to others. In a shared directory (even a sticky one, as /tmp) the socket would exist
+// for a moment before chmod() makes it owner-only, and another user with a permissive umask's
+// socket mode could connect in between: none can enter an owner-only directory at all.
 async function privateDir(dir: string): Promise<void> {
   const info = await stat(dir).catch(() => undefined);
   if (info === undefined) {
@@ -89,11 +92,14 @@ async function privateDir(dir: string): Promise<void> {
   if (!info.isDirectory()) {
     throw new TypeError(`The "listen.dir" option must be a directory: ${dir} is not one`);
   }
-  if ((info.mode & 0o022) !== 0 && (info.mode & 0o1000) === 0) {
+  const uid = process.getuid?.();
+  const mode = (info.mode & 0o7777).toString(8);
+  if ((info.mode & 0o077) !== 0 || (uid !== undefined && info.uid !== uid)) {
     throw new RangeError(
-      `The "listen.dir" directory ${dir} is writable by other users (mode ${
-        (info.mode & 0o7777).toString(8)
-      }): one could replace the proxy's socket. Use a directory only you can write to`,
+      `The "listen.dir" directory ${dir} is ${
+        (info.mode & 0o077) !== 0 ? `open to other users (mode ${mode})` : `another user's`
+      }: one could reach or replace the proxy's socket. Give a directory only you can enter, ` +
+        `such as a new one (it is created owner-only)`,
     );
   }
 }

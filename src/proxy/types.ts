@@ -24,7 +24,8 @@ export interface ProxyOptions extends IamOptions, IamConnectOptions, ListenerLim
   /**
    * Where to listen: `host` and `port` (default `127.0.0.1`, an ephemeral port), or `dir`, a Unix
    * socket directory (the socket is `<dir>/.s.PGSQL.<port>`, port default 5432, as libpq names it;
-   * the directory is created owner-only when missing and the socket made owner-only).
+   * the directory is created owner-only when missing and the socket made owner-only; an existing
+   * directory must be the user's own and closed to others, so not `/tmp` itself).
    */
   listen?: { host?: string; port?: number; dir?: string };
   /**

@@ -313,7 +313,7 @@ test(
 );
 
 test(
-  "startProxy: a non-loopback address is refused without allowRemote, and without a password with it; a directory others can write to is refused for the socket",
+  "startProxy: a non-loopback address is refused without allowRemote, and without a password with it; a socket directory open to others is refused, a shared sticky one (as /tmp) too, an existing owner-only one is used (the control)",
   async () => {
     const target = { connectionString: `postgres://db.example.com/postgres`, credentials: KEYS };
     await assert.rejects(
@@ -332,8 +332,17 @@ test(
     chmodSync(open, 0o777);
     await assert.rejects(
       startProxy({ ...target, listen: { dir: open } }),
-      (e: Error) => e instanceof RangeError && /writable by other users/.test(e.message),
+      (e: Error) => e instanceof RangeError && /open to other users \(mode 777\)/.test(e.message),
     );
+    chmodSync(open, 0o1777); // as /tmp: sticky, so no one replaces another's file, but enterable
+    await assert.rejects(
+      startProxy({ ...target, listen: { dir: open } }),
+      (e: Error) => e instanceof RangeError && /open to other users \(mode 1777\)/.test(e.message),
+    );
+    chmodSync(open, 0o700);
+    const own = await startProxy({ ...target, listen: { dir: open, port: 6544 } });
+    assert.equal(own.path, join(open, ".s.PGSQL.6544"));
+    await own.close();
     await assert.rejects(
       startProxy({ ...target, bogus: 1 } as ProxyOptions),
       (e: Error) => e instanceof TypeError && /no "bogus" option/.test(e.message),
